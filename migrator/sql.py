@@ -1,0 +1,500 @@
+"""Split a migration file into PostgreSQL statements and decide whether it can run in a transaction.
+
+The lexer follows psql's own (``src/fe_utils/psqlscan.l``), so a file is cut into
+exactly the statements ``psql -f`` would send: semicolons count only outside
+strings, quoted identifiers, dollar quotes, comments, parentheses and the
+``BEGIN ATOMIC ... END`` body of a SQL-standard function.  It assumes
+``standard_conforming_strings = on`` (the default since PostgreSQL 9.1), so
+backslashes escape only inside ``E'...'`` strings.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "ModeDecision",
+    "Statement",
+    "TransactionMode",
+    "position_to_line_column",
+    "split_statements",
+    "strip_comments",
+    "transaction_mode",
+]
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+class _Kind(Enum):
+    WORD = "word"  # unquoted identifier or keyword
+    QUOTED_IDENT = "quoted identifier"
+    STRING = "string"  # '...', E'...', U&'...', B'...', X'...', N'...'
+    DOLLAR = "dollar-quoted string"
+    PARAM = "parameter"  # $1
+    NUMBER = "number"
+    LPAREN = "("
+    RPAREN = ")"
+    SEMICOLON = ";"
+    OTHER = "other"  # operators and punctuation
+    LINE_COMMENT = "line comment"
+    BLOCK_COMMENT = "block comment"
+
+
+COMMENT_KINDS = frozenset({_Kind.LINE_COMMENT, _Kind.BLOCK_COMMENT})
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: _Kind
+    start: int
+    end: int
+
+
+# Characters as psql's lexer classes them; every non-ASCII character counts as a letter,
+# as psql's [\200-\377] byte class does for UTF-8 text.
+IDENT_START = r"A-Za-z_\u0080-\U0010ffff"
+IDENT_CONT = IDENT_START + r"0-9$"
+DOLLAR_TAG_CONT = IDENT_START + r"0-9"  # a dollar-quote tag cannot itself contain "$"
+
+WHITESPACE_RE = re.compile(r"[ \t\n\r\f]+")
+LINE_COMMENT_RE = re.compile(r"--[^\n\r]*")
+WORD_RE = re.compile(rf"[{IDENT_START}][{IDENT_CONT}]*")
+# Digits, then (PostgreSQL 15+ "junk" or older "number then identifier") any identifier
+# glued to them: either way a "$" right after is part of that token, never a dollar quote.
+NUMBER_RE = re.compile(rf"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:[{IDENT_START}][{IDENT_CONT}]*)?")
+PARAM_RE = re.compile(r"\$\d+")
+DOLLAR_DELIMITER_RE = re.compile(rf"\$(?:[{IDENT_START}][{DOLLAR_TAG_CONT}]*)?\$")
+# Bodies after the opening quote, written as "unrolled loops" so that an unterminated
+# literal fails in linear time instead of backtracking exponentially.
+STANDARD_STRING_BODY_RE = re.compile(r"[^']*(?:''[^']*)*'")
+ESCAPE_STRING_BODY_RE = re.compile(r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'", re.DOTALL)
+QUOTED_IDENT_BODY_RE = re.compile(r'[^"]*(?:""[^"]*)*"')
+BLOCK_COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
+# SQL continues a string literal across whitespace that contains a newline:
+# E'a\'b'  <newline>  'c\'d' is one E'' literal, so the second part keeps backslash escapes.
+STRING_CONTINUATION_RE = re.compile(
+    r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'"
+)
+
+# Prefixes that start a string or quoted identifier, longest first (psql's xestart, xusstart...).
+ESCAPE_STRING_PREFIXES = ("e'", "E'")
+STANDARD_STRING_PREFIXES = ("u&'", "U&'", "b'", "B'", "x'", "X'", "n'", "N'")
+UNICODE_IDENT_PREFIXES = ('u&"', 'U&"')
+BYTE_ORDER_MARK = "\ufeff"
+
+
+class _Lexer:
+    """Turns SQL text into tokens, comments included; never fails (unterminated runs to the end)."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        self.pos = 0
+
+    def tokens(self) -> Iterator[_Token]:
+        sql = self.sql
+        if sql.startswith(BYTE_ORDER_MARK):
+            self.pos = len(BYTE_ORDER_MARK)  # editors add it; it is not SQL
+        while self.pos < len(sql):
+            blank = WHITESPACE_RE.match(sql, self.pos)
+            if blank:
+                self.pos = blank.end()
+                continue
+            start = self.pos
+            kind = self._scan_token()
+            yield _Token(kind, start, self.pos)
+
+    def _scan_token(self) -> _Kind:
+        sql, pos = self.sql, self.pos
+        char = sql[pos]
+        if sql.startswith("--", pos):
+            return self._consume(LINE_COMMENT_RE, _Kind.LINE_COMMENT)
+        if sql.startswith("/*", pos):
+            return self._block_comment()
+        if sql.startswith(ESCAPE_STRING_PREFIXES, pos):
+            return self._escape_string(pos + 2)
+        if sql.startswith(STANDARD_STRING_PREFIXES, pos):
+            return self._quoted(sql.index("'", pos) + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
+        if sql.startswith(UNICODE_IDENT_PREFIXES, pos):
+            return self._quoted(pos + 3, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
+        if char == "'":
+            return self._quoted(pos + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
+        if char == '"':
+            return self._quoted(pos + 1, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
+        if char == "$":
+            return self._dollar()
+        return self._simple_token(char)
+
+    def _simple_token(self, char: str) -> _Kind:
+        word = WORD_RE.match(self.sql, self.pos)
+        if word:
+            self.pos = word.end()
+            return _Kind.WORD
+        number = NUMBER_RE.match(self.sql, self.pos)
+        if number:
+            self.pos = number.end()
+            return _Kind.NUMBER
+        self.pos += 1
+        return {"(": _Kind.LPAREN, ")": _Kind.RPAREN, ";": _Kind.SEMICOLON}.get(char, _Kind.OTHER)
+
+    def _consume(self, pattern: re.Pattern[str], kind: _Kind) -> _Kind:
+        match = pattern.match(self.sql, self.pos)
+        self.pos = match.end() if match else self.pos + 1
+        return kind
+
+    def _quoted(self, body_start: int, body: re.Pattern[str], kind: _Kind) -> _Kind:
+        match = body.match(self.sql, body_start)
+        self.pos = match.end() if match else len(self.sql)  # unterminated: the rest of the file
+        return kind
+
+    def _escape_string(self, body_start: int) -> _Kind:
+        self._quoted(body_start, ESCAPE_STRING_BODY_RE, _Kind.STRING)
+        while self.pos < len(self.sql):
+            continuation = STRING_CONTINUATION_RE.match(self.sql, self.pos)
+            if not continuation:
+                break
+            self._quoted(continuation.end(), ESCAPE_STRING_BODY_RE, _Kind.STRING)
+        return _Kind.STRING
+
+    def _block_comment(self) -> _Kind:
+        # PostgreSQL nests block comments: /* a /* b */ c */ is one comment.
+        depth = 0
+        for edge in BLOCK_COMMENT_EDGE_RE.finditer(self.sql, self.pos):
+            depth += 1 if edge.group() == "/*" else -1
+            if depth == 0:
+                self.pos = edge.end()
+                return _Kind.BLOCK_COMMENT
+        self.pos = len(self.sql)
+        return _Kind.BLOCK_COMMENT
+
+    def _dollar(self) -> _Kind:
+        param = PARAM_RE.match(self.sql, self.pos)
+        if param:
+            self.pos = param.end()
+            return _Kind.PARAM
+        delimiter = DOLLAR_DELIMITER_RE.match(self.sql, self.pos)
+        if not delimiter:
+            self.pos += 1  # a lone "$" (psql's dolqfailed): the tag letters are lexed next
+            return _Kind.OTHER
+        # The body is opaque and ends at the first identical delimiter, so $a$ inside $fn$ is text.
+        close = self.sql.find(delimiter.group(), delimiter.end())
+        self.pos = len(self.sql) if close < 0 else close + len(delimiter.group())
+        return _Kind.DOLLAR
+
+
+def _significant_tokens(sql: str) -> list[_Token]:
+    return [token for token in _Lexer(sql).tokens() if token.kind not in COMMENT_KINDS]
+
+
+# --- splitting ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a file: its text (no trailing semicolon) and where it starts."""
+
+    text: str
+    offset: int  # 0-based character offset of ``text`` in the file
+    line: int  # 1-based line where ``text`` starts
+
+
+# psql remembers the first letters of the first few words to recognise
+# CREATE [OR REPLACE] FUNCTION|PROCEDURE (psqlscan_int.h: identifiers[4]).
+ROUTINE_WORD_LETTERS = {"create": "c", "function": "f", "procedure": "p", "or": "o", "replace": "r"}
+REMEMBERED_WORDS = 4
+ROUTINE_HEADS = ("cf", "cp", "corf", "corp")
+
+
+class _AtomicBodyTracker:
+    """psql's heuristic for SQL-standard bodies: inside CREATE FUNCTION ... BEGIN ATOMIC,
+    count BEGIN/CASE against END so the body's semicolons do not end the statement."""
+
+    def __init__(self) -> None:
+        self.letters: list[str] = []
+        self.word_count = 0
+        self.depth = 0
+
+    def reset(self) -> None:
+        self.letters = []
+        self.word_count = 0
+
+    def see_word(self, word: str, paren_depth: int) -> None:
+        lowered = word.lower()
+        if self.word_count < REMEMBERED_WORDS:
+            self.letters.append(ROUTINE_WORD_LETTERS.get(lowered, "-"))
+        self.word_count += 1
+        if paren_depth > 0 or not "".join(self.letters).startswith(ROUTINE_HEADS):
+            return
+        if lowered == "begin":
+            self.depth += 1
+        elif lowered == "case" and self.depth >= 1:
+            self.depth += 1  # CASE also closes with END; it only matters inside a body
+        elif lowered == "end" and self.depth > 0:
+            self.depth -= 1
+
+
+class _LineIndex:
+    """Maps character offsets to 1-based line and column numbers."""
+
+    def __init__(self, sql: str) -> None:
+        self.line_starts = [0] + [match.end() for match in re.finditer("\n", sql)]
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        line = bisect.bisect_right(self.line_starts, offset)
+        return line, offset - self.line_starts[line - 1] + 1
+
+
+def split_statements(sql: str) -> list[Statement]:
+    """Split SQL text into statements the way ``psql -f`` does.
+
+    Comments and whitespace around a statement are left out of its text;
+    statements that are empty or only comments are dropped.
+
+        >>> split_statements("CREATE TABLE t (a text);\\n-- done\\nINSERT INTO t VALUES (';')")
+        [Statement(text='CREATE TABLE t (a text)', offset=0, line=1),
+         Statement(text="INSERT INTO t VALUES (';')", offset=33, line=3)]
+    """
+    lines = _LineIndex(sql)
+    statements: list[Statement] = []
+    atomic = _AtomicBodyTracker()
+    paren_depth = 0
+    first: _Token | None = None
+    last: _Token | None = None
+    for token in _significant_tokens(sql):
+        if token.kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
+            if first is not None and last is not None:
+                statements.append(_statement(sql, first.start, last.end, lines))
+            first = last = None
+            atomic.reset()
+            continue
+        if token.kind is _Kind.LPAREN:
+            paren_depth += 1
+        elif token.kind is _Kind.RPAREN and paren_depth > 0:
+            paren_depth -= 1
+        elif token.kind is _Kind.WORD:
+            atomic.see_word(sql[token.start : token.end], paren_depth)
+        first = first or token
+        last = token
+    if first is not None and last is not None:
+        statements.append(_statement(sql, first.start, last.end, lines))
+    return statements
+
+
+def _statement(sql: str, start: int, end: int, lines: _LineIndex) -> Statement:
+    return Statement(text=sql[start:end], offset=start, line=lines.locate(start)[0])
+
+
+def position_to_line_column(sql: str, offset: int) -> tuple[int, int]:
+    """Turn a 0-based character offset into a 1-based (line, column).
+
+    For a server error position P (1-based, in characters) in a statement sent
+    on its own, the file offset is ``statement.offset + P - 1``.
+
+        >>> position_to_line_column("SELECT 1;\\nSELEC 2;", 10)
+        (2, 1)
+    """
+    return _LineIndex(sql).locate(offset)
+
+
+def strip_comments(text: str) -> str:
+    """Replace each comment outside strings with one space (strings stay intact).
+
+    >>> strip_comments("SELECT 1 /* one */ + 2; -- two")
+    'SELECT 1   + 2;  '
+    """
+    pieces: list[str] = []
+    done = 0
+    for token in _Lexer(text).tokens():
+        if token.kind in COMMENT_KINDS:
+            pieces.append(text[done : token.start] + " ")
+            done = token.end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+# --- transaction mode ---------------------------------------------------------------------------
+
+
+class TransactionMode(Enum):
+    TRANSACTION = "transaction"
+    NO_TRANSACTION = "no-transaction"
+
+
+@dataclass(frozen=True)
+class ModeDecision:
+    """How a file must run, and a sentence saying why (for the plan and the log)."""
+
+    mode: TransactionMode
+    reason: str
+
+
+NO_TRANSACTION_HEADER_RE = re.compile(r"--\s*migrate\s*:\s*no-transaction(?:\s.*)?", re.IGNORECASE)
+HEADER_REASON = "-- migrate:no-transaction header"
+DEFAULT_REASON = "default"
+# Statements that open or close a transaction block; a file using them runs like psql -f does.
+TRANSACTION_CONTROL = {
+    ("BEGIN",): "BEGIN",
+    ("START", "TRANSACTION"): "START TRANSACTION",
+    ("COMMIT",): "COMMIT",
+    ("END",): "END",
+    ("ROLLBACK",): "ROLLBACK",
+    ("ABORT",): "ABORT",
+}
+# Two-phase commit finishers that PostgreSQL refuses inside a transaction block.
+TWO_PHASE_FINISHERS = (("COMMIT", "PREPARED"), ("ROLLBACK", "PREPARED"))
+# Object kinds whose CREATE/DROP PostgreSQL refuses inside a transaction block.
+CLUSTER_WIDE_OBJECTS = ("DATABASE", "TABLESPACE", "SUBSCRIPTION")
+REINDEX_MANY_TABLES = ("SCHEMA", "SYSTEM", "DATABASE")
+QUOTED = "<quoted>"  # stands for any non-word token, so it never matches a keyword
+
+
+PUNCTUATION_KINDS = frozenset({_Kind.LPAREN, _Kind.RPAREN, _Kind.OTHER})
+
+
+def _word(text: str, token: _Token) -> str:
+    if token.kind is _Kind.WORD:
+        return text[token.start : token.end].upper()
+    if token.kind in PUNCTUATION_KINDS:
+        return text[token.start : token.end]
+    return QUOTED  # strings, quoted identifiers, numbers: never a keyword
+
+
+def _words(text: str) -> list[str]:
+    """The statement's tokens, comments dropped, keywords upper-cased, everything else masked."""
+    return [_word(text, token) for token in _significant_tokens(text)]
+
+
+def _starts(words: list[str], *expected: str) -> bool:
+    return tuple(words[: len(expected)]) == expected
+
+
+def _skip_parenthesized(words: list[str], index: int) -> int:
+    """Index after an optional ( ... ) group starting at ``index`` (e.g. REINDEX (VERBOSE))."""
+    if index >= len(words) or words[index] != "(":
+        return index
+    depth = 0
+    for position in range(index, len(words)):
+        depth += {"(": 1, ")": -1}.get(words[position], 0)
+        if depth == 0:
+            return position + 1
+    return len(words)
+
+
+def _create_refused(words: list[str]) -> str | None:
+    unique = 1 if words[1:2] == ["UNIQUE"] else 0
+    if words[1 + unique : 3 + unique] == ["INDEX", "CONCURRENTLY"]:
+        return "CREATE UNIQUE INDEX CONCURRENTLY" if unique else "CREATE INDEX CONCURRENTLY"
+    if len(words) > 1 and words[1] in CLUSTER_WIDE_OBJECTS:
+        return f"CREATE {words[1]}"
+    return None
+
+
+def _drop_refused(words: list[str]) -> str | None:
+    if _starts(words, "DROP", "INDEX", "CONCURRENTLY"):
+        return "DROP INDEX CONCURRENTLY"
+    if len(words) > 1 and words[1] in CLUSTER_WIDE_OBJECTS:
+        return f"DROP {words[1]}"
+    return None
+
+
+def _alter_refused(words: list[str]) -> str | None:
+    if words[1:2] in (["SYSTEM"], ["SUBSCRIPTION"]):
+        return f"ALTER {words[1]}"
+    pairs = list(itertools.pairwise(words))
+    if words[1:2] == ["DATABASE"] and ("SET", "TABLESPACE") in pairs:
+        return "ALTER DATABASE ... SET TABLESPACE"
+    if words[1:2] == ["TABLE"] and ("DETACH", "PARTITION") in pairs:
+        detach = pairs.index(("DETACH", "PARTITION"))
+        if "CONCURRENTLY" in words[detach:]:
+            return "DETACH PARTITION ... CONCURRENTLY"
+    return None
+
+
+def _reindex_refused(words: list[str]) -> str | None:
+    if "CONCURRENTLY" in words:
+        return "REINDEX ... CONCURRENTLY"
+    kind_index = _skip_parenthesized(words, 1)
+    if kind_index < len(words) and words[kind_index] in REINDEX_MANY_TABLES:
+        return f"REINDEX {words[kind_index]}"
+    return None
+
+
+def _cluster_refused(words: list[str]) -> str | None:
+    rest = words[_skip_parenthesized(words, 1) :]
+    if rest in ([], ["VERBOSE"]):
+        return "CLUSTER without a table name"
+    return None
+
+
+def _refused_in_transaction(words: list[str]) -> str | None:
+    """Name the construct if PostgreSQL refuses this statement inside a transaction block."""
+    head = words[0] if words else ""
+    if head == "VACUUM":
+        return "VACUUM"
+    if _starts(words, "DISCARD", "ALL"):
+        return "DISCARD ALL"
+    for finisher in TWO_PHASE_FINISHERS:
+        if _starts(words, *finisher):
+            return " ".join(finisher)
+    checks = {
+        "CREATE": _create_refused,
+        "DROP": _drop_refused,
+        "ALTER": _alter_refused,
+        "REINDEX": _reindex_refused,
+        "CLUSTER": _cluster_refused,
+    }
+    check = checks.get(head)
+    return check(words) if check else None
+
+
+def _transaction_control(words: list[str]) -> str | None:
+    for prefix, name in TRANSACTION_CONTROL.items():
+        if _starts(words, *prefix):
+            return name
+    return None
+
+
+def _has_no_transaction_header(sql: str, statements: list[Statement]) -> bool:
+    header_end = statements[0].offset if statements else len(sql)
+    for token in _Lexer(sql[:header_end]).tokens():
+        comment = sql[token.start : token.end].rstrip()
+        if token.kind is _Kind.LINE_COMMENT and NO_TRANSACTION_HEADER_RE.fullmatch(comment):
+            return True
+    return False
+
+
+def _statement_reason(statement: Statement) -> str | None:
+    words = _words(statement.text)
+    refused = _refused_in_transaction(words)
+    if refused:
+        return f"line {statement.line}: {refused} cannot run inside a transaction block"
+    control = _transaction_control(words)
+    if control:
+        return f"line {statement.line}: the file controls its own transactions ({control})"
+    return None
+
+
+def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
+    """Decide whether a file runs in one transaction or statement by statement in autocommit.
+
+    ``statements`` is ``split_statements(sql)``.  Keywords are matched on the
+    statements' tokens, so a string, comment or function body that mentions
+    ``CREATE INDEX CONCURRENTLY`` does not count.
+
+        >>> sql = "CREATE INDEX CONCURRENTLY i ON t (a);"
+        >>> transaction_mode(sql, split_statements(sql))
+        ModeDecision(mode=<TransactionMode.NO_TRANSACTION: 'no-transaction'>, reason='line 1: CREATE
+        INDEX CONCURRENTLY cannot run inside a transaction block')
+    """
+    if _has_no_transaction_header(sql, statements):
+        return ModeDecision(TransactionMode.NO_TRANSACTION, HEADER_REASON)
+    for statement in statements:
+        reason = _statement_reason(statement)
+        if reason:
+            return ModeDecision(TransactionMode.NO_TRANSACTION, reason)
+    return ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)

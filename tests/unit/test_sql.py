@@ -1,0 +1,587 @@
+"""Unit tests for migrator.sql: the statement splitter and transaction-mode detection."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from migrator.sql import (
+    ModeDecision,
+    Statement,
+    TransactionMode,
+    position_to_line_column,
+    split_statements,
+    strip_comments,
+    transaction_mode,
+)
+
+
+def texts(sql: str) -> list[str]:
+    return [statement.text for statement in split_statements(sql)]
+
+
+def mode(sql: str) -> ModeDecision:
+    return transaction_mode(sql, split_statements(sql))
+
+
+# --- splitting: exact statements, offsets and lines --------------------------------------------
+
+
+def test_two_statements_with_offsets_and_lines() -> None:
+    sql = "CREATE TABLE t (a text);\n-- done\nINSERT INTO t VALUES (';')"
+    assert split_statements(sql) == [
+        Statement("CREATE TABLE t (a text)", 0, 1),
+        Statement("INSERT INTO t VALUES (';')", 33, 3),
+    ]
+
+
+def test_offsets_point_at_the_text_in_the_file() -> None:
+    sql = "\n\n   SELECT 1 ;\n\tSELECT\n  2;\n"
+    statements = split_statements(sql)
+    assert statements == [Statement("SELECT 1", 5, 3), Statement("SELECT\n  2", 17, 4)]
+    for statement in statements:
+        assert sql[statement.offset : statement.offset + len(statement.text)] == statement.text
+
+
+@pytest.mark.parametrize(
+    "sql", ["", "   \n\t\n", ";", ";;\n;", "-- nothing here\n", "/* x */ ; -- y"]
+)
+def test_empty_and_comment_only_input_gives_no_statements(sql: str) -> None:
+    assert split_statements(sql) == []
+
+
+def test_final_statement_without_semicolon() -> None:
+    assert split_statements("SELECT 1;\nSELECT 2\n") == [
+        Statement("SELECT 1", 0, 1),
+        Statement("SELECT 2", 10, 2),
+    ]
+
+
+def test_leading_and_trailing_comments_are_outside_the_text() -> None:
+    sql = "-- header\n/* block */ SELECT 1 -- trailing\n;\nSELECT 2 /* tail */"
+    assert split_statements(sql) == [
+        Statement("SELECT 1", 22, 2),
+        Statement("SELECT 2", 45, 4),
+    ]
+
+
+def test_comments_inside_a_statement_stay() -> None:
+    assert texts("SELECT 1 -- one; two\n + /* ; */ 2;") == ["SELECT 1 -- one; two\n + /* ; */ 2"]
+
+
+def test_semicolon_in_line_comment_does_not_split() -> None:
+    assert texts("SELECT 1 -- a; b\n;SELECT 2") == ["SELECT 1", "SELECT 2"]
+
+
+def test_line_comment_ending_with_carriage_return() -> None:
+    assert texts("SELECT 1 -- a; b\r\n;SELECT 2\r\n") == ["SELECT 1", "SELECT 2"]
+
+
+def test_line_comment_at_end_of_file_without_newline() -> None:
+    assert texts("SELECT 1; -- the end; really") == ["SELECT 1"]
+
+
+def test_nested_block_comments() -> None:
+    sql = "SELECT 1 /* outer /* inner; */ still comment; */ + 2; SELECT 3 /* a /* ; */ ; */"
+    assert texts(sql) == ["SELECT 1 /* outer /* inner; */ still comment; */ + 2", "SELECT 3"]
+
+
+def test_block_comment_edge_sequences() -> None:
+    # Inside a comment "/*/" opens a nested one; "*/*" closes one and leaves a "*".
+    assert texts("SELECT /* a /*/ b; */ c; */ 1; SELECT 2") == [
+        "SELECT /* a /*/ b; */ c; */ 1",
+        "SELECT 2",
+    ]
+    assert texts("SELECT /*/ a; */ 1; SELECT 2") == ["SELECT /*/ a; */ 1", "SELECT 2"]
+    assert texts("SELECT 1 /* a */* 2; SELECT 3") == ["SELECT 1 /* a */* 2", "SELECT 3"]
+
+
+def test_comment_start_glued_to_an_operator() -> None:
+    assert texts("SELECT 1 +/* ; */ 2; SELECT 3 +-- ;\n 4;") == [
+        "SELECT 1 +/* ; */ 2",
+        "SELECT 3 +-- ;\n 4",
+    ]
+
+
+def test_standard_string_with_doubled_quotes() -> None:
+    assert texts("SELECT 'it''s; fine';SELECT '';SELECT ''''") == [
+        "SELECT 'it''s; fine'",
+        "SELECT ''",
+        "SELECT ''''",
+    ]
+
+
+def test_backslash_is_not_an_escape_in_a_standard_string() -> None:
+    assert texts(r"SELECT 'C:\'; SELECT 2") == [r"SELECT 'C:\'", "SELECT 2"]
+
+
+@pytest.mark.parametrize("prefix", ["E", "e"])
+def test_escape_string_with_backslash_quote(prefix: str) -> None:
+    sql = f"SELECT {prefix}'it\\'s; ok';SELECT 2"
+    assert texts(sql) == [f"SELECT {prefix}'it\\'s; ok'", "SELECT 2"]
+
+
+def test_escape_string_ending_in_escaped_backslash() -> None:
+    assert texts(r"SELECT E'\\';SELECT E'\\\'';SELECT 3") == [
+        r"SELECT E'\\'",
+        r"SELECT E'\\\''",
+        "SELECT 3",
+    ]
+
+
+def test_escape_string_with_doubled_quote_and_newline_escape() -> None:
+    assert texts("SELECT E'a''b\\n;c';SELECT 2") == ["SELECT E'a''b\\n;c'", "SELECT 2"]
+
+
+def test_escape_string_continued_on_the_next_line_keeps_backslash_escapes() -> None:
+    # SQL joins 'a' <newline> 'b' into one literal; the second part is still an E'' literal.
+    sql = "SELECT E'a'  -- note\n  'b\\';c';SELECT 2"
+    assert texts(sql) == ["SELECT E'a'  -- note\n  'b\\';c'", "SELECT 2"]
+
+
+def test_escape_string_not_continued_on_the_same_line() -> None:
+    # Without a newline in between, the second quote starts a standard string.
+    assert texts(r"SELECT E'a' 'b\'; SELECT 2") == [r"SELECT E'a' 'b\'", "SELECT 2"]
+
+
+def test_identifier_ending_in_e_does_not_start_an_escape_string() -> None:
+    assert texts(r"SELECT name'x\'; SELECT 2") == [r"SELECT name'x\'", "SELECT 2"]
+
+
+def test_unicode_string_and_identifier() -> None:
+    sql = "SELECT U&'d\\0061t;a' AS U&\"col;\\0041\";SELECT u&'x'"
+    assert texts(sql) == ["SELECT U&'d\\0061t;a' AS U&\"col;\\0041\"", "SELECT u&'x'"]
+
+
+def test_unicode_string_with_uescape() -> None:
+    assert texts("SELECT U&'!0061;' UESCAPE '!'; SELECT 2") == [
+        "SELECT U&'!0061;' UESCAPE '!'",
+        "SELECT 2",
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["B", "X", "N", "b", "x", "n"])
+def test_other_string_prefixes(prefix: str) -> None:
+    assert texts(f"SELECT {prefix}'1;0';SELECT 2") == [f"SELECT {prefix}'1;0'", "SELECT 2"]
+
+
+def test_quoted_identifier_with_semicolon_and_doubled_quotes() -> None:
+    sql = 'CREATE TABLE "a;b" ("say ""hi"";" int);SELECT 1'
+    assert texts(sql) == ['CREATE TABLE "a;b" ("say ""hi"";" int)', "SELECT 1"]
+
+
+def test_quote_characters_inside_other_quotes() -> None:
+    assert texts("""SELECT '"', "'", $$'$$, '$$'; SELECT 2""") == [
+        """SELECT '"', "'", $$'$$, '$$'""",
+        "SELECT 2",
+    ]
+
+
+def test_dollar_quote_without_tag() -> None:
+    sql = "DO $$ BEGIN PERFORM 1; END $$;\nSELECT 2"
+    assert split_statements(sql) == [
+        Statement("DO $$ BEGIN PERFORM 1; END $$", 0, 1),
+        Statement("SELECT 2", 31, 2),
+    ]
+
+
+def test_dollar_quote_with_tag_and_nested_other_tags() -> None:
+    sql = (
+        "CREATE FUNCTION f() RETURNS text AS $fn$\n"
+        "BEGIN\n"
+        "  EXECUTE $q$ SELECT 'x;' $q$;\n"
+        "  RETURN $$inner;$$;\n"
+        "END $fn$ LANGUAGE plpgsql;\n"
+        "SELECT f()"
+    )
+    statements = split_statements(sql)
+    assert [s.text for s in statements] == [sql[: sql.index(";\nSELECT f()")], "SELECT f()"]
+    assert statements[1].line == 6
+
+
+def test_dollar_quote_closes_only_on_the_same_tag() -> None:
+    assert texts("SELECT $a$ $b$ ; $ab$ ; $a$; SELECT 2") == [
+        "SELECT $a$ $b$ ; $ab$ ; $a$",
+        "SELECT 2",
+    ]
+
+
+def test_dollar_quote_tag_is_case_sensitive() -> None:
+    assert texts("SELECT $Tag$ ; $tag$ ; $Tag$; SELECT 2") == [
+        "SELECT $Tag$ ; $tag$ ; $Tag$",
+        "SELECT 2",
+    ]
+
+
+def test_dollar_quote_tag_with_underscore_digits_and_unicode() -> None:
+    assert texts("SELECT $_x1$;$_x1$; SELECT $ü$;$ü$") == ["SELECT $_x1$;$_x1$", "SELECT $ü$;$ü$"]
+
+
+def test_positional_parameters_are_not_dollar_quotes() -> None:
+    sql = "PREPARE p(int, int) AS SELECT $1 + $2; EXECUTE p(1, 2)"
+    assert texts(sql) == ["PREPARE p(int, int) AS SELECT $1 + $2", "EXECUTE p(1, 2)"]
+
+
+def test_dollar_inside_identifiers_is_not_a_dollar_quote() -> None:
+    assert texts("SELECT a$b, c$$d, e$f$ FROM t; SELECT 2") == [
+        "SELECT a$b, c$$d, e$f$ FROM t",
+        "SELECT 2",
+    ]
+
+
+def test_dollar_after_a_number_glued_to_letters_is_not_a_dollar_quote() -> None:
+    assert texts("SELECT 1a$b$; SELECT 2") == ["SELECT 1a$b$", "SELECT 2"]
+
+
+def test_dollar_quote_right_after_a_number() -> None:
+    assert texts("SELECT 1$$;$$; SELECT 2") == ["SELECT 1$$;$$", "SELECT 2"]
+
+
+def test_lone_dollar_then_word() -> None:
+    assert texts("SELECT $x ; SELECT 2") == ["SELECT $x", "SELECT 2"]
+
+
+def test_semicolon_inside_parentheses_does_not_split_like_psql() -> None:
+    sql = "CREATE RULE r AS ON INSERT TO t DO INSTEAD (INSERT INTO a VALUES (1); DELETE FROM b);x"
+    assert texts(sql) == [sql[:-2], "x"]
+
+
+def test_unbalanced_closing_parenthesis_is_ignored() -> None:
+    assert texts("SELECT 1); SELECT 2") == ["SELECT 1)", "SELECT 2"]
+
+
+def test_unterminated_constructs_run_to_the_end() -> None:
+    assert texts("SELECT 1; SELECT 'abc; def") == ["SELECT 1", "SELECT 'abc; def"]
+    assert texts("SELECT 1; SELECT $$abc; def") == ["SELECT 1", "SELECT $$abc; def"]
+    assert texts("SELECT 1; SELECT /* abc; def") == ["SELECT 1", "SELECT"]
+    assert texts("SELECT 1; SELECT E'abc\\") == ["SELECT 1", "SELECT E'abc\\"]
+    assert texts('SELECT 1; SELECT "abc; def') == ["SELECT 1", 'SELECT "abc; def']
+
+
+def test_byte_order_mark_is_skipped() -> None:
+    assert split_statements("\ufeffSELECT 1;") == [Statement("SELECT 1", 1, 1)]
+
+
+def test_crlf_line_numbers() -> None:
+    sql = "SELECT 1;\r\nSELECT 2;\r\n\r\nSELECT 3"
+    assert [(s.text, s.line) for s in split_statements(sql)] == [
+        ("SELECT 1", 1),
+        ("SELECT 2", 2),
+        ("SELECT 3", 4),
+    ]
+
+
+def test_non_ascii_text_offsets_are_characters() -> None:
+    sql = "SELECT 'héllo'; SELECT 'ü'"
+    statements = split_statements(sql)
+    assert statements[1] == Statement("SELECT 'ü'", 16, 1)
+
+
+# --- BEGIN ATOMIC bodies -------------------------------------------------------------------------
+
+ATOMIC_FUNCTION = """CREATE FUNCTION order_total(o bigint) RETURNS numeric
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT CASE WHEN count(*) = 0 THEN 0 ELSE sum(amount) END FROM items WHERE order_id = o;
+END"""
+
+
+def test_begin_atomic_function_body_is_not_split() -> None:
+    sql = ATOMIC_FUNCTION + ";\nSELECT 1;"
+    assert split_statements(sql) == [
+        Statement(ATOMIC_FUNCTION, 0, 1),
+        Statement("SELECT 1", len(ATOMIC_FUNCTION) + 2, 6),
+    ]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql",
+        "create or replace function f() returns void language sql",
+        "CREATE PROCEDURE p() LANGUAGE sql",
+        "Create Or Replace Procedure p()",
+    ],
+)
+def test_begin_atomic_with_several_statements(head: str) -> None:
+    body = f"{head}\nBEGIN ATOMIC\n  INSERT INTO t VALUES (1);\n  INSERT INTO t VALUES (2);\nEND"
+    assert texts(f"{body};\nSELECT 2") == [body, "SELECT 2"]
+
+
+def test_begin_atomic_with_nested_case_and_begin_in_parentheses() -> None:
+    body = (
+        "CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC\n"
+        "  SELECT CASE x WHEN 1 THEN (CASE WHEN x > 0 THEN 1 END) ELSE 2 END;\n"
+        "  SELECT x;\n"
+        "END"
+    )
+    assert texts(f"{body}; SELECT 3; SELECT 4") == [body, "SELECT 3", "SELECT 4"]
+
+
+def test_begin_and_end_outside_routines_split_normally() -> None:
+    sql = "BEGIN; CREATE TABLE t (a int); END; SELECT CASE WHEN true THEN 1 END; COMMIT"
+    assert texts(sql) == [
+        "BEGIN",
+        "CREATE TABLE t (a int)",
+        "END",
+        "SELECT CASE WHEN true THEN 1 END",
+        "COMMIT",
+    ]
+
+
+def test_plpgsql_function_with_begin_in_dollar_quotes_is_one_statement() -> None:
+    sql = (
+        "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n"
+        "CREATE TABLE t (a int);"
+    )
+    assert len(texts(sql)) == 2
+
+
+def test_quoted_words_do_not_count_for_begin_atomic() -> None:
+    sql = 'CREATE TABLE "create" ("function" int, "begin" int); SELECT 2'
+    assert texts(sql) == ['CREATE TABLE "create" ("function" int, "begin" int)', "SELECT 2"]
+
+
+def test_word_counting_restarts_after_each_statement() -> None:
+    sql = "SELECT 1; CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; X"
+    assert texts(sql) == [
+        "SELECT 1",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+        "X",
+    ]
+
+
+# --- property: joining pieces and splitting gives them back --------------------------------------
+
+PIECES = [
+    "SELECT 1",
+    "SELECT 'a;b'",
+    "SELECT 'it''s'",
+    "SELECT E'it\\'s; \\\\'",
+    "SELECT U&'d\\0061t;a'",
+    'SELECT 1 AS "x;y"""',
+    "DO $$ BEGIN PERFORM 1; END $$",
+    "DO $body$ BEGIN EXECUTE $q$SELECT ';'$q$; END $body$",
+    "SELECT $1::int",
+    "SELECT a$b FROM t",
+    "SELECT 1 /* a /* b; */ c; */ + 2",
+    "SELECT 1 -- tail; comment\n + 2",
+    "INSERT INTO t VALUES (1), (2)",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END",
+    "CREATE RULE r AS ON INSERT TO t DO INSTEAD (SELECT 1; SELECT 2)",
+    "SELECT E'line\\n'\n  'continued\\';'",
+    "VACUUM",
+    "BEGIN",
+    "COMMIT",
+]
+SEPARATORS = ["", " ", "\n", "\n\n", "\t", " -- note; here\n", "/* ; */", "\n/* a /* ; */ */\n"]
+
+
+def _assemble(rng: random.Random, pieces: list[str]) -> str:
+    parts = [rng.choice(SEPARATORS)]
+    for piece in pieces:
+        parts += [piece, rng.choice(SEPARATORS), ";", rng.choice(SEPARATORS)]
+        if rng.random() < 0.2:
+            parts += [";", rng.choice(SEPARATORS)]  # empty statements are dropped
+    if rng.random() < 0.5:
+        parts.pop(-2)  # the final statement may go without a semicolon
+    return "".join(parts)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_joined_pieces_split_back(seed: int) -> None:
+    rng = random.Random(seed)
+    pieces = [rng.choice(PIECES) for _ in range(rng.randint(1, 8))]
+    sql = _assemble(rng, pieces)
+    statements = split_statements(sql)
+    assert [s.text for s in statements] == pieces, sql
+    for statement in statements:
+        assert sql[statement.offset : statement.offset + len(statement.text)] == statement.text
+        assert statement.line == sql.count("\n", 0, statement.offset) + 1
+
+
+# --- position_to_line_column --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [(0, (1, 1)), (5, (1, 6)), (9, (1, 10)), (10, (2, 1)), (17, (2, 8)), (19, (3, 1))],
+)
+def test_position_to_line_column(offset: int, expected: tuple[int, int]) -> None:
+    assert position_to_line_column("SELECT 1;\nSELEC 2;\nX", offset) == expected
+
+
+def test_server_error_position_maps_to_file_line_and_column() -> None:
+    sql = "-- header\nCREATE TABLE t (a int);\n\nSELECT a FROM\n  nowhere;\n"
+    second = split_statements(sql)[1]
+    server_position = second.text.index("nowhere") + 1  # the server counts from 1
+    assert position_to_line_column(sql, second.offset + server_position - 1) == (5, 3)
+
+
+# --- strip_comments -----------------------------------------------------------------------------
+
+
+def test_strip_comments_keeps_strings() -> None:
+    sql = "SELECT '/* no */', $$-- no$$ /* yes /* nested */ */ -- yes\nFROM t"
+    assert strip_comments(sql) == "SELECT '/* no */', $$-- no$$    \nFROM t"
+
+
+# --- transaction mode ---------------------------------------------------------------------------
+
+
+def test_default_is_transaction() -> None:
+    assert mode("CREATE TABLE t (a int);\nCREATE INDEX i ON t (a);") == ModeDecision(
+        TransactionMode.TRANSACTION, "default"
+    )
+
+
+def test_empty_file_is_transaction() -> None:
+    assert mode("").mode is TransactionMode.TRANSACTION
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t (a)", "CREATE INDEX CONCURRENTLY"),
+        ("create index concurrently if not exists i on t (a)", "CREATE INDEX CONCURRENTLY"),
+        ("CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)", "CREATE UNIQUE INDEX CONCURRENTLY"),
+        ("CREATE /* x */ INDEX -- y\n CONCURRENTLY i ON t (a)", "CREATE INDEX CONCURRENTLY"),
+        ("DROP INDEX CONCURRENTLY IF EXISTS i", "DROP INDEX CONCURRENTLY"),
+        ("REINDEX INDEX CONCURRENTLY i", "REINDEX ... CONCURRENTLY"),
+        ("REINDEX (VERBOSE) TABLE CONCURRENTLY t", "REINDEX ... CONCURRENTLY"),
+        ("REINDEX (CONCURRENTLY) TABLE t", "REINDEX ... CONCURRENTLY"),
+        ("REINDEX SYSTEM app", "REINDEX SYSTEM"),
+        ("REINDEX DATABASE app", "REINDEX DATABASE"),
+        ("REINDEX (VERBOSE) SCHEMA public", "REINDEX SCHEMA"),
+        ("VACUUM", "VACUUM"),
+        ("vacuum (analyze) t", "VACUUM"),
+        ("CREATE DATABASE other", "CREATE DATABASE"),
+        ("DROP DATABASE IF EXISTS other", "DROP DATABASE"),
+        ("ALTER SYSTEM SET work_mem = '8MB'", "ALTER SYSTEM"),
+        ("CREATE TABLESPACE fast LOCATION '/ssd'", "CREATE TABLESPACE"),
+        ("DROP TABLESPACE fast", "DROP TABLESPACE"),
+        ("CREATE SUBSCRIPTION s CONNECTION 'x' PUBLICATION p", "CREATE SUBSCRIPTION"),
+        ("ALTER SUBSCRIPTION s DISABLE", "ALTER SUBSCRIPTION"),
+        ("DROP SUBSCRIPTION s", "DROP SUBSCRIPTION"),
+        ("ALTER DATABASE app SET TABLESPACE fast", "ALTER DATABASE ... SET TABLESPACE"),
+        ("ALTER TABLE m DETACH PARTITION m_2020 CONCURRENTLY", "DETACH PARTITION ... CONCURRENTLY"),
+        ("CLUSTER", "CLUSTER without a table name"),
+        ("CLUSTER VERBOSE", "CLUSTER without a table name"),
+        ("CLUSTER (VERBOSE)", "CLUSTER without a table name"),
+        ("DISCARD ALL", "DISCARD ALL"),
+        ("COMMIT PREPARED 'tx1'", "COMMIT PREPARED"),
+        ("ROLLBACK PREPARED 'tx1'", "ROLLBACK PREPARED"),
+    ],
+)
+def test_statements_refused_in_a_transaction_block(sql: str, construct: str) -> None:
+    decision = mode(f"CREATE TABLE t (a int);\n\n{sql};\nSELECT 1;")
+    assert decision == ModeDecision(
+        TransactionMode.NO_TRANSACTION,
+        f"line 3: {construct} cannot run inside a transaction block",
+    )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX i ON t (a)",
+        "CREATE UNIQUE INDEX i ON t (a)",
+        "DROP INDEX i",
+        "REINDEX INDEX i",
+        "REINDEX TABLE t",
+        "CLUSTER t USING i",
+        "CLUSTER VERBOSE t",
+        "ALTER DATABASE app SET search_path = app, public",
+        "ALTER DATABASE app RENAME TO app2",
+        "ALTER TABLE m DETACH PARTITION m_2020",
+        'ALTER TABLE m DETACH PARTITION "CONCURRENTLY"',
+        "ALTER TYPE mood ADD VALUE 'meh'",
+        "ANALYZE t",
+        "DISCARD PLANS",
+        "CREATE TABLE concurrently (vacuum int)",
+        "SELECT 'CREATE INDEX CONCURRENTLY i ON t (a)'",
+        "SELECT 1 -- CREATE INDEX CONCURRENTLY\n",
+        "/* VACUUM; */ SELECT 1",
+        "COMMENT ON TABLE t IS 'run VACUUM; then BEGIN; COMMIT;'",
+        "DO $$ BEGIN EXECUTE 'VACUUM'; COMMIT; END $$",
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $fn$ BEGIN NULL; END $fn$",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+        'CREATE TABLE "VACUUM" (a int)',
+        "SAVEPOINT s",
+    ],
+)
+def test_false_positives_stay_transactional(sql: str) -> None:
+    assert mode(f"{sql};") == ModeDecision(TransactionMode.TRANSACTION, "default")
+
+
+@pytest.mark.parametrize(
+    ("statement", "name"),
+    [
+        ("BEGIN", "BEGIN"),
+        ("begin transaction isolation level serializable", "BEGIN"),
+        ("BEGIN WORK", "BEGIN"),
+        ("START TRANSACTION", "START TRANSACTION"),
+        ("COMMIT", "COMMIT"),
+        ("END", "END"),
+        ("ROLLBACK", "ROLLBACK"),
+        ("ABORT", "ABORT"),
+    ],
+)
+def test_file_controlling_its_own_transactions(statement: str, name: str) -> None:
+    decision = mode(f"-- intro\n{statement};\nCREATE TABLE t (a int);\nCOMMIT;")
+    assert decision == ModeDecision(
+        TransactionMode.NO_TRANSACTION,
+        f"line 2: the file controls its own transactions ({name})",
+    )
+
+
+def test_first_reason_in_file_order_wins() -> None:
+    sql = "SELECT 1;\nVACUUM;\nBEGIN;\nCOMMIT;"
+    assert mode(sql).reason == "line 2: VACUUM cannot run inside a transaction block"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "-- migrate:no-transaction",
+        "--migrate:no-transaction",
+        "-- MIGRATE:No-Transaction",
+        "--   migrate : no-transaction   ",
+        "-- migrate:no-transaction (index build on a big table)",
+    ],
+)
+def test_no_transaction_header(header: str) -> None:
+    sql = f"/* Add an index. */\n{header}\nCREATE TABLE t (a int);\n"
+    assert mode(sql) == ModeDecision(
+        TransactionMode.NO_TRANSACTION, "-- migrate:no-transaction header"
+    )
+
+
+def test_no_transaction_header_with_crlf() -> None:
+    assert mode("-- migrate:no-transaction\r\nSELECT 1;\r\n").mode is TransactionMode.NO_TRANSACTION
+
+
+def test_header_wins_over_statement_reasons() -> None:
+    sql = "-- migrate:no-transaction\nVACUUM;"
+    assert mode(sql).reason == "-- migrate:no-transaction header"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1;\n-- migrate:no-transaction\nSELECT 2;",  # after the first statement
+        "/* -- migrate:no-transaction */ SELECT 1;",  # inside a block comment
+        "SELECT '-- migrate:no-transaction';",  # inside a string
+        "-- migrate:no-transactions\nSELECT 1;",  # a different word
+        "-- do not migrate:no-transaction\nSELECT 1;",
+        "-- migrate:transaction\nSELECT 1;",
+    ],
+)
+def test_no_transaction_header_must_be_a_leading_line_comment(sql: str) -> None:
+    assert mode(sql) == ModeDecision(TransactionMode.TRANSACTION, "default")
+
+
+def test_header_in_comment_only_file() -> None:
+    assert mode("-- migrate:no-transaction\n").mode is TransactionMode.NO_TRANSACTION
