@@ -1,0 +1,61 @@
+"""Readiness check: exit 0 when every migration file is applied unchanged, else 1 with the reason.
+
+One connection, one query, so it can serve as a readiness probe or a compose healthcheck:
+
+    $ python healthcheck.py
+    ok: 2 migrations applied, database auth_service is up to date
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import psycopg
+
+from migrator import history
+from migrator.config import load_config
+from migrator.errors import MigratorError
+from migrator.logs import Redactor
+from migrator.migrations import find_migrations
+from migrator.status import problems, status_rows
+from migrator.wait import reason_of
+
+HEALTHY = 0
+UNHEALTHY = 1
+CONNECT_TIMEOUT = 3
+
+
+def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
+    """(exit code, the one line saying why)."""
+    try:
+        config = load_config(argv, environ, interactive=False)
+        files = find_migrations(config.migrations_dir)
+    except MigratorError as error:
+        return UNHEALTHY, f"unhealthy: {error.message}"
+    try:
+        with psycopg.connect(**config.connect_kwargs(), connect_timeout=CONNECT_TIMEOUT) as conn:
+            rows = conn.execute(history.SELECT_ROWS).fetchall()
+    except psycopg.errors.UndefinedTable:
+        rows = []
+    except psycopg.Error as error:
+        reason = Redactor(config.secrets).redact_text(reason_of(error))
+        return UNHEALTHY, f"unhealthy: database not reachable: {reason}"
+    recorded = {row[0]: history.AppliedMigration(*row) for row in rows}
+    bad = problems(status_rows(files, recorded))
+    if bad:
+        listed = ", ".join(f"{row['version']} {row['state']}" for row in bad)
+        return UNHEALTHY, f"unhealthy: {len(bad)} migration(s) not up to date: {listed}"
+    count = len(files.versioned)
+    return HEALTHY, f"ok: {count} migrations applied, database {config.dbname} is up to date"
+
+
+def main() -> int:
+    code, line = check(sys.argv[1:], os.environ)
+    print(line)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The history table, public.schema_migrations: create it, read it, record a migration.
+
+>>> ensure_history_table(conn)
+>>> read_history(conn)["001_initial_production_schema"].checksum
+'9f86d0...'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migrator.migration import Migration
+
+HISTORY_SCHEMA = "public"
+HISTORY_TABLE = "schema_migrations"
+QUALIFIED_NAME = f"{HISTORY_SCHEMA}.{HISTORY_TABLE}"
+
+CREATE_TABLE = sql.SQL("""
+CREATE TABLE IF NOT EXISTS {table} (
+    version      text PRIMARY KEY,
+    description  text,
+    checksum     text,
+    applied_at   timestamptz NOT NULL DEFAULT now(),
+    execution_ms integer,
+    applied_by   text DEFAULT current_user
+)""").format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+SELECT_ROWS = sql.SQL(
+    "SELECT version, description, checksum, applied_at, execution_ms, applied_by FROM {table}"
+).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+INSERT_ROW = sql.SQL(
+    "INSERT INTO {table} (version, description, checksum, execution_ms) VALUES (%s, %s, %s, %s)"
+).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+UPSERT_ROW = sql.SQL(
+    "INSERT INTO {table} AS h (version, description, checksum, execution_ms, applied_by) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (version) DO UPDATE SET "
+    "description = EXCLUDED.description, checksum = EXCLUDED.checksum, applied_at = now(), "
+    "execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by"
+).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """One row of schema_migrations."""
+
+    version: str
+    description: str | None
+    checksum: str | None
+    applied_at: datetime
+    execution_ms: int | None
+    applied_by: str | None
+
+
+def history_table_exists(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(TABLE_EXISTS, (QUALIFIED_NAME,)).fetchone()
+    return bool(row and row[0])
+
+
+def ensure_history_table(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(CREATE_TABLE)
+
+
+def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
+    """Rows by version; an absent table reads as an empty history."""
+    if not history_table_exists(conn):
+        return {}
+    return {row[0]: AppliedMigration(*row) for row in conn.execute(SELECT_ROWS).fetchall()}
+
+
+def record(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
+    conn.execute(
+        INSERT_ROW, (migration.version, migration.description, migration.checksum, execution_ms)
+    )
+
+
+def record_repeatable(
+    conn: psycopg.Connection[Any], migration: Migration, execution_ms: int, applied_by: str
+) -> None:
+    """The bootstrap script reruns every start: a changed checksum updates its row."""
+    conn.execute(
+        UPSERT_ROW,
+        (migration.version, migration.description, migration.checksum, execution_ms, applied_by),
+    )

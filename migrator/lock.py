@@ -1,0 +1,97 @@
+"""The migration lock: a session-level advisory lock held on one dedicated connection.
+
+>>> with advisory_lock(conn, lock_key("auth_service", "schema_migrations"), timeout=600):
+...     apply_everything()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from migrator.errors import LockTimeoutError
+from migrator.logs import get_logger
+
+log = get_logger("lock")
+
+POLL_INTERVAL = 0.1
+HOLDER_LOG_INTERVAL = 10.0
+INT64_BITS = 64
+
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s)"
+# An advisory lock on a bigint key shows in pg_locks as classid = high 32 bits, objid = low.
+HOLDER = """
+SELECT a.pid, a.application_name, a.usename, a.client_addr::text, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint = %s AND l.objid::bigint = %s
+LIMIT 1
+"""
+
+ERR_TIMEOUT = (
+    "could not get the migration lock within {timeout:g}s: held by {holder}; "
+    "another runner is migrating — retry later"
+)
+
+
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit key from names, e.g. the database and the history table."""
+    digest = hashlib.sha256(":".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
+    unsigned = key % (1 << INT64_BITS)
+    row = conn.execute(HOLDER, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+    if row is None:
+        return None
+    pid, application_name, user, client, since = row
+    return {
+        "pid": pid,
+        "application_name": application_name,
+        "user": user,
+        "client_addr": client,
+        "since": since.isoformat() if since else None,
+    }
+
+
+def acquire(conn: psycopg.Connection[Any], key: int, timeout: float, name: str) -> float:
+    """Poll pg_try_advisory_lock until it succeeds; returns the seconds waited."""
+    start = time.monotonic()
+    next_report = start
+    holder: dict[str, Any] | None = None
+    while True:
+        row = conn.execute(TRY_LOCK, (key,)).fetchone()
+        if row and row[0]:
+            waited = time.monotonic() - start
+            log.info("lock_acquired", lock=name, key=key, waited_s=round(waited, 3))
+            return waited
+        now = time.monotonic()
+        if now - start >= timeout:
+            raise LockTimeoutError(ERR_TIMEOUT.format(timeout=timeout, holder=holder), lock=name)
+        if now >= next_report:
+            holder = lock_holder(conn, key)
+            log.info("lock_waiting", lock=name, holder=holder, waited_s=round(now - start, 3))
+            next_report = now + HOLDER_LOG_INTERVAL
+        time.sleep(POLL_INTERVAL)
+
+
+@contextmanager
+def advisory_lock(
+    conn: psycopg.Connection[Any], key: int, timeout: float, name: str = "migrations"
+) -> Iterator[float]:
+    """Hold the lock for the block; released on exit even when the block fails."""
+    waited = acquire(conn, key, timeout, name)
+    try:
+        yield waited
+    finally:
+        if not conn.closed:
+            conn.execute(UNLOCK, (key,))
+            log.info("lock_released", lock=name)

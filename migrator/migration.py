@@ -1,0 +1,110 @@
+"""One migration file: its version, checksum, SQL text, statements and transaction mode.
+
+>>> m = read_migration(Path("migrations/002_add_feature.sql"))
+>>> m.version, m.number, m.mode
+('002_add_feature', 2, <TransactionMode.TRANSACTION: 'transaction'>)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from migrator.errors import MigrationFilesError
+from migrator.sql import ModeDecision, Statement, split_statements, transaction_mode
+
+FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
+DESCRIPTION_PATTERN = re.compile(r"^--\s*Description:\s*(?P<text>.+?)\s*$", re.MULTILINE)
+BOOTSTRAP_NUMBER = 0  # 000_init_database.sql: run by the superuser, repeatable
+SHA256_HEX_LENGTH = 64
+
+ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
+ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
+ERR_UNREADABLE = "{path}: cannot be read ({reason})"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A parsed migration file. ``sql`` is the text exactly as sent to the server."""
+
+    path: Path
+    number: int
+    version: str
+    sql: str
+    checksum: str
+
+    @property
+    def is_bootstrap(self) -> bool:
+        return self.number == BOOTSTRAP_NUMBER
+
+    @property
+    def description(self) -> str:
+        """The ``-- Description:`` header when present, else the name in words."""
+        match = DESCRIPTION_PATTERN.search(self.sql)
+        if match:
+            return match["text"]
+        return self.version.split("_", 1)[1].replace("_", " ")
+
+    @cached_property
+    def statements(self) -> list[Statement]:
+        return split_statements(self.sql)
+
+    @cached_property
+    def mode_decision(self) -> ModeDecision:
+        return transaction_mode(self.sql, self.statements)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.statements
+
+
+def parse_file_name(path: Path) -> tuple[int, str] | None:
+    """(number, version) for ``<number>_<name>.sql``, None when the name does not match."""
+    match = FILE_NAME_PATTERN.match(path.name)
+    if not match:
+        return None
+    return int(match["number"]), path.name.removesuffix(".sql")
+
+
+def checksum_of(content: bytes) -> str:
+    """SHA-256 of the file's bytes, hex, as stored in schema_migrations.checksum."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def looks_like_checksum(value: str | None) -> bool:
+    """Rows inserted by hand (SEED.md's 'checksum_here') carry no verifiable checksum."""
+    return (
+        bool(value)
+        and len(value or "") == SHA256_HEX_LENGTH
+        and all(c in "0123456789abcdef" for c in (value or "").lower())
+    )
+
+
+def read_migration(path: Path) -> Migration:
+    """Read and parse one file, or raise MigrationFilesError naming it."""
+    parsed = parse_file_name(path)
+    if parsed is None:
+        raise MigrationFilesError(ERR_BAD_NAME.format(path=path), file=str(path))
+    number, version = parsed
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise MigrationFilesError(
+            ERR_UNREADABLE.format(path=path, reason=reason), file=str(path)
+        ) from None
+    return Migration(path, number, version, _decode(path, content), checksum_of(content))
+
+
+def _decode(path: Path, content: bytes) -> str:
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        message = ERR_NOT_UTF8.format(
+            path=path, line=line, byte=content[error.start], offset=error.start
+        )
+        raise MigrationFilesError(message, file=str(path), line=line) from None

@@ -1,0 +1,88 @@
+"""Validating the files against the history, and deciding what to apply.
+
+>>> plan = make_plan(find_migrations(Path("migrations")), read_history(conn))
+>>> [m.version for m in plan.pending]
+['002_add_feature']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from migrator.errors import HistoryMismatchError
+from migrator.history import AppliedMigration
+from migrator.migration import Migration, looks_like_checksum
+from migrator.migrations import MigrationSet
+
+ERR_CHANGED = (
+    "{file} was changed after it was applied: recorded checksum {recorded}, "
+    "file checksum {actual}; restore the file and put the change in a new migration"
+)
+ERR_MISSING = (
+    "{version} is recorded as applied (checksum {recorded}) but {file} is gone; restore the file"
+)
+ERR_OUT_OF_ORDER = (
+    "{file} is pending but older than the newest applied migration {newest}; "
+    "renumber it, or set ALLOW_OUT_OF_ORDER=true"
+)
+ERR_MORE = " (and {count} more problem(s))"
+
+
+@dataclass(frozen=True)
+class Plan:
+    pending: tuple[Migration, ...]
+    applied: tuple[Migration, ...]
+    unverified: tuple[Migration, ...]  # recorded by hand, without a real checksum
+
+
+def drift_problems(files: MigrationSet, history: Mapping[str, AppliedMigration]) -> list[str]:
+    """Applied files whose checksum changed, and applied versions whose file is gone."""
+    problems: list[str] = []
+    by_version = files.by_version()
+    folder = files.all[0].path.parent if files.all else None
+    for version, row in sorted(history.items()):
+        migration = by_version.get(version)
+        if migration is None:
+            file = f"{folder / (version + '.sql')}" if folder else f"{version}.sql"
+            problems.append(ERR_MISSING.format(version=version, file=file, recorded=row.checksum))
+        elif (
+            not migration.is_bootstrap
+            and looks_like_checksum(row.checksum)
+            and row.checksum != migration.checksum
+        ):
+            problems.append(
+                ERR_CHANGED.format(
+                    file=migration.path, recorded=row.checksum, actual=migration.checksum
+                )
+            )
+    return problems
+
+
+def out_of_order_problems(pending: list[Migration], applied: list[Migration]) -> list[str]:
+    if not applied:
+        return []
+    newest = max(applied, key=lambda m: m.number)
+    return [
+        ERR_OUT_OF_ORDER.format(file=m.path, newest=newest.version)
+        for m in pending
+        if m.number < newest.number
+    ]
+
+
+def make_plan(
+    files: MigrationSet,
+    history: Mapping[str, AppliedMigration],
+    allow_out_of_order: bool = False,
+) -> Plan:
+    """The versioned files still to apply, or HistoryMismatchError (exit 65)."""
+    problems = drift_problems(files, history)
+    applied = [m for m in files.versioned if m.version in history]
+    pending = [m for m in files.versioned if m.version not in history]
+    if not allow_out_of_order:
+        problems += out_of_order_problems(pending, applied)
+    if problems:
+        message = problems[0] + (ERR_MORE.format(count=len(problems) - 1) if problems[1:] else "")
+        raise HistoryMismatchError(message, problems=problems)
+    unverified = [m for m in applied if not looks_like_checksum(history[m.version].checksum)]
+    return Plan(tuple(pending), tuple(applied), tuple(unverified))
