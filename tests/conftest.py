@@ -114,8 +114,8 @@ class Database:
     name: str
 
     def connect(self, **overrides: Any) -> psycopg.Connection[Any]:
-        info = {**self.server.conninfo(self.name), **overrides}
-        return psycopg.connect(**info, autocommit=True)
+        info = {"autocommit": True, **self.server.conninfo(self.name), **overrides}
+        return psycopg.connect(**info)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with self.connect() as conn:
@@ -124,6 +124,19 @@ class Database:
     def scalar(self, sql: str, *params: Any) -> Any:
         rows = self.query(sql, *params)
         return rows[0][0] if rows else None
+
+    def pg_dump(self, *options: str) -> str:
+        """pg_dump of this database (the password goes through the environment)."""
+        result = subprocess.run(
+            [str(self.server.bin_dir / "pg_dump"), *options, "-h", "127.0.0.1",
+             "-p", str(self.server.port), "-U", "postgres", self.name],
+            env={**os.environ, "PGPASSWORD": self.server.password},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        # PostgreSQL 18's pg_dump writes a random \restrict key on every run.
+        return "\n".join(
+            line for line in result.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         """Runner variables for the superuser on this database (tests override as needed)."""

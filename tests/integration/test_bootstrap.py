@@ -1,0 +1,130 @@
+"""Bootstrap with admin credentials: database, 000_init_database.sql, role passwords as SCRAM verifiers."""
+
+from __future__ import annotations
+
+import hashlib
+
+import psycopg
+import pytest
+
+BOOTSTRAP_SQL = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = current_setting('migrator.owner_role')) THEN
+        EXECUTE format('CREATE ROLE %I LOGIN', current_setting('migrator.owner_role'));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = current_setting('migrator.app_role')) THEN
+        EXECUTE format('CREATE ROLE %I LOGIN', current_setting('migrator.app_role'));
+    END IF;
+    EXECUTE format('ALTER SCHEMA public OWNER TO %I', current_setting('migrator.owner_role'));
+END $$;
+CREATE EXTENSION IF NOT EXISTS citext;
+"""
+OWNER = "bootstrap_owner"
+APP = "bootstrap_app"
+OWNER_PASSWORD = "owner-Pa55-word-for-bootstrap"
+APP_PASSWORD = "app-Pa55-word-for-bootstrap"
+
+
+@pytest.fixture
+def bootstrap_env(unborn_database, pg_server, migrations):
+    migrations.add({
+        "000_init_database.sql": BOOTSTRAP_SQL,
+        "001_things.sql": "CREATE TABLE things (id int PRIMARY KEY, name citext);",
+    })  # fmt: skip
+    return unborn_database.env(
+        DB_USER=OWNER,
+        DB_PASSWORD=OWNER_PASSWORD,
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        APP_DB_USER=APP,
+        APP_DB_PASSWORD=APP_PASSWORD,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+
+
+def test_bootstrap_creates_the_database_and_applies_everything(bootstrap_env, unborn_database, run_runner):
+    result = run_runner(env=bootstrap_env)
+    assert result.returncode == 0, result
+    assert result.events_named("database_created")[0]["dbname"] == unborn_database.name
+    rows = unborn_database.query("SELECT version, applied_by FROM schema_migrations ORDER BY version")
+    assert rows == [("000_init_database", "postgres"), ("001_things", OWNER)]
+    owner = unborn_database.scalar("SELECT tableowner FROM pg_tables WHERE tablename = 'things'")
+    assert owner == OWNER
+    assert unborn_database.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'citext'") == 1
+
+
+def test_bootstrap_is_idempotent_and_runs_every_start(bootstrap_env, unborn_database, run_runner):
+    assert run_runner(env=bootstrap_env).returncode == 0
+    second = run_runner(env=bootstrap_env)
+    assert second.returncode == 0, second
+    assert second.events_named("database_exists")
+    assert second.events_named("bootstrap_done")
+    assert second.events_named("migrations_complete")[0]["applied"] == []
+    assert unborn_database.scalar("SELECT count(*) FROM schema_migrations") == 2
+
+
+def test_init_only_stops_after_bootstrap(bootstrap_env, unborn_database, run_runner):
+    result = run_runner("--init-only", env=bootstrap_env)
+    assert result.returncode == 0, result
+    assert unborn_database.query("SELECT version FROM schema_migrations") == [("000_init_database",)]
+    assert unborn_database.scalar("SELECT to_regclass('things')") is None
+    assert "--init-only" in result.termination_message
+
+
+def test_passwords_are_set_as_scram_verifiers_never_in_clear(
+    bootstrap_env, unborn_database, pg_server, run_runner
+):
+    assert run_runner(env=bootstrap_env).returncode == 0
+    server_log = pg_server.server_log()
+    assert "ALTER ROLE" in server_log and "SCRAM-SHA-256$" in server_log
+    assert OWNER_PASSWORD not in server_log and APP_PASSWORD not in server_log
+    verifiers = unborn_database.query(
+        "SELECT rolname, left(rolpassword, 14) FROM pg_authid WHERE rolname IN (%s, %s) ORDER BY 1",
+        APP, OWNER,
+    )
+    assert verifiers == [(APP, "SCRAM-SHA-256$"), (OWNER, "SCRAM-SHA-256$")]
+    for role, password in ((OWNER, OWNER_PASSWORD), (APP, APP_PASSWORD)):
+        with unborn_database.connect(user=role, password=password) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+
+
+def test_a_changed_bootstrap_script_updates_its_row_instead_of_drifting(
+    bootstrap_env, unborn_database, migrations, run_runner
+):
+    assert run_runner(env=bootstrap_env).returncode == 0
+    changed = migrations.write(
+        "000_init_database.sql", BOOTSTRAP_SQL + "\nCREATE EXTENSION IF NOT EXISTS pg_trgm;\n"
+    )
+    result = run_runner(env=bootstrap_env)
+    assert result.returncode == 0, result
+    assert unborn_database.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'") == 1
+    recorded = unborn_database.scalar(
+        "SELECT checksum FROM schema_migrations WHERE version = '000_init_database'"
+    )
+    assert recorded == hashlib.sha256(changed.read_bytes()).hexdigest()
+    status = run_runner("status", "--json", env=bootstrap_env).events_named("status")[0]
+    assert status["up_to_date"] is True
+
+
+def test_without_admin_a_user_that_cannot_create_objects_is_told_what_to_do(
+    database, pg_server, run_runner, migrations
+):
+    with database.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS powerless")
+        conn.execute("CREATE ROLE powerless LOGIN PASSWORD 'powerless-Pa55'")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
+    env = database.env(DB_USER="powerless", DB_PASSWORD="powerless-Pa55",
+                       MIGRATIONS_DIR=str(migrations.path))  # fmt: skip
+    try:
+        result = run_runner(env=env)
+    finally:
+        with database.connect() as conn:
+            conn.execute("DROP OWNED BY powerless")
+            conn.execute("DROP ROLE powerless")
+    assert result.returncode == 77, result
+    error = result.events_named("permission_denied")[0]["error"]
+    assert "cannot create objects in schema public" in error and "DB_ADMIN_USER" in error
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        database.query("SELECT * FROM t")

@@ -1,0 +1,63 @@
+"""The migration lock: ten runners at once, each migration applied exactly once."""
+
+from __future__ import annotations
+
+from migrator.history import QUALIFIED_NAME
+from migrator.lock import lock_key
+
+RUNNERS = 10
+
+SLOW_FILES = {
+    "001_counter.sql": "CREATE TABLE applied_counter (version text);\n"
+    "INSERT INTO applied_counter VALUES ('001');",
+    # Slow enough that the others queue behind the lock and report its holder.
+    "002_slow.sql": "SELECT pg_sleep(1.5);\nINSERT INTO applied_counter VALUES ('002');",
+    "003_more.sql": "INSERT INTO applied_counter VALUES ('003');",
+}
+
+
+def test_ten_runners_at_once_apply_each_migration_exactly_once(
+    unborn_database, pg_server, start_runner, migrations
+):
+    migrations.add({"000_init_database.sql": "CREATE EXTENSION IF NOT EXISTS citext;", **SLOW_FILES})
+    env = unborn_database.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+        DB_WAIT_TIMEOUT="30",
+    )
+    runners = [start_runner(env=env) for _ in range(RUNNERS)]
+    results = [runner.wait(120) for runner in runners]
+
+    assert [r.returncode for r in results] == [0] * RUNNERS, "\n".join(map(str, results))
+    assert unborn_database.query(
+        "SELECT version, count(*) FROM applied_counter GROUP BY version ORDER BY version"
+    ) == [("001", 1), ("002", 1), ("003", 1)]
+    assert unborn_database.query(
+        "SELECT version FROM schema_migrations ORDER BY version"
+    ) == [("000_init_database",), ("001_counter",), ("002_slow",), ("003_more",)]
+
+    appliers = [r for r in results if r.events_named("migrations_complete")[0]["applied"]]
+    assert len(appliers) == 1, "exactly one runner applies; the others find nothing to do"
+    waits = [e for r in results for e in r.events_named("lock_waiting") if e["lock"] == "migrations"]
+    assert waits, "runners that waited must say so"
+    for wait in waits:
+        holder = wait["holder"]
+        assert holder is not None and isinstance(holder["pid"], int)
+        assert holder["application_name"] == "auth-service-migrator"
+        assert holder["since"]
+
+
+def test_lock_timeout_exits_75_and_names_the_holder(database, run_runner, migrations):
+    migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
+    key = lock_key(database.name, QUALIFIED_NAME)
+    with database.connect(application_name="someone-else") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        holder_pid = holder.info.backend_pid
+        env = database.env(MIGRATIONS_DIR=str(migrations.path), MIGRATION_LOCK_TIMEOUT="1")
+        result = run_runner(env=env)
+    assert result.returncode == 75, result
+    error = result.events_named("lock_timeout")[0]["error"]
+    assert "could not get the migration lock within 1s" in error and "someone-else" in error
+    assert result.events_named("lock_waiting")[0]["holder"]["pid"] == holder_pid
+    assert database.scalar("SELECT to_regclass('t')") is None
