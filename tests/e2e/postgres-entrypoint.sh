@@ -56,7 +56,11 @@ if [[ "${1:-}" == postgres && ! -s "$PGDATA/PG_VERSION" ]]; then
     fi
     for f in /docker-entrypoint-initdb.d/*; do
         case "$f" in
-            *.sh) echo "running $f" >&2; . "$f" ;;
+            *.sh)
+                echo "running $f" >&2
+                # shellcheck source=/dev/null
+                . "$f"
+                ;;
             *.sql) echo "running $f" >&2; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" >/dev/null ;;
             *) ;;
         esac

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Deploy the auth service with Docker Compose, migrations first:
+#
+#   1. build (default) or pull the migration image
+#   2. start PostgreSQL and wait until it is healthy
+#   3. run `migrate` to completion against it
+#   4. only when it exited 0: start or update the application
+#
+#   ./deploy-docker-production.sh             # deploy
+#   ./deploy-docker-production.sh --dry-run   # show the plan (and the pending
+#                                             # migrations when the database runs)
+#   ./deploy-docker-production.sh --pull      # pull images instead of building
+#   ./deploy-docker-production.sh --no-build  # use the images already present
+#
+# Compose files: compose/docker-compose.yml + compose/docker-compose.prod.yml,
+# or COMPOSE_FILE (colon separated) when set. Project: COMPOSE_PROJECT_NAME
+# (default auth-service). Images: MIGRATE_IMAGE, APP_IMAGE, POSTGRES_IMAGE.
+# Secrets: files in SECRETS_DIR (default compose/secrets/); never printed.
+# Exit codes: 0 deployed, 64 usage, 1 preflight/infrastructure, otherwise the
+# migration runner's exit code (the application was left as it was).
+set -euo pipefail
+
+readonly EX_USAGE=64
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+dry_run=false
+image_source=build
+health_timeout="${POSTGRES_HEALTH_TIMEOUT:-120}"
+
+say() { printf '[deploy] %s\n' "$*"; }
+fail() {
+    local code="$1"
+    shift
+    printf '[deploy] ERROR: %s\n' "$*" >&2
+    exit "$code"
+}
+
+while (($#)); do
+    case "$1" in
+        --dry-run) dry_run=true ;;
+        --pull) image_source=pull ;;
+        --build) image_source=build ;;
+        --no-build) image_source=none ;;
+        -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) fail "$EX_USAGE" "unknown option: $1 (see --help)" ;;
+    esac
+    shift
+done
+if [[ "${DRY_RUN:-false}" == true ]]; then dry_run=true; fi
+
+export COMPOSE_FILE="${COMPOSE_FILE:-$repo/compose/docker-compose.yml:$repo/compose/docker-compose.prod.yml}"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-auth-service}"
+export SECRETS_DIR="${SECRETS_DIR:-$repo/compose/secrets}"
+
+if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    compose=(docker-compose)
+else
+    fail 1 "neither 'docker compose' nor 'docker-compose' is installed"
+fi
+
+exit_meaning() {
+    case "$1" in
+        1) echo "internal error in the runner (see its log for the traceback)" ;;
+        64) echo "bad command line" ;;
+        65) echo "a migration failed, or the history does not match the files" ;;
+        69) echo "PostgreSQL was not reachable before the deadline" ;;
+        75) echo "the migration lock was not obtained in time (safe to retry)" ;;
+        77) echo "authentication or permission denied" ;;
+        78) echo "invalid configuration" ;;
+        130 | 143) echo "interrupted" ;;
+        *) echo "unexpected exit code" ;;
+    esac
+}
+
+preflight() {
+    docker info >/dev/null 2>&1 || fail 1 "no Docker engine answers"
+    local name missing=()
+    for name in postgres_password db_password app_db_password; do
+        [[ -s "$SECRETS_DIR/$name.txt" ]] || missing+=("$SECRETS_DIR/$name.txt")
+    done
+    ((${#missing[@]} == 0)) || fail 1 "missing secret file(s): ${missing[*]}"
+}
+
+container_of() { "${compose[@]}" ps -q "$1" 2>/dev/null | head -n1; }
+
+postgres_running() {
+    local id
+    id="$(container_of postgres)"
+    [[ -n "$id" && "$(docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null)" == healthy ]]
+}
+
+wait_for_postgres() {
+    local id deadline=$((SECONDS + health_timeout)) state
+    id="$(container_of postgres)"
+    [[ -n "$id" ]] || fail 1 "the postgres container did not start"
+    while :; do
+        state="$(docker inspect -f '{{.State.Status}}/{{.State.Health.Status}}' "$id")"
+        case "$state" in
+            running/healthy) return 0 ;;
+            exited/* | dead/*) fail 1 "postgres stopped ($state); see: ${compose[*]} logs postgres" ;;
+        esac
+        ((SECONDS < deadline)) || fail 1 "postgres not healthy after ${health_timeout}s ($state)"
+        sleep 1
+    done
+}
+
+plan() {
+    say "plan (project $COMPOSE_PROJECT_NAME, compose ${compose[*]}):"
+    case "$image_source" in
+        build) say "  1. build the images: ${compose[*]} build migrate" ;;
+        pull) say "  1. pull the images: ${compose[*]} pull" ;;
+        none) say "  1. use the images already present (--no-build)" ;;
+    esac
+    say "  2. start postgres and wait until it is healthy"
+    say "  3. run migrate to completion; stop here unless it exits 0"
+    say "  4. start or update app"
+    if postgres_running; then
+        say "pending migrations (runner dry run, nothing is changed):"
+        "${compose[@]}" run --rm --no-deps -T -e DRY_RUN=true migrate ||
+            say "the dry run failed with exit code $?"
+    else
+        say "postgres is not running: pending migrations are listed once it is"
+    fi
+}
+
+main() {
+    preflight
+    if [[ "$dry_run" == true ]]; then
+        plan
+        return 0
+    fi
+
+    case "$image_source" in
+        build) say "building the migration image"; "${compose[@]}" build migrate ;;
+        pull) say "pulling images"; "${compose[@]}" pull --quiet ;;
+        none) ;;
+    esac
+
+    say "starting postgres"
+    "${compose[@]}" up -d --no-build postgres
+    wait_for_postgres
+    say "postgres is healthy"
+
+    say "running migrations"
+    "${compose[@]}" up -d --no-build --no-deps --force-recreate migrate
+    local id code
+    id="$(container_of migrate)"
+    [[ -n "$id" ]] || fail 1 "the migrate container did not start"
+    code="$(docker wait "$id")"
+    if [[ "$code" != 0 ]]; then
+        printf '[deploy] last runner events:\n' >&2
+        docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
+        fail "$code" "migration failed with exit code $code ($(exit_meaning "$code")): the application was NOT started or updated"
+    fi
+    say "migrations applied (exit 0)"
+
+    say "starting or updating app"
+    "${compose[@]}" up -d --no-build --no-deps app
+    say "deployed"
+}
+
+main
