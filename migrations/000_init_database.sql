@@ -1,21 +1,90 @@
--- Bootstrap: roles, extensions and schema privileges. Runs as a superuser on every start;
--- idempotent. Role passwords are set by the runner from secrets, never here.
--- The runner passes the role names as settings; psql users get the defaults.
+-- Migration: 000_init_database
+-- Description: bootstrap: roles, extensions and schema privileges for the auth service.
+--
+-- Runs as a superuser, in the target database, on every start of the migration
+-- runner; it is idempotent: running it again, or on a database where everything
+-- already exists, changes nothing and fails nothing.
+--
+-- Role names come from two settings the runner sets in this session; run by hand
+-- with psql they default to auth_service / auth_service_app:
+--   SET migrator.owner_role = 'auth_service';     -- DB_USER: owns the schema, runs migrations
+--   SET migrator.app_role   = 'auth_service_app'; -- APP_DB_USER: the application at run time
+-- Passwords are never written here: the runner sets them from secrets afterwards
+-- (ALTER ROLE ... PASSWORD '<SCRAM verifier>').
+--
+-- The runtime role owns nothing, has no DDL rights and no BYPASSRLS, and is not a
+-- member of the owner role, so that row level security binds it. Table owners
+-- bypass row level security: the application must never connect as the owner
+-- (see migrations/README.md, "The owner-bypass pitfall").
+
 DO $bootstrap$
 DECLARE
     owner_role text := coalesce(nullif(current_setting('migrator.owner_role', true), ''), 'auth_service');
     app_role   text := coalesce(nullif(current_setting('migrator.app_role', true), ''), 'auth_service_app');
+    app        pg_roles%ROWTYPE;
 BEGIN
+    IF owner_role = app_role THEN
+        RAISE EXCEPTION 'the runtime role must differ from the owner role (both are %)', owner_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Row level security does not bind the table owner: give the application its own role (APP_DB_USER).';
+    END IF;
+
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = owner_role) THEN
-        EXECUTE format('CREATE ROLE %I LOGIN', owner_role);
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
+                       owner_role);
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = app_role) THEN
-        EXECUTE format('CREATE ROLE %I LOGIN', app_role);
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
+                       app_role);
     END IF;
+
+    -- An existing runtime role is checked, not silently changed: any of these
+    -- would switch row level security off for the application.
+    SELECT * INTO app FROM pg_roles WHERE rolname = app_role;
+    IF app.rolsuper OR app.rolbypassrls THEN
+        RAISE EXCEPTION 'runtime role % is a superuser or has BYPASSRLS', app_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS', app_role);
+    END IF;
+    IF pg_has_role(app_role, owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'runtime role % is a member of the owner role %', app_role, owner_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('REVOKE %I FROM %I', owner_role, app_role);
+    END IF;
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = owner_role) THEN
+        RAISE WARNING 'owner role % is a superuser; a dedicated NOSUPERUSER owner is recommended', owner_role;
+    END IF;
+
+    -- The owner owns the database and schema public, so it can create the schema
+    -- objects; nobody else can create anything in it.
     EXECUTE format('ALTER DATABASE %I OWNER TO %I', current_database(), owner_role);
     EXECUTE format('ALTER SCHEMA public OWNER TO %I', owner_role);
+    REVOKE ALL ON SCHEMA public FROM PUBLIC;
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', app_role);
+
+    -- Only the two roles (and superusers) connect; nobody creates temporary objects
+    -- except the owner.
+    EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), app_role);
+
+    -- Objects the owner creates later are usable by the runtime role without
+    -- further grants. Migrations narrow these where a table must be read-only or
+    -- append-only for the application (001 does so for the audit log).
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+                   'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', owner_role, app_role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+                   'GRANT USAGE, SELECT ON SEQUENCES TO %I', owner_role, app_role);
+    -- Functions are not executable by PUBLIC by default, only by the runtime role.
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC',
+                   owner_role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+                   'GRANT EXECUTE ON FUNCTIONS TO %I', owner_role, app_role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+                   'GRANT USAGE ON TYPES TO %I', owner_role, app_role);
 END
 $bootstrap$;
 
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+-- Extensions (contrib, shipped with PostgreSQL; gen_random_uuid() and sha256()
+-- are built in). Created by the superuser in schema public, where 001 resolves them.
+CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;   -- case-insensitive email
+CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;  -- trigram search on users and groups
