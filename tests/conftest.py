@@ -135,7 +135,9 @@ class Database:
         )  # fmt: skip
         # PostgreSQL 18's pg_dump writes a random \restrict key on every run.
         return "\n".join(
-            line for line in result.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
+            line
+            for line in result.stdout.splitlines()
+            if not line.startswith(("\\restrict", "\\unrestrict"))
         )
 
     def env(self, **extra: str) -> dict[str, str]:

@@ -8,7 +8,9 @@ import time
 import pytest
 
 
-def test_a_failing_file_leaves_no_trace_and_names_file_line_column(database, run_runner, migrations):
+def test_a_failing_file_leaves_no_trace_and_names_file_line_column(
+    database, run_runner, migrations
+):
     migrations.add({"001_ok.sql": "CREATE TABLE ok (id int);"})
     bad = migrations.write(
         "002_bad.sql",
@@ -60,7 +62,9 @@ def test_create_index_concurrently_is_detected_without_annotation(database, run_
     assert started["002_index"]["mode"] == "no-transaction"
     assert "CONCURRENTLY" in started["002_index"]["mode_reason"]
     assert started["001_table"]["mode"] == "transaction"
-    indexes = database.query("SELECT indexname FROM pg_indexes WHERE tablename = 'items' ORDER BY 1")
+    indexes = database.query(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'items' ORDER BY 1"
+    )
     assert indexes == [("items_id",), ("items_name",)]
     assert database.scalar("SELECT count(*) FROM schema_migrations") == 2
 
@@ -97,7 +101,9 @@ def test_a_failing_non_transactional_statement_names_its_line_and_can_be_rerun(
 
 
 @pytest.mark.parametrize("content", ["", "-- only a comment\n/* and a block */\n", "  \n;\n"])
-def test_empty_and_comment_only_files_are_recorded_no_ops(database, run_runner, migrations, content):
+def test_empty_and_comment_only_files_are_recorded_no_ops(
+    database, run_runner, migrations, content
+):
     migrations.add({"001_nothing.sql": content})
     result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
     assert result.returncode == 0, result
@@ -105,7 +111,9 @@ def test_empty_and_comment_only_files_are_recorded_no_ops(database, run_runner, 
 
 
 def test_notices_become_log_events(database, run_runner, migrations):
-    migrations.add({"001_notice.sql": "DO $$ BEGIN RAISE NOTICE 'hello from %', 'plpgsql'; END $$;"})
+    migrations.add(
+        {"001_notice.sql": "DO $$ BEGIN RAISE NOTICE 'hello from %', 'plpgsql'; END $$;"}
+    )
     result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
     assert result.returncode == 0, result
     notice = result.events_named("notice")[0]
@@ -137,9 +145,12 @@ def test_lock_timeout_retries_until_the_table_is_free(database, run_runner, migr
     retries = result.events_named("lock_timeout_retry")
     assert len(retries) >= 2, "the migration should have timed out on the lock and retried"
     assert all(retry["lock_timeout_ms"] == 1000 for retry in retries)
-    assert database.scalar(
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'name'"
-    ) == 1
+    assert (
+        database.scalar(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'name'"
+        )
+        == 1
+    )
 
 
 def test_lock_timeout_gives_up_after_the_retries(database, run_runner, migrations):

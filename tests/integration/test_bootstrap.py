@@ -43,11 +43,15 @@ def bootstrap_env(unborn_database, pg_server, migrations):
     )
 
 
-def test_bootstrap_creates_the_database_and_applies_everything(bootstrap_env, unborn_database, run_runner):
+def test_bootstrap_creates_the_database_and_applies_everything(
+    bootstrap_env, unborn_database, run_runner
+):
     result = run_runner(env=bootstrap_env)
     assert result.returncode == 0, result
     assert result.events_named("database_created")[0]["dbname"] == unborn_database.name
-    rows = unborn_database.query("SELECT version, applied_by FROM schema_migrations ORDER BY version")
+    rows = unborn_database.query(
+        "SELECT version, applied_by FROM schema_migrations ORDER BY version"
+    )
     assert rows == [("000_init_database", "postgres"), ("001_things", OWNER)]
     owner = unborn_database.scalar("SELECT tableowner FROM pg_tables WHERE tablename = 'things'")
     assert owner == OWNER
@@ -67,7 +71,9 @@ def test_bootstrap_is_idempotent_and_runs_every_start(bootstrap_env, unborn_data
 def test_init_only_stops_after_bootstrap(bootstrap_env, unborn_database, run_runner):
     result = run_runner("--init-only", env=bootstrap_env)
     assert result.returncode == 0, result
-    assert unborn_database.query("SELECT version FROM schema_migrations") == [("000_init_database",)]
+    assert unborn_database.query("SELECT version FROM schema_migrations") == [
+        ("000_init_database",)
+    ]
     assert unborn_database.scalar("SELECT to_regclass('things')") is None
     assert "--init-only" in result.termination_message
 
@@ -81,7 +87,8 @@ def test_passwords_are_set_as_scram_verifiers_never_in_clear(
     assert OWNER_PASSWORD not in server_log and APP_PASSWORD not in server_log
     verifiers = unborn_database.query(
         "SELECT rolname, left(rolpassword, 14) FROM pg_authid WHERE rolname IN (%s, %s) ORDER BY 1",
-        APP, OWNER,
+        APP,
+        OWNER,
     )
     assert verifiers == [(APP, "SCRAM-SHA-256$"), (OWNER, "SCRAM-SHA-256$")]
     for role, password in ((OWNER, OWNER_PASSWORD), (APP, APP_PASSWORD)):
@@ -98,7 +105,9 @@ def test_a_changed_bootstrap_script_updates_its_row_instead_of_drifting(
     )
     result = run_runner(env=bootstrap_env)
     assert result.returncode == 0, result
-    assert unborn_database.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'") == 1
+    assert (
+        unborn_database.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'") == 1
+    )
     recorded = unborn_database.scalar(
         "SELECT checksum FROM schema_migrations WHERE version = '000_init_database'"
     )

@@ -50,7 +50,10 @@ def test_a_pending_file_older_than_the_newest_applied_is_refused_unless_allowed(
 
     refused = run_runner(env=env)
     assert refused.returncode == 65, refused
-    assert "older than the newest applied migration 002_b" in refused.events_named("history_mismatch")[0]["error"]
+    assert (
+        "older than the newest applied migration 002_b"
+        in refused.events_named("history_mismatch")[0]["error"]
+    )
     allowed = run_runner("--allow-out-of-order", env=env)
     assert allowed.returncode == 0, allowed
     assert database.scalar("SELECT to_regclass('a')::text") == "a"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 FILES = {
     "001_a.sql": "CREATE TABLE a (id int);",
     "002_b.sql": "CREATE TABLE b (id int);",
@@ -32,7 +31,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(database, run_runner, migra
     assert database.pg_dump() == before
 
 
-def test_dry_run_on_a_database_that_does_not_exist_yet(unborn_database, pg_server, run_runner, migrations):
+def test_dry_run_on_a_database_that_does_not_exist_yet(
+    unborn_database, pg_server, run_runner, migrations
+):
     migrations.add({"000_init_database.sql": "SELECT 1;", **FILES})
     env = unborn_database.env(
         DB_ADMIN_USER="postgres",
@@ -52,7 +53,10 @@ def pg_server_has_database(pg_server, name: str) -> bool:
     import psycopg
 
     with psycopg.connect(**pg_server.conninfo()) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+        return (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            is not None
+        )
 
 
 def test_status_lists_applied_and_pending_as_json(database, run_runner, migrations):

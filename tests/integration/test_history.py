@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+# Copied from SEED.md with its trailing spaces: it must work as written.
 SEED_STATUS_QUERY = """
 SELECT version, applied_at, description 
 FROM schema_migrations 
@@ -35,7 +36,9 @@ def test_history_table_columns(database, run_runner, migrations):
     assert row == [("001_a", "Create table a", expected_checksum, "postgres")]
 
 
-def test_seed_snippets_work_as_written_and_a_manual_row_is_honoured(database, run_runner, migrations):
+def test_seed_snippets_work_as_written_and_a_manual_row_is_honoured(
+    database, run_runner, migrations
+):
     migrations.add({
         "001_base.sql": "CREATE TABLE base (id int);",
         "002_new_feature.sql": "CREATE TABLE new_feature_table (id int);",
@@ -60,4 +63,6 @@ def test_seed_snippets_work_as_written_and_a_manual_row_is_honoured(database, ru
     assert result.returncode == 0, result
     assert result.events_named("migrations_complete")[0]["applied"] == ["003_after"]
     assert result.events_named("checksum_not_verified")[0]["version"] == "002_new_feature"
-    assert database.scalar("SELECT to_regclass('new_feature_table')") is None, "the manual row is honoured"
+    assert database.scalar("SELECT to_regclass('new_feature_table')") is None, (
+        "the manual row is honoured"
+    )

@@ -19,7 +19,9 @@ SLOW_FILES = {
 def test_ten_runners_at_once_apply_each_migration_exactly_once(
     unborn_database, pg_server, start_runner, migrations
 ):
-    migrations.add({"000_init_database.sql": "CREATE EXTENSION IF NOT EXISTS citext;", **SLOW_FILES})
+    migrations.add(
+        {"000_init_database.sql": "CREATE EXTENSION IF NOT EXISTS citext;", **SLOW_FILES}
+    )
     env = unborn_database.env(
         DB_ADMIN_USER="postgres",
         DB_ADMIN_PASSWORD=pg_server.password,
@@ -33,13 +35,18 @@ def test_ten_runners_at_once_apply_each_migration_exactly_once(
     assert unborn_database.query(
         "SELECT version, count(*) FROM applied_counter GROUP BY version ORDER BY version"
     ) == [("001", 1), ("002", 1), ("003", 1)]
-    assert unborn_database.query(
-        "SELECT version FROM schema_migrations ORDER BY version"
-    ) == [("000_init_database",), ("001_counter",), ("002_slow",), ("003_more",)]
+    assert unborn_database.query("SELECT version FROM schema_migrations ORDER BY version") == [
+        ("000_init_database",),
+        ("001_counter",),
+        ("002_slow",),
+        ("003_more",),
+    ]
 
     appliers = [r for r in results if r.events_named("migrations_complete")[0]["applied"]]
     assert len(appliers) == 1, "exactly one runner applies; the others find nothing to do"
-    waits = [e for r in results for e in r.events_named("lock_waiting") if e["lock"] == "migrations"]
+    waits = [
+        e for r in results for e in r.events_named("lock_waiting") if e["lock"] == "migrations"
+    ]
     assert waits, "runners that waited must say so"
     for wait in waits:
         holder = wait["holder"]

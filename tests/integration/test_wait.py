@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from pgserver import PgServer, free_port  # noqa: E402
+from pgserver import PgServer, free_port
 
 SERVER_START_DELAY = 3.0
 NOTICE_BUDGET = 0.25
@@ -74,12 +74,16 @@ def test_wrong_password_fails_at_once_with_77(database, run_runner, migrations):
     start = time.monotonic()
     result = run_runner(env=env)
     assert result.returncode == 77, result
-    assert time.monotonic() - start < 5.0, "an authentication failure must not wait for the deadline"
+    assert time.monotonic() - start < 5.0, (
+        "an authentication failure must not wait for the deadline"
+    )
     assert not result.events_named("database_not_ready")
     assert "password authentication failed" in result.events_named("permission_denied")[0]["error"]
 
 
-def test_missing_database_without_admin_fails_at_once_with_advice(unborn_database, run_runner, migrations):
+def test_missing_database_without_admin_fails_at_once_with_advice(
+    unborn_database, run_runner, migrations
+):
     env = unborn_database.env(DB_WAIT_TIMEOUT="30", MIGRATIONS_DIR=str(migrations.path))
     result = run_runner(env=env)
     assert result.returncode == 78, result
