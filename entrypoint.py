@@ -46,7 +46,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
             # Read after getting the lock: a runner that waited usually finds nothing to do.
             history.ensure_history_table(conn)
             plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
-            return apply_plan(Applier(conn, config), plan)
+            return apply_plan(Applier(conn, config, monitor=lock_conn), plan)
 
 
 def apply_plan(applier: Applier, plan: Plan) -> str:

@@ -23,6 +23,7 @@ from migrator.config import Config
 from migrator.errors import MigrationFailedError
 from migrator.logs import get_logger
 from migrator.migration import Migration
+from migrator.progress import progress_reported
 from migrator.sql import Statement, TransactionMode, position_to_line_column
 
 log = get_logger("apply")
@@ -70,6 +71,7 @@ class Applier:
 
     conn: psycopg.Connection[Any]
     config: Config
+    monitor: psycopg.Connection[Any] | None = None  # reports progress of long migrations
 
     def apply(self, migration: Migration, record: Recorder) -> int:
         """Apply ``migration`` and call ``record`` (same transaction when transactional)."""
@@ -81,7 +83,12 @@ class Applier:
             mode_reason=decision.reason,
         )
         start = time.monotonic()
-        with self._notices_logged(migration):
+        pid = self.conn.info.backend_pid
+        interval = self.config.progress_interval
+        with (
+            self._notices_logged(migration),
+            progress_reported(self.monitor, pid, migration.version, interval),
+        ):
             if decision.mode is TransactionMode.TRANSACTION:
                 self._retrying(migration, lambda: self._in_transaction(migration, record, start))
             else:

@@ -32,6 +32,7 @@ DEFAULT_MIGRATION_LOCK_TIMEOUT = 600.0
 DEFAULT_DDL_LOCK_TIMEOUT = 5.0
 DEFAULT_DDL_LOCK_RETRIES = 5
 DEFAULT_STATEMENT_TIMEOUT = 0.0
+DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_APPLICATION_NAME = "auth-service-migrator"
 LOG_FORMATS = ("json", "console")
@@ -86,6 +87,7 @@ class Config:
     ddl_lock_timeout: float = DEFAULT_DDL_LOCK_TIMEOUT
     ddl_lock_retries: int = DEFAULT_DDL_LOCK_RETRIES
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     log_format: str = "json"
     log_level: str = "info"
     termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
@@ -201,6 +203,7 @@ def load_config(
         ddl_lock_timeout=reader.duration("DDL_LOCK_TIMEOUT", DEFAULT_DDL_LOCK_TIMEOUT),
         ddl_lock_retries=reader.count("DDL_LOCK_RETRIES", DEFAULT_DDL_LOCK_RETRIES),
         statement_timeout=reader.duration("STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
+        progress_interval=reader.duration("PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
         log_format=_one_of(
             "--log-format" if args.log_format else "LOG_FORMAT", log_format.lower(), LOG_FORMATS
         ),
