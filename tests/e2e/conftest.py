@@ -243,6 +243,16 @@ class Stack:
                 raise AssertionError(f"{service} did not exit in {timeout}s: {states}")
             time.sleep(0.5)
 
+    def wait_healthy(self, service: str = "postgres", timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [c["State"] for c in self.containers(service)]
+            if states and all(s.get("Health", {}).get("Status") == "healthy" for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{service} not healthy in {timeout}s: {states}")
+            time.sleep(0.5)
+
     def logs(self, container: dict[str, Any]) -> str:
         result = run(["docker", "logs", container["Id"]])
         return str(result.stdout + result.stderr)

@@ -1,0 +1,78 @@
+"""The image itself: hardened, small, and working with a read-only root and no capabilities."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from .conftest import PYTHON_BASE, Stack, repo_migration_versions, run
+
+MAX_ADDED_BYTES = 40 * 1024 * 1024
+
+
+def inspect(image: str) -> dict:
+    return json.loads(run(["docker", "image", "inspect", image]).stdout)[0]
+
+
+def test_the_image_runs_as_a_numeric_non_root_user_with_an_exec_entrypoint(
+    migrate_image: str,
+) -> None:
+    config = inspect(migrate_image)["Config"]
+    user = config["User"].split(":")[0]
+    assert user.isdigit() and user != "0"
+    assert config["Entrypoint"][0].startswith("/") and len(config["Entrypoint"]) >= 2
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["MIGRATIONS_DIR"] == "/migrations"
+    labels = config["Labels"]
+    for key in ("title", "description", "version", "revision", "created", "licenses"):
+        assert f"org.opencontainers.image.{key}" in labels
+
+
+def test_the_image_adds_less_than_40_mb_and_carries_no_build_tools(migrate_image: str) -> None:
+    added = inspect(migrate_image)["Size"] - inspect(PYTHON_BASE)["Size"]
+    assert 0 < added < MAX_ADDED_BYTES, f"the image adds {added / 1e6:.1f} MB over its base"
+    probe = (
+        "for tool in gcc cc make pip pip3; do command -v $tool && exit 1; done;"
+        " test ! -e /opt/venv/bin/pip || exit 2;"
+        ' test -z "$(find /opt/venv /app -name __pycache__)" || exit 3;'
+        " ls /migrations"
+    )
+    result = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh",
+                  migrate_image, "-c", probe], check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(result.stdout.split()) == sorted(f"{v}.sql" for v in repo_migration_versions())
+
+
+def test_runs_with_a_read_only_root_all_capabilities_dropped_as_user_10001(
+    stack: Stack, migrate_image: str
+) -> None:
+    stack.up("postgres")
+    stack.wait_healthy()
+    secrets = stack.secrets_dir
+    common = [
+        "docker", "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+        "--user", "10001", "--security-opt", "no-new-privileges",
+        "-v", f"{secrets}:/run/secrets:ro",
+        "-e", "DB_HOST=127.0.0.1", "-e", f"DB_PORT={stack.port}",
+        "-e", "DB_PASSWORD_FILE=/run/secrets/db_password.txt",
+        "-e", "DB_ADMIN_USER=postgres",
+        "-e", "DB_ADMIN_PASSWORD_FILE=/run/secrets/postgres_password.txt",
+        "-e", "APP_DB_PASSWORD_FILE=/run/secrets/app_db_password.txt",
+    ]  # fmt: skip
+    result = subprocess.run([*common, migrate_image], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["level"] == "info"
+    assert any(e["event"] == "migrations_complete" for e in events)
+    stack.assert_no_secret(result.stdout + result.stderr)
+    assert stack.applied_versions() == [(v, 1) for v in repo_migration_versions()]
+
+    health = subprocess.run(
+        [*common, "--entrypoint", "/opt/venv/bin/python", migrate_image, "/app/healthcheck.py"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert health.returncode == 0, health.stdout + health.stderr
+    stack.assert_no_secret(health.stdout + health.stderr)

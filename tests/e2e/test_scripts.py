@@ -1,0 +1,142 @@
+"""deploy-docker-production.sh and scripts/run-migrations.sh, as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+from pathlib import Path
+
+from .conftest import PROD_FILE, REPO, Stack, repo_migration_versions
+from .test_compose import BROKEN, wait_for_event
+
+DEPLOY = REPO / "deploy-docker-production.sh"
+RUN_MIGRATIONS = REPO / "scripts" / "run-migrations.sh"
+
+
+def deploy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = stack.env
+    env["COMPOSE_FILE"] = os.pathsep.join(map(str, [*stack.files[:1], PROD_FILE, *stack.files[1:]]))
+    result = subprocess.run([str(DEPLOY), "--no-build", *args], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    stack.assert_no_secret(result.stdout + result.stderr)
+    return result
+
+
+def test_deploy_migrates_then_starts_the_application(stack: Stack) -> None:
+    plan = deploy(stack, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "run migrate to completion" in plan.stdout
+    assert stack.containers("postgres") == [], "--dry-run started something"
+
+    result = deploy(stack)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "deployed" in result.stdout
+    assert stack.wait_exited("migrate") == [0]
+    assert wait_for_event(stack, "app", "schema_ok")
+    assert stack.applied_versions() == [(v, 1) for v in repo_migration_versions()]
+    (migrate,) = stack.containers("migrate")
+    assert migrate["HostConfig"]["RestartPolicy"]["Name"] in {"", "no"}
+
+    again = deploy(stack, "--dry-run")
+    assert again.returncode == 0, again.stderr
+    assert '"pending": []' in again.stdout
+    stack.check_logs()
+
+
+def test_deploy_stops_before_the_application_when_a_migration_fails(stack: Stack) -> None:
+    stack.migrations_dir({"002_broken.sql": BROKEN})
+
+    result = deploy(stack)
+
+    assert result.returncode == 65, result.stdout + result.stderr
+    assert "exit code 65" in result.stderr
+    assert "NOT started" in result.stderr
+    assert "002_broken.sql:6" in result.stderr
+    assert stack.wait_exited("migrate") == [65]
+    assert stack.containers("app") == []
+    stack.check_logs()
+
+
+def script_env(stack: Stack, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in stack.env.items() if not k.startswith(("DB_", "APP_DB_"))}
+    return {**env, "MIGRATE_RUNNER": "docker", "MIGRATE_IMAGE": stack.image,
+            "DB_PORT": str(stack.port), **extra}  # fmt: skip
+
+
+def run_script(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(RUN_MIGRATIONS), *args], env=script_env(stack, **env),
+                            capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    stack.assert_no_secret(result.stdout + result.stderr)
+    return result
+
+
+def test_run_migrations_in_docker_init_dry_run_then_migrate(stack: Stack) -> None:
+    stack.up("postgres")
+    stack.wait_healthy()
+    owner = stack.passwords["db_password"]
+    admin = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": stack.passwords["postgres_password"],
+             "APP_DB_PASSWORD": stack.passwords["app_db_password"]}  # fmt: skip
+
+    init = run_script(stack, "--init-only", "--host", "127.0.0.1", DB_PASSWORD=owner, **admin)
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert [v for v, _ in stack.applied_versions()] == ["000_init_database"]
+
+    plan = run_script(stack, "--dry-run", "--host", "127.0.0.1", "--database", "auth_service",
+                      DB_PASSWORD=owner)  # fmt: skip
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert '"001_initial_production_schema"' in plan.stdout
+    assert [v for v, _ in stack.applied_versions()] == ["000_init_database"]
+
+    applied = run_script(stack, "--host", "127.0.0.1", DB_PASSWORD=owner, DRY_RUN="false")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert stack.applied_versions() == [(v, 1) for v in repo_migration_versions()]
+
+    local = run_script(stack, "--host", "127.0.0.1", DB_PASSWORD=owner, MIGRATE_RUNNER="local")
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert '"applied": []' in local.stdout
+
+
+def test_run_migrations_fails_clearly_without_a_password_or_terminal(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    result = subprocess.run([str(RUN_MIGRATIONS)], env={**env, "MIGRATE_RUNNER": "local"},
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 78
+    assert "DB_PASSWORD is not set and no terminal is attached" in result.stderr
+
+
+def test_run_migrations_prompts_for_the_password_without_echo(stack: Stack) -> None:
+    stack.up()  # the full stack: roles exist with their passwords
+    assert stack.wait_exited("migrate") == [0]
+    password = stack.passwords["db_password"]
+    env = script_env(stack, DB_HOST="127.0.0.1")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the script on a terminal
+        os.execve(str(RUN_MIGRATIONS), [str(RUN_MIGRATIONS), "--dry-run"], env)  # noqa: S606
+    output = b""
+    deadline = time.monotonic() + 120
+    sent = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not sent and b"Password for auth_service@127.0.0.1" in output:
+            os.write(fd, password.encode() + b"\n")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert sent, text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert password not in text, "the password was echoed"
+    assert "0 pending" in text
