@@ -1163,5 +1163,18 @@ BEGIN
         EXECUTE format('REVOKE EXECUTE ON %s %s FROM PUBLIC',
                        CASE WHEN g.prokind = 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, g.sig);
     END LOOP;
+
+    -- Internal helpers of the definer functions and triggers: writing an audit
+    -- event for any user, revoking any grant family. Not for the application.
+    FOR g IN
+        SELECT DISTINCT p.oid::regprocedure AS sig, a.grantee
+        FROM pg_proc p, aclexplode(p.proacl) a
+        WHERE p.oid IN ('log_security_event(text, uuid, jsonb, text, text, inet, text)'::regprocedure,
+                        'revoke_token_family(uuid, text)'::regprocedure)
+          AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s', g.sig,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
+    END LOOP;
 END
 $privileges$;
