@@ -140,3 +140,15 @@ def test_run_migrations_prompts_for_the_password_without_echo(stack: Stack) -> N
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert password not in text, "the password was echoed"
     assert "0 pending" in text
+
+
+def test_validate_migrations_docker_path(migrate_image: str) -> None:
+    from .conftest import POSTGRES_IMAGE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "APP_DB_"))}
+    env.update(MIGRATE_IMAGE=migrate_image, POSTGRES_IMAGE=POSTGRES_IMAGE)
+    result = subprocess.run([str(REPO / "scripts" / "validate-migrations.sh"), "--docker"],
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("bootstrap and migrations", "second run is a no-op", "health check"):
+        assert f"ok      {step}" in result.stdout
