@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 import time
 
 import pytest
+
+HOLD_SECONDS = 5
+
+
+def _seconds(event: dict[str, object]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
 
 def test_a_failing_file_leaves_no_trace_and_names_file_line_column(
@@ -128,14 +135,14 @@ def test_lock_timeout_retries_until_the_table_is_free(database, run_runner, migr
 
     holding = threading.Event()
 
-    def hold_lock_for_three_seconds() -> None:
+    def hold_lock_for_a_while() -> None:
         with database.connect(autocommit=False) as conn:
             conn.execute("LOCK TABLE busy IN ACCESS SHARE MODE")
             holding.set()
-            time.sleep(3)
+            time.sleep(HOLD_SECONDS)
             conn.rollback()
 
-    holder = threading.Thread(target=hold_lock_for_three_seconds)
+    holder = threading.Thread(target=hold_lock_for_a_while)
     holder.start()
     assert holding.wait(10)
     result = run_runner(env={**env, "DDL_LOCK_TIMEOUT": "1s", "DDL_LOCK_RETRIES": "10"})
@@ -145,6 +152,10 @@ def test_lock_timeout_retries_until_the_table_is_free(database, run_runner, migr
     retries = result.events_named("lock_timeout_retry")
     assert len(retries) >= 2, "the migration should have timed out on the lock and retried"
     assert all(retry["lock_timeout_ms"] == 1000 for retry in retries)
+    # Each attempt waits at most DDL_LOCK_TIMEOUT for the lock, then backs off.
+    started = _seconds(result.events_named("migration_started")[-1])
+    first_retry = _seconds(retries[0])
+    assert 1.0 <= first_retry - started < 1.0 + 0.5
     assert (
         database.scalar(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'name'"

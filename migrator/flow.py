@@ -1,0 +1,122 @@
+"""The flow of a run: bootstrap, lock, plan and apply; the dry run; the status report.
+
+>>> summary = run(load_config(sys.argv[1:], os.environ))
+'applied 2 migration(s), 0 already applied'
+"""
+
+from __future__ import annotations
+
+import time
+
+from migrator import history
+from migrator.apply import Applier
+from migrator.bootstrap import MAINTENANCE_DATABASE, bootstrap, check_can_create, database_exists
+from migrator.config import Config
+from migrator.lock import advisory_lock, lock_key
+from migrator.logs import get_logger
+from migrator.migrations import MigrationSet, find_migrations
+from migrator.plan import Plan, make_plan
+from migrator.status import problems, status_rows
+from migrator.wait import connect, wait_for_connection
+
+log = get_logger("flow")
+
+
+def migrate(config: Config, files: MigrationSet) -> str:
+    """Bootstrap when asked, then apply what is pending under the migration lock."""
+    if config.bootstrap_enabled:
+        bootstrap(config, files.bootstrap)
+        if config.init_only:
+            return "bootstrap done (--init-only)"
+    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as lock_conn:
+        check_can_create(lock_conn, config)
+        key = lock_key(config.dbname, history.QUALIFIED_NAME)
+        with (
+            advisory_lock(lock_conn, key, config.migration_lock_timeout),
+            connect(config.connect_kwargs()) as conn,
+        ):
+            # Read after getting the lock: a runner that waited usually finds nothing to do.
+            history.ensure_history_table(conn)
+            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+            return apply_plan(Applier(conn, config, monitor=lock_conn), plan)
+
+
+def apply_plan(applier: Applier, plan: Plan) -> str:
+    for migration in plan.unverified:
+        log.warning(
+            "checksum_not_verified",
+            version=migration.version,
+            reason="recorded by hand without a SHA-256 checksum",
+        )
+    start = time.monotonic()
+    durations = {m.version: applier.apply(m, record=history.record) for m in plan.pending}
+    summary = f"applied {len(durations)} migration(s), {len(plan.applied)} already applied"
+    log.info(
+        "migrations_complete",
+        applied=list(durations),
+        skipped=len(plan.applied),
+        durations_ms=durations,
+        duration_ms=round((time.monotonic() - start) * 1000),
+        summary=summary,
+    )
+    return summary
+
+
+def dry_run(config: Config, files: MigrationSet) -> str:
+    """Print the plan; read only (no lock, no table created, nothing applied)."""
+    if config.bootstrap_enabled:
+        admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
+        with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
+            exists = database_exists(admin, config.dbname)
+        roles = [config.user] + ([config.app_user] if config.app_password else [])
+        log.info(
+            "plan_bootstrap",
+            create_database=None if exists else config.dbname,
+            script=files.bootstrap.version if files.bootstrap else None,
+            set_passwords_for=roles,
+        )
+        if not exists:
+            return plan_summary(make_plan(files, {}, config.allow_out_of_order))
+    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
+        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+    return plan_summary(plan)
+
+
+def plan_summary(plan: Plan) -> str:
+    for migration in plan.pending:
+        decision = migration.mode_decision
+        log.info(
+            "plan_migration",
+            version=migration.version,
+            checksum=migration.checksum,
+            mode=decision.mode.value,
+            mode_reason=decision.reason,
+            statements=len(migration.statements),
+        )
+    summary = f"dry run: {len(plan.pending)} pending, {len(plan.applied)} applied, nothing changed"
+    log.info("plan_complete", pending=[m.version for m in plan.pending], summary=summary)
+    return summary
+
+
+def status(config: Config, files: MigrationSet) -> str:
+    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
+        rows = status_rows(files, history.read_history(conn))
+    pending = [row["version"] for row in rows if row["state"] == "pending"]
+    summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
+    if config.status_json:
+        log.info("status", migrations=rows, pending=pending, up_to_date=not problems(rows))
+    else:
+        for row in rows:
+            log.info("migration_status", **row)
+        log.info("status_summary", summary=summary, up_to_date=not problems(rows))
+    return summary
+
+
+COMMANDS = {"migrate": migrate, "status": status}
+
+
+def run(config: Config) -> str:
+    files = find_migrations(config.migrations_dir)  # bad files fail before touching the database
+    if config.dry_run and config.command == "migrate":
+        return dry_run(config, files)
+    return COMMANDS[config.command](config, files)
