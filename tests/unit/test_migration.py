@@ -1,0 +1,199 @@
+"""Unit tests for migrator.migration: one file's name, version, checksum, description, emptiness."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from migrator.errors import EX_DATAERR, MigrationFilesError
+from migrator.migration import (
+    checksum_of,
+    looks_like_checksum,
+    parse_file_name,
+    read_migration,
+)
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+# --- file names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "number", "version"),
+    [
+        ("002_add_feature.sql", 2, "002_add_feature"),
+        ("000_init_database.sql", 0, "000_init_database"),
+        ("1_a.sql", 1, "1_a"),
+        ("1000_x.sql", 1000, "1000_x"),
+        ("20240101120000_create_users.sql", 20240101120000, "20240101120000_create_users"),
+        ("003_add-index.v2.sql", 3, "003_add-index.v2"),
+        ("004_CamelCase_Name.sql", 4, "004_CamelCase_Name"),
+    ],
+)
+def test_valid_names(name: str, number: int, version: str) -> None:
+    assert parse_file_name(Path(name)) == (number, version)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "add.sql",
+        "002-add.sql",
+        "002_.sql",
+        "V1__x.sql",
+        "002.sql",
+        "_002_add.sql",
+        "002_add feature.sql",
+        "002__double.sql",
+        "002_add.sql.bak",
+    ],
+)
+def test_invalid_names_do_not_parse(name: str) -> None:
+    assert parse_file_name(Path(name)) is None
+
+
+@pytest.mark.parametrize("name", ["add.sql", "002-add.sql", "002_.sql", "V1__x.sql"])
+def test_reading_a_badly_named_file_names_it(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, name, "SELECT 1;")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.exit_code == EX_DATAERR == 65
+    assert name in caught.value.message
+    assert "<number>_<name>.sql" in caught.value.message
+    assert caught.value.fields["file"] == str(path)
+
+
+# --- contents -----------------------------------------------------------------------------------
+
+
+def test_version_number_checksum_and_sql(tmp_path: Path) -> None:
+    content = "CREATE TABLE feature (id int);\n"
+    path = write(tmp_path, "002_add_feature.sql", content)
+    migration = read_migration(path)
+    assert migration.version == "002_add_feature"
+    assert migration.number == 2
+    assert migration.path == path
+    assert migration.sql == content
+    assert migration.checksum == hashlib.sha256(content.encode()).hexdigest()
+    assert migration.is_bootstrap is False
+    assert migration.is_empty is False
+
+
+def test_checksum_is_sha256_hex_of_the_bytes_as_stored() -> None:
+    assert checksum_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert checksum_of(b"SELECT 1;\r\n") == hashlib.sha256(b"SELECT 1;\r\n").hexdigest()
+    assert checksum_of(b"SELECT 1;\r\n") != checksum_of(b"SELECT 1;\n"), "bytes, not text"
+
+
+def test_checksum_covers_a_byte_order_mark_which_is_not_sent(tmp_path: Path) -> None:
+    raw = b"\xef\xbb\xbfSELECT 1;\n"
+    migration = read_migration(write(tmp_path, "001_bom.sql", raw))
+    assert migration.checksum == hashlib.sha256(raw).hexdigest()
+    assert migration.sql == "SELECT 1;\n"
+
+
+def test_a_one_byte_change_changes_the_checksum(tmp_path: Path) -> None:
+    first = read_migration(write(tmp_path, "001_a.sql", "SELECT 1;"))
+    second = read_migration(write(tmp_path, "001_a.sql", "SELECT 2;"))
+    assert first.checksum != second.checksum
+
+
+def test_non_utf8_file_is_rejected_naming_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "003_latin1.sql", b"-- ok\nSELECT 1;\nSELECT 'caf\xe9';\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    message = caught.value.message
+    assert caught.value.exit_code == 65
+    assert "003_latin1.sql" in message
+    assert "line 3" in message
+    assert "UTF-8" in message
+    assert caught.value.fields["line"] == 3
+
+
+def test_folder_with_a_valid_name_is_rejected_as_unreadable(tmp_path: Path) -> None:
+    (tmp_path / "002_x.sql").mkdir()
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(tmp_path / "002_x.sql")
+    assert caught.value.exit_code == 65
+    assert "002_x.sql" in caught.value.message
+    assert "cannot be read" in caught.value.message
+
+
+def test_dangling_symlink_is_rejected_as_unreadable(tmp_path: Path) -> None:
+    (tmp_path / "002_x.sql").symlink_to(tmp_path / "nowhere.sql")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(tmp_path / "002_x.sql")
+    assert "002_x.sql" in caught.value.message
+    assert "cannot be read" in caught.value.message
+
+
+# --- description and emptiness ------------------------------------------------------------------
+
+
+def test_description_from_the_header(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "002_add_feature.sql", "-- Description:   Add the feature table  \nSELECT 1;"
+    )
+    assert read_migration(path).description == "Add the feature table"
+
+
+def test_description_defaults_to_the_name_in_words(tmp_path: Path) -> None:
+    path = write(tmp_path, "002_add_feature_flags.sql", "SELECT 1;")
+    assert read_migration(path).description == "add feature flags"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "\n\n   \n",
+        "-- nothing to do yet\n",
+        "/* a block comment\n   over lines */\n-- and a line comment\n",
+        "-- Description: placeholder\n;\n",
+    ],
+)
+def test_empty_or_comment_only_files_are_empty(tmp_path: Path, content: str) -> None:
+    migration = read_migration(write(tmp_path, "008_placeholder.sql", content))
+    assert migration.is_empty is True
+    assert migration.statements == []
+
+
+def test_a_statement_makes_a_file_not_empty(tmp_path: Path) -> None:
+    migration = read_migration(write(tmp_path, "009_one.sql", "-- comment\nSELECT 1"))
+    assert migration.is_empty is False
+
+
+def test_bootstrap_is_number_zero(tmp_path: Path) -> None:
+    assert read_migration(write(tmp_path, "000_init_database.sql", "")).is_bootstrap is True
+    assert read_migration(write(tmp_path, "00_init.sql", "")).is_bootstrap is True
+    assert read_migration(write(tmp_path, "001_first.sql", "")).is_bootstrap is False
+
+
+# --- what counts as a real checksum -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (hashlib.sha256(b"x").hexdigest(), True),
+        (hashlib.sha256(b"x").hexdigest().upper(), True),
+        ("checksum_here", False),
+        ("", False),
+        (None, False),
+        ("abc123", False),
+        ("g" * 64, False),
+        (hashlib.md5(b"x").hexdigest(), False),  # noqa: S324 - an MD5 is not our checksum
+    ],
+)
+def test_looks_like_checksum(value: str | None, expected: bool) -> None:
+    assert looks_like_checksum(value) is expected

@@ -1,0 +1,186 @@
+"""Unit tests for migrator.migrations: reading a folder, ordering, duplicates, what is ignored."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from migrator.errors import EX_CONFIG, EX_DATAERR, ConfigError, MigrationFilesError
+from migrator.migrations import find_migrations
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "migrations"
+    path.mkdir()
+    return path
+
+
+def add(folder: Path, *names: str, content: str = "SELECT 1;") -> None:
+    for name in names:
+        (folder / name).write_text(content)
+
+
+def versions(folder: Path) -> list[str]:
+    return [migration.version for migration in find_migrations(folder).all]
+
+
+def files_error(folder: Path) -> MigrationFilesError:
+    with pytest.raises(MigrationFilesError) as caught:
+        find_migrations(folder)
+    assert caught.value.exit_code == EX_DATAERR == 65
+    assert "\n" not in caught.value.message
+    return caught.value
+
+
+def test_files_are_ordered_as_numbers(folder: Path) -> None:
+    add(folder, "1000_x.sql", "999_y.sql", "10_c.sql", "2_b.sql", "001_a.sql")
+    assert versions(folder) == ["001_a", "2_b", "10_c", "999_y", "1000_x"]
+
+
+def test_bootstrap_is_kept_apart_from_the_versioned_files(folder: Path) -> None:
+    add(folder, "000_init_database.sql", "001_schema.sql", "002_more.sql")
+    found = find_migrations(folder)
+    assert found.bootstrap is not None
+    assert found.bootstrap.version == "000_init_database"
+    assert [m.version for m in found.versioned] == ["001_schema", "002_more"]
+    assert [m.version for m in found.all] == ["000_init_database", "001_schema", "002_more"]
+    assert set(found.by_version()) == {"000_init_database", "001_schema", "002_more"}
+
+
+def test_no_bootstrap_file(folder: Path) -> None:
+    add(folder, "001_schema.sql")
+    found = find_migrations(folder)
+    assert found.bootstrap is None
+    assert [m.version for m in found.all] == ["001_schema"]
+
+
+def test_empty_folder_is_valid(folder: Path) -> None:
+    found = find_migrations(folder)
+    assert (found.bootstrap, found.versioned) == (None, ())
+
+
+def test_readme_and_other_files_are_ignored(folder: Path) -> None:
+    add(folder, "001_a.sql")
+    add(folder, "README.md", "notes.txt", "001_a.sql.orig", "002_b.sql~", content="not SQL")
+    (folder / "subfolder").mkdir()
+    (folder / ".003_hidden.sql").write_text("SELECT 1;")
+    assert versions(folder) == ["001_a"]
+
+
+@pytest.mark.parametrize(("first", "second"), [("01_a.sql", "1_b.sql"), ("002_x.sql", "2_y.sql")])
+def test_duplicate_numbers_are_rejected_naming_both(folder: Path, first: str, second: str) -> None:
+    add(folder, first, second, "005_other.sql")
+    error = files_error(folder)
+    assert first in error.message
+    assert second in error.message
+
+
+def test_duplicate_numbers_among_many_files(folder: Path) -> None:
+    add(folder, "001_a.sql", "002_b.sql", "003_c.sql", "0003_c_again.sql", "004_d.sql")
+    error = files_error(folder)
+    assert "003_c.sql" in error.message
+    assert "0003_c_again.sql" in error.message
+
+
+def test_duplicate_bootstrap_numbers_are_rejected(folder: Path) -> None:
+    add(folder, "000_init_database.sql", "0_init_again.sql")
+    error = files_error(folder)
+    assert "000_init_database.sql" in error.message
+    assert "0_init_again.sql" in error.message
+
+
+@pytest.mark.parametrize("bad", ["add.sql", "002-add.sql", "002_.sql", "V1__x.sql"])
+def test_a_sql_file_with_a_bad_name_is_rejected(folder: Path, bad: str) -> None:
+    add(folder, "001_a.sql", bad)
+    error = files_error(folder)
+    assert bad in error.message
+
+
+def test_non_utf8_file_is_rejected_naming_file_and_line(folder: Path) -> None:
+    add(folder, "001_a.sql")
+    (folder / "002_b.sql").write_bytes(b"SELECT 1;\n\nSELECT '\xff\xfe';\n")
+    error = files_error(folder)
+    assert "002_b.sql" in error.message
+    assert "line 3" in error.message
+
+
+def test_a_folder_named_like_a_sql_file_is_rejected(folder: Path) -> None:
+    add(folder, "001_a.sql")
+    (folder / "x.sql").mkdir()
+    assert "x.sql" in files_error(folder).message
+
+
+def test_a_folder_with_a_migration_name_is_rejected(folder: Path) -> None:
+    add(folder, "001_a.sql")
+    (folder / "002_x.sql").mkdir()
+    error = files_error(folder)
+    assert "002_x.sql" in error.message
+    assert "cannot be read" in error.message
+
+
+def test_a_dangling_symlink_is_rejected(folder: Path) -> None:
+    add(folder, "001_a.sql")
+    (folder / "002_x.sql").symlink_to(folder / "gone.sql")
+    assert "002_x.sql" in files_error(folder).message
+
+
+def test_an_unreadable_file_is_rejected(folder: Path) -> None:
+    add(folder, "001_a.sql", "002_x.sql")
+    path = folder / "002_x.sql"
+    if os.geteuid() == 0:
+        # root reads through chmod 000; a path that cannot be opened is the same failure.
+        path.unlink()
+        path.symlink_to(path)  # a symlink loop: ELOOP for everyone, root included
+    else:
+        path.chmod(0)
+    try:
+        error = files_error(folder)
+    finally:
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o644)
+    assert "002_x.sql" in error.message
+    assert "cannot be read" in error.message
+
+
+def test_a_symlinked_file_is_read(folder: Path, tmp_path: Path) -> None:
+    """Kubernetes ConfigMap volumes present every file as a symlink."""
+    target = tmp_path / "real.sql"
+    target.write_text("SELECT 1;")
+    (folder / "001_a.sql").symlink_to(target)
+    assert versions(folder) == ["001_a"]
+
+
+def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-migrations-here"
+    with pytest.raises(ConfigError) as caught:
+        find_migrations(missing)
+    assert caught.value.exit_code == EX_CONFIG == 78
+    assert "MIGRATIONS_DIR" in caught.value.message
+    assert str(missing) in caught.value.message
+
+
+def test_a_file_instead_of_a_folder_is_a_config_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "migrations.sql"
+    not_a_folder.write_text("SELECT 1;")
+    with pytest.raises(ConfigError) as caught:
+        find_migrations(not_a_folder)
+    assert str(not_a_folder) in caught.value.message
+
+
+def test_empty_and_comment_only_files_are_valid_no_ops(folder: Path) -> None:
+    add(folder, "001_a.sql")
+    add(folder, "002_placeholder.sql", content="-- reverted, kept for numbering\n")
+    add(folder, "003_empty.sql", content="")
+    found = find_migrations(folder)
+    assert [m.is_empty for m in found.versioned] == [False, True, True]
+
+
+def test_the_repository_migrations_folder_reads_cleanly() -> None:
+    repo_migrations = Path(__file__).resolve().parents[2] / "migrations"
+    found = find_migrations(repo_migrations)
+    assert found.bootstrap is not None
+    assert found.bootstrap.version == "000_init_database"
+    assert found.versioned, "at least the initial schema"

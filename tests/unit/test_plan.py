@@ -1,0 +1,196 @@
+"""Unit tests for migrator.plan: validating the files against hand-built history rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from migrator.errors import EX_DATAERR, HistoryMismatchError
+from migrator.history import AppliedMigration
+from migrator.migrations import MigrationSet, find_migrations
+from migrator.plan import make_plan
+
+SEED_CHECKSUM = "checksum_here"  # what SEED.md's manual INSERT records
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "migrations"
+    path.mkdir()
+    return path
+
+
+def files(folder: Path, **contents: str) -> MigrationSet:
+    for stem, sql in contents.items():
+        (folder / f"{stem}.sql").write_text(sql)
+    return find_migrations(folder)
+
+
+def row(version: str, checksum: str | None) -> AppliedMigration:
+    return AppliedMigration(
+        version=version,
+        description=None,
+        checksum=checksum,
+        applied_at=datetime(2024, 5, 1, tzinfo=UTC),
+        execution_ms=3,
+        applied_by="auth_service",
+    )
+
+
+def applied(found: MigrationSet, *versions: str) -> dict[str, AppliedMigration]:
+    """History rows recording these files exactly as they are now."""
+    by_version = found.by_version()
+    return {v: row(v, by_version[v].checksum) for v in versions}
+
+
+def mismatch(found: MigrationSet, history: dict[str, AppliedMigration], **kw: bool) -> str:
+    with pytest.raises(HistoryMismatchError) as caught:
+        make_plan(found, history, **kw)
+    assert caught.value.exit_code == EX_DATAERR == 65
+    assert "\n" not in caught.value.message
+    return caught.value.message
+
+
+def pending(found: MigrationSet, history: dict[str, AppliedMigration], **kw: bool) -> list[str]:
+    return [m.version for m in make_plan(found, history, **kw).pending]
+
+
+# --- what is pending ----------------------------------------------------------------------------
+
+
+def test_empty_history_makes_every_versioned_file_pending(folder: Path) -> None:
+    found = files(folder, **{"000_init": "", "001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    plan = make_plan(found, {})
+    assert [m.version for m in plan.pending] == ["001_a", "002_b"]
+    assert plan.applied == ()
+    assert plan.unverified == ()
+
+
+def test_applied_files_are_skipped(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;", "003_c": "SELECT 3;"})
+    plan = make_plan(found, applied(found, "001_a", "002_b"))
+    assert [m.version for m in plan.pending] == ["003_c"]
+    assert [m.version for m in plan.applied] == ["001_a", "002_b"]
+
+
+def test_pending_order_is_numeric(folder: Path) -> None:
+    found = files(folder, **{"1000_x": "SELECT 1;", "999_y": "SELECT 2;", "9_z": "SELECT 3;"})
+    assert pending(found, {}) == ["9_z", "999_y", "1000_x"]
+
+
+def test_everything_applied_means_nothing_pending(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    assert pending(found, applied(found, "001_a")) == []
+
+
+# --- drift --------------------------------------------------------------------------------------
+
+
+def test_changed_file_is_drift_naming_the_file_and_both_checksums(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    recorded = "0" * 64
+    history = {**applied(found, "001_a"), "002_b": row("002_b", recorded)}
+    message = mismatch(found, history)
+    assert "002_b.sql" in message
+    assert recorded in message
+    assert found.by_version()["002_b"].checksum in message
+
+
+def test_drift_stops_the_run_even_with_out_of_order_allowed(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    mismatch(found, {"001_a": row("001_a", "f" * 64)}, allow_out_of_order=True)
+
+
+def test_missing_file_names_the_version(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    recorded = "a" * 64
+    history = {**applied(found, "001_a"), "002_gone": row("002_gone", recorded)}
+    message = mismatch(found, history)
+    assert "002_gone" in message
+    assert recorded in message
+
+
+def test_missing_file_in_an_empty_folder(folder: Path) -> None:
+    found = files(folder)
+    message = mismatch(found, {"001_a": row("001_a", "a" * 64)})
+    assert "001_a" in message
+
+
+def test_several_problems_are_counted_in_one_line(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {
+        "001_a": row("001_a", "1" * 64),
+        "002_b": row("002_b", "2" * 64),
+        "003_gone": row("003_gone", "3" * 64),
+    }
+    with pytest.raises(HistoryMismatchError) as caught:
+        make_plan(found, history)
+    assert "2 more" in caught.value.message
+    assert len(caught.value.fields["problems"]) == 3
+
+
+# --- out of order -------------------------------------------------------------------------------
+
+
+def test_out_of_order_file_is_refused(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_late": "SELECT 2;", "003_c": "SELECT 3;"})
+    message = mismatch(found, applied(found, "001_a", "003_c"))
+    assert "002_late.sql" in message
+    assert "003_c" in message
+    assert "ALLOW_OUT_OF_ORDER" in message
+
+
+def test_out_of_order_file_is_applied_when_allowed(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_late": "SELECT 2;", "003_c": "SELECT 3;"})
+    history = applied(found, "001_a", "003_c")
+    assert pending(found, history, allow_out_of_order=True) == ["002_late"]
+
+
+def test_newer_pending_files_are_not_out_of_order(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;", "010_c": "SELECT 3;"})
+    assert pending(found, applied(found, "001_a")) == ["002_b", "010_c"]
+
+
+def test_out_of_order_compares_numbers_not_text(folder: Path) -> None:
+    found = files(folder, **{"999_y": "SELECT 1;", "1000_x": "SELECT 2;"})
+    assert pending(found, applied(found, "999_y")) == ["1000_x"]
+
+
+# --- rows recorded by hand (SEED.md) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recorded", [SEED_CHECKSUM, None, "", "TODO"])
+def test_a_hand_inserted_row_is_honoured_and_listed_unverified(
+    folder: Path, recorded: str | None
+) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_new_feature": "SELECT 2;", "003_c": "S;"})
+    history = {**applied(found, "001_a"), "002_new_feature": row("002_new_feature", recorded)}
+    plan = make_plan(found, history)
+    assert [m.version for m in plan.pending] == ["003_c"]
+    assert [m.version for m in plan.applied] == ["001_a", "002_new_feature"]
+    assert [m.version for m in plan.unverified] == ["002_new_feature"]
+
+
+def test_a_hand_inserted_row_without_its_file_is_still_missing(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    history = {**applied(found, "001_a"), "002_new_feature": row("002_new_feature", SEED_CHECKSUM)}
+    assert "002_new_feature" in mismatch(found, history)
+
+
+# --- the bootstrap script -----------------------------------------------------------------------
+
+
+def test_changed_bootstrap_checksum_is_not_drift(folder: Path) -> None:
+    found = files(folder, **{"000_init_database": "SELECT 0;", "001_a": "SELECT 1;"})
+    history = {**applied(found, "001_a"), "000_init_database": row("000_init_database", "e" * 64)}
+    plan = make_plan(found, history)
+    assert plan.pending == ()
+    assert [m.version for m in plan.applied] == ["001_a"]
+
+
+def test_bootstrap_is_never_pending_in_the_migration_plan(folder: Path) -> None:
+    found = files(folder, **{"000_init_database": "SELECT 0;", "001_a": "SELECT 1;"})
+    assert pending(found, {}) == ["001_a"]
+    assert pending(found, applied(found, "001_a")) == []

@@ -1,0 +1,136 @@
+"""Unit tests for migrator.status: the rows of the status command and what counts as a problem."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from migrator.history import AppliedMigration
+from migrator.migrations import MigrationSet, find_migrations
+from migrator.status import problems, status_rows
+
+APPLIED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "migrations"
+    path.mkdir()
+    return path
+
+
+def files(folder: Path, **contents: str) -> MigrationSet:
+    for stem, sql in contents.items():
+        (folder / f"{stem}.sql").write_text(sql)
+    return find_migrations(folder)
+
+
+def row(version: str, checksum: str | None) -> AppliedMigration:
+    return AppliedMigration(version, None, checksum, APPLIED_AT, 3, "auth_service")
+
+
+def states(rows: list[dict[str, object]]) -> dict[object, object]:
+    return {r["version"]: r["state"] for r in rows}
+
+
+def test_every_state(folder: Path) -> None:
+    found = files(
+        folder,
+        **{
+            "000_init_database": "SELECT 0;",
+            "001_applied": "SELECT 1;",
+            "002_changed": "SELECT 2;",
+            "003_by_hand": "SELECT 3;",
+            "004_pending": "SELECT 4;",
+        },
+    )
+    by_version = found.by_version()
+    history = {
+        "000_init_database": row("000_init_database", "b" * 64),  # repeatable: not "changed"
+        "001_applied": row("001_applied", by_version["001_applied"].checksum),
+        "002_changed": row("002_changed", "c" * 64),
+        "003_by_hand": row("003_by_hand", "checksum_here"),
+        "005_missing": row("005_missing", "d" * 64),
+    }
+    rows = status_rows(found, history)
+    assert [r["version"] for r in rows] == [
+        "000_init_database",
+        "001_applied",
+        "002_changed",
+        "003_by_hand",
+        "004_pending",
+        "005_missing",
+    ]
+    assert states(rows) == {
+        "000_init_database": "applied",
+        "001_applied": "applied",
+        "002_changed": "changed",
+        "003_by_hand": "applied-unverified",
+        "004_pending": "pending",
+        "005_missing": "missing",
+    }
+    assert [(r["version"], r["state"]) for r in problems(rows)] == [
+        ("002_changed", "changed"),
+        ("004_pending", "pending"),
+        ("005_missing", "missing"),
+    ]
+
+
+def test_row_fields(folder: Path) -> None:
+    found = files(
+        folder, **{"001_a": "SELECT 1;", "002_b": "CREATE INDEX CONCURRENTLY i ON t (a);"}
+    )
+    checksum = found.by_version()["001_a"].checksum
+    rows = status_rows(found, {"001_a": row("001_a", checksum)})
+    first, second = rows
+    assert first == {
+        "version": "001_a",
+        "state": "applied",
+        "checksum": checksum,
+        "recorded_checksum": checksum,
+        "applied_at": APPLIED_AT.isoformat(),
+        "mode": "transaction",
+        "bootstrap": False,
+    }
+    assert second["state"] == "pending"
+    assert second["recorded_checksum"] is None
+    assert second["applied_at"] is None
+    assert second["mode"] != "transaction"
+    json.dumps(rows)  # the status command prints them as JSON
+
+
+def test_changed_row_carries_both_checksums(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    (changed,) = status_rows(found, {"001_a": row("001_a", "c" * 64)})
+    assert changed["recorded_checksum"] == "c" * 64
+    assert changed["checksum"] == found.by_version()["001_a"].checksum
+
+
+def test_up_to_date_has_no_problems(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {m.version: row(m.version, m.checksum) for m in found.versioned}
+    assert problems(status_rows(found, history)) == []
+
+
+def test_unapplied_bootstrap_is_not_a_problem(folder: Path) -> None:
+    """A deployment without admin credentials never runs 000: health must not depend on it."""
+    found = files(folder, **{"000_init_database": "SELECT 0;", "001_a": "SELECT 1;"})
+    history = {"001_a": row("001_a", found.by_version()["001_a"].checksum)}
+    rows = status_rows(found, history)
+    assert states(rows)["000_init_database"] == "pending"
+    assert problems(rows) == []
+
+
+def test_empty_folder_and_empty_history() -> None:
+    assert status_rows(MigrationSet(None, ()), {}) == []
+    assert problems([]) == []
+
+
+def test_only_a_missing_row(folder: Path) -> None:
+    rows = status_rows(files(folder), {"001_gone": row("001_gone", "a" * 64)})
+    assert states(rows) == {"001_gone": "missing"}
+    assert rows[0]["checksum"] is None
+    assert len(problems(rows)) == 1
