@@ -232,9 +232,11 @@ CREATE TABLE auth_codes (
     used_at               timestamptz,
     CONSTRAINT auth_codes_pkce_pair CHECK ((code_challenge IS NULL) = (code_challenge_method IS NULL)),
     CONSTRAINT auth_codes_code_challenge_format CHECK (
-        code_challenge_method IS NULL
-        OR (code_challenge_method = 'S256' AND code_challenge ~ '^[A-Za-z0-9_-]{43}$')
-        OR (code_challenge_method = 'plain' AND code_challenge ~ '^[A-Za-z0-9._~-]{43,128}$')),
+        CASE code_challenge_method
+            WHEN 'S256' THEN code_challenge ~ '^[A-Za-z0-9_-]{43}$'
+            WHEN 'plain' THEN code_challenge ~ '^[A-Za-z0-9._~-]{43,128}$'
+            ELSE true  -- an unknown method is auth_codes_code_challenge_method_valid's to reject
+        END),
     CONSTRAINT auth_codes_short_lived CHECK (expires_at > created_at AND expires_at <= created_at + interval '10 minutes')
 );
 CREATE INDEX auth_codes_expires_at_idx ON auth_codes (expires_at);
@@ -414,7 +416,7 @@ AS $$
 $$;
 
 -- Password policy the database can enforce: password_changed_at is set on every
--- change, and a hash equal to the current one or one of the last N is refused.
+-- change, and a hash equal to one of the last N (password_history) is refused.
 CREATE FUNCTION users_password_policy() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, public, pg_temp
@@ -427,14 +429,13 @@ BEGIN
         RETURN NEW;
     END IF;
     IF NEW.password_hash IS DISTINCT FROM OLD.password_hash THEN
-        IF NEW.password_hash IS NOT NULL AND (
-               NEW.password_hash = OLD.password_hash
-               OR EXISTS (SELECT 1 FROM (
-                       SELECT ph.password_hash FROM password_history ph
-                       WHERE ph.user_id = NEW.id
-                       ORDER BY ph.created_at DESC, ph.id DESC
-                       LIMIT (SELECT password_history_depth FROM security_settings)) recent
-                   WHERE recent.password_hash = NEW.password_hash)) THEN
+        IF NEW.password_hash IS NOT NULL AND EXISTS (
+               SELECT 1 FROM (
+                   SELECT ph.password_hash FROM password_history ph
+                   WHERE ph.user_id = NEW.id
+                   ORDER BY ph.created_at DESC, ph.id DESC
+                   LIMIT (SELECT password_history_depth FROM security_settings)) recent
+               WHERE recent.password_hash = NEW.password_hash) THEN
             RAISE EXCEPTION 'password hash was used recently'
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'users_password_not_reused';
         END IF;
