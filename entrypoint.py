@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from migrator.config import Config, load_config
+from migrator.config import DEFAULT_TERMINATION_LOG, Config, load_config
 from migrator.errors import EX_OK, EX_SOFTWARE, Interrupted, MigratorError
 from migrator.flow import run
-from migrator.logs import configure_logging, get_logger
+from migrator.logs import Redactor, configure_logging, get_logger
 from migrator.report import write_termination_message
 from migrator.signals import install_signal_handlers
 
@@ -28,6 +29,9 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         config = load_config(argv, environ)
     except MigratorError as error:
         log.error(error.event, error=error.message, exit_code=error.exit_code)
+        # No Config yet: the termination message path comes straight from the environment.
+        termination_log = Path(environ.get("TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
+        write_termination_message(termination_log, error.message, Redactor())
         return error.exit_code
     redactor = configure_logging(config.log_format, config.log_level, config.secrets)
     install_signal_handlers()

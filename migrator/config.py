@@ -166,13 +166,21 @@ def load_config(
     if args.init_only and not admin_user:
         raise ConfigError(ERR_INIT_ONLY_WITHOUT_ADMIN)
     log_format = args.log_format or environ.get("LOG_FORMAT") or _default_log_format()
+    url_name = "--url" if args.url else "DATABASE_URL"
+    port_source = _first_set(
+        ("--port", args.port),
+        (url_name, url_parts.get("port")),
+        ("DB_PORT", reader.text("DB_PORT", str(DEFAULT_PORT))),
+    )
+    sslmode_source = _first_set(
+        (url_name, url_parts.get("sslmode")),
+        ("DB_SSLMODE", environ.get("DB_SSLMODE")),
+        ("PGSSLMODE", environ.get("PGSSLMODE", DEFAULT_SSLMODE)),
+    )
     config = Config(
         command=args.command,
         host=args.host or url_parts.get("host") or reader.text("DB_HOST", DEFAULT_HOST),
-        port=_port(
-            "--port" if args.port else "DB_PORT",
-            args.port or url_parts.get("port") or reader.text("DB_PORT", str(DEFAULT_PORT)),
-        ),
+        port=_port(*port_source),
         dbname=args.dbname or url_parts.get("dbname") or reader.text("DB_NAME", DEFAULT_DBNAME),
         user=user,
         password=url_parts.get("password")
@@ -183,12 +191,7 @@ def load_config(
         admin_password=admin_password,
         app_user=reader.text("APP_DB_USER", DEFAULT_APP_USER),
         app_password=reader.secret("APP_DB_PASSWORD"),
-        sslmode=_one_of(
-            "DB_SSLMODE",
-            url_parts.get("sslmode")
-            or reader.text("DB_SSLMODE", environ.get("PGSSLMODE", DEFAULT_SSLMODE)),
-            SSLMODES,
-        ),
+        sslmode=_one_of(*sslmode_source, SSLMODES),
         migrations_dir=Path(
             args.migrations_dir or reader.text("MIGRATIONS_DIR", DEFAULT_MIGRATIONS_DIR)
         ),
@@ -239,8 +242,21 @@ def _parse_url(url: str | None) -> dict[str, str]:
         raise ConfigError(ERR_BAD_URL) from None
 
 
+def _first_set(*candidates: tuple[str, str | None]) -> tuple[str, str]:
+    """(setting name, value) of the first candidate that is set, so errors name its source."""
+    for name, value in candidates:
+        if value:
+            return name, value
+    return candidates[-1][0], ""
+
+
+def _is_ascii_number(value: str) -> bool:
+    # str.isdigit() accepts "²", which int() refuses.
+    return value.isascii() and value.isdigit()
+
+
 def _port(name: str, value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    if not _is_ascii_number(value) or not 1 <= int(value) <= 65535:
         raise ConfigError(ERR_NOT_A_PORT.format(name=name, value=value))
     return int(value)
 
@@ -284,7 +300,7 @@ class _Settings:
         value = self.environ.get(name)
         if value is None or value == "":
             return default
-        if not value.strip().isdigit():
+        if not _is_ascii_number(value.strip()):
             raise ConfigError(ERR_NOT_A_COUNT.format(name=name, value=value))
         return int(value)
 

@@ -42,9 +42,12 @@ class Redactor:
             return self.redact_text(value)
         if isinstance(value, dict):
             return {key: self.redact(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return [self.redact(item) for item in value]
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        # Anything else (an exception, a Path) is rendered as text later: redact that text now.
+        return self.redact_text(str(value))
 
     def redact_text(self, text: str) -> str:
         for secret in self.secrets:
