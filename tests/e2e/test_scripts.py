@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .conftest import PROD_FILE, REPO, Stack, repo_migration_versions
+from .conftest import POSTGRES_IMAGE, PROD_FILE, REPO, Stack, repo_migration_versions
 from .test_compose import BROKEN, wait_for_event
 
 DEPLOY = REPO / "deploy-docker-production.sh"
@@ -143,8 +143,6 @@ def test_run_migrations_prompts_for_the_password_without_echo(stack: Stack) -> N
 
 
 def test_validate_migrations_docker_path(migrate_image: str) -> None:
-    from .conftest import POSTGRES_IMAGE
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "APP_DB_"))}
     env.update(MIGRATE_IMAGE=migrate_image, POSTGRES_IMAGE=POSTGRES_IMAGE)
     result = subprocess.run([str(REPO / "scripts" / "validate-migrations.sh"), "--docker"],
