@@ -439,15 +439,16 @@ def run(scale: float, runs: int, baseline_runs: int) -> None:
         owner = {**info, "user": OWNER_ROLE, "password": owner_pw}
         app = {**info, "user": APP_ROLE, "password": app_pw}
         for query in hot_queries(n):
-            with psycopg.connect(
-                **(owner if query.role == "owner" else app), autocommit=True
-            ) as conn:
+            role = owner if query.role == "owner" else app
+            # No prepared statements: a cached plan would survive the SETs below.
+            with psycopg.connect(**role, autocommit=True, prepare_threshold=None) as conn:
                 if query.role == "app":
                     conn.execute(
                         "SELECT set_config('app.current_user_id', %s, false)", (context_user(0, n),)
                     )
                 ok, scans = uses_index(explain(conn, query, query.params(0)), query)
                 index_ms = timed(conn, query, runs, n)
+            with psycopg.connect(**role, autocommit=True, prepare_threshold=None) as conn:
                 conn.execute("SET enable_indexscan = off")
                 conn.execute("SET enable_bitmapscan = off")
                 conn.execute("SET enable_indexonlyscan = off")
