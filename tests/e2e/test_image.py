@@ -42,7 +42,8 @@ def test_the_image_adds_less_than_40_mb_and_carries_no_build_tools(migrate_image
     result = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh",
                   migrate_image, "-c", probe], check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(result.stdout.split()) == sorted(f"{v}.sql" for v in repo_migration_versions())
+    baked = sorted(name for name in result.stdout.split() if name.endswith(".sql"))
+    assert baked == sorted(f"{v}.sql" for v in repo_migration_versions())
 
 
 def test_runs_with_a_read_only_root_all_capabilities_dropped_as_user_10001(
