@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +23,7 @@ from migrator.config import Config
 from migrator.errors import MigrationFailedError
 from migrator.logs import get_logger
 from migrator.migration import Migration
-from migrator.progress import progress_reported
+from migrator.progress import ProgressReporter
 from migrator.sql import Statement, TransactionMode, position_to_line_column
 
 log = get_logger("apply")
@@ -71,7 +71,7 @@ class Applier:
 
     conn: psycopg.Connection[Any]
     config: Config
-    monitor: psycopg.Connection[Any] | None = None  # reports progress of long migrations
+    progress: ProgressReporter | None = None  # logs progress of long migrations
 
     def apply(self, migration: Migration, record: Recorder) -> int:
         """Apply ``migration`` and call ``record`` (same transaction when transactional)."""
@@ -83,12 +83,8 @@ class Applier:
             mode_reason=decision.reason,
         )
         start = time.monotonic()
-        pid = self.conn.info.backend_pid
-        interval = self.config.progress_interval
-        with (
-            self._notices_logged(migration),
-            progress_reported(self.monitor, pid, migration.version, interval),
-        ):
+        watching = self.progress.watching(migration.version) if self.progress else nullcontext()
+        with self._notices_logged(migration), watching:
             if decision.mode is TransactionMode.TRANSACTION:
                 self._retrying(migration, lambda: self._in_transaction(migration, record, start))
             else:

@@ -16,6 +16,7 @@ from migrator.lock import advisory_lock, lock_key
 from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
+from migrator.progress import ProgressReporter
 from migrator.status import problems, status_rows
 from migrator.wait import connect, wait_for_connection
 
@@ -38,7 +39,9 @@ def migrate(config: Config, files: MigrationSet) -> str:
             # Read after getting the lock: a runner that waited usually finds nothing to do.
             history.ensure_history_table(conn)
             plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
-            return apply_plan(Applier(conn, config, monitor=lock_conn), plan)
+            pid = conn.info.backend_pid
+            with ProgressReporter(lock_conn, pid, config.progress_interval) as progress:
+                return apply_plan(Applier(conn, config, progress), plan)
 
 
 def apply_plan(applier: Applier, plan: Plan) -> str:

@@ -40,7 +40,9 @@ UPSERT_ROW = sql.SQL(
     "INSERT INTO {table} AS h (version, description, checksum, execution_ms, applied_by) "
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (version) DO UPDATE SET "
     "description = EXCLUDED.description, checksum = EXCLUDED.checksum, applied_at = now(), "
-    "execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by"
+    "execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by "
+    # An unchanged script leaves its row alone: a re-run on every start is not news.
+    "WHERE h.checksum IS DISTINCT FROM EXCLUDED.checksum"
 ).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
 
 

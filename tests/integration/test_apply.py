@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 import time
+from datetime import datetime
 
 import pytest
 

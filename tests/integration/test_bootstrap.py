@@ -60,8 +60,11 @@ def test_bootstrap_creates_the_database_and_applies_everything(
 
 def test_bootstrap_is_idempotent_and_runs_every_start(bootstrap_env, unborn_database, run_runner):
     assert run_runner(env=bootstrap_env).returncode == 0
+    before = unborn_database.query("SELECT * FROM schema_migrations ORDER BY version")
     second = run_runner(env=bootstrap_env)
     assert second.returncode == 0, second
+    after = unborn_database.query("SELECT * FROM schema_migrations ORDER BY version")
+    assert after == before, "an unchanged bootstrap script leaves its row alone"
     assert second.events_named("database_exists")
     assert second.events_named("bootstrap_done")
     assert second.events_named("migrations_complete")[0]["applied"] == []
