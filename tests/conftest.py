@@ -15,11 +15,15 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+
+from migrator.history import AppliedMigration
+from migrator.migrations import MigrationSet, find_migrations
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -158,13 +162,24 @@ def _drop_database(server: PgServer, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def fresh_database(server: PgServer) -> Iterator[Database]:
+    """Create an empty database, yield it, drop it (the body of the database fixtures)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(**server.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield Database(server, name)
+    _drop_database(server, name)
+
+
 @pytest.fixture
 def database(pg_server: PgServer) -> Iterator[Database]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield Database(pg_server, name)
-    _drop_database(pg_server, name)
+    yield from fresh_database(pg_server)
+
+
+@pytest.fixture
+def other_database(pg_server: PgServer) -> Iterator[Database]:
+    """A second fresh database, e.g. for the same files applied by another tool."""
+    yield from fresh_database(pg_server)
 
 
 @pytest.fixture
@@ -178,6 +193,21 @@ def unborn_database(pg_server: PgServer) -> Iterator[Database]:
 @pytest.fixture
 def migrations(tmp_path: Path) -> MigrationsFolder:
     return MigrationsFolder(tmp_path / "migrations")
+
+
+HISTORY_APPLIED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+
+
+def applied_row(version: str, checksum: str | None) -> AppliedMigration:
+    """A schema_migrations row as read_history returns it."""
+    return AppliedMigration(version, None, checksum, HISTORY_APPLIED_AT, 3, "auth_service")
+
+
+def write_migration_set(folder: Path, **contents: str) -> MigrationSet:
+    """Write ``<stem>.sql`` files into ``folder`` and read them back as the runner does."""
+    for stem, sql in contents.items():
+        (folder / f"{stem}.sql").write_text(sql)
+    return find_migrations(folder)
 
 
 class MigrationsFolder:
@@ -201,7 +231,8 @@ class MigrationsFolder:
         return self
 
 
-def _runner_env(env: Mapping[str, str], termination_log: Path) -> dict[str, str]:
+def entrypoint_env(env: Mapping[str, str], termination_log: Path) -> dict[str, str]:
+    """The runner's environment: the test's variables over a clean copy of ours."""
     for key, value in env.items():
         if key.endswith("PASSWORD") and value:
             remember_secret(value)
@@ -209,15 +240,23 @@ def _runner_env(env: Mapping[str, str], termination_log: Path) -> dict[str, str]
     return {"TERMINATION_LOG": str(termination_log), "LOG_LEVEL": "debug", **base, **env}
 
 
+def launch(*args: str, env: Mapping[str, str], workdir: Path, script: Path = ENTRYPOINT) -> Runner:
+    """Start ``script *args``; its termination message goes to a file in ``workdir``.
+
+    For fixtures wider than one test too (``start_runner`` is per test).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    termination_log = workdir / f"termination-{uuid.uuid4().hex[:8]}.log"
+    return Runner([sys.executable, str(script), *args], entrypoint_env(env, termination_log),
+                  termination_log)  # fmt: skip
+
+
 @pytest.fixture
 def start_runner(tmp_path: Path) -> Any:
     """Start ``entrypoint.py *args`` with ``env``; returns a Runner (call ``.wait()``)."""
-    counter = iter(range(10_000))
 
     def start(*args: str, env: Mapping[str, str], script: Path = ENTRYPOINT) -> Runner:
-        termination_log = tmp_path / f"termination-{next(counter)}.log"
-        full_env = _runner_env(env, termination_log)
-        return Runner([sys.executable, str(script), *args], full_env, termination_log)
+        return launch(*args, env=env, workdir=tmp_path, script=script)
 
     return start
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import psycopg
 import pytest
 
 from tests import conftest
-from tests.conftest import Database, Runner, RunResult
+from tests.conftest import Database, RunResult, launch
 
 OWNER_ROLE = "auth_service"
 APP_ROLE = "auth_service_app"
@@ -88,11 +87,7 @@ def run_entrypoint(env: dict[str, str], workdir: Path, timeout: float = 180) -> 
     For fixtures wider than one test, where conftest's function-scoped
     ``run_runner`` cannot be used.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"termination-{uuid.uuid4().hex[:8]}.log"
-    full_env = conftest._runner_env(env, log)
-    runner = Runner([sys.executable, str(conftest.ENTRYPOINT)], full_env, log)
-    return runner.wait(timeout)
+    return launch(env=env, workdir=workdir).wait(timeout)
 
 
 @dataclass

@@ -12,12 +12,9 @@ import hashlib
 import os
 import re
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from migrator.sql import TransactionMode, split_statements, transaction_mode
@@ -82,17 +79,6 @@ def schema_dump(database: Database) -> str:
     return RESTRICT_LINE.sub("", result.stdout)
 
 
-@pytest.fixture
-def psql_database(pg_server: Any) -> Iterator[Database]:
-    """A second fresh database on the session server (the ``database`` fixture makes the first)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield Database(pg_server, name)
-    with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 def files() -> list[Path]:
     found = corpus_files()
@@ -101,13 +87,13 @@ def files() -> list[Path]:
 
 
 def test_runner_builds_the_same_schema_as_psql(
-    database: Database, psql_database: Database, run_runner: Any, files: list[Path]
+    database: Database, other_database: Database, run_runner: Any, files: list[Path]
 ) -> None:
     result = run_runner("--migrations-dir", str(CORPUS_DIR), env=database.env())
     assert result.returncode == 0, result
-    psql_apply(psql_database, files)
+    psql_apply(other_database, files)
 
-    runner_schema, psql_schema = schema_dump(database), schema_dump(psql_database)
+    runner_schema, psql_schema = schema_dump(database), schema_dump(other_database)
     assert "CREATE TABLE public.books" in psql_schema
     assert runner_schema == psql_schema
 
@@ -158,10 +144,10 @@ def apply_with_splitter(database: Database, files: list[Path]) -> None:
 
 
 def test_split_statements_rebuild_the_same_schema_as_psql(
-    database: Database, psql_database: Database, files: list[Path]
+    database: Database, other_database: Database, files: list[Path]
 ) -> None:
     apply_with_splitter(database, files)
-    psql_apply(psql_database, files)
-    splitter_schema, psql_schema = schema_dump(database), schema_dump(psql_database)
+    psql_apply(other_database, files)
+    splitter_schema, psql_schema = schema_dump(database), schema_dump(other_database)
     assert "CREATE TABLE public.books" in psql_schema
     assert splitter_schema == psql_schema

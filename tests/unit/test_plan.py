@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from migrator.errors import EX_DATAERR, HistoryMismatchError
 from migrator.history import AppliedMigration
-from migrator.migrations import MigrationSet, find_migrations
+from migrator.migrations import MigrationSet
 from migrator.plan import make_plan
+from tests.conftest import applied_row, write_migration_set
 
 SEED_CHECKSUM = "checksum_here"  # what SEED.md's manual INSERT records
 
@@ -22,21 +22,8 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
-def files(folder: Path, **contents: str) -> MigrationSet:
-    for stem, sql in contents.items():
-        (folder / f"{stem}.sql").write_text(sql)
-    return find_migrations(folder)
-
-
-def row(version: str, checksum: str | None) -> AppliedMigration:
-    return AppliedMigration(
-        version=version,
-        description=None,
-        checksum=checksum,
-        applied_at=datetime(2024, 5, 1, tzinfo=UTC),
-        execution_ms=3,
-        applied_by="auth_service",
-    )
+files = write_migration_set
+row = applied_row
 
 
 def applied(found: MigrationSet, *versions: str) -> dict[str, AppliedMigration]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from migrator.history import AppliedMigration
-from migrator.migrations import MigrationSet, find_migrations
+from migrator.migrations import MigrationSet
 from migrator.status import problems, status_rows
+from tests.conftest import applied_row, write_migration_set
 
 APPLIED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 
@@ -22,14 +22,8 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
-def files(folder: Path, **contents: str) -> MigrationSet:
-    for stem, sql in contents.items():
-        (folder / f"{stem}.sql").write_text(sql)
-    return find_migrations(folder)
-
-
-def row(version: str, checksum: str | None) -> AppliedMigration:
-    return AppliedMigration(version, None, checksum, APPLIED_AT, 3, "auth_service")
+files = write_migration_set
+row = applied_row
 
 
 def states(rows: list[dict[str, object]]) -> dict[object, object]:
