@@ -90,3 +90,16 @@ def test_missing_database_without_admin_fails_at_once_with_advice(
     error = result.events_named("invalid_configuration")[0]["error"]
     assert f"database {unborn_database.name} does not exist" in error
     assert "DB_ADMIN_USER" in error
+
+
+def test_tls_required_by_the_client_but_not_offered_fails_at_once_with_78(
+    database, run_runner, migrations
+):
+    env = database.env(DB_SSLMODE="require", DB_WAIT_TIMEOUT="30",
+                       MIGRATIONS_DIR=str(migrations.path))  # fmt: skip
+    start = time.monotonic()
+    result = run_runner(env=env)
+    assert result.returncode == 78, result
+    assert time.monotonic() - start < 5.0, "a TLS mismatch cannot pass by itself: no waiting"
+    error = result.events_named("invalid_configuration")[0]["error"]
+    assert "DB_SSLMODE=require" in error and "does not support SSL" in error
