@@ -36,13 +36,12 @@ def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
         return UNHEALTHY, f"unhealthy: {error.message}"
     try:
         with psycopg.connect(**config.connect_kwargs(), connect_timeout=CONNECT_TIMEOUT) as conn:
-            rows = conn.execute(history.SELECT_ROWS).fetchall()
+            recorded = history.select_history(conn)
     except psycopg.errors.UndefinedTable:
-        rows = []
+        recorded = {}
     except psycopg.Error as error:
         reason = Redactor(config.secrets).redact_text(reason_of(error))
         return UNHEALTHY, f"unhealthy: database not reachable: {reason}"
-    recorded = {row[0]: history.AppliedMigration(*row) for row in rows}
     bad = problems(status_rows(files, recorded))
     if bad:
         listed = ", ".join(f"{row['version']} {row['state']}" for row in bad)

@@ -71,6 +71,11 @@ def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
     """Rows by version; an absent table reads as an empty history."""
     if not history_table_exists(conn):
         return {}
+    return select_history(conn)
+
+
+def select_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
+    """Rows by version in one query; raises psycopg.errors.UndefinedTable without the table."""
     return {row[0]: AppliedMigration(*row) for row in conn.execute(SELECT_ROWS).fetchall()}
 
 

@@ -19,7 +19,7 @@ from migrator.sql import ModeDecision, Statement, split_statements, transaction_
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
 DESCRIPTION_PATTERN = re.compile(r"^--\s*Description:\s*(?P<text>.+?)\s*$", re.MULTILINE)
 BOOTSTRAP_NUMBER = 0  # 000_init_database.sql: run by the superuser, repeatable
-SHA256_HEX_LENGTH = 64
+SHA256_HEX_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
@@ -56,6 +56,14 @@ class Migration:
     def mode_decision(self) -> ModeDecision:
         return transaction_mode(self.sql, self.statements)
 
+    def changed_since(self, recorded_checksum: str | None) -> bool:
+        """Drift: the file differs from what was applied (the repeatable bootstrap never drifts)."""
+        return (
+            not self.is_bootstrap
+            and looks_like_checksum(recorded_checksum)
+            and recorded_checksum != self.checksum
+        )
+
     @property
     def is_empty(self) -> bool:
         return not self.statements
@@ -76,11 +84,7 @@ def checksum_of(content: bytes) -> str:
 
 def looks_like_checksum(value: str | None) -> bool:
     """Rows inserted by hand (SEED.md's 'checksum_here') carry no verifiable checksum."""
-    return (
-        bool(value)
-        and len(value or "") == SHA256_HEX_LENGTH
-        and all(c in "0123456789abcdef" for c in (value or "").lower())
-    )
+    return value is not None and SHA256_HEX_PATTERN.fullmatch(value) is not None
 
 
 def read_migration(path: Path) -> Migration:

@@ -46,11 +46,7 @@ def drift_problems(files: MigrationSet, history: Mapping[str, AppliedMigration])
         if migration is None:
             file = f"{folder / (version + '.sql')}" if folder else f"{version}.sql"
             problems.append(ERR_MISSING.format(version=version, file=file, recorded=row.checksum))
-        elif (
-            not migration.is_bootstrap
-            and looks_like_checksum(row.checksum)
-            and row.checksum != migration.checksum
-        ):
+        elif migration.changed_since(row.checksum):
             problems.append(
                 ERR_CHANGED.format(
                     file=migration.path, recorded=row.checksum, actual=migration.checksum

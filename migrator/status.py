@@ -33,7 +33,7 @@ def status_rows(
             state = APPLIED
             if not looks_like_checksum(row.checksum):
                 state = UNVERIFIED
-            elif row.checksum != migration.checksum and not migration.is_bootstrap:
+            elif migration.changed_since(row.checksum):
                 state = CHANGED
         rows.append(
             {
