@@ -1,14 +1,19 @@
-"""Applying one migration: in a transaction (the default) or statement by statement.
+"""Applying migrations: each in its transaction (the default), statement by statement, or all
+pending files in one transaction (``--single-transaction``).
+
+A transactional file travels in one round trip with its BEGIN, its timeouts, its history row
+and its COMMIT; the server measures its execution time.
 
 >>> applier = Applier(conn, config)
->>> applier.apply(migration, record=history.record)
+>>> applier.apply(migration)
 412  # milliseconds
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -17,8 +22,9 @@ from typing import Any
 import psycopg
 import tenacity
 from psycopg import errors as pg_errors
-from psycopg import generators, pq, sql
+from psycopg import generators, pq
 
+from migrator import history
 from migrator.config import Config
 from migrator.errors import MigrationFailedError
 from migrator.logs import get_logger
@@ -35,17 +41,26 @@ LOCK_NOT_AVAILABLE = "55P03"
 STATEMENT_EXCERPT_LENGTH = 200
 
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
+ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
 
 
 class StatementFailed(Exception):
-    """The server rejected statement ``index`` of what was sent."""
+    """The server rejected statement ``index`` of what was sent (a file in its envelope)."""
 
-    def __init__(self, error: psycopg.Error, index: int) -> None:
+    def __init__(
+        self,
+        error: psycopg.Error,
+        index: int,
+        envelope: Envelope | None = None,
+        migration: Migration | None = None,
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.index = index
+        self.envelope = envelope or Envelope()
+        self.migration = migration  # set when the failure came from a file's round trip
 
 
 def run_script(conn: psycopg.Connection[Any], text: str) -> None:
@@ -61,6 +76,23 @@ def run_script(conn: psycopg.Connection[Any], text: str) -> None:
             raise StatementFailed(pg_errors.error_from_result(result, conn.info.encoding), index)
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """Statements sent before and after a file's text, in the same round trip."""
+
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+    @property
+    def head(self) -> str:
+        return "".join(f"{statement};\n" for statement in self.before)
+
+    def wrap(self, text: str) -> str:
+        # The newline ends a trailing line comment; the lone ";" ends a last statement
+        # written without one (an empty statement sends no result, so counting holds).
+        return self.head + text + "\n;\n" + "".join(f"{s};\n" for s in self.after)
+
+
 def _is_lock_timeout(error: BaseException) -> bool:
     return isinstance(error, StatementFailed) and error.error.sqlstate == LOCK_NOT_AVAILABLE
 
@@ -73,8 +105,12 @@ class Applier:
     config: Config
     progress: ProgressReporter | None = None  # logs progress of long migrations
 
-    def apply(self, migration: Migration, record: Recorder) -> int:
-        """Apply ``migration`` and call ``record`` (same transaction when transactional)."""
+    def apply(self, migration: Migration, record: Recorder | None = None) -> int:
+        """Apply ``migration`` and record it; returns its duration in milliseconds.
+
+        ``record`` replaces the plain history row with work of the caller's (the bootstrap
+        script's passwords and upsert), run in the same transaction after the file.
+        """
         decision = migration.mode_decision
         log.info(
             "migration_started",
@@ -83,25 +119,86 @@ class Applier:
             mode_reason=decision.reason,
         )
         start = time.monotonic()
-        watching = self.progress.watching(migration.version) if self.progress else nullcontext()
-        with self._notices_logged(migration), watching:
-            if decision.mode is TransactionMode.TRANSACTION:
-                self._retrying(migration, lambda: self._in_transaction(migration, record, start))
-            else:
+        with self._watched(migration):
+            if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
+            elif record is None:
+                envelope = self._transaction(migration)
+                self._retrying(migration, partial(self._send, migration, envelope))
+            else:
+                self._retrying(migration, lambda: self._in_transaction(migration, record, start))
         elapsed_ms = _ms_since(start)
         log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms)
         return elapsed_ms
 
+    def apply_in_one_transaction(self, migrations: Sequence[Migration]) -> dict[str, int]:
+        """Apply all ``migrations`` in one transaction: all or nothing (Flyway's ``group``).
+
+        Still one round trip per file: the first carries BEGIN, the last COMMIT. A lock
+        timeout retries the whole transaction; any failure rolls back every file.
+        """
+        durations: dict[str, int] = {}
+
+        def attempt() -> None:
+            durations.clear()
+            for position, migration in enumerate(migrations):
+                log.info("migration_started", version=migration.version, mode="single-transaction")
+                start = time.monotonic()
+                envelope = Envelope(
+                    before=self._begin() if position == 0 else (),
+                    after=(self._history_row(migration),)
+                    + (("COMMIT",) if position == len(migrations) - 1 else ()),
+                )
+                with self._watched(migration):
+                    self._send(migration, envelope)
+                durations[migration.version] = _ms_since(start)
+                log.info(
+                    "migration_applied",
+                    version=migration.version,
+                    duration_ms=durations[migration.version],
+                    committed=False,
+                )
+
+        try:
+            self._retrying(None, attempt)
+        except MigrationFailedError:
+            log.warning("transaction_rolled_back", versions=[m.version for m in migrations])
+            raise
+        log.info("transaction_committed", versions=list(durations))
+        return durations
+
+    def _transaction(self, migration: Migration) -> Envelope:
+        """BEGIN, the timeouts, (the file,) its history row, COMMIT: one round trip."""
+        return Envelope(before=self._begin(), after=(self._history_row(migration), "COMMIT"))
+
+    def _begin(self) -> tuple[str, ...]:
+        return ("BEGIN", *self._timeouts("SET LOCAL"))
+
+    def _history_row(self, migration: Migration) -> str:
+        return history.insert_row(migration).as_string(self.conn)
+
+    def _send(self, migration: Migration, envelope: Envelope) -> None:
+        try:
+            run_script(self.conn, envelope.wrap(migration.sql))
+        except StatementFailed as failure:
+            # The envelope's own BEGIN is left aborted by a failure: end it before a retry.
+            if self.conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+                self.conn.execute("ROLLBACK")
+            raise StatementFailed(failure.error, failure.index, envelope, migration) from None
+
     def _in_transaction(self, migration: Migration, record: Recorder, start: float) -> None:
         with self.conn.transaction():
-            self._set_timeouts(local=True)
+            for setting in self._timeouts("SET LOCAL"):
+                self.conn.execute(setting)
             if not migration.is_empty:
                 run_script(self.conn, migration.sql)
             record(self.conn, migration, _ms_since(start))
 
-    def _statement_by_statement(self, migration: Migration, record: Recorder, start: float) -> None:
-        self._set_timeouts(local=False)
+    def _statement_by_statement(
+        self, migration: Migration, record: Recorder | None, start: float
+    ) -> None:
+        for setting in self._timeouts("SET"):
+            self.conn.execute(setting)
         for index, statement in enumerate(migration.statements):
             log.debug("statement_started", version=migration.version, line=statement.line)
             self._retrying(
@@ -109,30 +206,30 @@ class Applier:
             )
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")
-        record(self.conn, migration, _ms_since(start))
+        (record or history.record)(self.conn, migration, _ms_since(start))
 
-    def _set_timeouts(self, local: bool) -> None:
-        scope = sql.SQL("SET LOCAL" if local else "SET")
-        for name, seconds in (
-            ("lock_timeout", self.config.ddl_lock_timeout),
-            ("statement_timeout", self.config.statement_timeout),
-        ):
-            value = sql.Literal(f"{round(seconds * 1000)}ms")
-            self.conn.execute(sql.SQL("{} {} = {}").format(scope, sql.Identifier(name), value))
+    def _timeouts(self, command: str) -> tuple[str, str]:
+        return (
+            f"{command} lock_timeout = '{round(self.config.ddl_lock_timeout * 1000)}ms'",
+            f"{command} statement_timeout = '{round(self.config.statement_timeout * 1000)}ms'",
+        )
 
     def _retrying(
         self,
-        migration: Migration,
+        migration: Migration | None,
         action: Callable[[], None],
         statement: Statement | None = None,
         index: int = 0,
     ) -> None:
-        """Run ``action``, retrying on lock_timeout (55P03) with backoff; map errors."""
+        """Run ``action``, retrying on lock_timeout (55P03) with backoff; map errors.
+
+        ``migration`` is None for the single transaction: each failure names its own file.
+        """
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             log.warning(
                 "lock_timeout_retry",
-                version=migration.version,
+                version=migration.version if migration else "(single transaction)",
                 attempt=state.attempt_number,
                 lock_timeout_ms=round(self.config.ddl_lock_timeout * 1000),
                 retries=self.config.ddl_lock_retries,
@@ -150,7 +247,17 @@ class Applier:
         try:
             retrying(action)
         except StatementFailed as failure:
-            raise migration_failed(migration, failure, statement, index) from None
+            failed = failure.migration or migration
+            if failed is None:  # a bug: every round trip of the single transaction names its file
+                raise
+            raise migration_failed(failed, failure, statement, index) from None
+
+    @contextmanager
+    def _watched(self, migration: Migration) -> Iterator[None]:
+        """NOTICEs become log events; a long migration logs its progress."""
+        watching = self.progress.watching(migration.version) if self.progress else nullcontext()
+        with self._notices_logged(migration), watching:
+            yield
 
     @contextmanager
     def _notices_logged(self, migration: Migration) -> Iterator[None]:
@@ -178,17 +285,13 @@ def migration_failed(
 ) -> MigrationFailedError:
     """The user's error: file, line and column from the server's position, SQLSTATE, message."""
     diag = failure.error.diag
-    if statement is None:  # the whole file was sent: indexes and positions are the file's
-        statement = migration.statements[min(failure.index, len(migration.statements) - 1)]
-        base = 0
+    if statement is not None:  # sent on its own: the server's position is the statement's
+        line, column = _line_column(migration, statement.offset, diag.statement_position)
     else:
-        base = statement.offset
-    if diag.statement_position:
-        line, column = position_to_line_column(
-            migration.sql, base + int(diag.statement_position) - 1
-        )
-    else:
-        line, column = position_to_line_column(migration.sql, statement.offset)
+        located = _locate_in_file(migration, failure)
+        if located is None:
+            return _failed_around_file(migration, failure)
+        statement, (line, column) = located
     fields = {
         "file": str(migration.path),
         "version": migration.version,
@@ -209,6 +312,59 @@ def migration_failed(
         message=diag.message_primary,
     )
     return MigrationFailedError(message, **{k: v for k, v in fields.items() if v is not None})
+
+
+def _line_column(migration: Migration, base: int, position: str | None) -> tuple[int, int]:
+    offset = base + int(position) - 1 if position else base
+    return position_to_line_column(migration.sql, offset)
+
+
+def _locate_in_file(
+    migration: Migration, failure: StatementFailed
+) -> tuple[Statement, tuple[int, int]] | None:
+    """The failing statement of the file and its line/column, or None when it is not the file's.
+
+    The server's position counts from the start of what was sent, envelope included; without
+    one, the count of results before the error says which statement failed.
+    """
+    statements = migration.statements
+    if not statements:
+        return None
+    position = failure.error.diag.statement_position
+    if position:
+        offset = int(position) - 1 - len(failure.envelope.head)
+        if 0 <= offset < len(migration.sql):
+            starts = [s.offset for s in statements]
+            statement = statements[max(bisect.bisect_right(starts, offset) - 1, 0)]
+            return statement, position_to_line_column(migration.sql, offset)
+    file_index = failure.index - len(failure.envelope.before)
+    if 0 <= file_index < len(statements):
+        statement = statements[file_index]
+        return statement, position_to_line_column(migration.sql, statement.offset)
+    return None
+
+
+def _failed_around_file(migration: Migration, failure: StatementFailed) -> MigrationFailedError:
+    """A statement of the envelope failed: the history row, or the COMMIT (deferred checks)."""
+    envelope = failure.envelope
+    sent = [*envelope.before, *(s.text for s in migration.statements), *envelope.after]
+    statement = sent[min(failure.index, len(sent) - 1)]
+    diag = failure.error.diag
+    message = ERR_AROUND_FILE.format(
+        file=migration.path,
+        statement=" ".join(statement.split()[:4]),
+        sqlstate=diag.sqlstate,
+        message=diag.message_primary,
+    )
+    return MigrationFailedError(
+        message,
+        file=str(migration.path),
+        version=migration.version,
+        sqlstate=diag.sqlstate,
+        server_message=diag.message_primary,
+        detail=diag.message_detail,
+        statement=statement[:STATEMENT_EXCERPT_LENGTH],
+    )
 
 
 def _ms_since(start: float) -> int:

@@ -80,6 +80,7 @@ class Config:
     migrations_dir: Path = Path(DEFAULT_MIGRATIONS_DIR)
     dry_run: bool = False
     allow_out_of_order: bool = False
+    single_transaction: bool = False  # all pending files in one transaction (Flyway's group)
     init_only: bool = False
     status_json: bool = False
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
@@ -139,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--migrations-dir")
     parser.add_argument("--dry-run", action="store_true", default=None)
     parser.add_argument("--allow-out-of-order", action="store_true", default=None)
+    parser.add_argument(
+        "--single-transaction",
+        action="store_true",
+        default=None,
+        help="apply all pending files in one transaction: all or nothing",
+    )
     parser.add_argument("--init-only", action="store_true", default=False)
     parser.add_argument("--json", dest="status_json", action="store_true", default=False)
     parser.add_argument("--log-format")
@@ -197,6 +204,7 @@ def load_config(
         ),
         dry_run=args.dry_run or reader.boolean("DRY_RUN"),
         allow_out_of_order=args.allow_out_of_order or reader.boolean("ALLOW_OUT_OF_ORDER"),
+        single_transaction=args.single_transaction or reader.boolean("SINGLE_TRANSACTION"),
         init_only=args.init_only,
         status_json=args.status_json,
         wait_timeout=reader.duration("DB_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT),

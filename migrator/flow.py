@@ -7,20 +7,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from migrator import history
 from migrator.apply import Applier
 from migrator.bootstrap import MAINTENANCE_DATABASE, bootstrap, check_can_create, database_exists
 from migrator.config import Config
+from migrator.errors import ConfigError
 from migrator.lock import advisory_lock, lock_key
 from migrator.logs import get_logger
+from migrator.migration import Migration
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
 from migrator.progress import ProgressReporter
+from migrator.sql import TransactionMode
 from migrator.status import problems, status_rows
 from migrator.wait import connect, wait_for_connection
 
 log = get_logger("flow")
+
+ERR_NOT_IN_ONE_TRANSACTION = (
+    "SINGLE_TRANSACTION is set, but {file} must run outside a transaction ({reason}): "
+    "apply it in a run without SINGLE_TRANSACTION"
+)
 
 
 def migrate(config: Config, files: MigrationSet) -> str:
@@ -30,29 +39,52 @@ def migrate(config: Config, files: MigrationSet) -> str:
         if config.init_only:
             return "bootstrap done (--init-only)"
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as lock_conn:
+        # Most starts find nothing to do: one connection and one read decide it, no lock.
+        plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
+        if not plan.pending:
+            return summarise(plan, {}, time.monotonic())
         check_can_create(lock_conn, config)
         key = lock_key(config.dbname, history.QUALIFIED_NAME)
         with (
             advisory_lock(lock_conn, key, config.migration_lock_timeout),
             connect(config.connect_kwargs()) as conn,
         ):
-            # Read after getting the lock: a runner that waited usually finds nothing to do.
+            # Read again under the lock: a runner that waited usually finds nothing to do.
             history.ensure_history_table(conn)
             plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
             pid = conn.info.backend_pid
             with ProgressReporter(lock_conn, pid, config.progress_interval) as progress:
-                return apply_plan(Applier(conn, config, progress), plan)
+                applier = Applier(conn, config, progress)
+                return apply_plan(applier, plan, config.single_transaction)
 
 
-def apply_plan(applier: Applier, plan: Plan) -> str:
+def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
+    start = time.monotonic()
+    if single_transaction and plan.pending:
+        refuse_outside_transaction(plan.pending)
+        durations = applier.apply_in_one_transaction(plan.pending)
+    else:
+        durations = {m.version: applier.apply(m) for m in plan.pending}
+    return summarise(plan, durations, start)
+
+
+def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
+    """--single-transaction cannot hold a file PostgreSQL runs only outside a transaction."""
+    for migration in pending:
+        decision = migration.mode_decision
+        if decision.mode is not TransactionMode.TRANSACTION:
+            raise ConfigError(
+                ERR_NOT_IN_ONE_TRANSACTION.format(file=migration.path, reason=decision.reason)
+            )
+
+
+def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
     for migration in plan.unverified:
         log.warning(
             "checksum_not_verified",
             version=migration.version,
             reason="recorded by hand without a SHA-256 checksum",
         )
-    start = time.monotonic()
-    durations = {m.version: applier.apply(m, record=history.record) for m in plan.pending}
     summary = f"applied {len(durations)} migration(s), {len(plan.applied)} already applied"
     log.info(
         "migrations_complete",

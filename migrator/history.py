@@ -34,8 +34,12 @@ SELECT_ROWS = sql.SQL(
     "SELECT version, description, checksum, applied_at, execution_ms, applied_by FROM {table}"
 ).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
 INSERT_ROW = sql.SQL(
-    "INSERT INTO {table} (version, description, checksum, execution_ms) VALUES (%s, %s, %s, %s)"
-).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+    "INSERT INTO {table} (version, description, checksum, execution_ms) "
+    "VALUES ({version}, {description}, {checksum}, {execution_ms})"
+)
+# Inside the migration's transaction now() is when it began: the server measures the file's
+# time itself, so the row can travel in the same round trip as the file.
+MEASURED_BY_SERVER = sql.SQL("(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer")
 UPSERT_ROW = sql.SQL(
     "INSERT INTO {table} AS h (version, description, checksum, execution_ms, applied_by) "
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (version) DO UPDATE SET "
@@ -79,10 +83,23 @@ def select_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]
     return {row[0]: AppliedMigration(*row) for row in conn.execute(SELECT_ROWS).fetchall()}
 
 
-def record(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
-    conn.execute(
-        INSERT_ROW, (migration.version, migration.description, migration.checksum, execution_ms)
+def insert_row(migration: Migration, execution_ms: int | None = None) -> sql.Composed:
+    """The INSERT that records ``migration``; without ``execution_ms`` the server measures it.
+
+    >>> insert_row(migration).as_string(conn)
+    "INSERT INTO public.schema_migrations ... VALUES ('002_add_feature', ...)"
+    """
+    return INSERT_ROW.format(
+        table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE),
+        version=sql.Literal(migration.version),
+        description=sql.Literal(migration.description),
+        checksum=sql.Literal(migration.checksum),
+        execution_ms=MEASURED_BY_SERVER if execution_ms is None else sql.Literal(execution_ms),
     )
+
+
+def record(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
+    conn.execute(insert_row(migration, execution_ms))
 
 
 def record_repeatable(
