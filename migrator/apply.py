@@ -175,7 +175,7 @@ class Applier:
         return ("BEGIN", *self._timeouts("SET LOCAL"))
 
     def _history_row(self, migration: Migration) -> str:
-        return history.insert_row(migration).as_string(self.conn)
+        return history.insert_row(self.conn, migration)
 
     def _send(self, migration: Migration, envelope: Envelope) -> None:
         try:

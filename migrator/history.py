@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from migrator.migration import Migration
 
@@ -33,13 +33,13 @@ TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 SELECT_ROWS = sql.SQL(
     "SELECT version, description, checksum, applied_at, execution_ms, applied_by FROM {table}"
 ).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
-INSERT_ROW = sql.SQL(
-    "INSERT INTO {table} (version, description, checksum, execution_ms) "
+INSERT_ROW = (
+    f"INSERT INTO {QUALIFIED_NAME} (version, description, checksum, execution_ms) "
     "VALUES ({version}, {description}, {checksum}, {execution_ms})"
 )
 # Inside the migration's transaction now() is when it began: the server measures the file's
 # time itself, so the row can travel in the same round trip as the file.
-MEASURED_BY_SERVER = sql.SQL("(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer")
+MEASURED_BY_SERVER = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 UPSERT_ROW = sql.SQL(
     "INSERT INTO {table} AS h (version, description, checksum, execution_ms, applied_by) "
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (version) DO UPDATE SET "
@@ -83,23 +83,32 @@ def select_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]
     return {row[0]: AppliedMigration(*row) for row in conn.execute(SELECT_ROWS).fetchall()}
 
 
-def insert_row(migration: Migration, execution_ms: int | None = None) -> sql.Composed:
+def insert_row(
+    conn: psycopg.Connection[Any], migration: Migration, execution_ms: int | None = None
+) -> str:
     """The INSERT that records ``migration``; without ``execution_ms`` the server measures it.
 
-    >>> insert_row(migration).as_string(conn)
-    "INSERT INTO public.schema_migrations ... VALUES ('002_add_feature', ...)"
+    Plain text with values quoted by libpq, so it can be sent with the file's own text.
+
+    >>> insert_row(conn, migration)
+    "INSERT INTO public.schema_migrations (...) VALUES ('002_add_feature', 'add feature', ..."
     """
+    quote = pq.Escaping(conn.pgconn).escape_literal
+    encoding = conn.info.encoding
+
+    def literal(value: str) -> str:
+        return quote(value.encode(encoding)).decode(encoding)
+
     return INSERT_ROW.format(
-        table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE),
-        version=sql.Literal(migration.version),
-        description=sql.Literal(migration.description),
-        checksum=sql.Literal(migration.checksum),
-        execution_ms=MEASURED_BY_SERVER if execution_ms is None else sql.Literal(execution_ms),
+        version=literal(migration.version),
+        description=literal(migration.description),
+        checksum=literal(migration.checksum),
+        execution_ms=MEASURED_BY_SERVER if execution_ms is None else int(execution_ms),
     )
 
 
 def record(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
-    conn.execute(insert_row(migration, execution_ms))
+    conn.execute(insert_row(conn, migration, execution_ms).encode(conn.info.encoding))
 
 
 def record_repeatable(

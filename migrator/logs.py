@@ -22,6 +22,8 @@ SECRET_PATTERNS = (
     (re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"), r"\1" + REDACTED),
     (re.compile(r"(?i)(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@"), r"\1" + REDACTED + "@"),
 )
+# One scan that tells whether any pattern above can match: most values are plain words.
+MIGHT_HOLD_SECRET_RE = re.compile(r"(?i)password|postgres(?:ql)?://")
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -52,8 +54,9 @@ class Redactor:
     def redact_text(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        for pattern, replacement in SECRET_PATTERNS:
-            text = pattern.sub(replacement, text)
+        if MIGHT_HOLD_SECRET_RE.search(text):
+            for pattern, replacement in SECRET_PATTERNS:
+                text = pattern.sub(replacement, text)
         return text
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:

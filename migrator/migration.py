@@ -14,7 +14,15 @@ from functools import cached_property
 from pathlib import Path
 
 from migrator.errors import MigrationFilesError
-from migrator.sql import ModeDecision, Statement, split_statements, transaction_mode
+from migrator.sql import (
+    DEFAULT_REASON,
+    ModeDecision,
+    Statement,
+    TransactionMode,
+    may_leave_default_mode,
+    split_statements,
+    transaction_mode,
+)
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
 DESCRIPTION_PATTERN = re.compile(r"^--\s*Description:\s*(?P<text>.+?)\s*$", re.MULTILINE)
@@ -54,6 +62,8 @@ class Migration:
 
     @cached_property
     def mode_decision(self) -> ModeDecision:
+        if not may_leave_default_mode(self.sql):  # most files: no need to lex them
+            return ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
         return transaction_mode(self.sql, self.statements)
 
     def changed_since(self, recorded_checksum: str | None) -> bool:

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "DEFAULT_REASON",
     "ModeDecision",
     "Statement",
     "TransactionMode",
+    "may_leave_default_mode",
     "position_to_line_column",
     "split_statements",
     "strip_comments",
@@ -352,6 +354,19 @@ TWO_PHASE_FINISHERS = (("COMMIT", "PREPARED"), ("ROLLBACK", "PREPARED"))
 # Object kinds whose CREATE/DROP PostgreSQL refuses inside a transaction block.
 CLUSTER_WIDE_OBJECTS = ("DATABASE", "TABLESPACE", "SUBSCRIPTION")
 REINDEX_MANY_TABLES = ("SCHEMA", "SYSTEM", "DATABASE")
+# Every word without which no statement leaves the default mode (the checks below need one).
+MODE_WORDS = frozenset(
+    {word for prefix in TRANSACTION_CONTROL for word in prefix}
+    | {word for finisher in TWO_PHASE_FINISHERS for word in finisher}
+    | set(CLUSTER_WIDE_OBJECTS)
+    | set(REINDEX_MANY_TABLES)
+    | {"VACUUM", "DISCARD", "CONCURRENTLY", "SYSTEM", "SUBSCRIPTION", "REINDEX", "CLUSTER"}
+)
+# A keyword psql's lexer sees is never glued to a word character or "$", so this finds every
+# one of them (and some inside strings and comments, which only costs the full check).
+MODE_WORDS_RE = re.compile(
+    rf"(?<![\w$])(?:{'|'.join(sorted(MODE_WORDS))})(?![\w$])|no-transaction", re.IGNORECASE
+)
 QUOTED = "<quoted>"  # stands for any non-word token, so it never matches a keyword
 
 
@@ -479,6 +494,17 @@ def _statement_reason(statement: Statement) -> str | None:
     if control:
         return f"line {statement.line}: the file controls its own transactions ({control})"
     return None
+
+
+def may_leave_default_mode(sql: str) -> bool:
+    """False when no statement of ``sql`` can need a mode other than the default transaction.
+
+    A cheap scan that spares most files the lexer, the runner's main per-file cost.
+
+        >>> may_leave_default_mode("CREATE TABLE t (a int);")
+        False
+    """
+    return MODE_WORDS_RE.search(sql) is not None
 
 
 def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:

@@ -14,6 +14,9 @@ from migrator.migration import (
     parse_file_name,
     read_migration,
 )
+from migrator.sql import transaction_mode
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(folder: Path, name: str, content: str | bytes) -> Path:
@@ -197,3 +200,13 @@ def test_bootstrap_is_number_zero(tmp_path: Path) -> None:
 )
 def test_looks_like_checksum(value: str | None, expected: bool) -> None:
     assert looks_like_checksum(value) is expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((REPO / "tests" / "corpus").glob("*.sql")) + sorted((REPO / "migrations").glob("*.sql")),
+    ids=lambda path: path.name,
+)
+def test_mode_shortcut_agrees_with_the_lexer(path: Path) -> None:
+    migration = read_migration(path)
+    assert migration.mode_decision == transaction_mode(migration.sql, migration.statements)

@@ -7,9 +7,11 @@ import random
 import pytest
 
 from migrator.sql import (
+    DEFAULT_REASON,
     ModeDecision,
     Statement,
     TransactionMode,
+    may_leave_default_mode,
     position_to_line_column,
     split_statements,
     strip_comments,
@@ -22,7 +24,11 @@ def texts(sql: str) -> list[str]:
 
 
 def mode(sql: str) -> ModeDecision:
-    return transaction_mode(sql, split_statements(sql))
+    decision = transaction_mode(sql, split_statements(sql))
+    if decision != ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON):
+        # The scan that lets most files skip the lexer must never miss one that needs it.
+        assert may_leave_default_mode(sql), sql
+    return decision
 
 
 # --- splitting: exact statements, offsets and lines --------------------------------------------
@@ -585,3 +591,29 @@ def test_no_transaction_header_must_be_a_leading_line_comment(sql: str) -> None:
 
 def test_header_in_comment_only_file() -> None:
     assert mode("-- migrate:no-transaction\n").mode is TransactionMode.NO_TRANSACTION
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE t (a int);\nCREATE INDEX t_a ON t (a);",
+        "ALTER TABLE t ADD COLUMN ending text; -- the pending backend appends",
+        "INSERT INTO t VALUES ('x');",
+    ],
+)
+def test_files_without_mode_words_skip_the_lexer(sql: str) -> None:
+    assert not may_leave_default_mode(sql)
+    assert mode(sql) == ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "-- migrate:no-transaction\nSELECT 1;",
+        "vacuum t;",
+        "Begin;",
+        "CREATE INDEX CONCURRENTLY i ON t (a);",
+    ],
+)
+def test_mode_words_are_found_in_any_case(sql: str) -> None:
+    assert may_leave_default_mode(sql)
