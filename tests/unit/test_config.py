@@ -122,6 +122,7 @@ def test_environment_over_default_and_flag_over_environment(
     [
         ("DRY_RUN", "--dry-run", "dry_run"),
         ("ALLOW_OUT_OF_ORDER", "--allow-out-of-order", "allow_out_of_order"),
+        ("SINGLE_TRANSACTION", "--single-transaction", "single_transaction"),
     ],
 )
 def test_boolean_switches_from_environment_and_flag(
@@ -424,7 +425,7 @@ def test_false_words(value: str) -> None:
     assert load(DRY_RUN=value).dry_run is False
 
 
-@pytest.mark.parametrize("variable", ["DRY_RUN", "ALLOW_OUT_OF_ORDER"])
+@pytest.mark.parametrize("variable", ["DRY_RUN", "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION"])
 def test_invalid_boolean_names_the_variable(variable: str) -> None:
     error = config_error(**{variable: "maybe"})
     assert variable in error.message
