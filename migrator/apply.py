@@ -24,7 +24,8 @@ from migrator.errors import MigrationFailedError
 from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.progress import ProgressReporter
-from migrator.sql import Statement, TransactionMode, position_to_line_column
+from migrator.repair import drop_invalid_index
+from migrator.sql import Statement, TransactionMode, concurrent_index, position_to_line_column
 
 log = get_logger("apply")
 
@@ -104,12 +105,22 @@ class Applier:
         self._set_timeouts(local=False)
         for index, statement in enumerate(migration.statements):
             log.debug("statement_started", version=migration.version, line=statement.line)
-            self._retrying(
-                migration, partial(run_script, self.conn, statement.text), statement, index
-            )
+            self._retrying(migration, partial(self._run_statement, migration, statement),
+                           statement, index)  # fmt: skip
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")
         record(self.conn, migration, _ms_since(start))
+
+    def _run_statement(self, migration: Migration, statement: Statement) -> None:
+        index = concurrent_index(statement.text)
+        if index is not None:
+            try:
+                drop_invalid_index(self.conn, index, migration.version)
+            except psycopg.Error as error:
+                if not error.sqlstate:  # the connection itself failed: not the statement's fault
+                    raise
+                raise StatementFailed(error, 0) from None  # e.g. 55P03, retried like the rest
+        run_script(self.conn, statement.text)
 
     def _set_timeouts(self, local: bool) -> None:
         scope = sql.SQL("SET LOCAL" if local else "SET")

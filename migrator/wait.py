@@ -53,6 +53,12 @@ ERR_NO_DATABASE = (
 ERR_TLS = "TLS connection to {host}:{port} failed (DB_SSLMODE={sslmode}): {reason}"
 ERR_CONNECT = "cannot connect to {host}:{port}: {reason}"
 
+# A backend whose client died (kill -9, a lost node) otherwise runs its statement to the end,
+# holding its locks and possibly finishing a CREATE INDEX CONCURRENTLY the next runner is
+# repairing. With this setting (PostgreSQL 14+) the server checks the socket every second.
+CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
+CLIENT_CHECK_MIN_VERSION = 140000
+
 
 def reason_of(error: psycopg.Error) -> str:
     """The server's or libpq's own words, on one line, without psycopg's prefix."""
@@ -101,7 +107,7 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
 
     def attempt() -> psycopg.Connection[Any]:
         remaining = max(1, min(MAX_CONNECT_TIMEOUT, round(deadline - time.monotonic())))
-        return psycopg.connect(**kwargs, autocommit=True, connect_timeout=remaining)
+        return _open(kwargs, remaining)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
@@ -138,6 +144,13 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
 def connect(kwargs: dict[str, Any]) -> psycopg.Connection[Any]:
     """One more connection to a server already known to be up (no waiting)."""
     try:
-        return psycopg.connect(**kwargs, autocommit=True, connect_timeout=MAX_CONNECT_TIMEOUT)
+        return _open(kwargs, MAX_CONNECT_TIMEOUT)
     except psycopg.OperationalError as error:
         raise permanent_error(error, kwargs) from None
+
+
+def _open(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(**kwargs, autocommit=True, connect_timeout=connect_timeout)
+    if conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
+        conn.execute(CLIENT_CHECK_INTERVAL)
+    return conn
