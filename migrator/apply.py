@@ -20,12 +20,13 @@ from psycopg import errors as pg_errors
 from psycopg import generators, pq, sql
 
 from migrator.config import Config
-from migrator.errors import MigrationFailedError
+from migrator.errors import ConnectionLostError, MigrationFailedError
 from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.progress import ProgressReporter
 from migrator.repair import drop_invalid_index
 from migrator.sql import Statement, TransactionMode, concurrent_index, position_to_line_column
+from migrator.wait import reason_of, session_lost
 
 log = get_logger("apply")
 
@@ -36,8 +37,25 @@ LOCK_NOT_AVAILABLE = "55P03"
 STATEMENT_EXCERPT_LENGTH = 200
 
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
+ERR_CONNECTION_LOST = (
+    "lost the connection to PostgreSQL while applying {file} ({reason}): {outcome}"
+)
+# The COMMIT may have reached the server just before the connection broke: the history tells.
+ROLLED_BACK = (
+    "it runs in one transaction, so it is applied and recorded entirely or not at all; run again"
+)
+PARTLY_DONE = (
+    "the statements before line {line} stay applied, the file is not recorded; "
+    "run again to finish it"
+)
+NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
+LockCheck = Callable[[str], None]  # raises LockLostError when the migration lock is gone
+
+
+def _lock_assumed(version: str) -> None:
+    """For callers that hold no migration lock (tests, tools)."""
 
 
 class StatementFailed(Exception):
@@ -73,6 +91,8 @@ class Applier:
     conn: psycopg.Connection[Any]
     config: Config
     progress: ProgressReporter | None = None  # logs progress of long migrations
+    # Checked before anything is recorded: a runner whose lock died must not go on.
+    lock_check: LockCheck = _lock_assumed
 
     def apply(self, migration: Migration, record: Recorder) -> int:
         """Apply ``migration`` and call ``record`` (same transaction when transactional)."""
@@ -85,7 +105,7 @@ class Applier:
         )
         start = time.monotonic()
         watching = self.progress.watching(migration.version) if self.progress else nullcontext()
-        with self._notices_logged(migration), watching:
+        with self._notices_logged(migration), watching, self._loss_explained(migration):
             if decision.mode is TransactionMode.TRANSACTION:
                 self._retrying(migration, lambda: self._in_transaction(migration, record, start))
             else:
@@ -99,14 +119,18 @@ class Applier:
             self._set_timeouts(local=True)
             if not migration.is_empty:
                 run_script(self.conn, migration.sql)
+            self.lock_check(migration.version)
             record(self.conn, migration, _ms_since(start))
 
     def _statement_by_statement(self, migration: Migration, record: Recorder, start: float) -> None:
         self._set_timeouts(local=False)
         for index, statement in enumerate(migration.statements):
             log.debug("statement_started", version=migration.version, line=statement.line)
-            self._retrying(migration, partial(self._run_statement, migration, statement),
-                           statement, index)  # fmt: skip
+            self.lock_check(migration.version)
+            with self._loss_explained(migration, statement):
+                self._retrying(migration, partial(self._run_statement, migration, statement),
+                               statement, index)  # fmt: skip
+        self.lock_check(migration.version)
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")
         record(self.conn, migration, _ms_since(start))
@@ -161,7 +185,30 @@ class Applier:
         try:
             retrying(action)
         except StatementFailed as failure:
+            if session_lost(failure.error, self.conn):  # e.g. 57P01 from a server shutting down
+                raise failure.error from None
             raise migration_failed(migration, failure, statement, index) from None
+
+    @contextmanager
+    def _loss_explained(
+        self, migration: Migration, statement: Statement | None = None
+    ) -> Iterator[None]:
+        """A lost session becomes the user's error, saying what of the file stays applied."""
+        try:
+            yield
+        except psycopg.Error as error:  # also raised while rolling back on a dead connection
+            if not session_lost(error, self.conn):
+                raise
+            if migration.mode_decision.mode is TransactionMode.TRANSACTION:
+                outcome = ROLLED_BACK
+            elif statement is not None:
+                outcome = PARTLY_DONE.format(line=statement.line)
+            else:
+                outcome = NOT_RECORDED
+            message = ERR_CONNECTION_LOST.format(
+                file=migration.path, reason=reason_of(error), outcome=outcome
+            )
+            raise ConnectionLostError(message, file=str(migration.path)) from None
 
     @contextmanager
     def _notices_logged(self, migration: Migration) -> Iterator[None]:

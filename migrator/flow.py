@@ -7,18 +7,22 @@
 from __future__ import annotations
 
 import time
+from functools import partial
+
+import psycopg
 
 from migrator import history
 from migrator.apply import Applier
 from migrator.bootstrap import MAINTENANCE_DATABASE, bootstrap, check_can_create, database_exists
 from migrator.config import Config
-from migrator.lock import advisory_lock, lock_key
+from migrator.errors import ConnectionLostError
+from migrator.lock import advisory_lock, ensure_held, lock_key
 from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
 from migrator.progress import ProgressReporter
 from migrator.status import problems, status_rows
-from migrator.wait import connect, wait_for_connection
+from migrator.wait import connect, reason_of, wait_for_connection
 
 log = get_logger("flow")
 
@@ -41,7 +45,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
             plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
             pid = conn.info.backend_pid
             with ProgressReporter(lock_conn, pid, config.progress_interval) as progress:
-                return apply_plan(Applier(conn, config, progress), plan)
+                applier = Applier(conn, config, progress, partial(ensure_held, lock_conn, key))
+                return apply_plan(applier, plan)
 
 
 def apply_plan(applier: Applier, plan: Plan) -> str:
@@ -118,8 +123,17 @@ def status(config: Config, files: MigrationSet) -> str:
 COMMANDS = {"migrate": migrate, "status": status}
 
 
+ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
+
+
 def run(config: Config) -> str:
     files = find_migrations(config.migrations_dir)  # bad files fail before touching the database
-    if config.dry_run and config.command == "migrate":
-        return dry_run(config, files)
-    return COMMANDS[config.command](config, files)
+    try:
+        if config.dry_run and config.command == "migrate":
+            return dry_run(config, files)
+        return COMMANDS[config.command](config, files)
+    except psycopg.OperationalError as error:
+        # Between files (reading the history, polling the lock): the session simply ended.
+        if error.sqlstate and not error.sqlstate.startswith(("08", "57P")):
+            raise
+        raise ConnectionLostError(ERR_CONNECTION_LOST.format(reason=reason_of(error))) from None

@@ -14,8 +14,9 @@ from typing import Any
 
 import psycopg
 
-from migrator.errors import LockTimeoutError
+from migrator.errors import LockLostError, LockTimeoutError
 from migrator.logs import get_logger
+from migrator.wait import reason_of
 
 log = get_logger("lock")
 
@@ -35,6 +36,16 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 LIMIT 1
 """
 
+HELD = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = pg_backend_pid()
+  AND classid::bigint = %s AND objid::bigint = %s
+"""
+ERR_LOST = (
+    "lost the migration lock before recording {version} ({reason}): its transaction, if any, "
+    "was rolled back and nothing of it was recorded; another runner may go on — run again"
+)
+RELEASED_WITH_SESSION = "the lock's session ended, which released it"
 ERR_TIMEOUT = (
     "could not get the migration lock within {timeout:g}s: held by {holder}; "
     "another runner is migrating — retry later"
@@ -47,9 +58,23 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
+def _key_halves(key: int) -> tuple[int, int]:
     unsigned = key % (1 << INT64_BITS)
-    row = conn.execute(HOLDER, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+    return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
+def ensure_held(conn: psycopg.Connection[Any], key: int, version: str) -> None:
+    """Raise LockLostError unless ``conn``'s session still holds the lock (it may have died)."""
+    try:
+        row = conn.execute(HELD, _key_halves(key)).fetchone()
+    except psycopg.OperationalError as error:
+        raise LockLostError(ERR_LOST.format(version=version, reason=reason_of(error))) from None
+    if not (row and row[0]):
+        raise LockLostError(ERR_LOST.format(version=version, reason="no longer held"))
+
+
+def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
+    row = conn.execute(HOLDER, _key_halves(key)).fetchone()
     if row is None:
         return None
     pid, application_name, user, client, since = row
@@ -92,6 +117,16 @@ def advisory_lock(
     try:
         yield waited
     finally:
-        if not conn.closed:
-            conn.execute(UNLOCK, (key,))
-            log.info("lock_released", lock=name)
+        _release(conn, key, name)
+
+
+def _release(conn: psycopg.Connection[Any], key: int, name: str) -> None:
+    # A session-level lock dies with its session: then nothing is left to release.
+    try:
+        if conn.closed or conn.broken:
+            log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION)
+            return
+        conn.execute(UNLOCK, (key,))
+        log.info("lock_released", lock=name)
+    except psycopg.OperationalError as error:
+        log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION, reason=reason_of(error))

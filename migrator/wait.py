@@ -25,6 +25,9 @@ MAX_CONNECT_TIMEOUT = 5  # seconds per attempt, for hosts that drop packets
 
 TRANSIENT_SQLSTATES = frozenset({"57P03", "53300", "57P01", "08006", "08001"})
 AUTH_SQLSTATES = frozenset({"28P01", "28000"})
+# An established session ended by the server: shutdown, crash, pg_terminate_backend.
+SESSION_ENDED_SQLSTATES = frozenset({"57P01", "57P02", "57P05"})
+CONNECTION_EXCEPTION_CLASS = "08"
 MISSING_DATABASE_SQLSTATE = "3D000"
 # libpq reports connection failures as text only (no SQLSTATE), so these are matched too.
 TRANSIENT_MESSAGES = re.compile(
@@ -76,6 +79,14 @@ def is_transient(error: BaseException) -> bool:
     if AUTH_MESSAGES.search(text) or MISSING_DATABASE_MESSAGE.search(text):
         return False
     return bool(TRANSIENT_MESSAGES.search(text))
+
+
+def session_lost(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
+    """True when ``error`` means the session is gone (not that a statement failed)."""
+    state = error.sqlstate
+    if state in SESSION_ENDED_SQLSTATES or (state or "").startswith(CONNECTION_EXCEPTION_CLASS):
+        return True
+    return conn.closed or conn.broken
 
 
 def permanent_error(error: psycopg.Error, kwargs: dict[str, Any]) -> MigratorError:
