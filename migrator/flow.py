@@ -38,7 +38,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
         key = lock_key(config.dbname, history.QUALIFIED_NAME)
         with (
             advisory_lock(lock_conn, key, config.migration_lock_timeout),
-            connect(config.connect_kwargs()) as conn,
+            connect(config.connect_kwargs(), config.wait_timeout) as conn,
         ):
             # Read after getting the lock: a runner that waited usually finds nothing to do.
             history.ensure_history_table(conn)

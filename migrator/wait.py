@@ -113,7 +113,24 @@ def _log_retry(retry_state: tenacity.RetryCallState) -> None:
 
 
 def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
-    """Connect, retrying transient failures with capped, jittered backoff until ``timeout``."""
+    """The run's first connection: wait for the server, then log that it is ready."""
+    conn = connect(kwargs, timeout)
+    log.info(
+        "database_ready",
+        host=kwargs["host"],
+        port=kwargs["port"],
+        dbname=kwargs["dbname"],
+        user=kwargs["user"],
+    )
+    return conn
+
+
+def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
+    """Connect, retrying transient failures with capped, jittered backoff until ``timeout``.
+
+    Later connections of a run go through here too: a server that was up a moment ago can
+    still refuse one (53300, all slots taken), and that passes by itself as well.
+    """
     deadline = time.monotonic() + timeout
 
     def attempt() -> psycopg.Connection[Any]:
@@ -130,7 +147,7 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
         reraise=True,
     )
     try:
-        conn = retrying(attempt)
+        return retrying(attempt)
     except psycopg.OperationalError as error:
         if is_transient(error):
             raise UnreachableError(
@@ -141,22 +158,6 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
                     reason=reason_of(error),
                 )
             ) from None
-        raise permanent_error(error, kwargs) from None
-    log.info(
-        "database_ready",
-        host=kwargs["host"],
-        port=kwargs["port"],
-        dbname=kwargs["dbname"],
-        user=kwargs["user"],
-    )
-    return conn
-
-
-def connect(kwargs: dict[str, Any]) -> psycopg.Connection[Any]:
-    """One more connection to a server already known to be up (no waiting)."""
-    try:
-        return _open(kwargs, MAX_CONNECT_TIMEOUT)
-    except psycopg.OperationalError as error:
         raise permanent_error(error, kwargs) from None
 
 

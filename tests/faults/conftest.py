@@ -18,10 +18,13 @@ import pytest
 
 from tests.conftest import (
     Database,
+    MigrationsFolder,
     PgServer,
     Runner,
     RunResult,
     check_output,
+    create_database,
+    drop_database,
     fresh_database,
     launch,
     running_server,
@@ -44,6 +47,17 @@ class Snapshot:
     def of(cls, database: Database) -> Snapshot:
         history = database.query("SELECT version, checksum FROM schema_migrations ORDER BY version")
         return cls(database.pg_dump("--schema-only"), [(v, c) for v, c in history])
+
+
+def clean_run(server: PgServer, files: MigrationsFolder, workdir: Path) -> Snapshot:
+    """The reference: the same files applied without interference to a new database."""
+    database = create_database(server)
+    try:
+        result = launch(env=database.env(MIGRATIONS_DIR=str(files.path)), workdir=workdir).wait()
+        assert result.returncode == 0, result
+        return Snapshot.of(database)
+    finally:
+        drop_database(database)
 
 
 def invalid_indexes(database: Database) -> list[str]:

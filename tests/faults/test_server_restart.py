@@ -9,8 +9,8 @@ import time
 import pytest
 
 from migrator.errors import EX_OK, EX_UNAVAILABLE
-from tests.conftest import MigrationsFolder, create_database, drop_database, launch
-from tests.faults.conftest import Snapshot, assert_converged
+from tests.conftest import MigrationsFolder, create_database, drop_database
+from tests.faults.conftest import Snapshot, assert_converged, clean_run
 from tests.faults.migration_sets import many_files
 
 TRIALS_PER_MODE = 3
@@ -26,11 +26,7 @@ def files(tmp_path_factory) -> MigrationsFolder:
 
 @pytest.fixture(scope="module")
 def reference(own_server, files, tmp_path_factory) -> Snapshot:
-    database = create_database(own_server)
-    result = launch(env=database.env(MIGRATIONS_DIR=str(files.path)),
-                    workdir=tmp_path_factory.mktemp("reference")).wait()  # fmt: skip
-    assert result.returncode == 0, result
-    return Snapshot.of(database)
+    return clean_run(own_server, files, tmp_path_factory.mktemp("reference"))
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
