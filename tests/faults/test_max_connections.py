@@ -11,7 +11,6 @@ from tests.conftest import remember_secret
 
 MAX_CONNECTIONS = 8  # superuser_reserved_connections (3) of them stay free for our own queries
 MIGRATOR_ROLE = "crowded_migrator"  # not a superuser: superusers would get the reserved slots
-TOO_MANY_CONNECTIONS = "53300"
 FILES = {
     "001_accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY);",
     "002_sessions.sql": "CREATE TABLE sessions (id bigint PRIMARY KEY);",
@@ -47,7 +46,9 @@ def take_every_slot(database, password: str) -> list[psycopg.Connection]:
         try:
             taken.append(database.connect(user=MIGRATOR_ROLE, password=password))
         except psycopg.OperationalError as error:
-            assert error.sqlstate == TOO_MANY_CONNECTIONS or "slots" in str(error), error
+            # libpq reports a refused connection without its SQLSTATE (53300): the text says it.
+            if "connection slots are reserved" not in str(error):
+                raise
             return taken
 
 
