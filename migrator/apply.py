@@ -26,11 +26,14 @@ from psycopg import generators, pq
 
 from migrator import history
 from migrator.config import Config
-from migrator.errors import MigrationFailedError
+from migrator.errors import ConnectionLostError, MigrationFailedError
+from migrator.lock import LockGuard
 from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.progress import ProgressReporter
-from migrator.sql import Statement, TransactionMode, position_to_line_column
+from migrator.repair import drop_invalid_index
+from migrator.sql import Statement, TransactionMode, concurrent_index, position_to_line_column
+from migrator.wait import reason_of, session_lost
 
 log = get_logger("apply")
 
@@ -42,6 +45,18 @@ STATEMENT_EXCERPT_LENGTH = 200
 
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
 ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
+ERR_CONNECTION_LOST = (
+    "lost the connection to PostgreSQL while applying {file} ({reason}): {outcome}"
+)
+# The COMMIT may have reached the server just before the connection broke: the history tells.
+ROLLED_BACK = (
+    "it runs in one transaction, so it is applied and recorded entirely or not at all; run again"
+)
+PARTLY_DONE = (
+    "the statements before line {line} stay applied, the file is not recorded; "
+    "run again to finish it"
+)
+NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
 
@@ -104,6 +119,8 @@ class Applier:
     conn: psycopg.Connection[Any]
     config: Config
     progress: ProgressReporter | None = None  # logs progress of long migrations
+    # Checked before anything is recorded: a runner whose lock died must not go on.
+    guard: LockGuard | None = None
 
     def apply(self, migration: Migration, record: Recorder | None = None) -> int:
         """Apply ``migration`` and record it; returns its duration in milliseconds.
@@ -119,7 +136,7 @@ class Applier:
             mode_reason=decision.reason,
         )
         start = time.monotonic()
-        with self._watched(migration):
+        with self._watched(migration), self._loss_explained(migration):
             if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
             elif record is None:
@@ -146,7 +163,7 @@ class Applier:
                 start = time.monotonic()
                 envelope = Envelope(
                     before=self._begin() if position == 0 else (),
-                    after=(self._history_row(migration),)
+                    after=(*self._guarded(), self._history_row(migration))
                     + (("COMMIT",) if position == len(migrations) - 1 else ()),
                 )
                 with self._watched(migration):
@@ -169,10 +186,23 @@ class Applier:
 
     def _transaction(self, migration: Migration) -> Envelope:
         """BEGIN, the timeouts, (the file,) its history row, COMMIT: one round trip."""
-        return Envelope(before=self._begin(), after=(self._history_row(migration), "COMMIT"))
+        after = (*self._guarded(), self._history_row(migration), "COMMIT")
+        return Envelope(before=self._begin(), after=after)
 
     def _begin(self) -> tuple[str, ...]:
         return ("BEGIN", *self._timeouts("SET LOCAL"))
+
+    def _guarded(self) -> tuple[str, ...]:
+        return (self.guard.sql,) if self.guard else ()
+
+    def _ensure_lock(self, migration: Migration) -> None:
+        """The guard on its own, between the statements of a non-transactional file."""
+        if self.guard is None:
+            return
+        try:
+            run_script(self.conn, self.guard.sql)
+        except StatementFailed:
+            raise self.guard.lost(migration.version) from None
 
     def _history_row(self, migration: Migration) -> str:
         return history.insert_row(self.conn, migration)
@@ -184,6 +214,8 @@ class Applier:
             # The envelope's own BEGIN is left aborted by a failure: end it before a retry.
             if self.conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
                 self.conn.execute("ROLLBACK")
+            if self.guard and failure.index == _index_after(migration, envelope, self.guard.sql):
+                raise self.guard.lost(migration.version) from None
             raise StatementFailed(failure.error, failure.index, envelope, migration) from None
 
     def _in_transaction(self, migration: Migration, record: Recorder, start: float) -> None:
@@ -192,6 +224,7 @@ class Applier:
                 self.conn.execute(setting)
             if not migration.is_empty:
                 run_script(self.conn, migration.sql)
+            self._ensure_lock(migration)
             record(self.conn, migration, _ms_since(start))
 
     def _statement_by_statement(
@@ -201,9 +234,11 @@ class Applier:
             self.conn.execute(setting)
         for index, statement in enumerate(migration.statements):
             log.debug("statement_started", version=migration.version, line=statement.line)
-            self._retrying(
-                migration, partial(run_script, self.conn, statement.text), statement, index
-            )
+            self._ensure_lock(migration)
+            with self._loss_explained(migration, statement):
+                self._retrying(migration, partial(self._run_statement, migration, statement),
+                               statement, index)  # fmt: skip
+        self._ensure_lock(migration)
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")
         (record or history.record)(self.conn, migration, _ms_since(start))
@@ -213,6 +248,17 @@ class Applier:
             f"{command} lock_timeout = '{round(self.config.ddl_lock_timeout * 1000)}ms'",
             f"{command} statement_timeout = '{round(self.config.statement_timeout * 1000)}ms'",
         )
+
+    def _run_statement(self, migration: Migration, statement: Statement) -> None:
+        index = concurrent_index(statement.text)
+        if index is not None:
+            try:
+                drop_invalid_index(self.conn, index, migration.version)
+            except psycopg.Error as error:
+                if not error.sqlstate:  # the connection itself failed: not the statement's fault
+                    raise
+                raise StatementFailed(error, 0) from None  # e.g. 55P03, retried like the rest
+        run_script(self.conn, statement.text)
 
     def _retrying(
         self,
@@ -247,6 +293,8 @@ class Applier:
         try:
             retrying(action)
         except StatementFailed as failure:
+            if session_lost(failure.error, self.conn):  # e.g. 57P01 from a server shutting down
+                raise failure.error from None
             failed = failure.migration or migration
             if failed is None:  # a bug: every round trip of the single transaction names its file
                 raise
@@ -258,6 +306,27 @@ class Applier:
         watching = self.progress.watching(migration.version) if self.progress else nullcontext()
         with self._notices_logged(migration), watching:
             yield
+
+    @contextmanager
+    def _loss_explained(
+        self, migration: Migration, statement: Statement | None = None
+    ) -> Iterator[None]:
+        """A lost session becomes the user's error, saying what of the file stays applied."""
+        try:
+            yield
+        except psycopg.Error as error:  # also raised while rolling back on a dead connection
+            if not session_lost(error, self.conn):
+                raise
+            if migration.mode_decision.mode is TransactionMode.TRANSACTION:
+                outcome = ROLLED_BACK
+            elif statement is not None:
+                outcome = PARTLY_DONE.format(line=statement.line)
+            else:
+                outcome = NOT_RECORDED
+            message = ERR_CONNECTION_LOST.format(
+                file=migration.path, reason=reason_of(error), outcome=outcome
+            )
+            raise ConnectionLostError(message, file=str(migration.path)) from None
 
     @contextmanager
     def _notices_logged(self, migration: Migration) -> Iterator[None]:
@@ -365,6 +434,13 @@ def _failed_around_file(migration: Migration, failure: StatementFailed) -> Migra
         detail=diag.message_detail,
         statement=statement[:STATEMENT_EXCERPT_LENGTH],
     )
+
+
+def _index_after(migration: Migration, envelope: Envelope, statement: str) -> int | None:
+    """Where ``statement`` of the envelope's tail counts among the results of the round trip."""
+    if statement not in envelope.after:
+        return None
+    return len(envelope.before) + len(migration.statements) + envelope.after.index(statement)
 
 
 def _ms_since(start: float) -> int:

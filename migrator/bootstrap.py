@@ -49,7 +49,7 @@ def bootstrap(config: Config, script: Migration | None) -> None:
         key = lock_key("bootstrap", config.dbname)
         with advisory_lock(admin, key, config.migration_lock_timeout, name="bootstrap"):
             create_database_if_missing(admin, config.dbname)
-            with connect(config.connect_kwargs(admin=True)) as conn:
+            with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
                 run_bootstrap_script(conn, config, script)
 
 

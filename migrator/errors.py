@@ -65,6 +65,18 @@ class UnreachableError(MigratorError):
     event = "database_unreachable"
 
 
+class ConnectionLostError(UnreachableError):
+    """The server went away during the run (stopped, crashed, backend terminated)."""
+
+    event = "connection_lost"
+
+
+class LockLostError(UnreachableError):
+    """The migration lock's session ended while this runner was migrating."""
+
+    event = "lock_lost"
+
+
 class LockTimeoutError(MigratorError):
     exit_code = EX_TEMPFAIL
     event = "lock_timeout"

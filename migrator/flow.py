@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import psycopg
+
 from migrator import history
 from migrator.apply import Applier
 from migrator.bootstrap import MAINTENANCE_DATABASE, bootstrap, check_can_create, database_exists
 from migrator.config import Config
-from migrator.errors import ConfigError
-from migrator.lock import advisory_lock, lock_key
+from migrator.errors import ConfigError, ConnectionLostError
+from migrator.lock import LockGuard, advisory_lock, lock_key
 from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.migrations import MigrationSet, find_migrations
@@ -22,7 +24,7 @@ from migrator.plan import Plan, make_plan
 from migrator.progress import ProgressReporter
 from migrator.sql import TransactionMode
 from migrator.status import problems, status_rows
-from migrator.wait import connect, wait_for_connection
+from migrator.wait import connect, reason_of, wait_for_connection
 
 log = get_logger("flow")
 
@@ -47,14 +49,15 @@ def migrate(config: Config, files: MigrationSet) -> str:
         key = lock_key(config.dbname, history.QUALIFIED_NAME)
         with (
             advisory_lock(lock_conn, key, config.migration_lock_timeout),
-            connect(config.connect_kwargs()) as conn,
+            connect(config.connect_kwargs(), config.wait_timeout) as conn,
         ):
             # Read again under the lock: a runner that waited usually finds nothing to do.
             history.ensure_history_table(conn)
             plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
             pid = conn.info.backend_pid
             with ProgressReporter(lock_conn, pid, config.progress_interval) as progress:
-                applier = Applier(conn, config, progress)
+                guard = LockGuard(lock_conn.info.backend_pid, key)
+                applier = Applier(conn, config, progress, guard)
                 return apply_plan(applier, plan, config.single_transaction)
 
 
@@ -150,8 +153,17 @@ def status(config: Config, files: MigrationSet) -> str:
 COMMANDS = {"migrate": migrate, "status": status}
 
 
+ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
+
+
 def run(config: Config) -> str:
     files = find_migrations(config.migrations_dir)  # bad files fail before touching the database
-    if config.dry_run and config.command == "migrate":
-        return dry_run(config, files)
-    return COMMANDS[config.command](config, files)
+    try:
+        if config.dry_run and config.command == "migrate":
+            return dry_run(config, files)
+        return COMMANDS[config.command](config, files)
+    except psycopg.OperationalError as error:
+        # Between files (reading the history, polling the lock): the session simply ended.
+        if error.sqlstate and not error.sqlstate.startswith(("08", "57P")):
+            raise
+        raise ConnectionLostError(ERR_CONNECTION_LOST.format(reason=reason_of(error))) from None

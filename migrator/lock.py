@@ -10,12 +10,14 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from migrator.errors import LockTimeoutError
+from migrator.errors import LockLostError, LockTimeoutError
 from migrator.logs import get_logger
+from migrator.wait import reason_of
 
 log = get_logger("lock")
 
@@ -35,6 +37,18 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 LIMIT 1
 """
 
+# Division by zero unless the session still holds the lock: the error aborts the transaction
+# the check is sent in, before the history row, in the same round trip as the file.
+STILL_HELD = (
+    "SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND objsubid = 1 AND pid = {pid} AND classid::bigint = {high} AND objid::bigint = {low}"
+)
+ERR_LOST = (
+    "lost the migration lock before recording {version} ({reason}): its transaction, if any, "
+    "was rolled back and nothing of it was recorded; another runner may go on — run again"
+)
+LOST_REASON = "the lock's session ended"
+RELEASED_WITH_SESSION = "the lock's session ended, which released it"
 ERR_TIMEOUT = (
     "could not get the migration lock within {timeout:g}s: held by {holder}; "
     "another runner is migrating — retry later"
@@ -47,9 +61,36 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
+def _key_halves(key: int) -> tuple[int, int]:
     unsigned = key % (1 << INT64_BITS)
-    row = conn.execute(HOLDER, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+    return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class LockGuard:
+    """Checks, from the applying connection, that the lock's session (``pid``) still holds it.
+
+    A runner whose lock session died (terminated, its node lost) must not record anything
+    beside the runner that took the lock over.
+
+    >>> LockGuard(pid=4242, key=lock_key("auth_service", "public.schema_migrations")).sql
+    "SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE ... AND pid = 4242 ..."
+    """
+
+    pid: int
+    key: int
+
+    @property
+    def sql(self) -> str:
+        high, low = _key_halves(self.key)
+        return STILL_HELD.format(pid=self.pid, high=high, low=low)
+
+    def lost(self, version: str) -> LockLostError:
+        return LockLostError(ERR_LOST.format(version=version, reason=LOST_REASON))
+
+
+def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
+    row = conn.execute(HOLDER, _key_halves(key)).fetchone()
     if row is None:
         return None
     pid, application_name, user, client, since = row
@@ -92,6 +133,16 @@ def advisory_lock(
     try:
         yield waited
     finally:
-        if not conn.closed:
-            conn.execute(UNLOCK, (key,))
-            log.info("lock_released", lock=name)
+        _release(conn, key, name)
+
+
+def _release(conn: psycopg.Connection[Any], key: int, name: str) -> None:
+    # A session-level lock dies with its session: then nothing is left to release.
+    try:
+        if conn.closed or conn.broken:
+            log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION)
+            return
+        conn.execute(UNLOCK, (key,))
+        log.info("lock_released", lock=name)
+    except psycopg.OperationalError as error:
+        log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION, reason=reason_of(error))

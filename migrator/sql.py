@@ -19,9 +19,11 @@ from enum import Enum
 
 __all__ = [
     "DEFAULT_REASON",
+    "ConcurrentIndex",
     "ModeDecision",
     "Statement",
     "TransactionMode",
+    "concurrent_index",
     "may_leave_default_mode",
     "position_to_line_column",
     "split_statements",
@@ -526,3 +528,53 @@ def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
         if reason:
             return ModeDecision(TransactionMode.NO_TRANSACTION, reason)
     return ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
+
+
+# --- CREATE INDEX CONCURRENTLY ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConcurrentIndex:
+    """The index a ``CREATE [UNIQUE] INDEX CONCURRENTLY name ON table`` statement builds."""
+
+    name: str  # as stored in pg_class.relname (unquoted, case-folded)
+    table: str  # as written (possibly quoted or schema-qualified), for to_regclass
+
+
+def _identifier(text: str, token: _Token) -> str:
+    """The catalog name of an identifier token: quoted ones verbatim, others in lower case."""
+    raw = text[token.start : token.end]
+    if token.kind is _Kind.QUOTED_IDENT and raw.startswith('"'):
+        return raw[1:-1].replace('""', '"')
+    return raw.lower()
+
+
+def concurrent_index(text: str) -> ConcurrentIndex | None:
+    """The named index a CREATE INDEX CONCURRENTLY statement builds; None for other statements.
+
+    A build interrupted half-way leaves an INVALID index of that name, which ``IF NOT EXISTS``
+    would then skip for ever: the runner drops it first (see apply.py).
+
+        >>> concurrent_index('CREATE INDEX CONCURRENTLY IF NOT EXISTS "Ix" ON app.t (a)')
+        ConcurrentIndex(name='Ix', table='app.t')
+    """
+    tokens = _significant_tokens(text)
+    words = [_word(text, token) for token in tokens]
+    if not words or _create_refused(words) not in (
+        "CREATE INDEX CONCURRENTLY",
+        "CREATE UNIQUE INDEX CONCURRENTLY",
+    ):
+        return None
+    index = words.index("CONCURRENTLY") + 1
+    if words[index : index + 3] == ["IF", "NOT", "EXISTS"]:
+        index += 3
+    if index >= len(words) or words[index] == "ON":
+        return None  # no name: PostgreSQL picks a new one each time
+    name = _identifier(text, tokens[index])
+    table_at = index + (3 if words[index + 2 : index + 3] == ["ONLY"] else 2)
+    table_end = next(
+        (i for i in range(table_at, len(words)) if words[i] in ("(", "USING")), len(words)
+    )
+    if table_at >= table_end:
+        return None
+    return ConcurrentIndex(name, text[tokens[table_at].start : tokens[table_end - 1].end])

@@ -25,6 +25,9 @@ MAX_CONNECT_TIMEOUT = 5  # seconds per attempt, for hosts that drop packets
 
 TRANSIENT_SQLSTATES = frozenset({"57P03", "53300", "57P01", "08006", "08001"})
 AUTH_SQLSTATES = frozenset({"28P01", "28000"})
+# An established session ended by the server: shutdown, crash, pg_terminate_backend.
+SESSION_ENDED_SQLSTATES = frozenset({"57P01", "57P02", "57P05"})
+CONNECTION_EXCEPTION_CLASS = "08"
 MISSING_DATABASE_SQLSTATE = "3D000"
 # libpq reports connection failures as text only (no SQLSTATE), so these are matched too.
 TRANSIENT_MESSAGES = re.compile(
@@ -53,6 +56,12 @@ ERR_NO_DATABASE = (
 ERR_TLS = "TLS connection to {host}:{port} failed (DB_SSLMODE={sslmode}): {reason}"
 ERR_CONNECT = "cannot connect to {host}:{port}: {reason}"
 
+# A backend whose client died (kill -9, a lost node) otherwise runs its statement to the end,
+# holding its locks and possibly finishing a CREATE INDEX CONCURRENTLY the next runner is
+# repairing. With this setting (PostgreSQL 14+) the server checks the socket every second.
+CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
+CLIENT_CHECK_MIN_VERSION = 140000
+
 
 def reason_of(error: psycopg.Error) -> str:
     """The server's or libpq's own words, on one line, without psycopg's prefix."""
@@ -70,6 +79,14 @@ def is_transient(error: BaseException) -> bool:
     if AUTH_MESSAGES.search(text) or MISSING_DATABASE_MESSAGE.search(text):
         return False
     return bool(TRANSIENT_MESSAGES.search(text))
+
+
+def session_lost(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
+    """True when ``error`` means the session is gone (not that a statement failed)."""
+    state = error.sqlstate
+    if state in SESSION_ENDED_SQLSTATES or (state or "").startswith(CONNECTION_EXCEPTION_CLASS):
+        return True
+    return conn.closed or conn.broken
 
 
 def permanent_error(error: psycopg.Error, kwargs: dict[str, Any]) -> MigratorError:
@@ -96,12 +113,29 @@ def _log_retry(retry_state: tenacity.RetryCallState) -> None:
 
 
 def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
-    """Connect, retrying transient failures with capped, jittered backoff until ``timeout``."""
+    """The run's first connection: wait for the server, then log that it is ready."""
+    conn = connect(kwargs, timeout)
+    log.info(
+        "database_ready",
+        host=kwargs["host"],
+        port=kwargs["port"],
+        dbname=kwargs["dbname"],
+        user=kwargs["user"],
+    )
+    return conn
+
+
+def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
+    """Connect, retrying transient failures with capped, jittered backoff until ``timeout``.
+
+    Later connections of a run go through here too: a server that was up a moment ago can
+    still refuse one (53300, all slots taken), and that passes by itself as well.
+    """
     deadline = time.monotonic() + timeout
 
     def attempt() -> psycopg.Connection[Any]:
         remaining = max(1, min(MAX_CONNECT_TIMEOUT, round(deadline - time.monotonic())))
-        return psycopg.connect(**kwargs, autocommit=True, connect_timeout=remaining)
+        return _open(kwargs, remaining)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
@@ -113,7 +147,7 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
         reraise=True,
     )
     try:
-        conn = retrying(attempt)
+        return retrying(attempt)
     except psycopg.OperationalError as error:
         if is_transient(error):
             raise UnreachableError(
@@ -125,19 +159,10 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
                 )
             ) from None
         raise permanent_error(error, kwargs) from None
-    log.info(
-        "database_ready",
-        host=kwargs["host"],
-        port=kwargs["port"],
-        dbname=kwargs["dbname"],
-        user=kwargs["user"],
-    )
+
+
+def _open(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(**kwargs, autocommit=True, connect_timeout=connect_timeout)
+    if conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
+        conn.execute(CLIENT_CHECK_INTERVAL)
     return conn
-
-
-def connect(kwargs: dict[str, Any]) -> psycopg.Connection[Any]:
-    """One more connection to a server already known to be up (no waiting)."""
-    try:
-        return psycopg.connect(**kwargs, autocommit=True, connect_timeout=MAX_CONNECT_TIMEOUT)
-    except psycopg.OperationalError as error:
-        raise permanent_error(error, kwargs) from None

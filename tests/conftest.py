@@ -101,13 +101,18 @@ class Runner:
         return check_output(result, expect_json)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def running_server() -> Iterator[PgServer]:
+    """A new server, started; destroyed when the fixture using it ends."""
     server = PgServer.create()
     remember_secret(server.password)
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    yield from running_server()
 
 
 @dataclass
@@ -162,13 +167,23 @@ def _drop_database(server: PgServer, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def fresh_database(server: PgServer) -> Iterator[Database]:
-    """Create an empty database, yield it, drop it (the body of the database fixtures)."""
+def create_database(server: PgServer) -> Database:
+    """An empty database with a fresh name (the caller drops it)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(**server.conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield Database(server, name)
-    _drop_database(server, name)
+    return Database(server, name)
+
+
+def drop_database(database: Database) -> None:
+    _drop_database(database.server, database.name)
+
+
+def fresh_database(server: PgServer) -> Iterator[Database]:
+    """Create an empty database, yield it, drop it (the body of the database fixtures)."""
+    database = create_database(server)
+    yield database
+    drop_database(database)
 
 
 @pytest.fixture
