@@ -48,6 +48,7 @@ from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
@@ -69,7 +70,7 @@ DEFAULT_RUNS = 5
 REALISTIC_FILES = 50
 TINY_FILES = 500
 SERVER_START_DELAY = 3.0
-QUICK = {"realistic": 5, "tiny": 10, "delay": 1.0}
+QUICK = {"realistic": 5, "tiny": 10, "delay": 0.5}
 TOOL_TIMEOUT = 600.0
 WAIT_TIMEOUT = 30  # DB_WAIT_TIMEOUT / dbmate --wait-timeout in W4, seconds
 READY_POLL_INTERVAL = 0.001
