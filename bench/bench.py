@@ -906,6 +906,18 @@ def ratio_table(rows: list[Row]) -> Table:
     return Table(["workload", "ratio or figure", "value", "target", "met"], body)
 
 
+def runner_commit() -> str:
+    """The checkout measured: ``git describe --always --dirty`` of the repository, or ``?``."""
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return described.stdout.strip()
+
+
 def machine_info(server: PgServer, peers: Peers) -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next(
@@ -923,19 +935,32 @@ def machine_info(server: PgServer, peers: Peers) -> dict[str, Any]:
         "postgresql": str(execute(server, "SHOW server_version")),
         "python": platform.python_version(),
         "dbmate": peers.dbmate_version if peers.dbmate else None,
+        "runner_commit": runner_commit(),
         "runner_single_transaction": peers.single_transaction,
         "rss_method": RSS_METHOD,
         "server_settings": {k: SERVER_SETTINGS[k] for k in SETTINGS_THAT_MATTER},
     }
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """How this run was started (PG_BIN included), for the saved results."""
+    pg_bin = os.environ.get("PG_BIN")
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script.name
+    return " ".join(
+        [*([f"PG_BIN={pg_bin}"] if pg_bin else []), ".venv/bin/python", str(shown), *argv]
+    )
+
+
 def machine_lines(info: dict[str, Any]) -> list[str]:
     settings = ", ".join(f"{k}={v}" for k, v in info["server_settings"].items())
     return [
+        f"command: `{info['command']}`",
         f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, "
         f"Linux {info['kernel']}, load average {' '.join(map(str, info['load_average']))} "
         f"at the start; {info['date']}",
-        f"PostgreSQL {info['postgresql']}, Python {info['python']}, "
+        f"runner at commit {info['runner_commit']}; PostgreSQL {info['postgresql']}, "
+        f"Python {info['python']}, "
         f"dbmate {info['dbmate'] or 'unavailable'}; peak RSS by {info['rss_method']}",
         f"server settings (scripts/pgserver.py, the same for every tool): {settings}. fsync, "
         "synchronous_commit and full_page_writes off take disk flushes out of every commit "
@@ -1035,7 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         server.start()
-        info = machine_info(server, peers)
+        info = {"command": command_line(sys.argv[1:] if argv is None else argv)}
+        info |= machine_info(server, peers)
         progress(f"benchmark: {', '.join(args.workloads)}, {sizes.runs} run(s) each")
         bench = Bench(Tools(server, work, peers), sizes, work, progress)
         figures = bench.run(args.workloads)
