@@ -31,6 +31,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -158,7 +159,13 @@ class Running:
         command = [GNU_TIME, "-f", "%M", "-o", self.rss.name, *argv] if GNU_TIME else list(argv)
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out
+            command,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self.out,
+            stderr=self.out,
+            start_new_session=True,  # its own process group: GNU time and the command die together
         )
 
     def wait(self) -> Result:
@@ -661,36 +668,42 @@ class Bench:
         template.stop()
         return template
 
-    def w4_once(self, tool: str, template: PgServer, run: int) -> None:
-        server = copy_cluster(template)
+    def w4_start_tool(self, tool: str, server: PgServer) -> Running:
         directory = self.realistic.directory
+        if tool == "runner":
+            argv = self.tools.runner_argv(directory, False)
+            return Running(argv, self.tools.runner_env("w4_runner", server), REPO)
+        argv = self.tools.dbmate_argv(directory, "--wait", f"--wait-timeout={WAIT_TIMEOUT}s")
+        env = {**clean_env(), "DATABASE_URL": self.tools.dbmate_url("w4_dbmate", server)}
+        return Running(argv, env, self.tools.quiet_cwd)
+
+    def w4_once(self, tool: str, template: PgServer, run: int) -> None:
+        """Start the tool, the server ``delay`` s later; record exit minus ready."""
+        server = copy_cluster(template)
+        running = self.w4_start_tool(tool, server)
+        reaped: list[Result] = []
+        waiter = threading.Thread(target=lambda: reaped.append(running.wait()))
+        waiter.start()
         try:
-            if tool == "runner":
-                argv = self.tools.runner_argv(directory, False)
-                running = Running(argv, self.tools.runner_env("w4_runner", server), REPO)
-            else:
-                argv = self.tools.dbmate_argv(
-                    directory, "--wait", f"--wait-timeout={WAIT_TIMEOUT}s"
-                )
-                env = {**clean_env(), "DATABASE_URL": self.tools.dbmate_url("w4_dbmate", server)}
-                running = Running(argv, env, self.tools.quiet_cwd)
-            reaped: list[Result] = []
-            waiter = threading.Thread(target=lambda: reaped.append(running.wait()))
-            waiter.start()
             time.sleep(self.sizes.delay)
             start_without_waiting(server)
             ready = wait_until_ready(server, WAIT_TIMEOUT)
             waiter.join(TOOL_TIMEOUT)
+            if not reaped:
+                raise ToolFailed(f"{tool} (W4) still running {TOOL_TIMEOUT} s after the server")
             result = checked(f"{tool} (W4)", reaped[0])
             result.seconds = result.ended - ready
             self.figures.record("W4", tool, result)
+            if run == 0 or result.seconds <= 0:
+                name = f"{tool} exits after the server is ready"
+                self.figures.check("W4", name, result.seconds > 0, f"{result.seconds:.3f} s")
             if run == 0:
                 checks = SchemaChecks(self.tools, self.figures, "W4")
                 checks.history(tool, f"w4_{tool}", len(self.realistic.files), server)
-                self.figures.check(
-                    "W4", f"{tool} exits after the server is ready", result.seconds > 0
-                )
         finally:
+            if waiter.is_alive():  # only after a failure: let the waiter reap it
+                os.killpg(running.process.pid, signal.SIGKILL)
+                waiter.join()
             server.destroy()
 
     # W5 -------------------------------------------------------------------------------------
