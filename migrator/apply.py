@@ -161,10 +161,13 @@ class Applier:
             for position, migration in enumerate(migrations):
                 log.info("migration_started", version=migration.version, mode="single-transaction")
                 start = time.monotonic()
+                last = position == len(migrations) - 1
                 envelope = Envelope(
                     before=self._begin() if position == 0 else (),
-                    after=(*self._guarded(), self._history_row(migration))
-                    + (("COMMIT",) if position == len(migrations) - 1 else ()),
+                    # The lock is checked once, before COMMIT: the locks of every file stay
+                    # held until then, so a check per file would scan a growing pg_locks.
+                    after=(*(self._guarded() if last else ()), self._history_row(migration))
+                    + (("COMMIT",) if last else ()),
                 )
                 with self._watched(migration):
                     self._send(migration, envelope)

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +115,13 @@ class PgServer:
         return self.root / "superuser-password"
 
     @classmethod
-    def create(cls, root: Path | None = None, port: int | None = None) -> PgServer:
-        """initdb a new cluster (not started yet)."""
+    def create(
+        cls,
+        root: Path | None = None,
+        port: int | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> PgServer:
+        """initdb a new cluster (not started yet); ``settings`` override SERVER_SETTINGS."""
         root = Path(root or tempfile.mkdtemp(prefix="pgtest-"))
         root.mkdir(parents=True, exist_ok=True)
         bin_dir = reachable_by_server_user(find_bin_dir())
@@ -138,7 +144,8 @@ class PgServer:
             "--locale=C",
         )
         with (server.data_dir / "postgresql.conf").open("a") as conf:
-            conf.writelines(f"{key} = {value}\n" for key, value in SERVER_SETTINGS.items())
+            merged = {**SERVER_SETTINGS, **(settings or {})}
+            conf.writelines(f"{key} = {value}\n" for key, value in merged.items())
         return server
 
     def _run(self, tool: str, *args: str) -> None:
