@@ -27,6 +27,7 @@ __all__ = [
     "split_statements",
     "strip_comments",
     "transaction_mode",
+    "unknown_directive",
 ]
 
 
@@ -468,6 +469,23 @@ def _has_no_transaction_header(sql: str, statements: list[Statement]) -> bool:
         if token.kind is _Kind.LINE_COMMENT and NO_TRANSACTION_HEADER_RE.fullmatch(comment):
             return True
     return False
+
+
+DIRECTIVE_RE = re.compile(r"--\s*migrate\s*:\s*(?P<name>\S*)", re.IGNORECASE)
+# dbmate's "-- migrate:up" marker is accepted so that dbmate-style files run unchanged.
+KNOWN_DIRECTIVES = frozenset({"no-transaction", "up"})
+
+
+def unknown_directive(sql: str, statements: list[Statement]) -> tuple[int, str] | None:
+    """(line, text) of a ``-- migrate:`` header comment the runner does not know (a typo would
+    otherwise be silently ignored); None when there is none."""
+    header_end = statements[0].offset if statements else len(sql)
+    for token in _Lexer(sql[:header_end]).tokens():
+        comment = sql[token.start : token.end]
+        match = DIRECTIVE_RE.match(comment) if token.kind is _Kind.LINE_COMMENT else None
+        if match and match["name"].lower() not in KNOWN_DIRECTIVES:
+            return position_to_line_column(sql, token.start)[0], comment.strip()
+    return None
 
 
 def _statement_reason(statement: Statement) -> str | None:
