@@ -191,7 +191,12 @@ class _Lexer:
 
 
 def _significant_tokens(sql: str) -> list[_Token]:
-    return [token for token in _Lexer(sql).tokens() if token.kind not in COMMENT_KINDS]
+    return list(_iter_significant_tokens(sql))
+
+
+def _iter_significant_tokens(sql: str) -> Iterator[_Token]:
+    """Tokens one at a time: a 50 MB data file has millions, which a list would hold at once."""
+    return (token for token in _Lexer(sql).tokens() if token.kind not in COMMENT_KINDS)
 
 
 # --- splitting ----------------------------------------------------------------------------------
@@ -268,7 +273,7 @@ def split_statements(sql: str) -> list[Statement]:
     paren_depth = 0
     first: _Token | None = None
     last: _Token | None = None
-    for token in _significant_tokens(sql):
+    for token in _iter_significant_tokens(sql):
         if token.kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
             if first is not None and last is not None:
                 statements.append(_statement(sql, first.start, last.end, lines))
@@ -488,7 +493,18 @@ def unknown_directive(sql: str, statements: list[Statement]) -> tuple[int, str] 
     return None
 
 
+# First words of the statements the two checks below look at; any other statement (the
+# INSERTs of a data file) is passed over after its first token.
+INTERESTING_HEADS = frozenset(
+    {"VACUUM", "DISCARD", "COMMIT", "ROLLBACK", "CREATE", "DROP", "ALTER", "REINDEX", "CLUSTER"}
+    | {prefix[0] for prefix in TRANSACTION_CONTROL}
+)
+
+
 def _statement_reason(statement: Statement) -> str | None:
+    first = next(_iter_significant_tokens(statement.text), None)
+    if first is None or _word(statement.text, first) not in INTERESTING_HEADS:
+        return None
     words = _words(statement.text)
     refused = _refused_in_transaction(words)
     if refused:
