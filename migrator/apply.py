@@ -56,6 +56,10 @@ PARTLY_DONE = (
     "the statements before line {line} stay applied, the file is not recorded; "
     "run again to finish it"
 )
+ERR_OPEN_TRANSACTION = (
+    "{file}: the file opens a transaction (BEGIN) that it does not end with COMMIT; "
+    "it was rolled back and not recorded"
+)
 NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
@@ -241,6 +245,12 @@ class Applier:
             with self._loss_explained(migration, statement):
                 self._retrying(migration, partial(self._run_statement, migration, statement),
                                statement, index)  # fmt: skip
+        if self.conn.info.transaction_status is not pq.TransactionStatus.IDLE:
+            # Recording now would put the row inside the file's transaction, lost at exit.
+            self.conn.rollback()
+            raise MigrationFailedError(
+                ERR_OPEN_TRANSACTION.format(file=migration.path), file=str(migration.path)
+            )
         self._ensure_lock(migration)
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")

@@ -51,6 +51,9 @@ ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
 ERR_PASSWORD_FILE = "{name} points to {path}, which {problem}"
 ERR_BOTH_PASSWORD_AND_FILE = "set {name} or {name}_FILE, not both"
+URL_SCHEMES = ("postgresql://", "postgres://")
+URL_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
+ERR_URL_SCHEME = "{name} must start with postgresql:// or postgres://, not {scheme}://"
 ERR_BAD_URL = "DATABASE_URL is not a valid PostgreSQL URL or connection string"
 ERR_NO_PASSWORD = (
     "no password for {user}: set DB_PASSWORD or DB_PASSWORD_FILE "
@@ -164,7 +167,9 @@ def load_config(
     if interactive is None:
         interactive = sys.stdin.isatty()
     reader = _Settings(environ)
-    url_parts = _parse_url(args.url or environ.get("DATABASE_URL"))
+    url_parts = _parse_url(
+        args.url or environ.get("DATABASE_URL"), "--url" if args.url else "DATABASE_URL"
+    )
     user = args.user or url_parts.get("user") or reader.text("DB_USER", DEFAULT_USER)
     admin_user = reader.optional_text("DB_ADMIN_USER")
     admin_password = reader.secret("DB_ADMIN_PASSWORD")
@@ -240,9 +245,12 @@ def _prompt(user: str, interactive: bool) -> str | None:
     return getpass.getpass(f"Password for {user}: ") or None
 
 
-def _parse_url(url: str | None) -> dict[str, str]:
+def _parse_url(url: str | None, name: str) -> dict[str, str]:
     if not url:
         return {}
+    scheme = URL_SCHEME_RE.match(url)
+    if scheme and not url.startswith(URL_SCHEMES):  # libpq's own error would quote the URL
+        raise ConfigError(ERR_URL_SCHEME.format(name=name, scheme=scheme["scheme"]))
     try:
         return {key: str(value) for key, value in conninfo_to_dict(url).items()}
     except Exception:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
+from migrator.errors import HistoryMismatchError
 from migrator.migration import Migration
 
 HISTORY_SCHEMA = "public"
@@ -29,6 +30,21 @@ CREATE TABLE IF NOT EXISTS {table} (
     execution_ms integer,
     applied_by   text DEFAULT current_user
 )""").format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+COLUMNS = (
+    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
+)
+EXPECTED_COLUMNS = (
+    "version",
+    "description",
+    "checksum",
+    "applied_at",
+    "execution_ms",
+    "applied_by",
+)
+ERR_ALTERED = (
+    "{table} lacks the column(s) {missing}: it was altered by hand; restore it "
+    "(see README, History table) before migrating"
+)
 TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 SELECT_ROWS = sql.SQL(
     "SELECT version, description, checksum, applied_at, execution_ms, applied_by FROM {table}"
@@ -75,7 +91,17 @@ def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
     """Rows by version; an absent table reads as an empty history."""
     if not history_table_exists(conn):
         return {}
+    check_columns(conn)
     return select_history(conn)
+
+
+def check_columns(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a history table altered by hand before reading or writing it."""
+    present = {row[0] for row in conn.execute(COLUMNS, (HISTORY_SCHEMA, HISTORY_TABLE))}
+    missing = [name for name in EXPECTED_COLUMNS if name not in present]
+    if missing:
+        message = ERR_ALTERED.format(table=QUALIFIED_NAME, missing=", ".join(missing))
+        raise HistoryMismatchError(message, missing=missing)
 
 
 def select_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:

@@ -22,6 +22,7 @@ from migrator.sql import (
     may_leave_default_mode,
     split_statements,
     transaction_mode,
+    unknown_directive,
 )
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
@@ -31,6 +32,11 @@ SHA256_HEX_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
+ERR_NUL = "{path}: line {line}: contains a NUL byte (libpq would send the file only up to it)"
+ERR_UNKNOWN_DIRECTIVE = (
+    "{path}: line {line}: unknown directive {directive!r} "
+    "(known: -- migrate:no-transaction, -- migrate:up)"
+)
 ERR_UNREADABLE = "{path}: cannot be read ({reason})"
 
 
@@ -110,10 +116,23 @@ def read_migration(path: Path) -> Migration:
         raise MigrationFilesError(
             ERR_UNREADABLE.format(path=path, reason=reason), file=str(path)
         ) from None
-    return Migration(path, number, version, _decode(path, content), checksum_of(content))
+    migration = Migration(path, number, version, _decode(path, content), checksum_of(content))
+    directive = unknown_directive(migration.sql)
+    if directive is not None:
+        line, text = directive
+        raise MigrationFilesError(
+            ERR_UNKNOWN_DIRECTIVE.format(path=path, line=line, directive=text),
+            file=str(path),
+            line=line,
+        )
+    return migration
 
 
 def _decode(path: Path, content: bytes) -> str:
+    nul = content.find(b"\0")
+    if nul >= 0:
+        line = content.count(b"\n", 0, nul) + 1
+        raise MigrationFilesError(ERR_NUL.format(path=path, line=line), file=str(path), line=line)
     try:
         return content.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -29,6 +29,7 @@ __all__ = [
     "split_statements",
     "strip_comments",
     "transaction_mode",
+    "unknown_directive",
 ]
 
 
@@ -194,7 +195,12 @@ class _Lexer:
 
 
 def _significant_tokens(sql: str) -> list[_Token]:
-    return [token for token in _Lexer(sql).tokens() if token.kind not in COMMENT_KINDS]
+    return list(_iter_significant_tokens(sql))
+
+
+def _iter_significant_tokens(sql: str) -> Iterator[_Token]:
+    """Tokens one at a time: a 50 MB data file has millions, which a list would hold at once."""
+    return (token for token in _Lexer(sql).tokens() if token.kind not in COMMENT_KINDS)
 
 
 # --- splitting ----------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ def split_statements(sql: str) -> list[Statement]:
     paren_depth = 0
     first: _Token | None = None
     last: _Token | None = None
-    for token in _significant_tokens(sql):
+    for token in _iter_significant_tokens(sql):
         if token.kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
             if first is not None and last is not None:
                 statements.append(_statement(sql, first.start, last.end, lines))
@@ -487,7 +493,42 @@ def _has_no_transaction_header(sql: str, statements: list[Statement]) -> bool:
     return False
 
 
+DIRECTIVE_RE = re.compile(r"--\s*migrate\s*:\s*(?P<name>\S*)", re.IGNORECASE)
+# dbmate's "-- migrate:up" marker is accepted so that dbmate-style files run unchanged.
+KNOWN_DIRECTIVES = frozenset({"no-transaction", "up"})
+
+
+def unknown_directive(sql: str) -> tuple[int, str] | None:
+    """(line, text) of a ``-- migrate:`` header comment the runner does not know (a typo would
+    otherwise be silently ignored); None when there is none.
+
+        >>> unknown_directive("-- migrate:no-transactoin\nVACUUM;")
+        (1, '-- migrate:no-transactoin')
+    """
+    if DIRECTIVE_RE.search(sql) is None:  # most files: no directive at all, nothing to lex
+        return None
+    for token in _Lexer(sql).tokens():
+        if token.kind not in COMMENT_KINDS:  # the header ends at the first statement
+            break
+        comment = sql[token.start : token.end]
+        match = DIRECTIVE_RE.match(comment) if token.kind is _Kind.LINE_COMMENT else None
+        if match and match["name"].lower() not in KNOWN_DIRECTIVES:
+            return position_to_line_column(sql, token.start)[0], comment.strip()
+    return None
+
+
+# First words of the statements the two checks below look at; any other statement (the
+# INSERTs of a data file) is passed over after its first token.
+INTERESTING_HEADS = frozenset(
+    {"VACUUM", "DISCARD", "COMMIT", "ROLLBACK", "CREATE", "DROP", "ALTER", "REINDEX", "CLUSTER"}
+    | {prefix[0] for prefix in TRANSACTION_CONTROL}
+)
+
+
 def _statement_reason(statement: Statement) -> str | None:
+    first = next(_iter_significant_tokens(statement.text), None)
+    if first is None or _word(statement.text, first) not in INTERESTING_HEADS:
+        return None
     words = _words(statement.text)
     refused = _refused_in_transaction(words)
     if refused:

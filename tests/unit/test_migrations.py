@@ -145,12 +145,21 @@ def test_an_unreadable_file_is_rejected(folder: Path) -> None:
     assert "cannot be read" in error.message
 
 
-def test_a_symlinked_file_is_read(folder: Path, tmp_path: Path) -> None:
-    """Kubernetes ConfigMap volumes present every file as a symlink."""
-    target = tmp_path / "real.sql"
+def test_a_symlinked_file_is_read(folder: Path) -> None:
+    """Kubernetes ConfigMap volumes present every file as a symlink into ..data/ beside it."""
+    (folder / "..data").mkdir()
+    target = folder / "..data" / "001_a.sql"
     target.write_text("SELECT 1;")
     (folder / "001_a.sql").symlink_to(target)
     assert versions(folder) == ["001_a"]
+
+
+def test_a_symlink_leaving_the_folder_is_refused(folder: Path, tmp_path: Path) -> None:
+    target = tmp_path / "real.sql"
+    target.write_text("SELECT 1;")
+    (folder / "001_a.sql").symlink_to(target)
+    with pytest.raises(MigrationFilesError, match="outside"):
+        find_migrations(folder)
 
 
 def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
