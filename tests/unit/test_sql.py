@@ -8,14 +8,17 @@ import pytest
 
 from migrator.sql import (
     DEFAULT_REASON,
+    ConcurrentIndex,
     ModeDecision,
     Statement,
     TransactionMode,
+    concurrent_index,
     may_leave_default_mode,
     position_to_line_column,
     split_statements,
     strip_comments,
     transaction_mode,
+    unknown_directive,
 )
 
 
@@ -617,3 +620,43 @@ def test_files_without_mode_words_skip_the_lexer(sql: str) -> None:
 )
 def test_mode_words_are_found_in_any_case(sql: str) -> None:
     assert may_leave_default_mode(sql)
+
+
+# --- CREATE INDEX CONCURRENTLY targets and -- migrate: directives -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t (a)", ConcurrentIndex("i", "t")),
+        (
+            "create unique index concurrently if not exists I on app.t (a)",
+            ConcurrentIndex("i", "app.t"),
+        ),
+        ('CREATE INDEX CONCURRENTLY "Ix" ON ONLY "T" USING gin (a)', ConcurrentIndex("Ix", '"T"')),
+        ("CREATE INDEX CONCURRENTLY ON t (a)", None),
+        ("CREATE INDEX i ON t (a)", None),
+        ("DROP INDEX CONCURRENTLY i", None),
+    ],
+)
+def test_concurrent_index_names_the_index_and_table(
+    sql: str, expected: ConcurrentIndex | None
+) -> None:
+    assert concurrent_index(sql) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("-- migrate:no-transactoin\nVACUUM;", (1, "-- migrate:no-transactoin")),
+        ("-- a comment\n-- migrate: bogus\nSELECT 1;", (2, "-- migrate: bogus")),
+        ("-- migrate:no-transaction\nVACUUM;", None),
+        ("-- migrate:up\nSELECT 1;\n-- migrate:down\n", None),
+        ("SELECT 1;\n-- migrate:later, after a statement: not a header\n", None),
+        ("SELECT '-- migrate:bogus';", None),
+    ],
+)
+def test_unknown_directives_in_the_header_are_found(
+    sql: str, expected: tuple[int, str] | None
+) -> None:
+    assert unknown_directive(sql) == expected
