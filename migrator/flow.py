@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from migrator import history
-from migrator.apply import Applier
-from migrator.bootstrap import MAINTENANCE_DATABASE, bootstrap, check_can_create, database_exists
 from migrator.config import Config
 from migrator.errors import ConfigError, ConnectionLostError
-from migrator.lock import LockGuard, advisory_lock, lock_key
 from migrator.logs import get_logger
-from migrator.migration import Migration
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
-from migrator.progress import ProgressReporter
-from migrator.sql import TransactionMode
-from migrator.status import problems, status_rows
 from migrator.wait import connect, reason_of, wait_for_connection
+
+# The modules that do work (bootstrap, lock, apply, progress, status, the SQL lexer) are
+# imported where they are used: a start with nothing to do, every pod start but one, does not
+# pay for importing them (about 15 ms of a 200 ms start).
+if TYPE_CHECKING:
+    from migrator.apply import Applier
+    from migrator.migration import Migration
 
 log = get_logger("flow")
 
@@ -37,6 +38,8 @@ ERR_NOT_IN_ONE_TRANSACTION = (
 def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
     if config.bootstrap_enabled:
+        from migrator.bootstrap import bootstrap
+
         bootstrap(config, files.bootstrap)
         if config.init_only:
             return "bootstrap done (--init-only)"
@@ -45,6 +48,11 @@ def migrate(config: Config, files: MigrationSet) -> str:
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
+        from migrator.apply import Applier
+        from migrator.bootstrap import check_can_create
+        from migrator.lock import LockGuard, advisory_lock, lock_key
+        from migrator.progress import ProgressReporter
+
         check_can_create(lock_conn, config)
         key = lock_key(config.dbname, history.QUALIFIED_NAME)
         with (
@@ -73,6 +81,8 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
 
 def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
     """--single-transaction cannot hold a file PostgreSQL runs only outside a transaction."""
+    from migrator.sql import TransactionMode
+
     for migration in pending:
         decision = migration.mode_decision
         if decision.mode is not TransactionMode.TRANSACTION:
@@ -103,6 +113,8 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
 def dry_run(config: Config, files: MigrationSet) -> str:
     """Print the plan; read only (no lock, no table created, nothing applied)."""
     if config.bootstrap_enabled:
+        from migrator.bootstrap import MAINTENANCE_DATABASE, database_exists
+
         admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
         with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
             exists = database_exists(admin, config.dbname)
@@ -137,6 +149,8 @@ def plan_summary(plan: Plan) -> str:
 
 
 def status(config: Config, files: MigrationSet) -> str:
+    from migrator.status import problems, status_rows
+
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
         rows = status_rows(files, history.read_history(conn))
     pending = [row["version"] for row in rows if row["state"] == "pending"]

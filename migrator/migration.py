@@ -12,23 +12,21 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrator.errors import MigrationFilesError
-from migrator.sql import (
-    DEFAULT_REASON,
-    ModeDecision,
-    Statement,
-    TransactionMode,
-    may_leave_default_mode,
-    split_statements,
-    transaction_mode,
-    unknown_directive,
-)
+
+# The lexer (migrator.sql) is imported when a file is first parsed: a start with nothing
+# pending reads and checksums every file but parses none.
+if TYPE_CHECKING:
+    from migrator.sql import ModeDecision, Statement
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
 DESCRIPTION_PATTERN = re.compile(r"^--\s*Description:\s*(?P<text>.+?)\s*$", re.MULTILINE)
 BOOTSTRAP_NUMBER = 0  # 000_init_database.sql: run by the superuser, repeatable
 SHA256_HEX_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+# Most files hold no "-- migrate:" line at all: only the others are lexed for their header.
+MAY_HOLD_DIRECTIVE = re.compile(r"--\s*migrate\s*:", re.IGNORECASE)
 
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
@@ -64,10 +62,20 @@ class Migration:
 
     @cached_property
     def statements(self) -> list[Statement]:
+        from migrator.sql import split_statements
+
         return split_statements(self.sql)
 
     @cached_property
     def mode_decision(self) -> ModeDecision:
+        from migrator.sql import (
+            DEFAULT_REASON,
+            ModeDecision,
+            TransactionMode,
+            may_leave_default_mode,
+            transaction_mode,
+        )
+
         if not may_leave_default_mode(self.sql):  # most files: no need to lex them
             return ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
         return transaction_mode(self.sql, self.statements)
@@ -117,15 +125,23 @@ def read_migration(path: Path) -> Migration:
             ERR_UNREADABLE.format(path=path, reason=reason), file=str(path)
         ) from None
     migration = Migration(path, number, version, _decode(path, content), checksum_of(content))
+    if MAY_HOLD_DIRECTIVE.search(migration.sql):
+        refuse_unknown_directive(migration)
+    return migration
+
+
+def refuse_unknown_directive(migration: Migration) -> None:
+    """A ``-- migrate:`` header the runner does not know is a typo, not a comment."""
+    from migrator.sql import unknown_directive
+
     directive = unknown_directive(migration.sql)
     if directive is not None:
         line, text = directive
         raise MigrationFilesError(
-            ERR_UNKNOWN_DIRECTIVE.format(path=path, line=line, directive=text),
-            file=str(path),
+            ERR_UNKNOWN_DIRECTIVE.format(path=migration.path, line=line, directive=text),
+            file=str(migration.path),
             line=line,
         )
-    return migration
 
 
 def _decode(path: Path, content: bytes) -> str:
