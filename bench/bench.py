@@ -847,7 +847,28 @@ def ratio_rows(figures: Figures) -> list[Row]:
         rows.append(
             Row(workload, name, value, "", target, None if limit is None else value <= limit)
         )
-    return rows + absolute_target_rows(figures)
+    return rows + work_only_rows(figures) + absolute_target_rows(figures)
+
+
+def work_only_rows(figures: Figures) -> list[Row]:
+    """runner / dbmate with each tool's own W1 (start-up, connect, read history) taken off.
+
+    What each tool adds per migration, without the interpreter start that a Go binary does
+    not pay (informational: the targets are on the plain ratios).
+    """
+    rows = []
+    for workload in ("W2", "W3", "W5"):
+        medians = {}
+        for tool in ("runner", "dbmate"):
+            work, start = figures.series.get((workload, tool)), figures.series.get(("W1", tool))
+            if work is None or start is None:
+                break
+            medians[tool] = work.median - start.median
+        else:
+            if medians["dbmate"] > 0:
+                name = "(runner - its W1) / (dbmate - its W1)"
+                rows.append(Row(workload, name, medians["runner"] / medians["dbmate"], ""))
+    return rows
 
 
 def absolute_target_rows(figures: Figures) -> list[Row]:
