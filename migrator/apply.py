@@ -242,9 +242,9 @@ class Applier:
         for index, statement in enumerate(migration.statements):
             log.debug("statement_started", version=migration.version, line=statement.line)
             self._ensure_lock(migration)
+            action = partial(self._run_statement, migration, statement)
             with self._loss_explained(migration, statement):
-                self._retrying(migration, partial(self._run_statement, migration, statement),
-                               statement, index)  # fmt: skip
+                self._retrying(migration, action, statement, index)
         if self.conn.info.transaction_status is not pq.TransactionStatus.IDLE:
             # Recording now would put the row inside the file's transaction, lost at exit.
             self.conn.rollback()
