@@ -11,8 +11,8 @@ from tests.conftest import ENTRYPOINT, Runner, entrypoint_env
 ROWS = 200_000
 PAYLOAD = "x" * 200
 FILE_BYTES = 50_000_000
-# Peak RSS of the runner over the file's size: bytes read, decoded text, the statements' texts
-# and the encoded query (four copies) plus the interpreter. Measured 6.9x (344 MB).
+# Peak RSS of the runner over the file's size: bytes read, decoded text, the text wrapped in its
+# round trip and the encoded query, plus the interpreter. Measured 5.9x (295 MB).
 MAX_MEMORY_MULTIPLE = 8
 MAX_SECONDS = 90
 GNU_TIME = "/usr/bin/time"  # %M of a ~1 MiB parent: see bench/README.md (not os.wait4)
