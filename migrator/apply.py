@@ -173,7 +173,7 @@ class Applier:
                     after=(*(self._guarded() if last else ()), self._history_row(migration))
                     + (("COMMIT",) if last else ()),
                 )
-                with self._watched(migration):
+                with self._watched(migration), self._loss_explained(migration):
                     self._send(migration, envelope)
                 durations[migration.version] = _ms_since(start)
                 log.info(
