@@ -525,11 +525,18 @@ INTERESTING_HEADS = frozenset(
 )
 
 
+# How many words decide a statement with this head (see _create_refused, _drop_refused).
+WORDS_NEEDED = {"CREATE": 4, "DROP": 3}
+
+
 def _statement_reason(statement: Statement) -> str | None:
     first = next(_iter_significant_tokens(statement.text), None)
-    if first is None or _word(statement.text, first) not in INTERESTING_HEADS:
+    head = _word(statement.text, first) if first else None
+    if head not in INTERESTING_HEADS:
         return None
-    words = _words(statement.text)
+    # CREATE and DROP are decided by their first words: a function body is not read again.
+    tokens = itertools.islice(_iter_significant_tokens(statement.text), WORDS_NEEDED.get(head))
+    words = [_word(statement.text, token) for token in tokens]
     refused = _refused_in_transaction(words)
     if refused:
         return f"line {statement.line}: {refused} cannot run inside a transaction block"
