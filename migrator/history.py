@@ -91,12 +91,15 @@ def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
     """Rows by version; an absent table reads as an empty history."""
     if not history_table_exists(conn):
         return {}
-    check_columns(conn)
-    return select_history(conn)
+    try:
+        return select_history(conn)
+    except psycopg.errors.UndefinedColumn:
+        check_columns(conn)  # only now: the common read pays no catalog query for it
+        raise
 
 
 def check_columns(conn: psycopg.Connection[Any]) -> None:
-    """Refuse a history table altered by hand before reading or writing it."""
+    """Refuse a history table altered by hand, naming every column it lacks."""
     present = {row[0] for row in conn.execute(COLUMNS, (HISTORY_SCHEMA, HISTORY_TABLE))}
     missing = [name for name in EXPECTED_COLUMNS if name not in present]
     if missing:
