@@ -484,13 +484,22 @@ def _transaction_control(words: list[str]) -> str | None:
     return None
 
 
-def _has_no_transaction_header(sql: str, statements: list[Statement]) -> bool:
-    header_end = statements[0].offset if statements else len(sql)
-    for token in _Lexer(sql[:header_end]).tokens():
-        comment = sql[token.start : token.end].rstrip()
-        if token.kind is _Kind.LINE_COMMENT and NO_TRANSACTION_HEADER_RE.fullmatch(comment):
-            return True
-    return False
+def _header_line_comments(sql: str) -> Iterator[_Token]:
+    """The line comments before the first statement, where ``-- migrate:`` directives live."""
+    for token in _Lexer(sql).tokens():
+        if token.kind is _Kind.SEMICOLON:  # an empty statement does not end the header
+            continue
+        if token.kind not in COMMENT_KINDS:
+            return
+        if token.kind is _Kind.LINE_COMMENT:
+            yield token
+
+
+def _has_no_transaction_header(sql: str) -> bool:
+    return any(
+        NO_TRANSACTION_HEADER_RE.fullmatch(sql[token.start : token.end].rstrip())
+        for token in _header_line_comments(sql)
+    )
 
 
 DIRECTIVE_RE = re.compile(r"--\s*migrate\s*:\s*(?P<name>\S*)", re.IGNORECASE)
@@ -507,11 +516,9 @@ def unknown_directive(sql: str) -> tuple[int, str] | None:
     """
     if DIRECTIVE_RE.search(sql) is None:  # most files: no directive at all, nothing to lex
         return None
-    for token in _Lexer(sql).tokens():
-        if token.kind not in COMMENT_KINDS:  # the header ends at the first statement
-            break
+    for token in _header_line_comments(sql):
         comment = sql[token.start : token.end]
-        match = DIRECTIVE_RE.match(comment) if token.kind is _Kind.LINE_COMMENT else None
+        match = DIRECTIVE_RE.match(comment)
         if match and match["name"].lower() not in KNOWN_DIRECTIVES:
             return position_to_line_column(sql, token.start)[0], comment.strip()
     return None
@@ -569,7 +576,7 @@ def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
         ModeDecision(mode=<TransactionMode.NO_TRANSACTION: 'no-transaction'>, reason='line 1: CREATE
         INDEX CONCURRENTLY cannot run inside a transaction block')
     """
-    if _has_no_transaction_header(sql, statements):
+    if _has_no_transaction_header(sql):
         return ModeDecision(TransactionMode.NO_TRANSACTION, HEADER_REASON)
     for statement in statements:
         reason = _statement_reason(statement)
