@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from migrator.migrations import MigrationSet, find_migrations
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from pgserver import PgServer  # noqa: E402
+from pgserver import PgServer, ServerTls  # noqa: E402
 
 ENTRYPOINT = REPO / "entrypoint.py"
 HEALTHCHECK = REPO / "healthcheck.py"
@@ -101,9 +101,15 @@ class Runner:
         return check_output(result, expect_json)
 
 
-def running_server() -> Iterator[PgServer]:
-    """A new server, started; destroyed when the fixture using it ends."""
-    server = PgServer.create()
+def running_server(
+    tls: ServerTls | None = None, hba_lines: Sequence[str] = ()
+) -> Iterator[PgServer]:
+    """A new server, started; destroyed when the fixture using it ends.
+
+    ``tls``: the server speaks TLS with that certificate (from a PostgreSQL built with OpenSSL,
+    see scripts/pgserver.py); ``hba_lines`` go first in its pg_hba.conf.
+    """
+    server = PgServer.create(tls=tls, hba_lines=hba_lines)
     remember_secret(server.password)
     server.start()
     yield server

@@ -16,9 +16,9 @@ import pytest
 from migrator.config import Config, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
 
-PASSWORD = "pw-Unit-7f3a"
-ADMIN_PASSWORD = "admin-Unit-91c2"
-APP_PASSWORD = "app-Unit-5d0e"
+PASSWORD = "pw-Unit-7f3a-9b41e0"
+ADMIN_PASSWORD = "admin-Unit-91c2-44d7"
+APP_PASSWORD = "app-Unit-5d0e-a3f2c8"
 
 
 def load(*argv: str, **environ: str) -> Config:
