@@ -303,3 +303,38 @@ def run_healthcheck(start_runner: Any) -> Any:
         return result
 
     return run
+
+
+# --- TLS certificates, made with the openssl command -------------------------------------------
+
+CERT_DAYS = "2"
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def signed_certificate(folder: Path, name: str, subject: str, extensions: str) -> None:
+    """``name``.key and ``name``.crt in ``folder``, signed by its ca.crt/ca.key."""
+    openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,
+            cwd=folder)  # fmt: skip
+    (folder / f"{name}.ext").write_text(extensions)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", CERT_DAYS, "-out", f"{name}.crt",
+            "-extfile", f"{name}.ext", cwd=folder)  # fmt: skip
+    (folder / f"{name}.key").chmod(0o600)  # libpq and PostgreSQL refuse keys others can read
+
+
+def make_certificates(folder: Path, server_names: Sequence[str]) -> Path:
+    """In ``folder``: ca (trusted), other-ca (not), server (for ``server_names`` only, e.g.
+    ``DNS:localhost``, ``IP:127.0.0.1``) and client (CN postgres), all signed by ca."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *EC_KEY, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+                "-days", CERT_DAYS, "-subj", f"/CN=test {ca}", cwd=folder)  # fmt: skip
+    names = ",".join(server_names)
+    signed_certificate(folder, "server", "/CN=postgres-server",
+                       f"subjectAltName={names}\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+    signed_certificate(folder, "client", "/CN=postgres", "extendedKeyUsage=clientAuth\n")
+    return folder

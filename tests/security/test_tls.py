@@ -8,7 +8,6 @@ users run it: the owner's sessions, the superuser's (bootstrap) and healthcheck.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +21,12 @@ from tests.conftest import (
     PgServer,
     ServerTls,
     fresh_database,
+    make_certificates,
     remember_secret,
     running_server,
 )
 from tests.integration.test_bootstrap import BOOTSTRAP_SQL
 
-CERT_DAYS = "2"
-EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 CLIENT_CERT_DATABASE = "tls_client_cert"
 # The only name in the server's certificate: 127.0.0.1 reaches the same server but is not in it.
 CERT_HOST = "localhost"
@@ -36,36 +34,9 @@ HOST_NOT_IN_CERT = "127.0.0.1"
 FILES = {"001_things.sql": "CREATE TABLE things (id int PRIMARY KEY);"}
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def signed_certificate(folder: Path, name: str, subject: str, ca: str, extensions: str) -> None:
-    """``name``.key and ``name``.crt, signed by the CA ``ca``.crt/.key."""
-    openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,
-            cwd=folder)  # fmt: skip
-    (folder / f"{name}.ext").write_text(extensions)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", CERT_DAYS, "-out", f"{name}.crt",
-            "-extfile", f"{name}.ext", cwd=folder)  # fmt: skip
-    (folder / f"{name}.key").chmod(0o600)  # libpq refuses a client key others can read
-
-
-def make_certificates(folder: Path) -> Path:
-    """ca (trusted), other-ca (not), server (localhost only), client (CN postgres)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", *EC_KEY, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
-                "-days", CERT_DAYS, "-subj", f"/CN=test {ca}", cwd=folder)  # fmt: skip
-    signed_certificate(folder, "server", f"/CN={CERT_HOST}", "ca",
-                       f"subjectAltName=DNS:{CERT_HOST}\nextendedKeyUsage=serverAuth\n")  # fmt: skip
-    signed_certificate(folder, "client", "/CN=postgres", "ca", "extendedKeyUsage=clientAuth\n")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_certificates(tmp_path_factory.mktemp("tls"))
+    return make_certificates(tmp_path_factory.mktemp("tls"), [f"DNS:{CERT_HOST}"])
 
 
 @pytest.fixture(scope="module")
