@@ -180,6 +180,8 @@ class Stack:
     def __post_init__(self) -> None:
         self.secrets_dir = self.root / "secrets"
         self.secrets_dir.mkdir(parents=True)
+        # 750 with the runner's group: test_image.py mounts the folder itself.
+        os.chown(self.secrets_dir, -1, CONTAINER_GID)
         self.secrets_dir.chmod(0o750)
         postgres_uid, _ = postgres_ids()
         for name in SECRET_NAMES:
