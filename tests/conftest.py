@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from migrator.migrations import MigrationSet, find_migrations
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from pgserver import PgServer  # noqa: E402
+from pgserver import PgServer, ServerTls  # noqa: E402
 
 ENTRYPOINT = REPO / "entrypoint.py"
 HEALTHCHECK = REPO / "healthcheck.py"
@@ -101,9 +101,15 @@ class Runner:
         return check_output(result, expect_json)
 
 
-def running_server() -> Iterator[PgServer]:
-    """A new server, started; destroyed when the fixture using it ends."""
-    server = PgServer.create()
+def running_server(
+    tls: ServerTls | None = None, hba_lines: Sequence[str] = ()
+) -> Iterator[PgServer]:
+    """A new server, started; destroyed when the fixture using it ends.
+
+    ``tls``: the server speaks TLS with that certificate (from a PostgreSQL built with OpenSSL,
+    see scripts/pgserver.py); ``hba_lines`` go first in its pg_hba.conf.
+    """
+    server = PgServer.create(tls=tls, hba_lines=hba_lines)
     remember_secret(server.password)
     server.start()
     yield server
@@ -297,3 +303,38 @@ def run_healthcheck(start_runner: Any) -> Any:
         return result
 
     return run
+
+
+# --- TLS certificates, made with the openssl command -------------------------------------------
+
+CERT_DAYS = "2"
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def signed_certificate(folder: Path, name: str, subject: str, extensions: str) -> None:
+    """``name``.key and ``name``.crt in ``folder``, signed by its ca.crt/ca.key."""
+    openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject,
+            cwd=folder)  # fmt: skip
+    (folder / f"{name}.ext").write_text(extensions)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", CERT_DAYS, "-out", f"{name}.crt",
+            "-extfile", f"{name}.ext", cwd=folder)  # fmt: skip
+    (folder / f"{name}.key").chmod(0o600)  # libpq and PostgreSQL refuse keys others can read
+
+
+def make_certificates(folder: Path, server_names: Sequence[str]) -> Path:
+    """In ``folder``: ca (trusted), other-ca (not), server (for ``server_names`` only, e.g.
+    ``DNS:localhost``, ``IP:127.0.0.1``) and client (CN postgres), all signed by ca."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *EC_KEY, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+                "-days", CERT_DAYS, "-subj", f"/CN=test {ca}", cwd=folder)  # fmt: skip
+    names = ",".join(server_names)
+    signed_certificate(folder, "server", "/CN=postgres-server",
+                       f"subjectAltName={names}\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+    signed_certificate(folder, "client", "/CN=postgres", "extendedKeyUsage=clientAuth\n")
+    return folder

@@ -40,6 +40,8 @@ import psycopg
 import pytest
 import yaml
 
+from tests.conftest import make_certificates
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("E2E_CACHE_DIR", REPO / ".e2e-cache"))
@@ -50,6 +52,7 @@ COMPOSE_FILES = [REPO / "compose" / "docker-compose.yml", HERE / "docker-compose
 PROD_FILE = REPO / "compose" / "docker-compose.prod.yml"
 REQUIRE_E2E = os.environ.get("REQUIRE_E2E") == "1"
 SECRET_NAMES = ("postgres_password", "db_password", "app_db_password")
+CONTAINER_GID = 10001  # the runner image's group (Dockerfile: USER 10001:10001)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -177,11 +180,40 @@ class Stack:
     def __post_init__(self) -> None:
         self.secrets_dir = self.root / "secrets"
         self.secrets_dir.mkdir(parents=True)
+        # 750 with the runner's group: test_image.py mounts the folder itself.
+        os.chown(self.secrets_dir, -1, CONTAINER_GID)
+        self.secrets_dir.chmod(0o750)
+        postgres_uid, _ = postgres_ids()
         for name in SECRET_NAMES:
             self.passwords[name] = secrets.token_urlsafe(18)
             path = self.secrets_dir / f"{name}.txt"
             path.write_text(self.passwords[name] + "\n")
-            path.chmod(0o644)  # the containers' users (10001, postgres) read it
+            # As docs/docker.md says: the containers' users read it, other local users do not
+            # (deploy-docker-production.sh checks). This postgres image reads its password
+            # after dropping root, so that file is its user's.
+            owner = postgres_uid if name == "postgres_password" else -1
+            os.chown(path, owner, CONTAINER_GID)
+            path.chmod(0o640)
+
+    def enable_tls(self) -> None:
+        """The files compose/docker-compose.prod.yml mounts: a CA, and a server certificate for
+        the names the runner connects to (postgres, and 127.0.0.1 on the host network)."""
+        folder = make_certificates(self.root / "tls", ["DNS:postgres", "DNS:localhost",
+                                                       "IP:127.0.0.1"])  # fmt: skip
+        for source, target in (("ca.crt", "db_ca.crt"), ("server.crt", "db_server.crt"),
+                               ("server.key", "db_server.key")):  # fmt: skip
+            shutil.copyfile(folder / source, self.secrets_dir / target)
+        uid, gid = postgres_ids()
+        key = self.secrets_dir / "db_server.key"
+        os.chown(key, uid, gid)  # PostgreSQL wants its key owned by its user, mode 600
+        key.chmod(0o600)
+        for name in ("db_ca.crt", "db_server.crt"):
+            (self.secrets_dir / name).chmod(0o644)
+        # docker-compose.hostnet.yml replaces the command: add TLS back to it.
+        command = yaml.safe_load((HERE / "docker-compose.hostnet.yml").read_text())
+        tls_flags = yaml.safe_load(PROD_FILE.read_text())["services"]["postgres"]["command"][1:]
+        postgres_command = command["services"]["postgres"]["command"] + tls_flags
+        self.override("tls.yml", {"postgres": {"command": postgres_command}})
 
     @property
     def files(self) -> list[Path]:
@@ -298,6 +330,15 @@ class Stack:
 
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+
+
+@functools.cache
+def postgres_ids() -> tuple[int, int]:
+    """(uid, gid) of the postgres user in POSTGRES_IMAGE."""
+    command = ["docker", "run", "--rm", "--network", "none", "--entrypoint", "id", POSTGRES_IMAGE]
+    uid = int(run([*command, "-u", "postgres"], timeout=60).stdout)
+    gid = int(run([*command, "-g", "postgres"], timeout=60).stdout)
+    return uid, gid
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ RUN_MIGRATIONS = REPO / "scripts" / "run-migrations.sh"
 
 
 def deploy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The production files (TLS verified with verify-full) over the test's host network."""
+    if not (stack.secrets_dir / "db_ca.crt").exists():
+        stack.enable_tls()
     env = stack.env
     env["COMPOSE_FILE"] = os.pathsep.join(map(str, [*stack.files[:1], PROD_FILE, *stack.files[1:]]))
     result = subprocess.run([str(DEPLOY), "--no-build", *args], env=env, capture_output=True,

@@ -16,9 +16,9 @@ import pytest
 from migrator.config import Config, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
 
-PASSWORD = "pw-Unit-7f3a"
-ADMIN_PASSWORD = "admin-Unit-91c2"
-APP_PASSWORD = "app-Unit-5d0e"
+PASSWORD = "pw-Unit-7f3a-9b41e0"
+ADMIN_PASSWORD = "admin-Unit-91c2-44d7"
+APP_PASSWORD = "app-Unit-5d0e-a3f2c8"
 
 
 def load(*argv: str, **environ: str) -> Config:
@@ -559,3 +559,206 @@ def test_url_password_is_a_secret_and_not_in_repr() -> None:
 
 def test_secrets_leave_out_what_is_unset() -> None:
     assert load().secrets == (PASSWORD,)
+
+
+# --- TLS settings -------------------------------------------------------------------------------
+
+
+TLS_VARIABLES = [
+    ("sslrootcert", "DB_SSLROOTCERT", "PGSSLROOTCERT"),
+    ("sslcert", "DB_SSLCERT", "PGSSLCERT"),
+    ("sslkey", "DB_SSLKEY", "PGSSLKEY"),
+    ("sslcrl", "DB_SSLCRL", "PGSSLCRL"),
+]
+
+
+@pytest.mark.parametrize(("parameter", "ours", "libpq"), TLS_VARIABLES)
+def test_certificate_files_from_variables_reach_every_connection(
+    tmp_path: Path, parameter: str, ours: str, libpq: str
+) -> None:
+    mine, theirs = tmp_path / "mine.pem", tmp_path / "theirs.pem"
+    mine.write_text("x")
+    theirs.write_text("x")
+    assert getattr(load(**{libpq: str(theirs)}), parameter) == str(theirs)
+    config = load(**{ours: str(mine), libpq: str(theirs)}, DB_ADMIN_USER="postgres",
+                  DB_ADMIN_PASSWORD=ADMIN_PASSWORD)  # fmt: skip
+    assert getattr(config, parameter) == str(mine), f"{ours} wins over {libpq}"
+    for kwargs in (config.connect_kwargs(), config.connect_kwargs(admin=True, dbname="postgres")):
+        assert kwargs[parameter] == str(mine)
+
+
+def test_unset_certificate_settings_are_left_to_libpq() -> None:
+    kwargs = load().connect_kwargs()
+    assert not {"sslrootcert", "sslcert", "sslkey", "sslcrl", "channel_binding"} & set(kwargs)
+
+
+@pytest.mark.parametrize(("parameter", "ours", "libpq"), TLS_VARIABLES)
+def test_a_missing_certificate_file_names_the_variable(
+    tmp_path: Path, parameter: str, ours: str, libpq: str
+) -> None:
+    missing = tmp_path / "missing.pem"
+    for name in (ours, libpq):
+        error = config_error(**{name: str(missing)})
+        assert name in error.message and str(missing) in error.message
+    assert "is not a file" in config_error(**{ours: str(tmp_path)}).message
+
+
+def test_sslrootcert_system_needs_no_file() -> None:
+    assert load(DB_SSLROOTCERT="system").connect_kwargs()["sslrootcert"] == "system"
+
+
+def test_channel_binding_from_variables_and_checked() -> None:
+    assert load(DB_CHANNEL_BINDING="require").connect_kwargs()["channel_binding"] == "require"
+    assert load(PGCHANNELBINDING="disable").channel_binding == "disable"
+    error = config_error(DB_CHANNEL_BINDING="always")
+    assert "DB_CHANNEL_BINDING" in error.message and "require" in error.message
+
+
+def test_url_tls_parameters_and_other_libpq_parameters_are_kept(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    url = (
+        f"postgresql://owner:{PASSWORD}@db.example/accounts?sslmode=verify-full&sslrootcert={ca}"
+        "&channel_binding=require&target_session_attrs=read-write&keepalives_idle=30"
+        "&options=-c%20search_path%3Dapp&application_name=deploy-7&sslpassword=KeyPass-42"
+    )
+    config = load_config([], {"DATABASE_URL": url, "DB_SSLROOTCERT": "ignored"}, interactive=False)
+    kwargs = config.connect_kwargs()
+    assert (kwargs["sslmode"], kwargs["sslrootcert"], kwargs["channel_binding"]) == (
+        "verify-full",
+        str(ca),
+        "require",
+    )
+    assert kwargs["target_session_attrs"] == "read-write"
+    assert kwargs["keepalives_idle"] == "30"
+    assert kwargs["options"] == "-c search_path=app"
+    assert kwargs["application_name"] == "deploy-7"
+    assert config.connect_kwargs(admin=True)["target_session_attrs"] == "read-write"
+    assert "KeyPass-42" in config.secrets, "the key's passphrase is redacted like a password"
+    assert "KeyPass-42" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("postgresql://owner:{pw}@db/x?sslmode=require&sslrootcrt=ca.pem", "sslrootcrt"),
+        ("postgresql://owner:{pw}@db/x?nonsense=1", "nonsense"),
+        ("host=db user=owner password={pw} ssl_root_cert=ca.pem", "ssl_root_cert"),
+    ],
+)
+def test_unknown_url_parameters_are_named_and_refused(url: str, parameter: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {"DATABASE_URL": url.format(pw=PASSWORD)}, interactive=False)
+    assert caught.value.exit_code == EX_CONFIG
+    assert parameter in caught.value.message and "DATABASE_URL" in caught.value.message
+    assert PASSWORD not in caught.value.message
+
+
+def test_verified_only_with_verify_full() -> None:
+    assert load(DB_SSLMODE="verify-full").tls_verified is True
+    for mode in ("disable", "allow", "prefer", "require", "verify-ca"):
+        assert load(DB_SSLMODE=mode).tls_verified is False
+
+
+# --- password values ----------------------------------------------------------------------------
+
+
+BAD_PASSWORDS = [
+    ("   ", "only whitespace"),
+    ("\t \t", "only whitespace"),
+    ("a\x00LongSecret-123456", "NUL byte"),
+    ("first-line-long-enough\nsecond", "line break"),
+    ("long-enough-password\rmore", "carriage return"),
+    ("replace-me", "placeholder"),
+    ("CHANGEME", "placeholder"),
+    ("Password", "placeholder"),
+    (" secret ", "placeholder"),
+    ("postgres", "placeholder"),
+]
+
+
+@pytest.mark.parametrize("variable", ["DB_PASSWORD", "DB_ADMIN_PASSWORD", "APP_DB_PASSWORD"])
+@pytest.mark.parametrize(("value", "problem"), BAD_PASSWORDS)
+def test_bad_password_values_are_refused_naming_the_variable(
+    variable: str, value: str, problem: str
+) -> None:
+    environ = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": ADMIN_PASSWORD, variable: value}
+    error = config_error(**environ)
+    assert error.message.startswith(variable + " "), error.message
+    assert problem.split()[-1] in error.message or problem in error.message
+    assert value.strip() not in error.message.replace(variable, "") or not value.strip()
+
+
+@pytest.mark.parametrize(("value", "problem"), BAD_PASSWORDS)
+def test_bad_password_files_are_refused_naming_the_file_variable(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(value.encode() + b"\n")
+    error = config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(secret))
+    assert error.message.startswith("DB_PASSWORD_FILE "), error.message
+
+
+def test_a_nul_byte_file_no_longer_sets_a_truncated_password(tmp_path: Path) -> None:
+    """Before: libpq stopped at the NUL and the role's password became "a"."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"a\x00LongSecret-0123456789\n")
+    error = config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(secret))
+    assert "NUL" in error.message and "LongSecret" not in error.message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"\r\n"])
+def test_an_empty_password_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(content)
+    error = config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(secret))
+    assert error.message.startswith("DB_PASSWORD_FILE is empty")
+
+
+def test_only_one_final_newline_is_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"two-newlines-password\n\n")
+    assert "line break" in config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(secret)).message
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"PGPASSWORD": "changeme"}, "PGPASSWORD"),
+        ({"DATABASE_URL": "postgresql://owner:replace-me@db/x"}, "DATABASE_URL"),
+    ],
+)
+def test_placeholders_from_other_sources_are_refused(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config([], environ, interactive=False)
+    assert named in caught.value.message and "placeholder" in caught.value.message
+
+
+def test_a_typed_placeholder_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "password")
+    with pytest.raises(ConfigError) as caught:
+        load_config(["--user", "alice"], {}, interactive=True)
+    assert "alice" in caught.value.message and "placeholder" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("variable", "role"), [("DB_PASSWORD", "auth_service"), ("APP_DB_PASSWORD", "auth_service_app")]
+)
+def test_passwords_bootstrap_sets_are_at_least_16_characters(variable: str, role: str) -> None:
+    short = "Sh0rt-but-ok-15"  # 15 characters
+    environ = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": "x1", variable: short}
+    error = config_error(**environ)
+    assert error.message.startswith(variable + " ") and "16" in error.message
+    assert role in error.message and short not in error.message
+    environ[variable] = short + "!"
+    assert load(**environ).bootstrap_enabled
+
+
+def test_short_passwords_are_fine_when_bootstrap_does_not_set_them(tmp_path: Path) -> None:
+    """Without DB_ADMIN_USER the runner only logs in: the password is the server's business."""
+    assert load(DB_PASSWORD="short-pw").password == "short-pw"
+    secret = tmp_path / "app"
+    secret.write_text("short-app\n")
+    error = config_error(DB_ADMIN_USER="postgres", DB_ADMIN_PASSWORD="x1",
+                         APP_DB_PASSWORD_FILE=str(secret))  # fmt: skip
+    assert error.message.startswith("APP_DB_PASSWORD_FILE ")

@@ -110,6 +110,24 @@ def test_passwords_come_from_the_secret_as_files(kind: str) -> None:
     assert volumes["db-secrets"]["secret"]["secretName"] == secret["metadata"]["name"]
 
 
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_migrate_verifies_the_server_with_a_mounted_ca(kind: str) -> None:
+    """verify-full, and DB_SSLROOTCERT is a file of a mounted ConfigMap/Secret that exists."""
+    container = migrate_container(kind)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["DB_SSLMODE"] == "verify-full"
+    ca_path = Path(env["DB_SSLROOTCERT"])
+    (mount,) = [m for m in container["volumeMounts"] if ca_path.parent == Path(m["mountPath"])]
+    volumes = {v["name"]: v for v in pod_specs()[kind]["volumes"]}
+    source = volumes[mount["name"]].get("configMap") or volumes[mount["name"]]["secret"]
+    (item,) = [i for i in source["items"] if i["path"] == ca_path.name]
+    name = source.get("name") or source.get("secretName")
+    documents = [doc for path in KUBERNETES.glob("*.yaml") for doc in load_all(path)]
+    (provider,) = [d for d in documents if d["kind"] in {"ConfigMap", "Secret"}
+                   and d["metadata"]["name"] == name]  # fmt: skip
+    assert item["key"] in provider.get("data", {}) | provider.get("stringData", {})
+
+
 def test_the_deployment_runs_migrate_before_the_application() -> None:
     spec = pod_specs()["Deployment"]
     assert [c["name"] for c in spec["initContainers"]] == ["migrate"]
@@ -221,3 +239,22 @@ def test_production_override_never_restarts_migrate() -> None:
     for name, service in services.items():
         assert "mem_limit" in service, f"{name} has no memory limit"
         assert service["logging"]["options"]["max-size"], f"{name} logs are unbounded"
+
+
+def test_production_override_verifies_tls_with_a_mounted_ca() -> None:
+    """postgres serves TLS from secrets; migrate connects with verify-full and that CA."""
+    prod = yaml.safe_load((REPO / "compose" / "docker-compose.prod.yml").read_text())
+    postgres, migrate = prod["services"]["postgres"], prod["services"]["migrate"]
+    command = " ".join(postgres["command"])
+    assert "ssl=on" in command
+    for setting in ("ssl_cert_file", "ssl_key_file"):
+        (path,) = [word.split("=", 1)[1] for word in postgres["command"]
+                   if word.startswith(f"{setting}=")]  # fmt: skip
+        assert Path(path).name in postgres["secrets"] and Path(path).name in prod["secrets"]
+    assert migrate["environment"]["DB_SSLMODE"] == "verify-full"
+    ca = Path(migrate["environment"]["DB_SSLROOTCERT"])
+    assert ca.parent == Path("/run/secrets")
+    assert ca.name in migrate["secrets"] and ca.name in prod["secrets"]
+    # Whether compose merges the lists or the override replaces them, the passwords stay.
+    assert set(compose()["services"]["migrate"]["secrets"]) <= set(migrate["secrets"])
+    assert "postgres_password" in postgres["secrets"]
