@@ -275,6 +275,22 @@ $$;
 CREATE TRIGGER users_revoke_when_disabled AFTER UPDATE OF status, deleted_at ON users
     FOR EACH ROW EXECUTE FUNCTION users_revoke_when_disabled();
 
+-- An administrator suspends, disables or reactivates another user (row level
+-- security limits a plain UPDATE to the request's own row); needs users:manage.
+-- Audited by users_audit (user_status_changed, with the acting user); a deleted
+-- account is left alone.
+--   SELECT set_user_status('6f1c...', 'disabled');
+CREATE FUNCTION set_user_status(p_user_id uuid, p_status text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    PERFORM app_require_permission('users:manage');
+    UPDATE users SET status = p_status WHERE id = p_user_id AND deleted_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+
 -- ---------------------------------------------------------------------------
 -- OAuth clients: disabling revokes the client's tokens; deletion is audited
 -- ---------------------------------------------------------------------------

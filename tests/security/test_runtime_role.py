@@ -671,21 +671,28 @@ def test_disabling_a_client_ends_its_tokens(schema_db: SchemaDatabase, world: Wo
     assert event["actor_user_id"] == str(world.admin)
 
 
-def test_a_user_manager_can_reactivate_an_account(schema_db: SchemaDatabase, world: World) -> None:
+def test_a_user_manager_disables_and_reactivates_accounts(
+    schema_db: SchemaDatabase, world: World
+) -> None:
     user = schema_db.create_user()
-    with schema_db.owner() as conn:
-        conn.execute("UPDATE users SET status = 'suspended' WHERE id = %s", (user,))
+    refresh, _, _ = new_refresh_token(schema_db, world.client_id, user)
     with schema_db.app(user_id=user) as conn:
+        refused(conn, "SELECT set_user_status(%s, 'active')", (user,), match="users:manage")
+    with schema_db.app(user_id=world.admin) as conn:
+        assert conn.execute("SELECT set_user_status(%s, 'disabled')", (user,)).fetchone() == (True,)
+        assert introspect(conn, refresh) is False
+    with schema_db.app(user_id=user) as conn:  # its own row, without users:manage
         refused(
             conn, "UPDATE users SET status = 'active' WHERE id = %s", (user,), match="users:manage"
         )
-    # A holder of users:manage may (row level security still limits the UPDATE to the
-    # context's own row: here the admin's, suspended by the owner).
-    with schema_db.owner() as conn:
-        conn.execute("UPDATE users SET status = 'suspended' WHERE id = %s", (world.admin,))
     with schema_db.app(user_id=world.admin) as conn:
-        conn.execute("UPDATE users SET status = 'active' WHERE id = %s", (world.admin,))
-    assert snapshot(schema_db, "users", "id = %s", world.admin)[0]["status"] == "active"
+        assert conn.execute("SELECT set_user_status(%s, 'active')", (user,)).fetchone() == (True,)
+        assert introspect(conn, refresh) is False  # revoked for good
+    changes = events(schema_db, "user_status_changed", user_id=user)
+    assert [(e["details"]["new"], e["actor_user_id"]) for e in changes] == [
+        ("disabled", str(world.admin)),
+        ("active", str(world.admin)),
+    ]
 
 
 # --- beyond the list -----------------------------------------------------------------
