@@ -51,11 +51,12 @@ COMMENT ON COLUMN security_settings.max_session_lifetime IS
 
 -- Does the role running the statement hold the owner's privileges on this table
 -- (the owner, a member of it, a superuser)? Those roles are not bound by the guards.
+-- Names qualified instead of a pinned search_path, so that the planner inlines it.
 CREATE FUNCTION acting_as_owner(p_table oid) RETURNS boolean
     LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = p_table), 'USAGE')
+    SELECT pg_catalog.pg_has_role(
+        CURRENT_USER, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = p_table), 'USAGE')
 $$;
 
 -- The permissions the user in the request context holds through its groups.
