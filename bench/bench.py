@@ -12,7 +12,7 @@ Workloads, generated deterministically, a fresh database for every measured run:
     W2  apply 50 realistic migrations (tables, indexes, added columns, plpgsql functions, views)
     W3  apply 500 tiny migrations (per-migration overhead)
     W4  wait: the tool starts, PostgreSQL 3 s later; time from the server being ready to exit
-    W5  the shipped schema (migrations/000 + 001) on a fresh database, end to end
+    W5  the shipped schema (migrations/000, 001, 002, ...) on a fresh database, end to end
 
 Each run of a tool is one process (for psql-per-file, one shell loop) measured for wall time
 and, under GNU ``time -f %M``, peak RSS. Every tool of a workload runs once per round, so load
@@ -86,6 +86,11 @@ APP_ROLE = "auth_service_app"
 PSQL_HISTORY_TABLE = f"CREATE TABLE {HISTORY_TABLE} (version text PRIMARY KEY);\n"
 ROLE_SETTINGS = (
     f"SET migrator.owner_role = '{OWNER_ROLE}';\nSET migrator.app_role = '{APP_ROLE}';\n"
+)
+# W5: the shipped files after 000 (001, 002, ...), run as the owner role, in numeric order.
+SCHEMA_FILES = sorted(
+    (p for p in SHIPPED_MIGRATIONS.glob("*.sql") if not p.name.startswith("000_")),
+    key=lambda p: int(p.name.split("_", 1)[0]),
 )
 
 # Targets of issue 6: (workload, ratio name, limit); a ratio passes when <= limit.
@@ -722,17 +727,21 @@ class Bench:
     # W5 -------------------------------------------------------------------------------------
 
     def w5_shipped_schema(self) -> None:
-        """000 as the superuser, 001 as the owner role; each tool creates the database itself."""
+        """000 as the superuser, 001, 002, ... as the owner role; each tool creates the database."""
         dbmate_dir = self.w5_dbmate_files()
         checks = SchemaChecks(self.tools, self.figures, "W5")
         measured: list[tuple[str, Callable[[str], Result], int | None]] = [
-            ("runner", lambda db: self.w5_runner(db, False), 2),
+            ("runner", lambda db: self.w5_runner(db, False), 1 + len(SCHEMA_FILES)),
         ]
         if self.one_transaction:
-            measured.append(("runner-1tx", lambda db: self.w5_runner(db, True), 2))
+            measured.append(
+                ("runner-1tx", lambda db: self.w5_runner(db, True), 1 + len(SCHEMA_FILES))
+            )
         measured.append(("psql-session", self.w5_psql, None))
         if self.dbmate:
-            measured.append(("dbmate", lambda db: self.w5_dbmate(db, dbmate_dir), 2))
+            measured.append(
+                ("dbmate", lambda db: self.w5_dbmate(db, dbmate_dir), 1 + len(SCHEMA_FILES))
+            )
         for run in self._rounds("W5"):
             for tool, measure, rows in measured:
                 db = new_database_name("w5")
@@ -760,31 +769,31 @@ class Bench:
         return run_measured("entrypoint.py (W5)", argv, env, REPO)
 
     def w5_psql(self, dbname: str) -> Result:
-        """One psql process: CREATE DATABASE, \\connect, 000 with role settings, 001 as owner."""
+        """One psql process: CREATE DATABASE, \\connect, 000 (role settings), the rest as owner."""
         script = self.work / "w5-psql.sql"
         script.write_text(
             f'CREATE DATABASE "{dbname}";\n\\connect {dbname}\n{ROLE_SETTINGS}'
             f"\\i {SHIPPED_MIGRATIONS / '000_init_database.sql'}\n"
             f"{PSQL_HISTORY_TABLE}"
-            f"SET ROLE {OWNER_ROLE};\n"
-            f"\\i {SHIPPED_MIGRATIONS / '001_initial_production_schema.sql'}\n"
+            f"SET ROLE {OWNER_ROLE};\n" + "".join(f"\\i {path}\n" for path in SCHEMA_FILES)
         )
         return self.tools.psql_session("postgres", script)
 
     def w5_dbmate_files(self) -> Path:
-        """dbmate's copies: up/down markers, role settings for 000, 001 run as the owner role."""
+        """dbmate's copies: up/down markers, role settings for 000, the rest as the owner."""
         directory = self.work / "w5-dbmate"
         directory.mkdir(exist_ok=True)
         init = (SHIPPED_MIGRATIONS / "000_init_database.sql").read_text()
-        schema = (SHIPPED_MIGRATIONS / "001_initial_production_schema.sql").read_text()
         (directory / "000_init_database.sql").write_text(
             f"-- migrate:up\n{ROLE_SETTINGS.replace('SET ', 'SET LOCAL ')}{init}\n-- migrate:down\n"
         )
         # SET LOCAL ROLE: the objects belong to the owner, as with the runner; RESET ROLE
         # before dbmate's own INSERT into its (superuser-owned) history table.
-        (directory / "001_initial_production_schema.sql").write_text(
-            f"-- migrate:up\nSET LOCAL ROLE {OWNER_ROLE};\n{schema}\nRESET ROLE;\n-- migrate:down\n"
-        )
+        for path in SCHEMA_FILES:
+            (directory / path.name).write_text(
+                f"-- migrate:up\nSET LOCAL ROLE {OWNER_ROLE};\n{path.read_text()}\nRESET ROLE;\n"
+                "-- migrate:down\n"
+            )
         return directory
 
     def w5_dbmate(self, dbname: str, directory: Path) -> Result:
@@ -929,7 +938,7 @@ WORKLOAD_TITLES = {
     "W2": "W2 apply {realistic} realistic migrations, seconds",
     "W3": "W3 apply {tiny} tiny migrations, seconds",
     "W4": "W4 wait: server started {delay:g} s after the tool; seconds from ready to exit",
-    "W5": "W5 shipped schema (000 + 001) on a fresh database, end to end, seconds",
+    "W5": "W5 shipped schema (000 + the schema files) on a fresh database, end to end, seconds",
 }
 
 

@@ -185,9 +185,12 @@ def hot_queries(n: dict[str, int]) -> list[HotQuery]:
     return [
         HotQuery(
             "introspect_token_by_hash", "owner",
+            # introspect_token() as 002 redefines it: the user active, the client enabled.
             "SELECT true, t.id, t.user_id, t.client_id, t.scopes, t.created_at, t.expires_at "
-            "FROM tokens t WHERE t.token_hash = sha256(%s::bytea) AND t.revoked_at IS NULL "
-            "AND t.expires_at > now()",
+            "FROM tokens t JOIN oauth_clients c ON c.client_id = t.client_id AND c.disabled_at IS NULL "
+            "LEFT JOIN users u ON u.id = t.user_id "
+            "WHERE t.token_hash = sha256(%s::bytea) AND t.revoked_at IS NULL "
+            "AND t.expires_at > now() AND (t.user_id IS NULL OR (u.status = 'active' AND u.deleted_at IS NULL))",
             "tokens_token_hash_key", "tokens",
             lambda i: (f"token{1 + (i * 7919) % n['tokens']}",),
         ),
@@ -215,8 +218,9 @@ def hot_queries(n: dict[str, int]) -> list[HotQuery]:
         HotQuery(
             "session_by_hash", "owner",
             "SELECT s.id, s.user_id, s.expires_at, s.idle_expires_at FROM user_sessions s "
+            "JOIN users u ON u.id = s.user_id "
             "WHERE s.session_hash = sha256(%s::bytea) AND s.revoked_at IS NULL "
-            "AND s.idle_expires_at > now()",
+            "AND s.idle_expires_at > now() AND u.status = 'active' AND u.deleted_at IS NULL",
             "user_sessions_session_hash_key", "user_sessions",
             lambda i: (f"session{1 + (i * 7919) % n['user_sessions']}",),
         ),

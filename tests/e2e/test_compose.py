@@ -6,7 +6,7 @@ import time
 
 from .conftest import Stack, repo_migration_versions
 
-BROKEN = """-- Migration: 002_broken
+BROKEN = """-- Migration: 900_broken
 -- Description: fails on purpose, on line 6.
 CREATE TABLE broken_feature (id int PRIMARY KEY);
 
@@ -68,7 +68,7 @@ def test_up_migrates_then_starts_the_app_and_a_second_up_is_a_no_op(stack: Stack
 def test_a_failing_migration_exits_65_names_file_and_line_and_the_app_never_starts(
     stack: Stack,
 ) -> None:
-    stack.migrations_dir({"002_broken.sql": BROKEN})
+    stack.migrations_dir({"900_broken.sql": BROKEN})
 
     result = stack.up(check=False)
 
@@ -80,18 +80,18 @@ def test_a_failing_migration_exits_65_names_file_and_line_and_the_app_never_star
     failures = [e for e in stack.events("migrate") if e.get("sqlstate") == "42P01"]
     assert failures, stack.events("migrate")
     failure = failures[0]
-    assert failure["file"].endswith("002_broken.sql")
+    assert failure["file"].endswith("900_broken.sql")
     assert failure["line"] == 6
-    assert failure["error"].startswith("/migrations/002_broken.sql:6:")
+    assert failure["error"].startswith("/migrations/900_broken.sql:6:")
     assert "table_that_does_not_exist" in failure["error"]
-    assert ("002_broken", 1) not in stack.applied_versions()
+    assert ("900_broken", 1) not in stack.applied_versions()
     with stack.connect() as conn:
         assert conn.execute("SELECT to_regclass('broken_feature')").fetchone() == (None,)
     stack.check_logs()
 
 
 def test_three_migrate_containers_apply_each_migration_exactly_once(stack: Stack) -> None:
-    extra = {f"00{n}_feature_{n}.sql": f"CREATE TABLE feature_{n} (id int);\n" for n in (2, 3, 4)}
+    extra = {f"90{n}_feature_{n}.sql": f"CREATE TABLE feature_{n} (id int);\n" for n in (2, 3, 4)}
     stack.migrations_dir(extra)
     stack.up("--scale", "migrate=3")
 

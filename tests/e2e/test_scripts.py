@@ -51,14 +51,14 @@ def test_deploy_migrates_then_starts_the_application(stack: Stack) -> None:
 
 
 def test_deploy_stops_before_the_application_when_a_migration_fails(stack: Stack) -> None:
-    stack.migrations_dir({"002_broken.sql": BROKEN})
+    stack.migrations_dir({"900_broken.sql": BROKEN})
 
     result = deploy(stack)
 
     assert result.returncode == 65, result.stdout + result.stderr
     assert "exit code 65" in result.stderr
     assert "NOT started" in result.stderr
-    assert "002_broken.sql:6" in result.stderr
+    assert "900_broken.sql:6" in result.stderr
     assert stack.wait_exited("migrate") == [65]
     assert stack.containers("app") == []
     stack.check_logs()
