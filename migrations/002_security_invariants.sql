@@ -23,7 +23,8 @@
 --   api_keys         SELECT, INSERT, UPDATE (name, revoked_at)
 --   groups           SELECT                                 (create_group() / update_group() / delete_group())
 --   oauth_clients    SELECT                                 (create_oauth_client() / update_oauth_client() /
---                                                            disable_oauth_client() / delete_oauth_client())
+--                                                            disable_oauth_client() / delete_oauth_client(),
+--                                                            register_oauth_client() for dynamic registration)
 -- No DELETE on credentials: deleting a revoked row and inserting it again would
 -- un-revoke it; cleanup_expired_data() removes expired rows.
 
@@ -37,11 +38,14 @@ ALTER TABLE security_settings
     ADD COLUMN max_refresh_token_lifetime interval NOT NULL DEFAULT '90 days'
         CHECK (max_refresh_token_lifetime > '0'),
     ADD COLUMN max_session_lifetime       interval NOT NULL DEFAULT '30 days'
-        CHECK (max_session_lifetime > '0');
+        CHECK (max_session_lifetime > '0'),
+    ADD COLUMN dynamic_client_scopes      text[]   NOT NULL DEFAULT '{openid,profile,email,offline_access}';
 COMMENT ON COLUMN security_settings.max_access_token_lifetime IS
     'Longest lifetime (expires_at - now()) of an access token inserted by a non-owner role.';
 COMMENT ON COLUMN security_settings.max_refresh_token_lifetime IS
     'Longest lifetime of a refresh token, at insert and through rotate_refresh_token().';
+COMMENT ON COLUMN security_settings.dynamic_client_scopes IS
+    'The scopes a client registered through register_oauth_client() (RFC 7591, no permission) may ask for.';
 COMMENT ON COLUMN security_settings.max_session_lifetime IS
     'Longest absolute lifetime (and idle timeout) of a session inserted by a non-owner role.';
 
@@ -378,6 +382,56 @@ BEGIN
                    'RETURNING client_id', cols)
         INTO new_id USING p_client;
     RETURN new_id;  -- audited by oauth_clients_audit (client_registered)
+END
+$$;
+
+-- Dynamic client registration (RFC 7591): open to the application without a
+-- permission, so it grants only what a self-registered client may hold: the server
+-- picks the client_id, PKCE (S256) is required, the grants are authorization_code
+-- and refresh_token, the scopes come from security_settings.dynamic_client_scopes,
+-- and nothing that an administrator decides (disabled_at, require_pkce, ...) can
+-- be set. Audited by oauth_clients_audit (client_registered).
+--   SELECT register_oauth_client('{"client_name": "CLI", "redirect_uris": ["http://127.0.0.1:8765/cb"],
+--                                  "token_endpoint_auth_method": "none"}');
+CREATE FUNCTION register_oauth_client(p_metadata jsonb) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    self_service constant text[] := ARRAY[
+        'client_name', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri', 'contacts', 'redirect_uris',
+        'grant_types', 'response_types', 'token_endpoint_auth_method', 'scopes', 'jwks_uri', 'jwks',
+        'software_id', 'software_version', 'client_secret_hash', 'client_secret_prefix',
+        'client_secret_expires_at', 'registration_access_token_hash'];
+    requested oauth_clients;
+    refused_fields text[];
+    cols text;
+    new_id text := 'dyn-' || replace(gen_random_uuid()::text, '-', '');
+BEGIN
+    IF jsonb_typeof(p_metadata) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'client metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    refused_fields := ARRAY(SELECT k FROM jsonb_object_keys(p_metadata) k WHERE NOT (k = ANY (self_service)));
+    IF cardinality(refused_fields) > 0 THEN
+        RAISE EXCEPTION 'a self-registered client cannot set %', refused_fields
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    requested := jsonb_populate_record(NULL::oauth_clients, p_metadata);
+    IF NOT coalesce(requested.grant_types, '{authorization_code,refresh_token}')
+           <@ ARRAY['authorization_code', 'refresh_token'] THEN
+        RAISE EXCEPTION 'a self-registered client may use the authorization_code and refresh_token grants only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT coalesce(requested.scopes, '{}') <@ (SELECT s.dynamic_client_scopes FROM security_settings s) THEN
+        RAISE EXCEPTION 'a self-registered client may ask for the scopes in security_settings.dynamic_client_scopes only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT string_agg(quote_ident(k), ', ') INTO cols FROM jsonb_object_keys(p_metadata) k;
+    EXECUTE format('INSERT INTO oauth_clients (client_id, require_pkce, allow_plain_pkce%1$s) '
+                   'SELECT $2, true, false%1$s FROM jsonb_populate_record(NULL::oauth_clients, $1)',
+                   coalesce(', ' || cols, ''))
+        USING p_metadata, new_id;
+    RETURN new_id;
 END
 $$;
 

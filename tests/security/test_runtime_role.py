@@ -541,6 +541,36 @@ def test_client_changes_and_deletion_through_functions_are_audited(
         )
 
 
+def test_dynamic_registration_grants_only_what_a_self_registered_client_may_hold(
+    schema_db: SchemaDatabase,
+) -> None:
+    """RFC 7591: anyone may register a client, but the server decides its id and its PKCE."""
+    public_client = {"client_name": "CLI", "redirect_uris": [REDIRECT],
+                     "token_endpoint_auth_method": "none", "scopes": ["openid", "email"]}  # fmt: skip
+    with schema_db.app() as conn:  # no acting user: registration is anonymous
+        client = conn.execute(
+            "SELECT register_oauth_client(%s)", (Jsonb(public_client),)
+        ).fetchone()[0]
+        for extra, match in [
+            ({"client_id": "chosen-by-me"}, "cannot set"),
+            ({"require_pkce": False}, "cannot set"),
+            ({"allow_plain_pkce": True}, "cannot set"),
+            ({"disabled_at": None}, "cannot set"),
+            ({"grant_types": ["client_credentials"]}, "grants only"),
+            ({"scopes": ["openid", "groups:manage"]}, "scopes"),
+        ]:
+            refused(conn, "SELECT register_oauth_client(%s)", (Jsonb(public_client | extra),),
+                    match=match)  # fmt: skip
+    row = snapshot(schema_db, "oauth_clients", "client_id = %s", client)[0]
+    assert client.startswith("dyn-")
+    assert (row["require_pkce"], row["allow_plain_pkce"], row["scopes"]) == (
+        True,
+        False,
+        ["openid", "email"],
+    )
+    assert len(events(schema_db, "client_registered", client_id=client)) == 1
+
+
 # --- the audit log ----------------------------------------------------------------------------
 
 
