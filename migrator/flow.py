@@ -71,11 +71,15 @@ def migrate(config: Config, files: MigrationSet) -> str:
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
     start = time.monotonic()
-    if single_transaction and plan.pending:
-        refuse_outside_transaction(plan.pending)
-        durations = applier.apply_in_one_transaction(plan.pending)
+    versioned = [m for m in plan.pending if not m.repeatable]
+    if single_transaction and versioned:
+        refuse_outside_transaction(versioned)
+        durations = applier.apply_in_one_transaction(versioned)
     else:
-        durations = {m.version: applier.apply(m) for m in plan.pending}
+        durations = {m.version: applier.apply(m) for m in versioned}
+    for migration in plan.pending:
+        if migration.repeatable:  # its row is replaced, in the same transaction
+            durations[migration.version] = applier.apply(migration, history.record_again)
     return summarise(plan, durations, start)
 
 

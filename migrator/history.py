@@ -148,3 +148,8 @@ def record_repeatable(
         UPSERT_ROW,
         (migration.version, migration.description, migration.checksum, execution_ms, applied_by),
     )
+
+
+def record_again(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
+    """A repeatable migration applied again: its row takes the new checksum."""
+    record_repeatable(conn, migration, execution_ms, conn.info.user)
