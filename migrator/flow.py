@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -15,6 +15,7 @@ import psycopg
 from migrator import history
 from migrator.config import Config
 from migrator.errors import ConfigError, ConnectionLostError
+from migrator.foreign import refuse_foreign_history
 from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
@@ -132,7 +133,10 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         if not exists:
             return plan_summary(make_plan(files, {}, config.allow_out_of_order))
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+        recorded = history.read_history(conn)
+        if not recorded:  # another tool's history must be adopted, not applied over
+            refuse_foreign_history(conn)
+        plan = make_plan(files, recorded, config.allow_out_of_order)
     return plan_summary(plan)
 
 
@@ -168,7 +172,23 @@ def status(config: Config, files: MigrationSet) -> str:
     return summary
 
 
-COMMANDS = {"migrate": migrate, "status": status}
+def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
+    """A command of migrator.maintenance (adopt, baseline, rollback), imported when used."""
+
+    def command(config: Config, files: MigrationSet) -> str:
+        from migrator import maintenance
+
+        function: Callable[[Config, MigrationSet], str] = getattr(maintenance, name)
+        return function(config, files)
+
+    return command
+
+
+COMMANDS = {
+    "migrate": migrate,
+    "status": status,
+    **{name: maintenance(name) for name in ("adopt", "baseline", "rollback")},
+}
 
 
 ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
