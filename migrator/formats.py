@@ -88,6 +88,7 @@ GOOSE_UNKNOWN = (
 )
 GOOSE_ORDER = "{annotation!r} is out of place ({why})"
 GOOSE_UNFINISHED = "the statement starting here does not end with a semicolon (goose refuses it)"
+GOOSE_NO_END = "-- +goose StatementBegin without StatementEnd (goose refuses it)"
 GOOSE_NO_UP = "no -- +goose Up annotation (goose refuses the file too)"
 FLYWAY_PLACEHOLDER_FOUND = (
     "Flyway placeholder {placeholder} is not replaced by this runner: write the value"
@@ -369,6 +370,7 @@ def parse_goose(source: SourceFile) -> tuple[list[tuple[int, int]], list[tuple[i
     sections: dict[str, list[tuple[int, int]]] = {"up": [], "down": []}
     section: str | None = None
     in_block = False
+    block_start = 0
     start: int | None = None
     use_transaction = True
     for offset, line in _lines(source.text):
@@ -389,7 +391,7 @@ def parse_goose(source: SourceFile) -> tuple[list[tuple[int, int]], list[tuple[i
             if annotation in ("up", "down"):
                 section = annotation
             elif annotation == "statementbegin":
-                in_block = True
+                in_block, block_start = True, offset
             else:
                 in_block = False
                 assert section is not None
@@ -408,6 +410,8 @@ def parse_goose(source: SourceFile) -> tuple[list[tuple[int, int]], list[tuple[i
             start = None
     if section is None:
         raise source.refuse(0, GOOSE_NO_UP)
+    if in_block:
+        raise source.refuse(block_start, GOOSE_NO_END)
     if start is not None and source.text[start:].strip():
         raise source.refuse(start, GOOSE_UNFINISHED)
     return sections["up"], sections["down"], use_transaction

@@ -29,6 +29,14 @@ def migrated(database, run_runner, migrations):
     return env
 
 
+def migrated_with(database, run_runner, migrations, name, sql):
+    """FOLDER plus (or with a replaced) ``name``, applied; the runner's environment."""
+    migrations.add(FOLDER).write(name, sql)
+    env = database.env(MIGRATIONS_DIR=str(migrations.path))
+    assert run_runner(env=env).returncode == 0
+    return env
+
+
 def versions(database):
     return [row[0] for row in database.query("SELECT version FROM schema_migrations ORDER BY 1")]
 
@@ -65,9 +73,9 @@ def test_rollback_steps_and_dry_run(database, run_runner, migrated):
 def test_file_without_down_part_stops_the_rollback_before_anything_runs(
     database, run_runner, migrations
 ):
-    migrations.add(FOLDER).write("004_tokens.sql", "CREATE TABLE tokens (id int);")
-    env = database.env(MIGRATIONS_DIR=str(migrations.path))
-    assert run_runner(env=env).returncode == 0
+    env = migrated_with(
+        database, run_runner, migrations, "004_tokens.sql", "CREATE TABLE tokens (id int);"
+    )
     result = run_runner("rollback", "--to", "0", env=env)
     assert result.returncode == 65
     assert "004_tokens.sql has no down part" in result.termination_message
@@ -78,9 +86,9 @@ def test_file_without_down_part_stops_the_rollback_before_anything_runs(
 def test_failing_down_part_keeps_its_row_and_what_was_rolled_back_before(
     database, run_runner, migrations
 ):
-    migrations.add(FOLDER).write("003_sessions.down.sql", "DROP TABLE no_such_table;\n")
-    env = database.env(MIGRATIONS_DIR=str(migrations.path))
-    assert run_runner(env=env).returncode == 0
+    env = migrated_with(
+        database, run_runner, migrations, "003_sessions.down.sql", "DROP TABLE no_such_table;\n"
+    )
     result = run_runner("rollback", "--to", "0", env=env)
     assert result.returncode == 65
     assert "003_sessions.down.sql:1" in result.termination_message
