@@ -73,6 +73,13 @@ class Tool:
     renamed_to: str  # the name the table keeps once adopted, so nothing is lost
     read: Reader
 
+    def matches(self, columns: set[str]) -> bool:
+        # dbmate, golang-migrate and the runner share the name schema_migrations: only the
+        # exact column set tells them apart (the runner's table altered by hand is not dbmate's).
+        if self.table == "schema_migrations":
+            return columns == self.columns
+        return self.columns <= columns
+
     def select(self, columns: str, order: str = "") -> sql.Composed:
         query = f"SELECT {columns} FROM {{table}}" + (f" ORDER BY {order}" if order else "")
         return sql.SQL(query).format(table=sql.Identifier(SCHEMA, self.table))
@@ -179,7 +186,7 @@ def tool_of(table: str, columns: set[str]) -> Tool | None:
     """The tool whose table this is: a schema_migrations with the runner's columns is None."""
     if table == "schema_migrations" and columns >= RUNNER_COLUMNS:
         return None
-    return next((t for t in TOOLS if t.table == table and t.columns <= columns), None)
+    return next((t for t in TOOLS if t.table == table and t.matches(columns)), None)
 
 
 def find_foreign_history(conn: psycopg.Connection[Any]) -> Tool | None:

@@ -27,7 +27,6 @@ from migrator.migration import (
     Migration,
     checksum_of,
     decode,
-    refuse_unknown_directive,
 )
 
 if TYPE_CHECKING:
@@ -276,10 +275,8 @@ def with_down(
 
 
 def check_markers(source: SourceFile) -> None:
-    """Every ``-- migrate:`` line must be understood; dbmate's rules for its own markers."""
-    refuse_unknown_directive(
-        Migration(source.path, 0, source.path.name, source.text, "")
-    )  # the header, as before: a typo is named with its line
+    """Every ``-- migrate:`` line must be understood (a typo is not a comment); dbmate's rules
+    for its own markers."""
     for marker in MIGRATE_MARKER.finditer(source.text):
         if marker["name"].lower() not in KNOWN_MARKERS:
             raise source.refuse(marker.start(), UNKNOWN_MARKER.format(marker=marker[0].strip()))

@@ -31,10 +31,6 @@ MAY_HOLD_DIRECTIVE = re.compile(r"--\s*migrate\s*:", re.IGNORECASE)
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
 ERR_NUL = "{path}: line {line}: contains a NUL byte (libpq would send the file only up to it)"
-ERR_UNKNOWN_DIRECTIVE = (
-    "{path}: line {line}: unknown directive {directive!r} "
-    "(known: -- migrate:no-transaction, -- migrate:up)"
-)
 ERR_UNREADABLE = "{path}: cannot be read ({reason})"
 
 
@@ -144,20 +140,6 @@ def read_migration(path: Path) -> Migration:
     return read_runner_file(
         read_source(path), read_source(companion) if companion.exists() else None
     )
-
-
-def refuse_unknown_directive(migration: Migration) -> None:
-    """A ``-- migrate:`` header the runner does not know is a typo, not a comment."""
-    from migrator.sql import unknown_directive
-
-    directive = unknown_directive(migration.sql)
-    if directive is not None:
-        line, text = directive
-        raise MigrationFilesError(
-            ERR_UNKNOWN_DIRECTIVE.format(path=migration.path, line=line, directive=text),
-            file=str(migration.path),
-            line=line,
-        )
 
 
 def decode(path: Path, content: bytes) -> str:
