@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -133,11 +133,16 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         if not exists:
             return plan_summary(make_plan(files, {}, config.allow_out_of_order))
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        recorded = history.read_history(conn)
-        if not recorded:  # another tool's history must be adopted, not applied over
-            refuse_foreign_history(conn)
-        plan = make_plan(files, recorded, config.allow_out_of_order)
+        plan = make_plan(files, read_own_history(conn), config.allow_out_of_order)
     return plan_summary(plan)
+
+
+def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.AppliedMigration]:
+    """The history, for a report; an empty one next to another tool's is refused (exit 78)."""
+    recorded = history.read_history(conn)
+    if not recorded:  # another tool's history must be adopted, not reported as all pending
+        refuse_foreign_history(conn)
+    return recorded
 
 
 def plan_summary(plan: Plan) -> str:
@@ -160,7 +165,7 @@ def status(config: Config, files: MigrationSet) -> str:
     from migrator.status import problems, status_rows
 
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        rows = status_rows(files, history.read_history(conn))
+        rows = status_rows(files, read_own_history(conn))
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
     if config.status_json:

@@ -85,6 +85,8 @@ def refused_then_adopted(run_runner, database, env, tool):
     assert refused.returncode == 78, refused.stdout
     assert tool in refused.termination_message
     assert database.scalar("SELECT to_regclass('tokens')") is None
+    for report in (("--dry-run",), ("status",)):  # nor reported as all pending
+        assert run_runner(*report, env=env).returncode == 78
     adopted = run_runner("adopt", env=env)
     assert adopted.returncode == 0, adopted.stdout
 
