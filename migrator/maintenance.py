@@ -70,7 +70,6 @@ ERR_NO_DOWN = (
     "{file} has no down part: nothing was rolled back; write its down part "
     "(a -- migrate:down section or a .down.sql file), or roll back to a later version"
 )
-ERR_VERIFY_UNAVAILABLE = "baseline --verify is not implemented: run baseline without it"
 
 
 # --- shared: the lock, the target version ------------------------------------------------------
@@ -249,8 +248,6 @@ def take_over(
 
 def baseline(config: Config, files: MigrationSet) -> str:
     """Record every file up to ``--version`` as applied, for a database built by hand."""
-    if config.verify:
-        raise UsageError(ERR_VERIFY_UNAVAILABLE)
     assert config.target_version is not None  # config requires it
     target = target_key(files, config.target_version, "--version")
     chosen = [m for m in files.versioned if m.sort_key <= target]
@@ -265,6 +262,10 @@ def baseline(config: Config, files: MigrationSet) -> str:
             raise HistoryMismatchError(
                 ERR_BASELINE_HISTORY.format(count=len(rows), newest=rows[-1])
             )
+        if config.verify:
+            from migrator.verify import verify_baseline
+
+            verify_baseline(config, session.conn, chosen)
         event = "plan_baseline_version" if config.dry_run else "baseline_version"
         for migration in chosen:
             log.info(event, version=migration.version, checksum=migration.checksum)
