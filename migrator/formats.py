@@ -94,6 +94,11 @@ FLYWAY_PLACEHOLDER_FOUND = (
 )
 FLYWAY_UNDO_ALONE = "{path} undoes version {version}, which has no V file"
 
+FLYWAY_CONF_SUFFIX = ".conf"  # a script configuration file beside V1__x.sql: V1__x.sql.conf
+FLYWAY_CONF_UNKNOWN = (
+    "{path}: line {line}: {setting!r} is not understood (known: executeInTransaction=true|false)"
+)
+FLYWAY_NO_TRANSACTION = "Flyway: executeInTransaction=false in {name}"
 DBMATE_NO_TRANSACTION = "dbmate: transaction:false on {marker}"
 GOOSE_NO_TRANSACTION = "goose: -- +goose NO TRANSACTION"
 
@@ -554,8 +559,29 @@ def read_flyway(sources: Sequence[SourceFile]) -> list[Migration]:
                 FLYWAY_UNDO_ALONE.format(path=source.path, version=".".join(map(str, order))),
                 file=str(source.path),
             )
-        versioned[order] = with_down(versioned[order], source.path, source.text, None)
+        forced = flyway_script_config(source)
+        versioned[order] = with_down(versioned[order], source.path, source.text, forced)
     return [*versioned.values(), *repeatable]
+
+
+def flyway_script_config(source: SourceFile) -> str | None:
+    """The forced reason from ``<script>.conf`` (Flyway's per-script settings), if any; a
+    setting the runner does not apply is refused rather than ignored."""
+    conf = source.path.with_name(source.path.name + FLYWAY_CONF_SUFFIX)
+    if not conf.exists():
+        return None
+    reason = None
+    for number, line in enumerate(read_source(conf).text.splitlines(), start=1):
+        setting = line.strip()
+        if not setting or setting.startswith("#"):
+            continue
+        key, _, value = (part.strip() for part in setting.partition("="))
+        if key == "executeInTransaction" and value.lower() in ("true", "false"):
+            reason = FLYWAY_NO_TRANSACTION.format(name=conf.name) if value == "false" else None
+            continue
+        message = FLYWAY_CONF_UNKNOWN.format(path=conf, line=number, setting=setting)
+        raise MigrationFilesError(message, file=str(conf), line=number)
+    return reason
 
 
 def flyway_migration(
@@ -570,6 +596,7 @@ def flyway_migration(
         checksum=checksum_of(source.content),
         order=order,
         title=description,
+        forced_reason=flyway_script_config(source),
         repeatable=repeatable,
         key=description if repeatable else ".".join(map(str, order)),
     )

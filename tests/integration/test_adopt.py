@@ -324,3 +324,21 @@ def test_adopt_without_any_history_points_to_baseline(database, run_runner, migr
     result = run_runner("adopt", env=database.env(MIGRATIONS_DIR=str(migrations.path)))
     assert result.returncode == 78
     assert "baseline" in result.termination_message
+
+
+def test_flyway_baseline_row_covers_the_versions_below_it(database, run_runner, migrations):
+    """flyway baseline writes a BASELINE row (version, '<< Flyway Baseline >>', no checksum)."""
+    env = prepare(
+        database,
+        migrations,
+        FLYWAY_FOLDER,
+        FLYWAY_TABLE,
+        "CREATE TABLE accounts (id bigint PRIMARY KEY); CREATE TABLE sessions (id int)",
+        "INSERT INTO flyway_schema_history (installed_rank, version, description, type, script, "
+        "installed_by, execution_time, success) "
+        "VALUES (1, '1.1', '<< Flyway Baseline >>', 'BASELINE', '<< Flyway Baseline >>', "
+        "'flyway', 0, true)",
+    )
+    refused_then_adopted(run_runner, database, env, "Flyway")
+    assert runner_rows(database) == [("V1.1__sessions", True), ("V1__accounts", True)]
+    assert applied_by_migrate(run_runner, env) == ["V1.2__tokens", "R__accounts_view"]

@@ -229,6 +229,25 @@ def test_flyway_files_refused(tmp_path: Path, files: dict[str, str | bytes], exp
     assert expected in refused(tmp_path, files)
 
 
+def test_flyway_script_configuration(tmp_path: Path) -> None:
+    found = read(tmp_path, {
+        "V1__index.sql": "CREATE INDEX CONCURRENTLY i ON t (a);",
+        "V1__index.sql.conf": "# Flyway script config\nexecuteInTransaction=false\n",
+        "V2__b.sql": "SELECT 1;",
+    })  # fmt: skip
+    assert found["V1__index"].mode_decision.reason == (
+        "Flyway: executeInTransaction=false in V1__index.sql.conf"
+    )
+    assert found["V2__b"].forced_reason is None
+
+
+def test_flyway_script_configuration_not_understood(tmp_path: Path) -> None:
+    message = refused(tmp_path, {
+        "V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "executeInTransaction=false\nencoding=latin1\n",
+    })  # fmt: skip
+    assert "V1__a.sql.conf: line 2: 'encoding=latin1' is not understood" in message
+
+
 def test_flyway_checksum_is_crc32_of_lines_without_line_endings(tmp_path: Path) -> None:
     def checksum(content: bytes) -> int:
         path = tmp_path / "V1__a.sql"
