@@ -251,6 +251,9 @@ def flyway_row(database, rank, version, description, script, checksum, success=T
     )  # fmt: skip
 
 
+FLYWAY_BUILT = "CREATE TABLE accounts (id bigint PRIMARY KEY); CREATE TABLE sessions (id int)"
+
+
 def crc(migrations, name):
     return flyway_checksum(read_source(migrations.path / name))
 
@@ -261,7 +264,7 @@ def test_flyway_history_is_adopted_with_its_checksums(database, run_runner, migr
         migrations,
         FLYWAY_FOLDER,
         FLYWAY_TABLE,
-        "CREATE TABLE accounts (id bigint PRIMARY KEY); CREATE TABLE sessions (id int)",
+        FLYWAY_BUILT,
         "CREATE VIEW accounts_view AS SELECT id FROM accounts",
     )
     flyway_row(
@@ -333,7 +336,7 @@ def test_flyway_baseline_row_covers_the_versions_below_it(database, run_runner, 
         migrations,
         FLYWAY_FOLDER,
         FLYWAY_TABLE,
-        "CREATE TABLE accounts (id bigint PRIMARY KEY); CREATE TABLE sessions (id int)",
+        FLYWAY_BUILT,
         "INSERT INTO flyway_schema_history (installed_rank, version, description, type, script, "
         "installed_by, execution_time, success) "
         "VALUES (1, '1.1', '<< Flyway Baseline >>', 'BASELINE', '<< Flyway Baseline >>', "
