@@ -80,7 +80,11 @@ class AppliedMigration:
 
 
 def history_table_exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(TABLE_EXISTS, (QUALIFIED_NAME,)).fetchone()
+    return table_exists(conn, QUALIFIED_NAME)
+
+
+def table_exists(conn: psycopg.Connection[Any], qualified_name: str) -> bool:
+    row = conn.execute(TABLE_EXISTS, (qualified_name,)).fetchone()
     return bool(row and row[0])
 
 

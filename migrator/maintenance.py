@@ -54,8 +54,9 @@ ERR_BOTH_HISTORIES = (
 )
 ERR_NOT_IN_FOLDER = (
     "{tool} recorded version {key} as applied, but no file of {folder} has that version: "
-    "restore the file before adopting (and {count} more)"
+    "restore the file before adopting{more}"
 )
+MORE_MISSING = " ({count} more such version(s))"
 ERR_FLYWAY_CHECKSUM = (
     "{file} differs from what Flyway applied: Flyway's checksum {recorded}, the file's {actual}; "
     "restore the file as it was applied"
@@ -194,7 +195,7 @@ def adoption_rows(
                 tool=found.tool.name,
                 key=missing[0],
                 folder=config.migrations_dir,
-                count=len(missing) - 1,
+                more=MORE_MISSING.format(count=len(missing) - 1) if missing[1:] else "",
             ),
             missing=missing,
         )
@@ -230,7 +231,7 @@ def take_over(
     session: Session, tool: Tool, rows: list[tuple[str, str, str, datetime | None, str]]
 ) -> None:
     conn = session.conn
-    if conn.execute("SELECT to_regclass(%s)", (f"public.{tool.renamed_to}",)).fetchone() != (None,):
+    if history.table_exists(conn, f"public.{tool.renamed_to}"):
         raise ConfigError(ERR_RENAMED_EXISTS.format(table=tool.renamed_to, tool=tool.name))
     with conn.transaction():
         conn.execute(
