@@ -125,6 +125,22 @@ def test_dbmate_and_runner_build_the_same_schema(
     assert "accounts_email" in schema(other_database)
 
 
+def test_dbmate_rollback_and_runner_rollback_agree(
+    database, other_database, dbmate, run_runner, migrations
+):
+    """The down sections too run as dbmate runs them (transaction:false included)."""
+    migrations.add(DBMATE_FOLDER)
+    env = other_database.env(MIGRATIONS_DIR=str(migrations.path))
+    assert dbmate(database, migrations.path, "up").returncode == 0
+    assert run_runner(env=env).returncode == 0
+    for _ in range(2):
+        result = dbmate(database, migrations.path, "rollback")
+        assert result.returncode == 0, result.stderr
+    assert run_runner("rollback", "--steps", "2", env=env).returncode == 0
+    assert schema(database) == schema(other_database)
+    assert "accounts_email" not in schema(other_database)
+
+
 def test_database_migrated_by_dbmate_is_refused_then_adopted(
     database, dbmate, run_runner, migrations
 ):
