@@ -412,7 +412,7 @@ def parse_goose(source: SourceFile) -> tuple[list[tuple[int, int]], list[tuple[i
                     sections[section].append((start, offset))
                 start = None
             continue
-        if start is None and (stripped.startswith("--") or not line):
+        if start is None and (stripped.startswith("--") or not stripped):
             continue
         if section is None:
             raise source.refuse(offset, GOOSE_NO_UP)

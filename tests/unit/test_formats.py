@@ -163,6 +163,14 @@ def test_goose_statements_as_goose_groups_them(tmp_path: Path) -> None:
     assert migration.key == "1"
 
 
+def test_goose_blank_lines_between_statements_and_sections(tmp_path: Path) -> None:
+    text = "-- +goose Up\nSELECT 1;\n   \n\t\n-- +goose Down\n  \nSELECT 2;\n"
+    migration = read(tmp_path, {"00001_a.sql": text})["00001_a"]
+    assert texts(migration) == ["SELECT 1"]
+    assert migration.down is not None
+    assert [(s.text, s.line) for s in migration.down.statements] == [("SELECT 2", 7)]
+
+
 def test_goose_no_transaction(tmp_path: Path) -> None:
     text = "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
     migration = read(tmp_path, {"00002_i.sql": text})["00002_i"]
