@@ -5,8 +5,9 @@ runs on ``migrate`` (the up part), what runs on ``rollback`` (the down part), th
 transaction mode and the checksum (of what runs). golang-migrate's split between a source
 of migrations and the driver that applies them is the model.
 
->>> [m.version for m in read_folder(Path("migrations"))]
-['000_init_database', '001_initial_production_schema']
+>>> folder_format, found = read_folder(sorted(Path("migrations").glob("*.sql")))
+>>> folder_format, [m.version for m in found]
+('runner', ['000_init_database', '001_initial_production_schema'])
 """
 
 from __future__ import annotations
