@@ -3,6 +3,7 @@
 $ python entrypoint.py                 # migrate
 $ python entrypoint.py --dry-run       # print the plan, change nothing
 $ python entrypoint.py status --json   # applied and pending versions
+$ python entrypoint.py adopt | baseline --version V | rollback --to V   # by hand, see README
 """
 
 from __future__ import annotations

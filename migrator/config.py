@@ -75,7 +75,14 @@ PLACEHOLDER_PASSWORDS = frozenset(
 )  # fmt: skip
 # Passwords that bootstrap sets on a role must be at least this long.
 MIN_ROLE_PASSWORD_LENGTH = 16
-COMMANDS = ("migrate", "status")
+COMMANDS = ("migrate", "status", "adopt", "baseline", "rollback")
+# The commands that need a flag, and the flags only they take: (flag, dest, required by).
+COMMAND_FLAGS = (
+    ("--version", "baseline_version", "baseline"),
+    ("--to", "rollback_to", "rollback"),
+    ("--steps", "rollback_steps", "rollback"),
+    ("--verify", "verify", "baseline"),
+)
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
@@ -118,6 +125,10 @@ ERR_NO_PASSWORD = (
 ERR_ADMIN_WITHOUT_PASSWORD = (
     "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE"
 )
+ERR_FLAG_FOR_OTHER_COMMAND = "{flag} belongs to the {command} command"
+ERR_BASELINE_WITHOUT_VERSION = "baseline needs --version V: the newest file the database has"
+ERR_ROLLBACK_TARGET = "rollback needs one of --to V or --steps N"
+ERR_STEPS = "--steps must be a whole number >= 1, got {value!r}"
 ERR_INIT_ONLY_WITHOUT_ADMIN = "--init-only needs the superuser: set DB_ADMIN_USER and its password"
 
 
@@ -149,6 +160,9 @@ class Config:
     single_transaction: bool = False  # all pending files in one transaction (Flyway's group)
     init_only: bool = False
     status_json: bool = False
+    target_version: str | None = None  # baseline --version V, rollback --to V
+    rollback_steps: int | None = None  # rollback --steps N
+    verify: bool = False  # baseline --verify
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     migration_lock_timeout: float = DEFAULT_MIGRATION_LOCK_TIMEOUT
     ddl_lock_timeout: float = DEFAULT_DDL_LOCK_TIMEOUT
@@ -229,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--init-only", action="store_true", default=False)
     parser.add_argument("--json", dest="status_json", action="store_true", default=False)
+    parser.add_argument("--version", dest="baseline_version", help="baseline: newest file applied")
+    parser.add_argument("--to", dest="rollback_to", help="rollback: the version to return to")
+    parser.add_argument("--steps", dest="rollback_steps", help="rollback: how many files")
+    parser.add_argument("--verify", action="store_true", default=None, help="baseline: compare")
     parser.add_argument("--log-format")
     parser.add_argument("--log-level")
     return parser
@@ -242,6 +260,7 @@ def load_config(
 ) -> Config:
     """Build the Config from the command line and the environment, or raise ConfigError."""
     args = build_parser().parse_args(list(argv))
+    check_command_flags(args)
     if interactive is None:
         interactive = sys.stdin.isatty()
     reader = _Settings(environ)
@@ -302,6 +321,9 @@ def load_config(
         single_transaction=args.single_transaction or reader.boolean("SINGLE_TRANSACTION"),
         init_only=args.init_only,
         status_json=args.status_json,
+        target_version=args.baseline_version or args.rollback_to,
+        rollback_steps=_steps(args.rollback_steps),
+        verify=bool(args.verify),
         wait_timeout=reader.duration("DB_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT),
         migration_lock_timeout=reader.duration(
             "MIGRATION_LOCK_TIMEOUT", DEFAULT_MIGRATION_LOCK_TIMEOUT
@@ -394,6 +416,25 @@ def _tls_file(parameter: str, name: str, value: str) -> str | None:
         problem = "is not a file" if path.exists() else "does not exist"
         raise ConfigError(ERR_TLS_FILE.format(name=name, path=path, problem=problem))
     return value
+
+
+def check_command_flags(args: argparse.Namespace) -> None:
+    """Each command's own flags: only with it, and the ones it cannot do without."""
+    for flag, dest, command in COMMAND_FLAGS:
+        if getattr(args, dest) is not None and args.command != command:
+            raise UsageError(ERR_FLAG_FOR_OTHER_COMMAND.format(flag=flag, command=command))
+    if args.command == "baseline" and not args.baseline_version:
+        raise UsageError(ERR_BASELINE_WITHOUT_VERSION)
+    if args.command == "rollback" and (args.rollback_to is None) == (args.rollback_steps is None):
+        raise UsageError(ERR_ROLLBACK_TARGET)
+
+
+def _steps(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(ERR_STEPS.format(value=value))
+    return int(value)
 
 
 def _default_log_format() -> str:

@@ -7,14 +7,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from migrator import history
 from migrator.config import Config
 from migrator.errors import ConfigError, ConnectionLostError
+from migrator.foreign import refuse_foreign_history
 from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
@@ -74,11 +75,15 @@ def migrate(config: Config, files: MigrationSet) -> str:
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
     start = time.monotonic()
-    if single_transaction and plan.pending:
-        refuse_outside_transaction(plan.pending)
-        durations = applier.apply_in_one_transaction(plan.pending)
+    versioned = [m for m in plan.pending if not m.repeatable]
+    if single_transaction and versioned:
+        refuse_outside_transaction(versioned)
+        durations = applier.apply_in_one_transaction(versioned)
     else:
-        durations = {m.version: applier.apply(m) for m in plan.pending}
+        durations = {m.version: applier.apply(m) for m in versioned}
+    for migration in plan.pending:
+        if migration.repeatable:  # its row is replaced, in the same transaction
+            durations[migration.version] = applier.apply(migration, history.record_again)
     return summarise(plan, durations, start)
 
 
@@ -134,8 +139,16 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     with wait_for_connection(
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
-        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+        plan = make_plan(files, read_own_history(conn), config.allow_out_of_order)
     return plan_summary(plan)
+
+
+def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.AppliedMigration]:
+    """The history, for a report; an empty one next to another tool's is refused (exit 78)."""
+    recorded = history.read_history(conn)
+    if not recorded:  # another tool's history must be adopted, not reported as all pending
+        refuse_foreign_history(conn)
+    return recorded
 
 
 def plan_summary(plan: Plan) -> str:
@@ -158,7 +171,7 @@ def status(config: Config, files: MigrationSet) -> str:
     from migrator.status import problems, status_rows
 
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        rows = status_rows(files, history.read_history(conn))
+        rows = status_rows(files, read_own_history(conn))
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
     if config.status_json:
@@ -170,7 +183,23 @@ def status(config: Config, files: MigrationSet) -> str:
     return summary
 
 
-COMMANDS = {"migrate": migrate, "status": status}
+def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
+    """A command of migrator.maintenance (adopt, baseline, rollback), imported when used."""
+
+    def command(config: Config, files: MigrationSet) -> str:
+        from migrator import maintenance
+
+        function: Callable[[Config, MigrationSet], str] = getattr(maintenance, name)
+        return function(config, files)
+
+    return command
+
+
+COMMANDS = {
+    "migrate": migrate,
+    "status": status,
+    **{name: maintenance(name) for name in ("adopt", "baseline", "rollback")},
+}
 
 
 ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import pq, sql
 
 from migrator.errors import HistoryMismatchError
+from migrator.foreign import refuse_foreign_history
 from migrator.migration import Migration
 
 HISTORY_SCHEMA = "public"
@@ -79,11 +80,17 @@ class AppliedMigration:
 
 
 def history_table_exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(TABLE_EXISTS, (QUALIFIED_NAME,)).fetchone()
+    return table_exists(conn, QUALIFIED_NAME)
+
+
+def table_exists(conn: psycopg.Connection[Any], qualified_name: str) -> bool:
+    row = conn.execute(TABLE_EXISTS, (qualified_name,)).fetchone()
     return bool(row and row[0])
 
 
 def ensure_history_table(conn: psycopg.Connection[Any]) -> None:
+    """Create the table, unless another tool's history is there: it must be adopted first."""
+    refuse_foreign_history(conn)
     conn.execute(CREATE_TABLE)
 
 
@@ -99,7 +106,9 @@ def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
 
 
 def check_columns(conn: psycopg.Connection[Any]) -> None:
-    """Refuse a history table altered by hand, naming every column it lacks."""
+    """Refuse another tool's schema_migrations (exit 78), or one altered by hand (exit 65),
+    naming every column it lacks."""
+    refuse_foreign_history(conn)
     present = {row[0] for row in conn.execute(COLUMNS, (HISTORY_SCHEMA, HISTORY_TABLE))}
     missing = [name for name in EXPECTED_COLUMNS if name not in present]
     if missing:
@@ -148,3 +157,32 @@ def record_repeatable(
         UPSERT_ROW,
         (migration.version, migration.description, migration.checksum, execution_ms, applied_by),
     )
+
+
+DELETE_ROW = sql.SQL("DELETE FROM {table} WHERE version = %s").format(
+    table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE)
+)
+INSERT_TAKEN_OVER = sql.SQL(
+    "INSERT INTO {table} (version, description, checksum, applied_at, applied_by) "
+    "VALUES (%s, %s, %s, coalesce(%s, now()), %s)"
+).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+
+
+def forget(conn: psycopg.Connection[Any], version: str) -> None:
+    """Rolled back: the row goes, in the down part's transaction."""
+    conn.execute(DELETE_ROW, (version,))
+
+
+def record_taken_over(
+    conn: psycopg.Connection[Any],
+    rows: list[tuple[str, str, str, datetime | None, str]],
+) -> None:
+    """Rows (version, description, checksum, applied_at, applied_by) that ``adopt`` or
+    ``baseline`` write for files applied by other means."""
+    with conn.cursor() as cursor:
+        cursor.executemany(INSERT_TAKEN_OVER, rows)
+
+
+def record_again(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
+    """A repeatable migration applied again: its row takes the new checksum."""
+    record_repeatable(conn, migration, execution_ms, conn.info.user)

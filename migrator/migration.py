@@ -31,10 +31,6 @@ MAY_HOLD_DIRECTIVE = re.compile(r"--\s*migrate\s*:", re.IGNORECASE)
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
 ERR_NUL = "{path}: line {line}: contains a NUL byte (libpq would send the file only up to it)"
-ERR_UNKNOWN_DIRECTIVE = (
-    "{path}: line {line}: unknown directive {directive!r} "
-    "(known: -- migrate:no-transaction, -- migrate:up)"
-)
 ERR_UNREADABLE = "{path}: cannot be read ({reason})"
 
 
@@ -45,12 +41,24 @@ class Migration:
     path: Path
     number: int
     version: str
-    sql: str
-    checksum: str
+    sql: str  # the up part: what ``migrate`` runs
+    checksum: str  # SHA-256 of what runs (for a file without a down section: the file's bytes)
+    down: Migration | None = None  # the down part, run by ``rollback``; None when there is none
+    # How the format orders versions (Flyway's 1.2.3 -> (1, 2, 3)); empty: by ``number``.
+    order: tuple[int, ...] = ()
+    title: str | None = None  # the description the format's file name gives
+    forced_reason: str | None = None  # the format's marker asks for no transaction: why
+    given_statements: tuple[Statement, ...] | None = None  # the format groups statements itself
+    repeatable: bool = False  # re-applied when its checksum changes (Flyway's R__ files)
+    key: str = ""  # the version as the tool that wrote the file records it in its history
 
     @property
     def is_bootstrap(self) -> bool:
-        return self.number == BOOTSTRAP_NUMBER
+        return self.number == BOOTSTRAP_NUMBER and not self.order and not self.repeatable
+
+    @property
+    def sort_key(self) -> tuple[int, ...]:
+        return self.order or (self.number,)
 
     @property
     def description(self) -> str:
@@ -58,12 +66,16 @@ class Migration:
         match = DESCRIPTION_PATTERN.search(self.sql)
         if match:
             return match["text"]
+        if self.title is not None:
+            return self.title
         return self.version.split("_", 1)[1].replace("_", " ")
 
     @cached_property
     def statements(self) -> list[Statement]:
         from migrator.sql import split_statements
 
+        if self.given_statements is not None:
+            return list(self.given_statements)
         return split_statements(self.sql)
 
     @cached_property
@@ -76,6 +88,8 @@ class Migration:
             transaction_mode,
         )
 
+        if self.forced_reason is not None:
+            return ModeDecision(TransactionMode.NO_TRANSACTION, self.forced_reason)
         if not may_leave_default_mode(self.sql):  # most files: no need to lex them
             return ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
         return transaction_mode(self.sql, self.statements)
@@ -84,6 +98,7 @@ class Migration:
         """Drift: the file differs from what was applied (the repeatable bootstrap never drifts)."""
         return (
             not self.is_bootstrap
+            and not self.repeatable
             and looks_like_checksum(recorded_checksum)
             and recorded_checksum != self.checksum
         )
@@ -112,39 +127,22 @@ def looks_like_checksum(value: str | None) -> bool:
 
 
 def read_migration(path: Path) -> Migration:
-    """Read and parse one file, or raise MigrationFilesError naming it."""
+    """Read one file of the runner's format (and its ``.down.sql`` companion), or raise
+    MigrationFilesError naming it. Folders of other tools' files: migrator.formats."""
     parsed = parse_file_name(path)
     if parsed is None:
         raise MigrationFilesError(ERR_BAD_NAME.format(path=path), file=str(path))
-    number, version = parsed
-    try:
-        content = path.read_bytes()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise MigrationFilesError(
-            ERR_UNREADABLE.format(path=path, reason=reason), file=str(path)
-        ) from None
-    migration = Migration(path, number, version, _decode(path, content), checksum_of(content))
-    if MAY_HOLD_DIRECTIVE.search(migration.sql):
-        refuse_unknown_directive(migration)
-    return migration
+    from migrator.formats import read_runner_file, read_source
+
+    _, version = parsed
+
+    companion = path.with_name(version + ".down.sql")
+    return read_runner_file(
+        read_source(path), read_source(companion) if companion.exists() else None
+    )
 
 
-def refuse_unknown_directive(migration: Migration) -> None:
-    """A ``-- migrate:`` header the runner does not know is a typo, not a comment."""
-    from migrator.sql import unknown_directive
-
-    directive = unknown_directive(migration.sql)
-    if directive is not None:
-        line, text = directive
-        raise MigrationFilesError(
-            ERR_UNKNOWN_DIRECTIVE.format(path=migration.path, line=line, directive=text),
-            file=str(migration.path),
-            line=line,
-        )
-
-
-def _decode(path: Path, content: bytes) -> str:
+def decode(path: Path, content: bytes) -> str:
     nul = content.find(b"\0")
     if nul >= 0:
         line = content.count(b"\n", 0, nul) + 1

@@ -1,4 +1,4 @@
-"""Finding the migration files in a folder, in order, rejecting duplicates.
+"""Finding the migration files in a folder (any tool's format), in order, rejecting duplicates.
 
 >>> found = find_migrations(Path("migrations"))
 >>> [m.version for m in found.versioned]
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrator.errors import ConfigError, MigrationFilesError
-from migrator.migration import Migration, parse_file_name, read_migration
+from migrator.formats import RUNNER, read_folder
+from migrator.migration import Migration, parse_file_name
 
 ERR_NO_FOLDER = "MIGRATIONS_DIR {path} does not exist or is not a folder"
 ERR_OUTSIDE = "{path} is a symlink to {target}, outside {directory}: copy the file in instead"
@@ -22,14 +23,17 @@ ERR_DUPLICATE = "{first} and {second} have the same version number {number}"
 
 @dataclass(frozen=True)
 class MigrationSet:
-    """The bootstrap script (000_*, optional) and the versioned migrations, ordered by number."""
+    """The bootstrap script (000_*, optional), the versioned migrations in order, then the
+    repeatable ones (Flyway's R__ files, re-applied when they change, after the others)."""
 
     bootstrap: Migration | None
     versioned: tuple[Migration, ...]
+    repeatable: tuple[Migration, ...] = ()
+    format: str = RUNNER  # which tool's files: for the log only
 
     @property
     def all(self) -> tuple[Migration, ...]:
-        return ((self.bootstrap,) if self.bootstrap else ()) + self.versioned
+        return ((self.bootstrap,) if self.bootstrap else ()) + self.versioned + self.repeatable
 
     def by_version(self) -> dict[str, Migration]:
         return {migration.version: migration for migration in self.all}
@@ -44,10 +48,13 @@ def find_migrations(directory: Path) -> MigrationSet:
     )
     for path in candidates:
         reject_link_outside(path, directory)
-    migrations = sorted((read_migration(path) for path in candidates), key=lambda m: m.number)
+    folder_format, found = read_folder(candidates)
+    repeatable = tuple(sorted((m for m in found if m.repeatable), key=lambda m: m.version))
+    migrations = sorted((m for m in found if not m.repeatable), key=lambda m: m.sort_key)
     reject_duplicate_numbers(migrations)
     bootstrap = next((m for m in migrations if m.is_bootstrap), None)
-    return MigrationSet(bootstrap, tuple(m for m in migrations if not m.is_bootstrap))
+    versioned = tuple(m for m in migrations if not m.is_bootstrap)
+    return MigrationSet(bootstrap, versioned, repeatable, folder_format)
 
 
 def reject_link_outside(path: Path, directory: Path) -> None:
@@ -65,7 +72,7 @@ def reject_link_outside(path: Path, directory: Path) -> None:
 def reject_duplicate_numbers(migrations: list[Migration]) -> None:
     """``01_a.sql`` and ``1_b.sql`` collide: versions are ordered as numbers."""
     for previous, current in itertools.pairwise(migrations):
-        if previous.number == current.number:
+        if previous.sort_key == current.sort_key:
             first, second = sorted((previous.path, current.path))
             raise MigrationFilesError(
                 ERR_DUPLICATE.format(first=first, second=second, number=current.number),

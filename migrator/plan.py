@@ -58,12 +58,17 @@ def drift_problems(files: MigrationSet, history: Mapping[str, AppliedMigration])
 def out_of_order_problems(pending: list[Migration], applied: list[Migration]) -> list[str]:
     if not applied:
         return []
-    newest = max(applied, key=lambda m: m.number)
+    newest = max(applied, key=lambda m: m.sort_key)
     return [
         ERR_OUT_OF_ORDER.format(file=m.path, newest=newest.version)
         for m in pending
-        if m.number < newest.number
+        if m.sort_key < newest.sort_key
     ]
+
+
+def changed_or_new(migration: Migration, history: Mapping[str, AppliedMigration]) -> bool:
+    row = history.get(migration.version)
+    return row is None or row.checksum != migration.checksum
 
 
 def make_plan(
@@ -77,6 +82,8 @@ def make_plan(
     pending = [m for m in files.versioned if m.version not in history]
     if not allow_out_of_order:
         problems += out_of_order_problems(pending, applied)
+    # Repeatable files run after the versioned ones, again whenever their checksum changes.
+    pending += [m for m in files.repeatable if changed_or_new(m, history)]
     if problems:
         message = problems[0] + (ERR_MORE.format(count=len(problems) - 1) if problems[1:] else "")
         raise HistoryMismatchError(message, problems=problems)

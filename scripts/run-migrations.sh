@@ -5,6 +5,7 @@
 #   ./scripts/run-migrations.sh --dry-run            # show what would be migrated
 #   ./scripts/run-migrations.sh --init-only          # database initialisation only
 #   ./scripts/run-migrations.sh --host prod-db.example.com --database auth_service
+#   ./scripts/run-migrations.sh --rollback-to 002    # run the down parts of the files after 002
 #
 # Environment: DB_HOST (localhost), DB_PORT (5432), DB_NAME (auth_service),
 # DB_USER (auth_service), DB_PASSWORD or DB_PASSWORD_FILE (prompted on a terminal),
@@ -35,6 +36,7 @@ Options:
   --database NAME     database name (DB_NAME)
   --user USER         migration user (DB_USER)
   --status            show applied and pending migrations instead of migrating
+  --rollback-to V     roll back every applied file after version V (with --dry-run: the plan)
   -h, --help          this help
 USAGE
 }
@@ -72,6 +74,16 @@ while (($#)); do
             esac
             ;;
         --status) command_name=status ;;
+        --rollback-to)
+            (($# >= 2)) && [[ -n "$2" ]] || die "$EX_USAGE" "$1 needs a version"
+            command_name=rollback
+            runner_flags+=(--to "$2")
+            shift
+            ;;
+        --rollback-to=*)
+            command_name=rollback
+            runner_flags+=(--to "${1#*=}")
+            ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "$EX_USAGE" "unknown option: $1" ;;
     esac

@@ -338,3 +338,38 @@ def make_certificates(folder: Path, server_names: Sequence[str]) -> Path:
                        f"subjectAltName={names}\nextendedKeyUsage=serverAuth\n")  # fmt: skip
     signed_certificate(folder, "client", "/CN=postgres", "extendedKeyUsage=clientAuth\n")
     return folder
+
+
+# dbmate, the real one: the Go binary of the npm package, installed once into bench/.peers
+# (by .ci/run, or by bench/bench.py). REQUIRE_PEERS=1 (CI) makes its absence a failure.
+DBMATE = REPO / "bench" / ".peers" / "node_modules" / "@dbmate" / "linux-x64" / "bin" / "dbmate"
+
+
+@pytest.fixture(scope="session")
+def dbmate_binary() -> Path:
+    if not DBMATE.exists():
+        reason = (
+            f"dbmate not installed in {DBMATE.relative_to(REPO)}: "
+            "npm install --prefix bench/.peers dbmate@2.36.0"
+        )
+        if os.environ.get("REQUIRE_PEERS") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return DBMATE
+
+
+@pytest.fixture
+def dbmate(dbmate_binary: Path, tmp_path: Path) -> Any:
+    """Run ``dbmate *args`` (up, rollback, ...) on a database with a migrations folder."""
+
+    def run(database: Database, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        server = database.server
+        url = (
+            f"postgres://postgres:{server.password}@127.0.0.1:{server.port}/{database.name}"
+            "?sslmode=disable"
+        )
+        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": url}
+        argv = [str(dbmate_binary), "--no-dump-schema", "--migrations-dir", str(folder), *args]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+
+    return run

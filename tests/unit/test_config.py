@@ -762,3 +762,34 @@ def test_short_passwords_are_fine_when_bootstrap_does_not_set_them(tmp_path: Pat
     error = config_error(DB_ADMIN_USER="postgres", DB_ADMIN_PASSWORD="x1",
                          APP_DB_PASSWORD_FILE=str(secret))  # fmt: skip
     assert error.message.startswith("APP_DB_PASSWORD_FILE ")
+
+
+def test_maintenance_commands_and_their_flags() -> None:
+    baseline = load("baseline", "--version", "002_x", "--verify")
+    assert (baseline.command, baseline.target_version, baseline.verify) == (
+        "baseline",
+        "002_x",
+        True,
+    )
+    rollback = load("rollback", "--steps", "2", "--dry-run")
+    assert (rollback.command, rollback.rollback_steps, rollback.dry_run) == ("rollback", 2, True)
+    assert load("rollback", "--to", "001").target_version == "001"
+    assert load("adopt").command == "adopt"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("baseline",), "baseline needs --version"),
+        (("rollback",), "one of --to V or --steps N"),
+        (("rollback", "--to", "1", "--steps", "1"), "one of --to V or --steps N"),
+        (("rollback", "--steps", "-1"), "--steps must be a whole number >= 1"),
+        (("migrate", "--to", "1"), "--to belongs to the rollback command"),
+        (("status", "--version", "1"), "--version belongs to the baseline command"),
+    ],
+)
+def test_maintenance_command_usage_errors(argv: tuple[str, ...], expected: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        load(*argv)
+    assert caught.value.exit_code == 64
+    assert expected in caught.value.message

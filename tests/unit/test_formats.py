@@ -1,0 +1,278 @@
+"""Unit tests for migrator.formats: one reader per tool, each giving the same Migration objects."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from pathlib import Path
+
+import pytest
+
+from migrator.errors import EX_DATAERR, MigrationFilesError
+from migrator.formats import flyway_checksum, flyway_order, read_source
+from migrator.migration import Migration
+from migrator.migrations import find_migrations
+from migrator.sql import TransactionMode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def folder_of(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for name, content in files.items():
+        target = folder / name
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return folder
+
+
+def read(tmp_path: Path, files: dict[str, str | bytes]) -> dict[str, Migration]:
+    found = find_migrations(folder_of(tmp_path, files))
+    return {m.version: m for m in found.all}
+
+
+def refused(tmp_path: Path, files: dict[str, str | bytes]) -> str:
+    with pytest.raises(MigrationFilesError) as caught:
+        find_migrations(folder_of(tmp_path, files))
+    assert caught.value.exit_code == EX_DATAERR
+    assert "\n" not in caught.value.message
+    return caught.value.message
+
+
+def texts(migration: Migration) -> list[str]:
+    return [statement.text for statement in migration.statements]
+
+
+def test_shipped_folder_keeps_its_checksums_byte_for_byte() -> None:
+    found = find_migrations(REPO / "migrations")
+    assert [m.version for m in found.all][:2] == [
+        "000_init_database",
+        "001_initial_production_schema",
+    ]
+    for migration in found.all:
+        content = migration.path.read_bytes()
+        assert migration.checksum == hashlib.sha256(content).hexdigest()
+        assert migration.sql == content.decode("utf-8-sig")
+        assert migration.down is None
+    assert found.format == "runner"
+
+
+# --- the runner's format and dbmate's ---------------------------------------------------------
+
+
+def test_down_section_is_cut_from_what_runs_and_the_checksum(tmp_path: Path) -> None:
+    up = "\ufeffCREATE TABLE a (id int);\n"
+    text = up + "-- migrate:down\nDROP TABLE a;\n"
+    migration = read(tmp_path, {"001_a.sql": text.encode()})["001_a"]
+    assert migration.sql == up.removeprefix("\ufeff")
+    assert migration.checksum == hashlib.sha256(up.encode()).hexdigest()
+    assert migration.down is not None
+    assert texts(migration.down) == ["DROP TABLE a"]
+    assert migration.down.statements[0].line == 3  # the file's own line number
+    assert migration.down.path.name == "001_a.sql"
+
+
+def test_down_companion_file(tmp_path: Path) -> None:
+    found = read(
+        tmp_path, {"001_a.sql": "CREATE TABLE a (id int);", "001_a.down.sql": "DROP TABLE a;"}
+    )
+    assert list(found) == ["001_a"]
+    down = found["001_a"].down
+    assert down is not None and down.path.name == "001_a.down.sql"
+    assert texts(down) == ["DROP TABLE a"]
+
+
+def test_dbmate_transaction_false_on_each_marker(tmp_path: Path) -> None:
+    migration = read(tmp_path, {
+        "20240101_idx.sql": "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
+                            "-- migrate:down\nDROP INDEX i;\n",
+    })["20240101_idx"]  # fmt: skip
+    assert migration.mode_decision.mode is TransactionMode.NO_TRANSACTION
+    assert "transaction:false" in migration.mode_decision.reason
+    assert migration.down is not None
+    assert migration.down.mode_decision.mode is TransactionMode.TRANSACTION
+    assert migration.key == "20240101"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CREATE TABLE a (id int);\n-- migrate:up\nSELECT 1;", "statements before -- migrate:up"),
+        ("-- migrate:up\nSELECT 1;\n-- migrate:up\nSELECT 2;", "line 3: a second -- migrate:up"),
+        ("-- migrate:down\nSELECT 1;\n-- migrate:up\nSELECT 2;", "-- migrate:down before"),
+        ("-- migrate:up\nA;\n-- migrate:down\nB;\n-- migrate:down\nC;", "a second -- migrate:down"),
+        ("-- migrate:up foo:bar\nSELECT 1;", "unknown option 'foo:bar'"),
+        ("SELECT 1;\n-- migrate:dwon\nSELECT 2;", "line 2: unknown marker '-- migrate:dwon'"),
+    ],
+)
+def test_dbmate_markers_not_understood(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in refused(tmp_path, {"001_a.sql": text})
+
+
+# --- golang-migrate ---------------------------------------------------------------------------
+
+
+def test_golang_migrate_pairs_and_order(tmp_path: Path) -> None:
+    found = read(tmp_path, {
+        "10_c.up.sql": "SELECT 10;", "2_b.up.sql": "SELECT 2;", "2_b.down.sql": "SELECT -2;",
+    })  # fmt: skip
+    assert list(found) == ["2_b", "10_c"]
+    assert found["2_b"].down is not None and found["10_c"].down is None
+    assert found["10_c"].key == "10"
+    assert found["10_c"].description == "c"
+
+
+def test_golang_migrate_down_without_up(tmp_path: Path) -> None:
+    message = refused(tmp_path, {"1_a.up.sql": "SELECT 1;", "2_b.down.sql": "SELECT 2;"})
+    assert "2_b.down.sql is a down part without its up file" in message
+
+
+# --- goose ------------------------------------------------------------------------------------
+
+
+GOOSE = """\
+-- +goose Up
+-- a comment goose skips
+CREATE TABLE post (id int); -- trailing comment
+INSERT INTO post VALUES (1),
+  (2);
+-- +goose StatementBegin
+CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;
+SELECT f();
+-- +goose StatementEnd
+
+-- +goose Down
+DROP FUNCTION f();
+DROP TABLE post;
+"""
+
+
+def test_goose_statements_as_goose_groups_them(tmp_path: Path) -> None:
+    migration = read(tmp_path, {"00001_post.sql": GOOSE})["00001_post"]
+    assert texts(migration) == [
+        "CREATE TABLE post (id int); -- trailing comment",
+        "INSERT INTO post VALUES (1),\n  (2)",
+        "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\nSELECT f()",
+    ]
+    assert [s.line for s in migration.statements] == [3, 4, 7]
+    assert "DROP" not in migration.sql
+    # Lines keep their numbers: annotations and the down part are left as empty lines.
+    assert migration.sql.splitlines()[2] == GOOSE.splitlines()[2]
+    assert migration.sql.count("\n") == GOOSE.count("\n")
+    assert migration.mode_decision.mode is TransactionMode.TRANSACTION
+    assert migration.down is not None
+    assert texts(migration.down) == ["DROP FUNCTION f()", "DROP TABLE post"]
+    assert [s.line for s in migration.down.statements] == [12, 13]
+    assert migration.key == "1"
+
+
+def test_goose_blank_lines_between_statements_and_sections(tmp_path: Path) -> None:
+    text = "-- +goose Up\nSELECT 1;\n   \n\t\n-- +goose Down\n  \nSELECT 2;\n"
+    migration = read(tmp_path, {"00001_a.sql": text})["00001_a"]
+    assert texts(migration) == ["SELECT 1"]
+    assert migration.down is not None
+    assert [(s.text, s.line) for s in migration.down.statements] == [("SELECT 2", 7)]
+
+
+def test_goose_no_transaction(tmp_path: Path) -> None:
+    text = "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
+    migration = read(tmp_path, {"00002_i.sql": text})["00002_i"]
+    assert migration.mode_decision.mode is TransactionMode.NO_TRANSACTION
+    assert migration.mode_decision.reason == "goose: -- +goose NO TRANSACTION"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("-- +goose Up\n-- +goose ENVSUB ON\nSELECT 1;", "line 2: '-- +goose ENVSUB ON' is not"),
+        ("-- +goose Up\nSELECT 1;\n-- +goose Up\n", "a second Up"),
+        ("-- +goose Up\n -- +goose Down\n", "is not understood"),  # goose: leading whitespace
+        ("-- +goose Down\nSELECT 1;", "Down must follow Up"),
+        ("-- +goose Up\nSELECT 1\n", "line 2: the statement starting here does not end"),
+        ("-- +goose Up\n-- +goose StatementEnd\n", "StatementEnd without StatementBegin"),
+        ("-- +goose Up\n-- +goose Sideways\n", "'-- +goose Sideways' is not understood"),
+    ],
+)
+def test_goose_annotations_not_understood(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in refused(tmp_path, {"00001_a.sql": text})
+
+
+def test_goose_file_without_annotation_in_a_goose_folder_is_a_mixed_folder(
+    tmp_path: Path,
+) -> None:
+    message = refused(
+        tmp_path, {"00001_a.sql": "-- +goose Up\nSELECT 1;", "00002_b.sql": "SELECT 2;"}
+    )
+    assert "00001_a.sql (goose" in message and "00002_b.sql (runner" in message
+
+
+# --- Flyway -----------------------------------------------------------------------------------
+
+
+def test_flyway_versions_ordered_as_flyway_orders_them() -> None:
+    assert flyway_order("1.10") > flyway_order("1.9") > flyway_order("1_2") > flyway_order("1")
+    assert flyway_order("1.2.0") == flyway_order("1.2")
+    assert flyway_order("2") > flyway_order("1.999")
+
+
+def test_flyway_folder(tmp_path: Path) -> None:
+    found = find_migrations(folder_of(tmp_path, {
+        "V1.10__c.sql": "SELECT 3;", "V1.9__b.sql": "SELECT 2;", "V1__a_b.sql": "SELECT 1;",
+        "U1.9__b.sql": "SELECT -2;", "R__view.sql": "SELECT 0;",
+    }))  # fmt: skip
+    assert found.bootstrap is None and found.format == "flyway"
+    assert [m.version for m in found.versioned] == ["V1__a_b", "V1.9__b", "V1.10__c"]
+    assert [m.version for m in found.repeatable] == ["R__view"]
+    assert found.versioned[0].description == "a b"
+    assert found.versioned[1].down is not None and found.versioned[1].key == "1.9"
+    assert found.repeatable[0].repeatable and found.repeatable[0].key == "view"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"V1__a.sql": "SELECT 1;", "V1.0__b.sql": "SELECT 2;"}, "the same version"),
+        ({"V1__a.sql": "SELECT 1;", "U2__b.sql": "SELECT 2;"}, "undoes version 2, which has no V"),
+        ({"V1__a.sql": "INSERT INTO t VALUES ('${user}');"}, "placeholder ${user}"),
+    ],
+)
+def test_flyway_files_refused(tmp_path: Path, files: dict[str, str | bytes], expected: str) -> None:
+    assert expected in refused(tmp_path, files)
+
+
+def test_flyway_script_configuration(tmp_path: Path) -> None:
+    found = read(tmp_path, {
+        "V1__index.sql": "CREATE INDEX CONCURRENTLY i ON t (a);",
+        "V1__index.sql.conf": "# Flyway script config\nexecuteInTransaction=false\n",
+        "V2__b.sql": "SELECT 1;",
+    })  # fmt: skip
+    assert found["V1__index"].mode_decision.reason == (
+        "Flyway: executeInTransaction=false in V1__index.sql.conf"
+    )
+    assert found["V2__b"].forced_reason is None
+
+
+def test_flyway_script_configuration_not_understood(tmp_path: Path) -> None:
+    message = refused(tmp_path, {
+        "V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "executeInTransaction=false\nencoding=latin1\n",
+    })  # fmt: skip
+    assert "V1__a.sql.conf: line 2: 'encoding=latin1' is not understood" in message
+
+
+def test_flyway_checksum_is_crc32_of_lines_without_line_endings(tmp_path: Path) -> None:
+    def checksum(content: bytes) -> int:
+        path = tmp_path / "V1__a.sql"
+        path.write_bytes(content)
+        return flyway_checksum(read_source(path))
+
+    lines_only = zlib.crc32(b"CREATE TABLE a (id int);SELECT 1;")
+    expected = lines_only - (1 << 32) if lines_only >= 1 << 31 else lines_only
+    assert checksum(b"CREATE TABLE a (id int);\nSELECT 1;\n") == expected
+    assert checksum(b"CREATE TABLE a (id int);\r\nSELECT 1;") == expected
+    assert checksum(b"\xef\xbb\xbfCREATE TABLE a (id int);\rSELECT 1;\r\n") == expected
+    assert -(1 << 31) <= checksum(b"x" * 1000) < (1 << 31)
+
+
+def test_mixed_folder_names_two_files(tmp_path: Path) -> None:
+    message = refused(tmp_path, {"001_a.sql": "SELECT 1;", "V2__b.sql": "SELECT 2;"})
+    assert "001_a.sql (runner" in message and "V2__b.sql (flyway" in message
