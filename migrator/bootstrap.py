@@ -54,6 +54,7 @@ def bootstrap(config: Config, script: Migration | None) -> None:
 
     Every check comes before the first change; the owner's table is written by the owner.
     """
+    trust.warn_owner_is_admin(config.user, config.admin_user)
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
     with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
         trust.pin_admin_session(admin)

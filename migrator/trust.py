@@ -196,11 +196,14 @@ def refuse_privileged_roles(
     >>> refuse_privileged_roles(conn, "auth_service", "auth_service_app", admin="postgres")
     PermissionDeniedError: runtime role auth_service_app has CREATEROLE (...)
     """
-    if owner == admin:
-        log.warning("owner_is_admin", role=owner, reason=WARN_OWNER_IS_ADMIN)
-    else:
+    if owner != admin:  # the admin as owner: no lower role to confine (see warn_owner_is_admin)
         refuse_excess(conn, OWNER_KIND, owner, extra_groups={})
     refuse_excess(conn, APP_KIND, app, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
+
+
+def warn_owner_is_admin(owner: str, admin: str | None) -> None:
+    if owner == admin:
+        log.warning("owner_is_admin", role=owner, reason=WARN_OWNER_IS_ADMIN)
 
 
 def refuse_excess(

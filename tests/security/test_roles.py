@@ -95,6 +95,10 @@ def test_no_role_can_grant_itself_more(site: Site, attacker: str) -> None:
         f"GRANT pg_read_all_data TO {attacker}",
         f"GRANT {OWNER} TO {attacker}" if attacker != OWNER else f"GRANT {APP} TO {NOBODY}",
         "CREATE EVENT TRIGGER sneaky ON ddl_command_end EXECUTE FUNCTION pg_catalog.now()",
+        # Default privileges only for roles one belongs to; preload libraries are superuser's.
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON TABLES TO {attacker}",
+        f'ALTER DATABASE "{site.db.name}" SET session_preload_libraries = \'auto_explain\'',
+        f"ALTER ROLE {attacker} SET session_preload_libraries = 'auto_explain'",
     ]
     with site.login(attacker) as conn:
         for statement in attempts:
