@@ -19,10 +19,11 @@
 --
 -- It runs as the superuser, so it never reaches an object another role can create or
 -- change: the search path holds only the catalog (pg_temp last, where PostgreSQL looks
--- for neither functions nor operators) and every name is qualified. The runner checks
--- the roles and the database before this file runs (README, "Security model").
+-- for neither functions nor operators) and every name is qualified. The runner runs it
+-- in one transaction, as `psql --single-transaction -f` does (SET LOCAL needs one), and
+-- checks the roles and the database before (README, "Security model").
 
-SET search_path = pg_catalog, pg_temp;
+SET LOCAL search_path = pg_catalog, pg_temp;
 
 DO $bootstrap$
 DECLARE
