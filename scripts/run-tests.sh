@@ -31,7 +31,7 @@ env -u PG_BIN .venv/bin/pytest -q "$@"
 
 if [ -x "$PG15_BIN/postgres" ]; then
     echo "== pytest on PostgreSQL 15 ($PG15_BIN)"
-    PG_BIN="$PG15_BIN" .venv/bin/pytest -q tests/unit tests/integration tests/faults "$@"
+    PG_BIN="$PG15_BIN" .venv/bin/pytest -q tests/unit tests/integration tests/faults tests/security "$@"
 elif [ "${REQUIRE_PG15:-0}" = 1 ]; then
     echo "PostgreSQL 15 binaries not found in $PG15_BIN (REQUIRE_PG15=1)" >&2
     exit 1
