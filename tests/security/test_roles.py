@@ -97,7 +97,7 @@ def test_no_role_can_grant_itself_more(site: Site, attacker: str) -> None:
         "CREATE EVENT TRIGGER sneaky ON ddl_command_end EXECUTE FUNCTION pg_catalog.now()",
         # Default privileges only for roles one belongs to; preload libraries are superuser's.
         f"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON TABLES TO {attacker}",
-        f'ALTER DATABASE "{site.db.name}" SET session_preload_libraries = \'auto_explain\'',
+        f"ALTER DATABASE \"{site.db.name}\" SET session_preload_libraries = 'auto_explain'",
         f"ALTER ROLE {attacker} SET session_preload_libraries = 'auto_explain'",
         # A cast between built-in types (the superuser's statements could use it implicitly).
         "CREATE CAST (bigint AS name) WITH INOUT AS IMPLICIT",
