@@ -16,12 +16,20 @@
 -- member of the owner role, so that row level security binds it. Table owners
 -- bypass row level security: the application must never connect as the owner
 -- (see migrations/README.md, "The owner-bypass pitfall").
+--
+-- It runs as the superuser, so it never reaches an object another role can create or
+-- change: the search path holds only the catalog (pg_temp last, where PostgreSQL looks
+-- for neither functions nor operators) and every name is qualified. The runner runs it
+-- in one transaction, as `psql --single-transaction -f` does (SET LOCAL needs one), and
+-- checks the roles and the database before (README, "Security model").
+
+SET LOCAL search_path = pg_catalog, pg_temp;
 
 DO $bootstrap$
 DECLARE
-    owner_role text := coalesce(nullif(current_setting('migrator.owner_role', true), ''), 'auth_service');
-    app_role   text := coalesce(nullif(current_setting('migrator.app_role', true), ''), 'auth_service_app');
-    app        pg_roles%ROWTYPE;
+    owner_role text := coalesce(nullif(pg_catalog.current_setting('migrator.owner_role', true), ''), 'auth_service');
+    app_role   text := coalesce(nullif(pg_catalog.current_setting('migrator.app_role', true), ''), 'auth_service_app');
+    app        pg_catalog.pg_roles%ROWTYPE;
 BEGIN
     IF owner_role = app_role THEN
         RAISE EXCEPTION 'the runtime role must differ from the owner role (both are %)', owner_role
@@ -29,57 +37,60 @@ BEGIN
                   HINT = 'Row level security does not bind the table owner: give the application its own role (APP_DB_USER).';
     END IF;
 
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = owner_role) THEN
-        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = owner_role) THEN
+        EXECUTE pg_catalog.format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
                        owner_role);
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = app_role) THEN
-        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = app_role) THEN
+        EXECUTE pg_catalog.format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
                        app_role);
     END IF;
 
     -- An existing runtime role is checked, not silently changed: any of these
     -- would switch row level security off for the application.
-    SELECT * INTO app FROM pg_roles WHERE rolname = app_role;
+    SELECT * INTO app FROM pg_catalog.pg_roles WHERE rolname = app_role;
     IF app.rolsuper OR app.rolbypassrls THEN
         RAISE EXCEPTION 'runtime role % is a superuser or has BYPASSRLS', app_role
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS', app_role);
+                  HINT = pg_catalog.format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS', app_role);
     END IF;
-    IF pg_has_role(app_role, owner_role, 'MEMBER') THEN
+    IF pg_catalog.pg_has_role(app_role, owner_role, 'MEMBER') THEN
         RAISE EXCEPTION 'runtime role % is a member of the owner role %', app_role, owner_role
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('REVOKE %I FROM %I', owner_role, app_role);
+                  HINT = pg_catalog.format('REVOKE %I FROM %I', owner_role, app_role);
     END IF;
-    IF (SELECT rolsuper FROM pg_roles WHERE rolname = owner_role) THEN
-        RAISE WARNING 'owner role % is a superuser; a dedicated NOSUPERUSER owner is recommended', owner_role;
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = owner_role)
+       AND owner_role <> session_user THEN
+        RAISE EXCEPTION 'owner role % is a superuser', owner_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = pg_catalog.format('ALTER ROLE %I NOSUPERUSER', owner_role);
     END IF;
 
     -- The owner owns the database and schema public, so it can create the schema
     -- objects; nobody else can create anything in it.
-    EXECUTE format('ALTER DATABASE %I OWNER TO %I', current_database(), owner_role);
-    EXECUTE format('ALTER SCHEMA public OWNER TO %I', owner_role);
+    EXECUTE pg_catalog.format('ALTER DATABASE %I OWNER TO %I', pg_catalog.current_database(), owner_role);
+    EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %I', owner_role);
     REVOKE ALL ON SCHEMA public FROM PUBLIC;
-    EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', app_role);
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA public TO %I', app_role);
 
     -- Only the two roles (and superusers) connect; nobody creates temporary objects
     -- except the owner.
-    EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), app_role);
+    EXECUTE pg_catalog.format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', pg_catalog.current_database());
+    EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', pg_catalog.current_database(), app_role);
 
     -- Objects the owner creates later are usable by the runtime role without
     -- further grants. Migrations narrow these where a table must be read-only or
     -- append-only for the application (001 does so for the audit log).
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
                    'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', owner_role, app_role);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
                    'GRANT USAGE, SELECT ON SEQUENCES TO %I', owner_role, app_role);
     -- Functions are not executable by PUBLIC by default, only by the runtime role.
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC',
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC',
                    owner_role);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
                    'GRANT EXECUTE ON FUNCTIONS TO %I', owner_role, app_role);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
+    EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
                    'GRANT USAGE ON TYPES TO %I', owner_role, app_role);
 END
 $bootstrap$;

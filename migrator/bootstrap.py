@@ -1,5 +1,8 @@
 """Bootstrap as the superuser: create the database, run 000_init_database.sql, set role passwords.
 
+The superuser's sessions are pinned and checked by migrator.trust first; 000's history row is
+written by the owner.
+
 >>> bootstrap(config, files.bootstrap)   # only when DB_ADMIN_USER is set
 """
 
@@ -10,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migrator import history
+from migrator import history, trust
 from migrator.apply import Applier
 from migrator.config import Config
 from migrator.errors import ConfigError, PermissionDeniedError
@@ -27,11 +30,15 @@ PASSWORD_ALGORITHM = b"scram-sha-256"
 OWNER_ROLE_SETTING = "migrator.owner_role"
 APP_ROLE_SETTING = "migrator.app_role"
 
-DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
-ROLE_EXISTS = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+DATABASE_EXISTS = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
+ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 CAN_CREATE_IN_PUBLIC = "SELECT has_schema_privilege('public', 'CREATE')"
 
 ERR_ROLE_MISSING = "{setting} role {role} does not exist after {file}: create it there"
+WARN_NOT_SILENCED = (
+    "DB_ADMIN_USER is not a superuser and cannot keep the password statements out of the "
+    "server's log; they carry SCRAM verifiers only, never the cleartext"
+)
 ERR_CANNOT_CREATE = (
     "user {user} cannot create objects in schema public of database {dbname}: run once with "
     "DB_ADMIN_USER and DB_ADMIN_PASSWORD (bootstrap), or GRANT CREATE ON SCHEMA public TO {user}"
@@ -43,14 +50,27 @@ def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
 
 
 def bootstrap(config: Config, script: Migration | None) -> None:
-    """Create the database if missing and run the bootstrap script, under the bootstrap lock."""
+    """Create the database if missing and run the bootstrap script, under the bootstrap lock.
+
+    Every check comes before the first change; the owner's table is written by the owner.
+    """
+    trust.warn_owner_is_admin(config.user, config.admin_user)
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
     with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
+        trust.pin_admin_session(admin)
         key = lock_key("bootstrap", config.dbname)
-        with advisory_lock(admin, key, config.migration_lock_timeout, name="bootstrap"):
+        squatters = trust.LockSquatters(config.admin_user)
+        with advisory_lock(
+            admin, key, config.migration_lock_timeout, name="bootstrap", evict=squatters
+        ):
+            trust.refuse_privileged_roles(admin, config.user, config.app_user, config.admin_user)
             create_database_if_missing(admin, config.dbname)
             with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
-                run_bootstrap_script(conn, config, script)
+                trust.pin_admin_session(conn)
+                trust.refuse_planted_objects(conn)
+                execution_ms = run_bootstrap_script(conn, config, script)
+            if script is not None:
+                record_as_owner(config, script, execution_ms)
 
 
 def create_database_if_missing(conn: psycopg.Connection[Any], dbname: str) -> None:
@@ -64,47 +84,57 @@ def create_database_if_missing(conn: psycopg.Connection[Any], dbname: str) -> No
 
 def run_bootstrap_script(
     conn: psycopg.Connection[Any], config: Config, script: Migration | None
-) -> None:
-    """Run 000_*.sql with the role names set, then passwords and history, in its transaction."""
+) -> int:
+    """Run 000_*.sql with the role names set, then the role checks again and the passwords,
+    in its transaction; returns its duration in milliseconds."""
     for setting, value in ((OWNER_ROLE_SETTING, config.user), (APP_ROLE_SETTING, config.app_user)):
-        conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
 
     def finish(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
+        # A 000 that granted a role more than its place is rolled back with the rest.
+        trust.refuse_privileged_roles(conn, config.user, config.app_user, config.admin_user)
         set_role_passwords(conn, config, migration)
-        create_history_table_as(conn, config.user)
-        history.record_repeatable(conn, migration, execution_ms, applied_by=config.admin_user or "")
 
     if script is None:
         log.info("bootstrap_script_missing", hint="no 000_*.sql in MIGRATIONS_DIR")
-        return
-    Applier(conn, config).apply(script, record=finish)
+        return 0
+    execution_ms = Applier(conn, config).apply(script, record=finish)
     log.info("bootstrap_done", version=script.version, dbname=config.dbname)
+    return execution_ms
 
 
 def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Migration) -> None:
-    """Send SCRAM verifiers computed by libpq: the cleartext never reaches the server's log."""
-    for setting, role, password in (
-        ("DB_USER", config.user, config.password),
-        ("APP_DB_USER", config.app_user, config.app_password),
-    ):
-        if password is None:
-            continue
-        if conn.execute(ROLE_EXISTS, (role,)).fetchone() is None:
-            raise ConfigError(ERR_ROLE_MISSING.format(setting=setting, role=role, file=script.path))
-        verifier = conn.pgconn.encrypt_password(
-            password.encode(), role.encode(), PASSWORD_ALGORITHM
-        ).decode()
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
-        )
-        log.info("role_password_set", role=role, method="scram-sha-256")
+    """Send SCRAM verifiers computed by libpq, in a transaction kept out of the server's log:
+    neither the cleartext nor the verifier reaches it."""
+    with conn.transaction():  # a savepoint inside 000's transaction; its own otherwise
+        if not trust.quiet_transaction(conn):
+            log.warning("server_log_not_silenced", reason=WARN_NOT_SILENCED)
+        for setting, role, password in (
+            ("DB_USER", config.user, config.password),
+            ("APP_DB_USER", config.app_user, config.app_password),
+        ):
+            if password is None:
+                continue
+            if conn.execute(ROLE_EXISTS, (role,)).fetchone() is None:
+                message = ERR_ROLE_MISSING.format(setting=setting, role=role, file=script.path)
+                raise ConfigError(message)
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), role.encode(), PASSWORD_ALGORITHM
+            ).decode()
+            alter = sql.SQL("ALTER ROLE {} PASSWORD {}")
+            conn.execute(alter.format(sql.Identifier(role), sql.Literal(verifier)))
+            log.info("role_password_set", role=role, method="scram-sha-256")
 
 
-def create_history_table_as(conn: psycopg.Connection[Any], owner: str) -> None:
-    """The migration user must own schema_migrations, so create it as that role."""
-    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-    history.ensure_history_table(conn)
-    conn.execute("RESET ROLE")
+def record_as_owner(config: Config, script: Migration, execution_ms: int) -> None:
+    """Record 000 in schema_migrations over the owner's own login, never the superuser's.
+
+    A trigger, default or index function the owner attached to its table then runs with the
+    owner's rights only. SET ROLE would not do: code running under it can RESET ROLE.
+    """
+    with connect(config.connect_kwargs(), config.wait_timeout) as conn, conn.transaction():
+        history.ensure_history_table(conn)
+        history.record_repeatable(conn, script, execution_ms, applied_by=config.admin_user or "")
 
 
 def check_can_create(conn: psycopg.Connection[Any], config: Config) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -103,14 +103,25 @@ def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | Non
     }
 
 
-def acquire(conn: psycopg.Connection[Any], key: int, timeout: float, name: str) -> float:
+# Called when the lock is busy: may end sessions that have no business holding it and take
+# the lock itself (True). The bootstrap lock uses it (see trust.LockSquatters).
+Evictor = Callable[[psycopg.Connection[Any], int], bool]
+
+
+def acquire(
+    conn: psycopg.Connection[Any],
+    key: int,
+    timeout: float,
+    name: str,
+    evict: Evictor | None = None,
+) -> float:
     """Poll pg_try_advisory_lock until it succeeds; returns the seconds waited."""
     start = time.monotonic()
     next_report = start
     holder: dict[str, Any] | None = None
     while True:
         row = conn.execute(TRY_LOCK, (key,)).fetchone()
-        if row and row[0]:
+        if (row and row[0]) or (evict is not None and evict(conn, key)):
             waited = time.monotonic() - start
             log.info("lock_acquired", lock=name, key=key, waited_s=round(waited, 3))
             return waited
@@ -126,10 +137,14 @@ def acquire(conn: psycopg.Connection[Any], key: int, timeout: float, name: str) 
 
 @contextmanager
 def advisory_lock(
-    conn: psycopg.Connection[Any], key: int, timeout: float, name: str = "migrations"
+    conn: psycopg.Connection[Any],
+    key: int,
+    timeout: float,
+    name: str = "migrations",
+    evict: Evictor | None = None,
 ) -> Iterator[float]:
     """Hold the lock for the block; released on exit even when the block fails."""
-    waited = acquire(conn, key, timeout, name)
+    waited = acquire(conn, key, timeout, name, evict)
     try:
         yield waited
     finally:
