@@ -38,7 +38,7 @@ DEFAULT_APPLICATION_NAME = "auth-service-migrator"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-COMMANDS = ("migrate", "status")
+COMMANDS = ("migrate", "status", "lint")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
@@ -96,6 +96,12 @@ class Config:
     log_level: str = "info"
     termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
     application_name: str = DEFAULT_APPLICATION_NAME
+    # The hazard lint (migrator/lint.py): a scratch database instead of one created by the
+    # admin, the rows below which a table's hazards pass (None: 10,000 with a target, else 0),
+    # and whether migrate lints before applying.
+    shadow_url: str | None = field(default=None, repr=False)
+    lint_min_rows: int | None = None
+    lint_before_apply: bool = False
 
     @property
     def bootstrap_enabled(self) -> bool:
@@ -104,8 +110,12 @@ class Config:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""
-        found = (self.password, self.admin_password, self.app_password)
+        found = (self.password, self.admin_password, self.app_password, self.shadow_password)
         return tuple(value for value in found if value)
+
+    @property
+    def shadow_password(self) -> str | None:
+        return _parse_url(self.shadow_url, "LINT_SHADOW_URL").get("password")
 
     def connect_kwargs(self, *, admin: bool = False, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect, as the migration user or the superuser.
@@ -153,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", dest="status_json", action="store_true", default=False)
     parser.add_argument("--log-format")
     parser.add_argument("--log-level")
+    parser.add_argument("--shadow-url", help="lint: a scratch database to use (it is changed)")
     return parser
 
 
@@ -229,10 +240,23 @@ def load_config(
             LOG_LEVELS,
         ),
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
+        **_lint_settings(args, reader),
     )
     if config.password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
     return config
+
+
+def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any]:
+    shadow_name = "--shadow-url" if args.shadow_url else "LINT_SHADOW_URL"
+    shadow_url = args.shadow_url or reader.optional_text("LINT_SHADOW_URL")
+    _parse_url(shadow_url, shadow_name)  # a bad URL fails here, without echoing it
+    min_rows = reader.optional_text("LINT_MIN_ROWS")
+    return {
+        "shadow_url": shadow_url,
+        "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
+        "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
+    }
 
 
 def _default_log_format() -> str:

@@ -48,6 +48,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
+        if config.lint_before_apply:
+            lint(config, files)  # HazardsFoundError (65) before anything is applied
         from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
         from migrator.lock import LockGuard, advisory_lock, lock_key
@@ -129,7 +131,13 @@ def dry_run(config: Config, files: MigrationSet) -> str:
             return plan_summary(make_plan(files, {}, config.allow_out_of_order))
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
         plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
-    return plan_summary(plan)
+    summary = plan_summary(plan)
+    if plan.pending and (config.admin_user or config.shadow_url):
+        # Only where a scratch database can be had; the findings are reported, not enforced.
+        from migrator.lint import run_lint
+
+        summary += "; " + run_lint(config, files).summary
+    return summary
 
 
 def plan_summary(plan: Plan) -> str:
@@ -164,7 +172,13 @@ def status(config: Config, files: MigrationSet) -> str:
     return summary
 
 
-COMMANDS = {"migrate": migrate, "status": status}
+def lint(config: Config, files: MigrationSet) -> str:
+    from migrator.lint import lint as lint_files
+
+    return lint_files(config, files)
+
+
+COMMANDS = {"migrate": migrate, "status": status, "lint": lint}
 
 
 ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"

@@ -33,7 +33,7 @@ ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offse
 ERR_NUL = "{path}: line {line}: contains a NUL byte (libpq would send the file only up to it)"
 ERR_UNKNOWN_DIRECTIVE = (
     "{path}: line {line}: unknown directive {directive!r} "
-    "(known: -- migrate:no-transaction, -- migrate:up)"
+    "(known: -- migrate:no-transaction, -- migrate:up, -- migrate:allow)"
 )
 ERR_UNREADABLE = "{path}: cannot be read ({reason})"
 
