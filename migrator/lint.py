@@ -25,7 +25,12 @@ from psycopg import pq, sql
 
 from migrator import history
 from migrator.apply import StatementFailed, migration_failed, run_script
-from migrator.bootstrap import APP_ROLE_SETTING, MAINTENANCE_DATABASE, OWNER_ROLE_SETTING
+from migrator.bootstrap import (
+    APP_ROLE_SETTING,
+    MAINTENANCE_DATABASE,
+    OWNER_ROLE_SETTING,
+    database_exists,
+)
 from migrator.config import Config
 from migrator.errors import ConfigError, HazardsFoundError, MigrationFilesError
 from migrator.hazards import KINDS, NOT_OBSERVED, Lock, documented, is_hazard, safe_alternative
@@ -356,6 +361,8 @@ class Target:
 
 def read_target(config: Config, files: MigrationSet) -> Target | None:
     """The target's history and table sizes (read only), or None when it does not exist yet."""
+    if config.admin_user and not _target_exists(config):
+        return None  # before the bootstrap even the owner role may not exist: do not log in
     kwargs = config.connect_kwargs()
     try:
         with connect(kwargs, config.wait_timeout) as conn:
@@ -369,6 +376,12 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
             raise
         return None
     return Target(plan.applied, plan.pending, sizes)
+
+
+def _target_exists(config: Config) -> bool:
+    admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
+    with connect(admin_kwargs, config.wait_timeout) as admin:
+        return database_exists(admin, config.dbname)
 
 
 @dataclass(frozen=True)
@@ -509,6 +522,7 @@ def _build(
     row = conn.execute(CAN_BECOME, {"role": config.user}).fetchone()
     if row and row[0]:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(config.user)))
+    history.ensure_history_table(conn)  # files may grant on it, as on the target
     for migration in applied:
         run_file(conn, migration)
 
