@@ -8,13 +8,16 @@ pending file on a target built from setup.sql (tables of 2,000 rows), with LINT_
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Database, create_database, drop_database, launch
+from tests.conftest import REPO, Database, create_database, drop_database, launch
 
 HERE = Path(__file__).parent
 CORPUS = sorted((HERE / "corpus").glob("*.sql"))
@@ -213,3 +216,17 @@ def test_lint_before_apply_refuses_and_applies_nothing(lint_env, target, migrati
     assert dry.returncode == 0, dry
     assert unwaived(dry) == {("index_build", "public.tokens")}
     assert dry.events_named("lint_complete")[0]["unwaived"] == 1
+
+
+def test_squawk_on_the_same_corpus_misses_what_only_the_server_can_tell():
+    """The figures of bench/lint_compare.py for squawk (the lint's side is test_corpus_file)."""
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "lint_compare.py"), "--squawk-only", "--json"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    squawk = json.loads(run.stdout)["squawk"]
+    assert squawk["hazards"] == sum(1 for path in CORPUS if label(path))
+    for missed in ("refresh_materialized_view", "cluster", "set_unlogged", "vacuum_full"):
+        assert f"hazard_{missed}.sql" in squawk["missed"]
+    for flagged in ("set_not_null_with_validated_check", "widen_varchar"):
+        assert f"safe_{flagged}.sql" in squawk["flagged_safe"]
