@@ -119,6 +119,11 @@ def score(labels: dict[str, bool], flagged: dict[str, bool]) -> dict[str, object
     }
 
 
+def _names(files: object) -> str:
+    names = [str(name).removesuffix(".sql") for name in files]  # type: ignore[attr-defined]
+    return ", ".join(f"`{name}`" for name in names) or "none"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squawk-only", action="store_true")
@@ -133,13 +138,12 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(scores, indent=2))
         return 0
-    print("| tool | hazards found (recall) | safe files flagged (false positives) | missed |")
-    print("| --- | --- | --- | --- |")
+    print("| tool | hazards found (recall) | safe files flagged (false positives) | missed "
+          "| safe files flagged |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- |")
     for tool, s in scores.items():
-        names: list[str] = s["missed"]  # type: ignore[assignment]
-        missed = ", ".join(name.removesuffix(".sql") for name in names) or "none"
         print(f"| {tool} | {s['found']} of {s['hazards']} | {s['false_positives']} of "
-              f"{s['safe']} | {missed} |")  # fmt: skip
+              f"{s['safe']} | {_names(s['missed'])} | {_names(s['flagged_safe'])} |")  # fmt: skip
     if args.details:
         print()
         for name, hazard in labels.items():
