@@ -54,6 +54,10 @@ ERR_NO_SCRATCH = (
     "lint needs a scratch database: set DB_ADMIN_USER and its password (a database is created "
     "on the target's server and dropped afterwards), or --shadow-url / LINT_SHADOW_URL"
 )
+ERR_SHADOW_NOT_EMPTY = (
+    "the shadow database (LINT_SHADOW_URL / --shadow-url) is not empty, it holds {relation}: "
+    "give an empty database, lint applies every file to it"
+)
 ERR_BAD_WAIVER = (
     "{file}: line {line}: {text!r} must read -- migrate:allow <kind> <relation>: <reason> "
     "(kinds: {kinds}; the reason is required)"
@@ -69,6 +73,12 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
   AND (n.nspname, c.relname) <> ('public', 'schema_migrations')"""
+FIRST_TABLE = (
+    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm', 'v') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+    "LIMIT 1"
+)
 # Catalog estimates only: pg_relation_size() would take a lock on the target's tables.
 TARGET_SIZES = """
 SELECT format('%I.%I', n.nspname, c.relname),
@@ -313,16 +323,13 @@ def existing_relations(conn: psycopg.Connection[Any]) -> dict[int, Relation]:
 
 
 def _shadow_kwargs(config: Config) -> dict[str, Any]:
+    """psycopg.connect arguments for the shadow URL, with libpq's defaults for what it omits."""
     from psycopg.conninfo import conninfo_to_dict
 
     parts = conninfo_to_dict(config.shadow_url or "")
-    return {
-        "host": "localhost",
-        "port": 5432,
-        "user": config.user,
-        "application_name": config.application_name,
-        **parts,
-    }
+    user = str(parts.get("user") or config.user)
+    defaults = {"host": "localhost", "port": 5432, "user": user, "dbname": user}
+    return {**defaults, "application_name": config.application_name, **parts}
 
 
 @contextmanager
@@ -331,6 +338,7 @@ def scratch_database(config: Config) -> Iterator[psycopg.Connection[Any]]:
     if config.shadow_url:
         with connect(_shadow_kwargs(config), config.wait_timeout) as conn:
             conn.prepare_threshold = None  # nothing prepared: the server may sit behind a pooler
+            refuse_filled_shadow(conn)
             yield conn
         return
     if not config.admin_user:
@@ -350,6 +358,14 @@ def scratch_database(config: Config) -> Iterator[psycopg.Connection[Any]]:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
             log.info("lint_scratch_dropped", scratch=name)
+
+
+def refuse_filled_shadow(conn: psycopg.Connection[Any]) -> None:
+    """The files are applied from scratch: a shadow database already holding tables (a real
+    database given by mistake, or the last lint's leftovers) is refused, never emptied."""
+    row = conn.execute(FIRST_TABLE).fetchone()
+    if row:
+        raise ConfigError(ERR_SHADOW_NOT_EMPTY.format(relation=row[0]))
 
 
 @dataclass(frozen=True)

@@ -191,18 +191,31 @@ def test_without_a_target_each_file_meets_the_files_before_it(
 
 
 def test_a_shadow_database_instead_of_admin_credentials(
-    target, other_database, migrations, run_runner
+    target, pg_server, other_database, migrations, run_runner
 ):
     shutil.copy(SETUP, migrations.path / "001_setup.sql")
     migrations.write("002_not_null.sql", "ALTER TABLE tokens ALTER COLUMN n SET NOT NULL;")
     env = target.env(MIGRATIONS_DIR=str(migrations.path), LINT_MIN_ROWS="0")
-    info = other_database.server.conninfo(other_database.name)
-    url = f"postgresql://postgres:{info['password']}@127.0.0.1:{info['port']}/{other_database.name}"
-    result = run_runner("lint", "--shadow-url", url, env=env)
+    base = f"postgresql://postgres@127.0.0.1:{pg_server.port}/"
+    url = base.replace("@", f":{pg_server.password}@") + other_database.name
+    # In the environment: a password on the command line would show in ps.
+    result = run_runner("lint", env={**env, "LINT_SHADOW_URL": url})
     assert result.returncode == 65, result
     assert unwaived(result) == {("scan", "public.tokens")}
     assert "CHECK (n IS NOT NULL) NOT VALID" in result.events_named("hazard")[0]["alternative"]
+    # The shadow is left filled; lint refuses it rather than empty it.
+    again = run_runner("lint", env={**env, "LINT_SHADOW_URL": url})
+    assert again.returncode == 78, again
+    assert "not empty, it holds public." in again.events_named("invalid_configuration")[0]["error"]
     assert run_runner("lint", env=env).returncode == 78  # neither admin nor shadow
+    # The flag, with the password left to PGPASSWORD.
+    fresh = create_database(pg_server)
+    try:
+        flag = run_runner("lint", "--shadow-url", base + fresh.name,
+                          env={**env, "PGPASSWORD": pg_server.password})  # fmt: skip
+        assert unwaived(flag) == {("scan", "public.tokens")}, flag
+    finally:
+        drop_database(fresh)
 
 
 def test_lint_before_apply_refuses_and_applies_nothing(lint_env, target, migrations, run_runner):
