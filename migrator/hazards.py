@@ -48,7 +48,23 @@ MATERIALIZED_VIEW = "m"
 REWRITE = "rewrite"
 SCAN = "scan"
 INDEX_BUILD = "index_build"
-KINDS = (REWRITE, SCAN, INDEX_BUILD)
+LOCK_KINDS = (REWRITE, SCAN, INDEX_BUILD)
+BREAKING = "breaking"  # what the running release uses is dropped, renamed or narrowed
+DATA_LOSS = "data_loss"  # rows or columns that existed before the release are removed
+KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a statement did to an object that existed before the file (or the release)."""
+
+    kind: str | None  # a hazard kind, None for a brief lock
+    relation: str  # the table, or for breaking changes the object (public.tokens.scope)
+    lock: Lock | None = None
+    observed: bool = True  # False: classified from the documentation, not measured
+    note: str | None = None
+    change: str | None = None  # breaking / data_loss: what happened to the object
+    table: str | None = None  # where the object's rows live, for the target's size
 
 
 def is_hazard(lock: Lock | None, *, rewrite: bool, scanned: bool, relkind: str) -> bool:
@@ -95,6 +111,13 @@ ALTERNATIVES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
          "REFRESH MATERIALIZED VIEW CONCURRENTLY (needs a unique index on the view)"),
         (REWRITE, r"^(CLUSTER|VACUUM)\b",
          "pg_repack (rewrites the table online), or a maintenance window"),
+        (BREAKING, r"",
+         "expand and contract: add the new object beside the old one, deploy the release that "
+         "uses it, and drop or rename the old one in a later release (a rename can go through a "
+         "view)"),
+        (DATA_LOSS, r"",
+         "keep a backup (CREATE TABLE ... AS SELECT) and remove the data in a later release, once "
+         "no running release reads it"),
     )
 )  # fmt: skip
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,8 +32,18 @@ from migrator.bootstrap import (
     database_exists,
 )
 from migrator.config import Config
+from migrator.contract import TABLE_KINDS, Catalog, ContractObserver, read_catalog
 from migrator.errors import ConfigError, HazardsFoundError, MigrationFilesError
-from migrator.hazards import KINDS, NOT_OBSERVED, Lock, documented, is_hazard, safe_alternative
+from migrator.hazards import (
+    KINDS,
+    LOCK_KINDS,
+    NOT_OBSERVED,
+    Finding,
+    Lock,
+    documented,
+    is_hazard,
+    safe_alternative,
+)
 from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.migrations import MigrationSet
@@ -121,27 +131,19 @@ class Relation:
     relkind: str
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One thing a statement did to a relation that existed before the file."""
-
-    kind: str | None  # a hazard kind (rewrite, scan, index_build, ...), None for a brief lock
-    relation: str
-    lock: Lock | None
-    observed: bool = True  # False: classified from the documentation, not measured
-    note: str | None = None
-
-
 class Observer(Protocol):
     """Measures one kind of effect around each statement of a file, in its transaction.
 
-    The lock, rewrite and scan observer below is the first; breaking changes and data loss
-    can be added as observers of their own (see OBSERVERS).
+    ``tag`` is the statement's command tag, as the server returned it (``DELETE 12``).
+    The lock, rewrite and scan observer is below; breaking changes and data loss are
+    ContractObserver's (migrator/contract.py); OBSERVERS lists them.
     """
 
     def before(self, conn: psycopg.Connection[Any]) -> None: ...
 
-    def after(self, conn: psycopg.Connection[Any], statement: Statement) -> list[Finding]: ...
+    def after(
+        self, conn: psycopg.Connection[Any], statement: Statement, tag: str
+    ) -> list[Finding]: ...
 
 
 @dataclass
@@ -171,7 +173,7 @@ class LockObserver:
     def before(self, conn: psycopg.Connection[Any]) -> None:
         self._before = _snapshot(conn, list(self.relations))
 
-    def after(self, conn: psycopg.Connection[Any], statement: Statement) -> list[Finding]:
+    def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
         now = _snapshot(conn, list(self.relations))
         locks: dict[int, Lock] = {}
         for oid, mode in conn.execute(HELD_LOCKS, (list(self.relations),)).fetchall():
@@ -213,7 +215,26 @@ class LockObserver:
         return Finding(None, relation.name, lock)
 
 
-OBSERVERS: tuple[type[LockObserver], ...] = (LockObserver,)
+@dataclass(frozen=True)
+class Baseline:
+    """What existed before the release (with a target) or before the file (without one)."""
+
+    relations: dict[int, Relation]
+    catalog: Catalog
+
+    @property
+    def tables(self) -> dict[int, str]:
+        return {oid: r.name for oid, r in self.relations.items() if r.relkind in TABLE_KINDS}
+
+
+def read_baseline(conn: psycopg.Connection[Any]) -> Baseline:
+    return Baseline(existing_relations(conn), read_catalog(conn))
+
+
+OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
+    lambda baseline: LockObserver(baseline.relations),
+    lambda baseline: ContractObserver(baseline.catalog, baseline.tables),
+)
 
 
 # --- running a file on the scratch database ----------------------------------------------------
@@ -240,9 +261,12 @@ def _refused_in_transaction(statement: Statement) -> bool:
 
 def _execute(
     conn: psycopg.Connection[Any], migration: Migration, statement: Statement, index: int
-) -> None:
+) -> str:
+    """Run one statement; its command tag (``ALTER TABLE``, ``DELETE 3``)."""
     try:
-        run_script(conn, statement.text)
+        results = run_script(conn, statement.text)
+        status = results[-1].command_status if results else None
+        return status.decode() if status else ""
     except StatementFailed as failure:
         if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
             conn.execute("ROLLBACK")
@@ -252,18 +276,18 @@ def _execute(
 def run_file(
     conn: psycopg.Connection[Any],
     migration: Migration,
-    relations: dict[int, Relation] | None = None,
+    baseline: Baseline | None = None,
 ) -> list[Located]:
-    """Apply ``migration`` as the runner would, observing each statement when ``relations``
-    (the tables that existed before the file) is given; returns what was found."""
-    observers = [make(relations) for make in OBSERVERS] if relations else []
+    """Apply ``migration`` as the runner would, observing each statement when ``baseline``
+    (what existed before) is given; returns what was found."""
+    observers = [make(baseline) for make in OBSERVERS] if baseline else []
     transactional = migration.mode_decision.mode is TransactionMode.TRANSACTION
     found: list[Located] = []
     if transactional:
         conn.execute("BEGIN")
     for index, statement in enumerate(migration.statements):
         if not transactional and _refused_in_transaction(statement):
-            found += _documented(conn, migration, statement, index, relations)
+            found += _documented(conn, migration, statement, index, baseline)
             continue
         wrap = bool(observers) and not transactional and not _is_transaction_control(statement)
         wrap = wrap and conn.info.transaction_status is pq.TransactionStatus.IDLE
@@ -271,9 +295,11 @@ def run_file(
             conn.execute("BEGIN")
         for observer in observers:
             observer.before(conn)
-        _execute(conn, migration, statement, index)
+        tag = _execute(conn, migration, statement, index)
         for observer in observers:
-            found += [Located(migration, statement, f) for f in observer.after(conn, statement)]
+            found += [
+                Located(migration, statement, f) for f in observer.after(conn, statement, tag)
+            ]
         if wrap:
             conn.execute("COMMIT")
     if transactional:
@@ -286,15 +312,15 @@ def _documented(
     migration: Migration,
     statement: Statement,
     index: int,
-    relations: dict[int, Relation] | None,
+    baseline: Baseline | None,
 ) -> list[Located]:
     """A statement PostgreSQL refuses in a transaction: classified from the documentation."""
     doc = documented(statement.text)
     if doc.runs_on_scratch:  # the schema must stay as the next statements expect it
         _execute(conn, migration, statement, index)
-    if relations is None:
+    if baseline is None:
         return []
-    existing = {relation.name for relation in relations.values()}
+    existing = {relation.name for relation in baseline.relations.values()}
     found = []
     built = concurrent_index(statement.text)
     for target in doc.targets or ((built.table,) if built else ("",)):
@@ -408,11 +434,10 @@ class Waiver:
     line: int
 
     def covers(self, finding: Finding) -> bool:
-        bare = finding.relation.rsplit(".", 1)[-1]
-        return self.kind == finding.kind and self.relation in (
-            finding.relation,
-            bare,
-            ANY_RELATION,
+        """``tokens`` covers public.tokens; ``tokens.scope`` covers public.tokens.scope."""
+        name = finding.relation
+        return self.kind == finding.kind and (
+            self.relation in (name, ANY_RELATION) or name.endswith("." + self.relation)
         )
 
 
@@ -484,7 +509,7 @@ class Report:
 
     def _fields(self, located: Located) -> dict[str, Any]:
         finding, statement = located.finding, located.statement
-        rows, size = self.sizes.get(finding.relation, (None, None))
+        rows, size = self.sizes.get(finding.table or finding.relation, (None, None))
         return {
             "version": located.migration.version,
             "file": str(located.migration.path),
@@ -496,6 +521,7 @@ class Report:
             "bytes": size,
             "observed": finding.observed,
             **({"note": f"{NOT_OBSERVED}: {finding.note}"} if not finding.observed else {}),
+            **({"change": finding.change} if finding.change else {}),
         }
 
     def _info(self, located: Located) -> None:
@@ -512,7 +538,7 @@ class Report:
         if waiver:
             self.waived += 1
             log.warning("hazard", waived=True, waiver=waiver.reason, **fields)
-        elif rows is not None and rows < self.min_rows:
+        elif finding.kind in LOCK_KINDS and rows is not None and rows < self.min_rows:
             self.small += 1
             log.warning("hazard", below_min_rows=self.min_rows, **fields)
         else:
@@ -562,10 +588,10 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         _build(conn, config, files, target.applied if target else ())
         # With a target, what the pending files create is new and empty for all of them; without
         # one, each file is linted as if the files before it were in production.
-        base = existing_relations(conn) if target else None
+        base = read_baseline(conn) if target else None
         for migration in pending:
-            relations = base if base is not None else existing_relations(conn)
-            report.add(migration, run_file(conn, migration, relations))
+            baseline = base if base is not None else read_baseline(conn)
+            report.add(migration, run_file(conn, migration, baseline))
     log.info(
         "lint_complete",
         files=report.files,

@@ -40,3 +40,9 @@ CREATE TABLE audit_2025 (id int, at date NOT NULL,
 INSERT INTO audit_2025 SELECT g, date '2025-01-01' + g % 300 FROM generate_series(1, 2000) g;
 
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+
+-- For the breaking-change and data-loss corpus (contract_corpus/).
+CREATE TYPE token_kind AS ENUM ('access', 'refresh');
+CREATE TABLE legacy_grants (id int, note text);
+INSERT INTO legacy_grants SELECT g, 'note ' || g FROM generate_series(1, 500) g;
+CREATE VIEW client_names AS SELECT id, name FROM clients;

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from migrator.hazards import KINDS, LOCK_KINDS
 from tests.conftest import REPO, Database, create_database, drop_database, launch
 
 HERE = Path(__file__).parent
 CORPUS = sorted((HERE / "corpus").glob("*.sql"))
+CONTRACT_CORPUS = sorted((HERE / "contract_corpus").glob("*.sql"))
 SETUP = HERE / "setup.sql"
 LABEL_RE = re.compile(r"^-- expect: (?:safe|(?P<kind>\w+) (?P<relation>\S+))$")
 
@@ -32,9 +34,12 @@ def label(path: Path) -> tuple[str, str] | None:
     return (match["kind"], match["relation"]) if match["kind"] else None
 
 
-def unwaived(result) -> set[tuple[str, str]]:
+def unwaived(result, kinds=LOCK_KINDS) -> set[tuple[str, str]]:
+    """(kind, relation) of the unwaived hazards of ``kinds`` (the lock corpus: lock kinds)."""
     return {
-        (e["kind"], e["relation"]) for e in result.events_named("hazard") if e["level"] == "error"
+        (e["kind"], e["relation"])
+        for e in result.events_named("hazard")
+        if e["level"] == "error" and e["kind"] in kinds
     }
 
 
@@ -75,8 +80,9 @@ def test_corpus_file(path, lint_env, target, migrations, run_runner):
     shutil.copy(path, migrations.path / f"002_{path.name}")
     result = run_runner("lint", env=lint_env)
     expected = label(path)
+    # Breaking changes and data loss (contract_corpus/) may fail a lock-safe file too.
+    assert result.returncode == (65 if unwaived(result, KINDS) else 0), result
     if expected is None:
-        assert result.returncode == 0, result
         assert unwaived(result) == set()
         return
     assert result.returncode == 65, result
@@ -95,6 +101,30 @@ def test_corpus_file(path, lint_env, target, migrations, run_runner):
     # VACUUM FULL cannot run in a transaction: classified from the documentation, and said so.
     assert hazard["observed"] is not path.stem.startswith("hazard_vacuum_full")
     assert result.events_named("hazards_found")[0]["exit_code"] == 65
+
+
+def labels(path: Path) -> set[tuple[str, ...]]:
+    """Every ``-- expect:`` line of a contract_corpus file (none for a safe one)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("-- expect: ")]
+    return {tuple(line.split()[2:4]) for line in lines if line != "-- expect: safe"}
+
+
+@pytest.mark.parametrize("path", CONTRACT_CORPUS, ids=[p.stem for p in CONTRACT_CORPUS])
+def test_contract_corpus_file(path, lint_env, target, migrations, run_runner):
+    """Breaking changes and data loss, from the scratch catalog and statistics."""
+    shutil.copy(path, migrations.path / f"002_{path.name}")
+    result = run_runner("lint", env=lint_env)
+    found = unwaived(result, ("breaking", "data_loss"))
+    assert found == labels(path), result
+    assert result.returncode == (65 if unwaived(result, KINDS) else 0), result
+    for event in result.events_named("hazard"):
+        if event["kind"] == "data_loss":  # the rows of its table on the target
+            table = ".".join(event["relation"].split(".")[:2])
+            rows = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
+            assert event["rows"] == target.scalar(rows, table) > 0
+        if event["kind"] in ("breaking", "data_loss"):
+            assert event["change"]
+            assert event["alternative"]
 
 
 def test_the_corpus_is_big_and_balanced():
