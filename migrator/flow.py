@@ -73,12 +73,33 @@ def migrate(config: Config, files: MigrationSet) -> str:
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
     start = time.monotonic()
+    log_waivers(plan.pending)
     if single_transaction and plan.pending:
         refuse_outside_transaction(plan.pending)
         durations = applier.apply_in_one_transaction(plan.pending)
     else:
         durations = {m.version: applier.apply(m) for m in plan.pending}
     return summarise(plan, durations, start)
+
+
+def log_waivers(pending: Sequence[Migration]) -> None:
+    """The hazards a file waives (``-- migrate:allow``), and why, logged when it is applied."""
+    from migrator.migration import MAY_HOLD_DIRECTIVE
+
+    waiving = [m for m in pending if MAY_HOLD_DIRECTIVE.search(m.sql)]  # most files: none
+    if waiving:
+        from migrator.lint import waivers_of
+
+        for migration in waiving:
+            for waiver in waivers_of(migration):
+                log.warning(
+                    "hazard_waived",
+                    version=migration.version,
+                    kind=waiver.kind,
+                    relation=waiver.relation,
+                    reason=waiver.reason,
+                    line=waiver.line,
+                )
 
 
 def refuse_outside_transaction(pending: Sequence[Migration]) -> None:

@@ -140,12 +140,19 @@ def test_a_waived_hazard_passes_and_the_target_is_not_changed(
     migrations.write(
         "002_bigint.sql",
         "-- migrate:allow rewrite tokens: maintenance window on Sunday\n"
+        "-- migrate:allow breaking tokens.n: every running release reads n as bigint\n"
         "ALTER TABLE tokens ALTER COLUMN n TYPE bigint;\n",
     )
     before = target.pg_dump()
     result = run_runner("lint", env=lint_env)
     assert result.returncode == 0, result
-    [hazard] = result.events_named("hazard")
+    [hazard, breaking] = result.events_named("hazard")
+    assert (breaking["kind"], breaking["relation"], breaking["level"]) == (
+        "breaking",
+        "public.tokens.n",
+        "warning",
+    )
+    assert breaking["change"] == "column changes from integer to bigint"
     assert hazard["level"] == "warning"
     assert hazard["waiver"] == "maintenance window on Sunday"
     assert hazard["alternative"].startswith("expand and contract")
@@ -154,6 +161,12 @@ def test_a_waived_hazard_passes_and_the_target_is_not_changed(
     # The runner itself accepts the directive.
     applied = run_runner(env=lint_env)
     assert applied.returncode == 0, applied
+    waived = applied.events_named("hazard_waived")
+    assert [(w["kind"], w["relation"], w["line"]) for w in waived] == [
+        ("rewrite", "tokens", 1),
+        ("breaking", "tokens.n", 2),
+    ]
+    assert waived[0]["reason"] == "maintenance window on Sunday"
     [done] = [e for e in applied.events_named("migration_applied") if e["version"] == "002_bigint"]
     assert done["locks"] == {"public.tokens": "ACCESS EXCLUSIVE"}
     assert done["transaction_ms"] >= 0
