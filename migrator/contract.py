@@ -10,6 +10,7 @@ types, enum values) and the rows a statement removes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ SELECT 'enum value', format('%I.%I', n.nspname, t.typname) || '.' || quote_liter
        '', e.oid::text
 FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE {USER_SCHEMAS}"""
+# pg_stat views are snapshotted inside a transaction: drop the snapshot before each read.
+CLEAR_STATS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
 ROWS_DELETED = """
 SELECT relid, n_tup_del FROM pg_stat_xact_user_tables WHERE relid = ANY(%s)"""
 HELD_LOCKS = """
@@ -64,6 +67,15 @@ TABLE_KINDS = ("r", "p")  # relations that hold rows of their own
 WITHOUT_DEFAULT = " NOT NULL without a default"
 Key = tuple[str, str]
 Catalog = dict[Key, tuple[str, str]]
+
+
+def held_locks(conn: psycopg.Connection[Any], oids: Iterable[int]) -> dict[int, Lock]:
+    """The strongest lock this session holds on each of ``oids`` (pg_locks, granted only)."""
+    held: dict[int, Lock] = {}
+    for oid, mode in conn.execute(HELD_LOCKS, (list(oids),)).fetchall():
+        lock = Lock.from_pg_locks(mode)
+        held[oid] = max(lock, held.get(oid, lock))
+    return held
 
 
 def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
@@ -151,13 +163,13 @@ class ContractObserver:
     def before(self, conn: psycopg.Connection[Any]) -> None:
         self._before = read_catalog(conn)
         self._deleted = self._rows_deleted(conn)
-        self._locks = self._held(conn)
+        self._locks = held_locks(conn, self.tables)
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
         changes = compare(self.baseline, self._before, read_catalog(conn))
         if tag.startswith(REMOVING_TAGS):
             deleted = self._rows_deleted(conn)
-            for oid, lock in self._held(conn).items():
+            for oid, lock in held_locks(conn, self.tables).items():
                 # The table the statement writes: a lock it did not hold before, or rows gone.
                 fresh = lock >= Lock.ROW_EXCLUSIVE and self._locks.get(oid, Lock(1)) < lock
                 if fresh or deleted.get(oid, 0) > self._deleted.get(oid, 0):
@@ -167,13 +179,6 @@ class ContractObserver:
         return changes
 
     def _rows_deleted(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
+        conn.execute(CLEAR_STATS_SNAPSHOT)
         rows = conn.execute(ROWS_DELETED, (list(self.tables),)).fetchall()
         return {oid: deleted for oid, deleted in rows}
-
-    def _held(self, conn: psycopg.Connection[Any]) -> dict[int, Lock]:
-        held: dict[int, Lock] = {}
-        for oid, mode in conn.execute(HELD_LOCKS, (list(self.tables),)).fetchall():
-            lock = Lock.from_pg_locks(mode)
-            held[oid] = max(lock, held.get(oid, lock))
-        return held

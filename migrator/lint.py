@@ -32,7 +32,14 @@ from migrator.bootstrap import (
     database_exists,
 )
 from migrator.config import Config
-from migrator.contract import TABLE_KINDS, Catalog, ContractObserver, read_catalog
+from migrator.contract import (
+    CLEAR_STATS_SNAPSHOT,
+    TABLE_KINDS,
+    Catalog,
+    ContractObserver,
+    held_locks,
+    read_catalog,
+)
 from migrator.errors import ConfigError, HazardsFoundError, MigrationFilesError
 from migrator.hazards import (
     KINDS,
@@ -109,11 +116,6 @@ SELECT c.oid, c.relfilenode, coalesce(s.seq_scan, 0),
              ORDER BY i.indexrelid)
 FROM pg_class c LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
 WHERE c.oid = ANY(%s)"""
-HELD_LOCKS = """
-SELECT relation, mode FROM pg_locks
-WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted AND relation = ANY(%s)"""
-# pg_stat views are snapshotted inside a transaction: drop the snapshot before each read.
-CLEAR_STATS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
 CAN_BECOME = (
     "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s) "
     "THEN current_user <> %(role)s AND pg_has_role(%(role)s, 'MEMBER') ELSE false END"
@@ -175,11 +177,8 @@ class LockObserver:
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
         now = _snapshot(conn, list(self.relations))
-        locks: dict[int, Lock] = {}
-        for oid, mode in conn.execute(HELD_LOCKS, (list(self.relations),)).fetchall():
-            lock = Lock.from_pg_locks(mode)
-            locks[oid] = max(lock, locks.get(oid, lock))
-        truncate = statement.text.lstrip().upper().startswith("TRUNCATE")
+        locks = held_locks(conn, self.relations)
+        truncate = tag.startswith("TRUNCATE")  # the server's command tag
         findings = []
         for oid, before in self._before.items():
             after = now.get(oid)
