@@ -286,3 +286,22 @@ def test_squawk_on_the_same_corpus_misses_what_only_the_server_can_tell():
         assert f"hazard_{missed}.sql" in squawk["missed"]
     for flagged in ("set_not_null_with_validated_check", "widen_varchar"):
         assert f"safe_{flagged}.sql" in squawk["flagged_safe"]
+
+
+def test_a_procedure_that_commits_runs_bare_and_is_listed_as_not_observed(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_backfill.sql",
+        "-- migrate:no-transaction\n"
+        "CREATE PROCEDURE fill() LANGUAGE plpgsql AS $$ BEGIN\n"
+        "  UPDATE legacy_grants SET note = note; COMMIT; END $$;\n"
+        "CALL fill();\n"
+        "CREATE INDEX CONCURRENTLY legacy_grants_id ON legacy_grants (id);\n",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    notes = {e["line"]: e["note"] for e in result.events_named("not_observed")}
+    assert "commits its own transactions" in notes[4]
+    assert "concurrent build" in notes[5]
+    assert notes[5].startswith("not observed (it cannot run inside a transaction)")
