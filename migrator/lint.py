@@ -600,14 +600,15 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         min_rows=min_rows,
         scratch="shadow" if config.shadow_url else "created",
     )
-    with scratch_database(config) as conn:
-        _build(conn, config, files, target.applied if target else ())
-        # With a target, what the pending files create is new and empty for all of them; without
-        # one, each file is linted as if the files before it were in production.
-        base = read_baseline(conn) if target else None
-        for migration in pending:
-            baseline = base if base is not None else read_baseline(conn)
-            report.add(migration, run_file(conn, migration, baseline))
+    if pending:  # else no scratch database, nothing to build
+        with scratch_database(config) as conn:
+            _build(conn, config, files, target.applied if target else ())
+            # With a target, what the pending files create is new and empty for all of them;
+            # without one, each file is linted as if the files before it were in production.
+            base = read_baseline(conn) if target else None
+            for migration in pending:
+                baseline = base if base is not None else read_baseline(conn)
+                report.add(migration, run_file(conn, migration, baseline))
     log.info(
         "lint_complete",
         files=report.files,

@@ -305,3 +305,10 @@ def test_a_procedure_that_commits_runs_bare_and_is_listed_as_not_observed(
     assert "commits its own transactions" in notes[4]
     assert "concurrent build" in notes[5]
     assert notes[5].startswith("not observed (it cannot run inside a transaction)")
+
+
+def test_nothing_pending_needs_no_scratch_database(lint_env, run_runner):
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    assert result.events_named("lint_complete")[0]["files"] == 0
+    assert result.events_named("lint_scratch_created") == []
