@@ -35,7 +35,9 @@ from migrator.bootstrap import (
 from migrator.config import Config
 from migrator.contract import (
     CLEAR_STATS_SNAPSHOT,
+    NOT_HISTORY,
     TABLE_KINDS,
+    USER_SCHEMAS,
     Catalog,
     ContractObserver,
     held_locks,
@@ -92,18 +94,14 @@ ERR_HAZARDS = (
     "or waive one in the file's header with -- migrate:allow <kind> <relation>: <reason>"
 )
 
-RELATIONS = """
+RELATIONS = f"""
 SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND (n.nspname, c.relname) <> ('public', 'schema_migrations')"""
-FIRST_TABLE = (
-    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm', 'v') "
-    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
-    "LIMIT 1"
-)
+WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMAS} AND {NOT_HISTORY}"""
+FIRST_TABLE = f"""
+SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm', 'v') AND {USER_SCHEMAS} LIMIT 1"""
 # Catalog estimates only: pg_relation_size() would take a lock on the target's tables.
 TARGET_SIZES = """
 SELECT format('%I.%I', n.nspname, c.relname),
