@@ -12,6 +12,7 @@ and its COMMIT; the server measures its execution time.
 from __future__ import annotations
 
 import bisect
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -61,6 +62,27 @@ ERR_OPEN_TRANSACTION = (
     "it was rolled back and not recorded"
 )
 NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
+# migration_applied reports the strongest lock the file held on each table that existed before
+# it (an oid above the newest one at BEGIN is the file's own) and its transaction's duration:
+# two statements in the file's round trip, no extra one.
+REMEMBER_NEWEST_OID = (
+    "SELECT set_config('migrator.newest_oid', (SELECT max(oid) FROM pg_class)::text, true)"
+)
+LOCK_STRENGTH = (
+    "ARRAY['AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', "
+    "'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock']"
+)
+LOCKS_HELD = (
+    "SELECT (SELECT json_object_agg(relation, mode) FROM ("
+    "SELECT format('%I.%I', n.nspname, c.relname) AS relation, "
+    f"(array_agg(l.mode ORDER BY array_position({LOCK_STRENGTH}, l.mode) DESC))[1] AS mode "
+    "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted "
+    "AND c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND c.oid <= current_setting('migrator.newest_oid')::oid GROUP BY 1) held)::text, "
+    "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
+)
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
 
@@ -82,17 +104,18 @@ class StatementFailed(Exception):
         self.migration = migration  # set when the failure came from a file's round trip
 
 
-def run_script(conn: psycopg.Connection[Any], text: str) -> None:
+def run_script(conn: psycopg.Connection[Any], text: str) -> list[pq.abc.PGresult]:
     """Send ``text`` (one or many statements) in one round trip, the simple query protocol.
 
     Counting the results that came back before the error tells which statement failed,
     even when the server gives no error position.
     """
     conn.pgconn.send_query(text.encode(conn.info.encoding))
-    results = conn.wait(generators.execute(conn.pgconn))
+    results: list[pq.abc.PGresult] = conn.wait(generators.execute(conn.pgconn))
     for index, result in enumerate(results):
         if result.status == pq.ExecStatus.FATAL_ERROR:
             raise StatementFailed(pg_errors.error_from_result(result, conn.info.encoding), index)
+    return results
 
 
 @dataclass(frozen=True)
@@ -140,16 +163,23 @@ class Applier:
             mode_reason=decision.reason,
         )
         start = time.monotonic()
+        held: dict[str, Any] = {}
         with self._watched(migration), self._loss_explained(migration):
             if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
             elif record is None:
                 envelope = self._transaction(migration)
-                self._retrying(migration, partial(self._send, migration, envelope))
+                results: list[pq.abc.PGresult] = []
+
+                def send() -> None:
+                    results[:] = self._send(migration, envelope)
+
+                self._retrying(migration, send)
+                held = _locks_held(results, envelope)
             else:
                 self._retrying(migration, lambda: self._in_transaction(migration, record, start))
         elapsed_ms = _ms_since(start)
-        log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms)
+        log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms, **held)
         return elapsed_ms
 
     def apply_in_one_transaction(self, migrations: Sequence[Migration]) -> dict[str, int]:
@@ -193,8 +223,8 @@ class Applier:
 
     def _transaction(self, migration: Migration) -> Envelope:
         """BEGIN, the timeouts, (the file,) its history row, COMMIT: one round trip."""
-        after = (*self._guarded(), self._history_row(migration), "COMMIT")
-        return Envelope(before=self._begin(), after=after)
+        after = (LOCKS_HELD, *self._guarded(), self._history_row(migration), "COMMIT")
+        return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID), after=after)
 
     def _begin(self) -> tuple[str, ...]:
         return ("BEGIN", *self._timeouts("SET LOCAL"))
@@ -214,9 +244,9 @@ class Applier:
     def _history_row(self, migration: Migration) -> str:
         return history.insert_row(self.conn, migration)
 
-    def _send(self, migration: Migration, envelope: Envelope) -> None:
+    def _send(self, migration: Migration, envelope: Envelope) -> list[pq.abc.PGresult]:
         try:
-            run_script(self.conn, envelope.wrap(migration.sql))
+            return run_script(self.conn, envelope.wrap(migration.sql))
         except StatementFailed as failure:
             # The envelope's own BEGIN is left aborted by a failure: end it before a retry.
             if self.conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
@@ -454,6 +484,20 @@ def _index_after(migration: Migration, envelope: Envelope, statement: str) -> in
     if statement not in envelope.after:
         return None
     return len(envelope.before) + len(migration.statements) + envelope.after.index(statement)
+
+
+def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str, Any]:
+    """``locks`` (relation: strongest mode) and ``transaction_ms`` from the LOCKS_HELD result,
+    counted from the end of the round trip (the file's own statements are not counted)."""
+    from migrator.hazards import Lock
+
+    result = results[envelope.after.index(LOCKS_HELD) - len(envelope.after)]
+    held, duration = result.get_value(0, 0), result.get_value(0, 1)
+    modes = json.loads(held) if held else {}
+    return {
+        "locks": {relation: Lock.from_pg_locks(mode).sql_name for relation, mode in modes.items()},
+        "transaction_ms": int(duration) if duration else None,
+    }
 
 
 def _ms_since(start: float) -> int:

@@ -75,7 +75,7 @@ PLACEHOLDER_PASSWORDS = frozenset(
 )  # fmt: skip
 # Passwords that bootstrap sets on a role must be at least this long.
 MIN_ROLE_PASSWORD_LENGTH = 16
-COMMANDS = ("migrate", "status", "adopt", "baseline", "rollback")
+COMMANDS = ("migrate", "status", "lint", "adopt", "baseline", "rollback")
 # The commands that need a flag, and the flags only they take: (flag, dest, required by).
 COMMAND_FLAGS = (
     ("--version", "baseline_version", "baseline"),
@@ -173,6 +173,12 @@ class Config:
     log_level: str = "info"
     termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
     application_name: str = DEFAULT_APPLICATION_NAME
+    # The hazard lint (migrator/lint.py): a scratch database instead of one created by the
+    # admin, the rows below which a table's hazards pass (None: 10,000 with a target, else 0),
+    # and whether migrate lints before applying.
+    shadow_url: str | None = field(default=None, repr=False)
+    lint_min_rows: int | None = None
+    lint_before_apply: bool = False
 
     @property
     def bootstrap_enabled(self) -> bool:
@@ -181,7 +187,7 @@ class Config:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""
-        found = (self.password, self.admin_password, self.app_password)
+        found = (self.password, self.admin_password, self.app_password, self.shadow_password)
         options = tuple(value for key, value in self.libpq_options if key in SECRET_PARAMETERS)
         return tuple(value for value in (*found, *options) if value)
 
@@ -189,6 +195,10 @@ class Config:
     def tls_verified(self) -> bool:
         """True when libpq checks both the server's CA and its host name."""
         return self.sslmode == VERIFIED_SSLMODE
+
+    @property
+    def shadow_password(self) -> str | None:
+        return _parse_url(self.shadow_url, "LINT_SHADOW_URL").get("password")
 
     def connect_kwargs(self, *, admin: bool = False, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect, as the migration user or the superuser.
@@ -249,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true", default=None, help="baseline: compare")
     parser.add_argument("--log-format")
     parser.add_argument("--log-level")
+    parser.add_argument("--shadow-url", help="lint: a scratch database to use (it is changed)")
     return parser
 
 
@@ -308,7 +319,10 @@ def load_config(
         app_user=reader.text("APP_DB_USER", DEFAULT_APP_USER),
         app_password=reader.secret("APP_DB_PASSWORD"),
         sslmode=_one_of(*sslmode_source, SSLMODES),
-        **tls_files,
+        sslrootcert=tls_files["sslrootcert"],
+        sslcert=tls_files["sslcert"],
+        sslkey=tls_files["sslkey"],
+        sslcrl=tls_files["sslcrl"],
         channel_binding=_one_of(*channel_binding, CHANNEL_BINDINGS) if channel_binding[1] else None,
         libpq_options=tuple(
             sorted((key, value) for key, value in url_parts.items() if key not in URL_FIELDS)
@@ -342,6 +356,7 @@ def load_config(
         ),
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
         application_name=url_parts.get("application_name") or DEFAULT_APPLICATION_NAME,
+        **_lint_settings(args, reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -435,6 +450,18 @@ def _steps(value: str | None) -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise UsageError(ERR_STEPS.format(value=value))
     return int(value)
+
+
+def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any]:
+    shadow_name = "--shadow-url" if args.shadow_url else "LINT_SHADOW_URL"
+    shadow_url = args.shadow_url or reader.optional_text("LINT_SHADOW_URL")
+    _parse_url(shadow_url, shadow_name)  # a bad URL fails here, without echoing it
+    min_rows = reader.optional_text("LINT_MIN_ROWS")
+    return {
+        "shadow_url": shadow_url,
+        "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
+        "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
+    }
 
 
 def _default_log_format() -> str:

@@ -60,6 +60,13 @@ class MigrationFailedError(MigratorError):
     event = "migration_failed"
 
 
+class HazardsFoundError(MigratorError):
+    """The lint found a rewrite or full scan under a blocking lock that no file waives."""
+
+    exit_code = EX_DATAERR
+    event = "hazards_found"
+
+
 class UnreachableError(MigratorError):
     exit_code = EX_UNAVAILABLE
     event = "database_unreachable"

@@ -52,6 +52,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
+        if config.lint_before_apply:
+            lint(config, files)  # HazardsFoundError (65) before anything is applied
         from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
         from migrator.lock import LockGuard, advisory_lock, lock_key
@@ -75,6 +77,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
     start = time.monotonic()
+    log_waivers(plan.pending)
     versioned = [m for m in plan.pending if not m.repeatable]
     if single_transaction and versioned:
         refuse_outside_transaction(versioned)
@@ -85,6 +88,26 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
         if migration.repeatable:  # its row is replaced, in the same transaction
             durations[migration.version] = applier.apply(migration, history.record_again)
     return summarise(plan, durations, start)
+
+
+def log_waivers(pending: Sequence[Migration]) -> None:
+    """The hazards a file waives (``-- migrate:allow``), and why, logged when it is applied."""
+    from migrator.migration import MAY_HOLD_DIRECTIVE
+
+    waiving = [m for m in pending if MAY_HOLD_DIRECTIVE.search(m.sql)]  # most files: none
+    if waiving:
+        from migrator.lint import waivers_of
+
+        for migration in waiving:
+            for waiver in waivers_of(migration):
+                log.warning(
+                    "hazard_waived",
+                    version=migration.version,
+                    kind=waiver.kind,
+                    relation=waiver.relation,
+                    reason=waiver.reason,
+                    line=waiver.line,
+                )
 
 
 def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
@@ -140,7 +163,13 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
         plan = make_plan(files, read_own_history(conn), config.allow_out_of_order)
-    return plan_summary(plan)
+    summary = plan_summary(plan)
+    if plan.pending and (config.admin_user or config.shadow_url):
+        # Only where a scratch database can be had; the findings are reported, not enforced.
+        from migrator.lint import run_lint
+
+        summary += "; " + run_lint(config, files).summary
+    return summary
 
 
 def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.AppliedMigration]:
@@ -195,9 +224,16 @@ def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
     return command
 
 
+def lint(config: Config, files: MigrationSet) -> str:
+    from migrator.lint import lint as lint_files
+
+    return lint_files(config, files)
+
+
 COMMANDS = {
     "migrate": migrate,
     "status": status,
+    "lint": lint,
     **{name: maintenance(name) for name in ("adopt", "baseline", "rollback")},
 }
 

@@ -62,7 +62,8 @@ DBMATE_DOWN = re.compile(r"^--\s*migrate:down(?:[ \t]*$|\s+\S+)", re.MULTILINE)
 MIGRATE_MARKER = re.compile(
     r"^[ \t]*--\s*migrate\s*:\s*(?P<name>\S*)(?P<options>.*)$", re.MULTILINE
 )
-KNOWN_MARKERS = frozenset({"up", "down", "no-transaction"})
+# allow: a hazard waiver that `lint` reads (-- migrate:allow <kind> <relation>: <reason>).
+KNOWN_MARKERS = frozenset({"up", "down", "no-transaction", "allow"})
 GOOSE_MARKER = re.compile(r"^[ \t]*--.*\+goose", re.MULTILINE)
 FLYWAY_PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
 
@@ -81,7 +82,7 @@ UNKNOWN_OPTION = (
     "unknown option {option!r} on {marker} (known: transaction:false, transaction:true)"
 )
 UNKNOWN_MARKER = "unknown marker {marker!r} (known: -- migrate:up, -- migrate:down, " + (
-    "-- migrate:no-transaction)"
+    "-- migrate:no-transaction, -- migrate:allow)"
 )
 GOOSE_UNKNOWN = (
     "{annotation!r} is not understood (known: Up, Down, StatementBegin, StatementEnd, "

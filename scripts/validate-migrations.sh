@@ -68,6 +68,8 @@ sys.exit(0 if done and done[-1]["applied"] == [] else 1)' "$workdir/second-run.l
 }
 
 summary=()
+# Before the database exists: each file is linted against the files before it (README, Hazard lint).
+step "hazard lint" "$py" entrypoint.py lint --log-format json
 step "bootstrap and migrations" "$py" entrypoint.py
 step "second run is a no-op" no_op
 step "health check" "$py" healthcheck.py

@@ -32,6 +32,7 @@ def _port_is_closed(port: int) -> bool:
 def test_validates_the_shipped_migrations_and_removes_the_server():
     result = _run()
     assert result.returncode == 0, result
+    assert "ok      hazard lint" in result.stdout
     assert "ok      bootstrap and migrations" in result.stdout
     assert "ok      second run is a no-op" in result.stdout
     assert "ok      health check" in result.stdout

@@ -1,0 +1,2 @@
+-- expect: breaking public.tokens.n
+ALTER TABLE tokens ALTER COLUMN n TYPE bigint;

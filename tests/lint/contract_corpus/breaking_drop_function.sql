@@ -1,0 +1,2 @@
+-- expect: breaking public.touch()
+DROP FUNCTION touch();

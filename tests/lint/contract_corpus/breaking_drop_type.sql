@@ -1,0 +1,2 @@
+-- expect: breaking public.token_kind
+DROP TYPE token_kind;

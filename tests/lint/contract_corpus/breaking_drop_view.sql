@@ -1,0 +1,2 @@
+-- expect: breaking public.client_names
+DROP VIEW client_names;

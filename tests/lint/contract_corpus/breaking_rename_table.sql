@@ -1,0 +1,2 @@
+-- expect: breaking public.legacy_grants
+ALTER TABLE legacy_grants RENAME TO old_grants;

@@ -1,0 +1,2 @@
+-- expect: breaking public.sessions.user_id
+ALTER TABLE sessions ALTER COLUMN user_id SET NOT NULL;

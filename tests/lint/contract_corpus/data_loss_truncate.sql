@@ -1,0 +1,2 @@
+-- expect: data_loss public.legacy_grants
+TRUNCATE legacy_grants;

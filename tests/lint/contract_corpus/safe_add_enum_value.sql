@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TYPE token_kind ADD VALUE 'device';

@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE clients ADD COLUMN active boolean NOT NULL DEFAULT true;

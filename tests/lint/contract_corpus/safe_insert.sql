@@ -1,0 +1,2 @@
+-- expect: safe
+INSERT INTO legacy_grants VALUES (9999, 'new');

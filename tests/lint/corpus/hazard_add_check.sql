@@ -1,0 +1,2 @@
+-- expect: scan public.tokens
+ALTER TABLE tokens ADD CONSTRAINT tokens_n_small CHECK (n < 1000000);

@@ -1,0 +1,2 @@
+-- expect: scan public.tokens
+ALTER TABLE tokens ADD CONSTRAINT tokens_client_fk2 FOREIGN KEY (client_id) REFERENCES clients (id);

@@ -1,0 +1,2 @@
+-- expect: index_build public.rate_limits
+ALTER TABLE rate_limits ADD PRIMARY KEY (key);

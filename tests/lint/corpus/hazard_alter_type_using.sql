@@ -1,0 +1,2 @@
+-- expect: rewrite public.tokens
+ALTER TABLE tokens ALTER COLUMN n TYPE bigint USING n + 0;

@@ -1,0 +1,2 @@
+-- expect: index_build public.tokens
+CREATE UNIQUE INDEX tokens_id_scope ON tokens (id, scope);

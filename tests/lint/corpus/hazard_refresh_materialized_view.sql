@@ -1,0 +1,2 @@
+-- expect: rewrite public.token_counts
+REFRESH MATERIALIZED VIEW token_counts;

@@ -1,0 +1,2 @@
+-- expect: index_build public.tokens
+REINDEX TABLE tokens;

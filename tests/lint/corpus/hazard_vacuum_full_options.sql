@@ -1,0 +1,2 @@
+-- expect: rewrite public.tokens
+VACUUM (FULL, ANALYZE) tokens;

@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE tokens ADD COLUMN note text;

@@ -1,0 +1,2 @@
+-- expect: safe
+ANALYZE tokens;

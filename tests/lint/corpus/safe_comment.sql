@@ -1,0 +1,2 @@
+-- expect: safe
+COMMENT ON TABLE tokens IS 'OAuth access tokens';

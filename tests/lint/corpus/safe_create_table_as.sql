@@ -1,0 +1,2 @@
+-- expect: safe
+CREATE TABLE tokens_copy AS SELECT * FROM tokens;

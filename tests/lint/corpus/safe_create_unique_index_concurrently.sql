@@ -1,0 +1,2 @@
+-- expect: safe
+CREATE UNIQUE INDEX CONCURRENTLY tokens_id_scope_cc ON tokens (id, scope);

@@ -1,0 +1,2 @@
+-- expect: safe
+CREATE VIEW live_tokens AS SELECT * FROM tokens WHERE expires_at > now();

@@ -1,0 +1,2 @@
+-- expect: safe
+DROP INDEX tokens_expires_at;

@@ -1,0 +1,2 @@
+-- expect: safe
+DROP INDEX CONCURRENTLY tokens_expires_at;

@@ -1,0 +1,2 @@
+-- expect: safe
+REINDEX INDEX CONCURRENTLY tokens_expires_at;

@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE tokens RENAME COLUMN scope TO scopes;

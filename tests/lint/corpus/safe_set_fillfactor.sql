@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE tokens SET (fillfactor = 70);

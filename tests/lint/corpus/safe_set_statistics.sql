@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE tokens ALTER COLUMN n SET STATISTICS 500;

@@ -1,0 +1,2 @@
+-- expect: safe
+UPDATE tokens SET n = n + 1;

@@ -1,0 +1,2 @@
+-- expect: safe
+VACUUM (ANALYZE) tokens;

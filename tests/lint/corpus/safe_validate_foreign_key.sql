@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE tokens VALIDATE CONSTRAINT tokens_client_fk;

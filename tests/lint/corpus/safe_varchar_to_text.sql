@@ -1,0 +1,2 @@
+-- expect: safe
+ALTER TABLE tokens ALTER COLUMN code TYPE text;

@@ -1,0 +1,48 @@
+-- The schema every corpus file runs against: tables of a few thousand rows, so that PostgreSQL
+-- really reads, rewrites and indexes them (the lint runs with LINT_MIN_ROWS=0).
+CREATE TABLE clients (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO clients SELECT g, 'client ' || g FROM generate_series(1, 100) g;
+
+CREATE TABLE tokens (
+    id bigint PRIMARY KEY,
+    client_id int NOT NULL,
+    scope text NOT NULL,
+    code varchar(10) NOT NULL,
+    n int,
+    expires_at timestamptz NOT NULL
+);
+INSERT INTO tokens
+SELECT g, g % 100 + 1, 'read', 'c' || g % 1000, g, now() + interval '1 hour'
+FROM generate_series(1, 2000) g;
+CREATE INDEX tokens_expires_at ON tokens (expires_at);
+ALTER TABLE tokens CLUSTER ON tokens_pkey;
+ALTER TABLE tokens ADD CONSTRAINT tokens_n_nonnegative CHECK (n >= 0) NOT VALID;
+ALTER TABLE tokens ADD CONSTRAINT tokens_client_fk FOREIGN KEY (client_id) REFERENCES clients (id) NOT VALID;
+
+-- A validated CHECK (col IS NOT NULL) proves SET NOT NULL; a NOT VALID one does not.
+CREATE TABLE sessions (id int NOT NULL, user_id int, device_id int);
+INSERT INTO sessions SELECT g, g, g FROM generate_series(1, 2000) g;
+ALTER TABLE sessions ADD CONSTRAINT sessions_user_id_not_null CHECK (user_id IS NOT NULL);
+ALTER TABLE sessions ADD CONSTRAINT sessions_device_id_not_null CHECK (device_id IS NOT NULL) NOT VALID;
+CREATE UNIQUE INDEX sessions_id_key ON sessions (id);
+
+CREATE MATERIALIZED VIEW token_counts AS SELECT client_id, count(*) AS tokens FROM tokens GROUP BY client_id;
+CREATE UNIQUE INDEX token_counts_client ON token_counts (client_id);
+
+CREATE UNLOGGED TABLE rate_limits (key text, hits int);
+INSERT INTO rate_limits SELECT 'k' || g, g FROM generate_series(1, 2000) g;
+
+CREATE TABLE audit (id int, at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE audit_2024 (id int, at date NOT NULL);
+INSERT INTO audit_2024 SELECT g, date '2024-01-01' + g % 300 FROM generate_series(1, 2000) g;
+CREATE TABLE audit_2025 (id int, at date NOT NULL,
+    CONSTRAINT audit_2025_bound CHECK (at >= date '2025-01-01' AND at < date '2026-01-01'));
+INSERT INTO audit_2025 SELECT g, date '2025-01-01' + g % 300 FROM generate_series(1, 2000) g;
+
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+
+-- For the breaking-change and data-loss corpus (contract_corpus/).
+CREATE TYPE token_kind AS ENUM ('access', 'refresh');
+CREATE TABLE legacy_grants (id int, note text);
+INSERT INTO legacy_grants SELECT g, 'note ' || g FROM generate_series(1, 500) g;
+CREATE VIEW client_names AS SELECT id, name FROM clients;

@@ -1,0 +1,314 @@
+"""The hazard lint on a real PostgreSQL: the labelled corpus, waivers, LINT_MIN_ROWS, the target
+left untouched, the scratch database dropped, LINT_BEFORE_APPLY and the dry run.
+
+Each corpus file holds one statement and its label on the first line:
+``-- expect: <kind> <relation>`` for a hazard, ``-- expect: safe`` otherwise. It runs as the one
+pending file on a target built from setup.sql (tables of 2,000 rows), with LINT_MIN_ROWS=0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrator.hazards import KINDS, LOCK_KINDS
+from tests.conftest import REPO, Database, create_database, drop_database, launch
+
+HERE = Path(__file__).parent
+CORPUS = sorted((HERE / "corpus").glob("*.sql"))
+CONTRACT_CORPUS = sorted((HERE / "contract_corpus").glob("*.sql"))
+SETUP = HERE / "setup.sql"
+LABEL_RE = re.compile(r"^-- expect: (?:safe|(?P<kind>\w+) (?P<relation>\S+))$")
+
+
+def label(path: Path) -> tuple[str, str] | None:
+    """(kind, relation) of a hazard file, None for a safe one."""
+    match = LABEL_RE.match(path.read_text().splitlines()[0])
+    assert match, f"{path.name}: the first line must be its label"
+    return (match["kind"], match["relation"]) if match["kind"] else None
+
+
+def unwaived(result, kinds=LOCK_KINDS) -> set[tuple[str, str]]:
+    """(kind, relation) of the unwaived hazards of ``kinds`` (the lock corpus: lock kinds)."""
+    return {
+        (e["kind"], e["relation"])
+        for e in result.events_named("hazard")
+        if e["level"] == "error" and e["kind"] in kinds
+    }
+
+
+def scratch_databases(server) -> list[str]:
+    with Database(server, "postgres").connect() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_lint\\_%'")
+        return [row[0] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def target(pg_server, tmp_path_factory):
+    """A database with setup.sql applied by the runner, and analyzed (sizes on the target)."""
+    database = create_database(pg_server)
+    folder = tmp_path_factory.mktemp("setup")
+    shutil.copy(SETUP, folder / "001_setup.sql")
+    result = launch(env=database.env(MIGRATIONS_DIR=str(folder)), workdir=folder).wait()
+    assert result.returncode == 0, result
+    with database.connect() as conn:
+        conn.execute("ANALYZE")
+    yield database
+    drop_database(database)
+
+
+@pytest.fixture
+def lint_env(target, pg_server, migrations):
+    """Runner variables to lint ``migrations`` (001_setup.sql already there) against the target."""
+    shutil.copy(SETUP, migrations.path / "001_setup.sql")
+    return target.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+        LINT_MIN_ROWS="0",
+    )
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_corpus_file(path, lint_env, target, migrations, run_runner):
+    shutil.copy(path, migrations.path / f"002_{path.name}")
+    result = run_runner("lint", env=lint_env)
+    expected = label(path)
+    # Breaking changes and data loss (contract_corpus/) may fail a lock-safe file too.
+    assert result.returncode == (65 if unwaived(result, KINDS) else 0), result
+    if expected is None:
+        assert unwaived(result) == set()
+        return
+    assert result.returncode == 65, result
+    assert expected in unwaived(result)
+    hazard = next(e for e in result.events_named("hazard") if e["relation"] == expected[1])
+    assert hazard["version"] == f"002_{path.stem}"
+    lines = path.read_text().splitlines()
+    assert hazard["line"] == next(i for i, text in enumerate(lines, 1) if not text.startswith("--"))
+    # The target's estimates after ANALYZE, read from its catalog.
+    size = (
+        "SELECT reltuples::bigint, relpages::bigint * 8192 FROM pg_class WHERE oid = %s::regclass"
+    )
+    assert (hazard["rows"], hazard["bytes"]) == target.query(size, expected[1])[0]
+    assert hazard["rows"] >= 100
+    assert hazard["lock"] in ("SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
+    # VACUUM FULL cannot run in a transaction: classified from the documentation, and said so.
+    assert hazard["observed"] is not path.stem.startswith("hazard_vacuum_full")
+    assert result.events_named("hazards_found")[0]["exit_code"] == 65
+
+
+def labels(path: Path) -> set[tuple[str, ...]]:
+    """Every ``-- expect:`` line of a contract_corpus file (none for a safe one)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("-- expect: ")]
+    return {tuple(line.split()[2:4]) for line in lines if line != "-- expect: safe"}
+
+
+@pytest.mark.parametrize("path", CONTRACT_CORPUS, ids=[p.stem for p in CONTRACT_CORPUS])
+def test_contract_corpus_file(path, lint_env, target, migrations, run_runner):
+    """Breaking changes and data loss, from the scratch catalog and statistics."""
+    shutil.copy(path, migrations.path / f"002_{path.name}")
+    result = run_runner("lint", env=lint_env)
+    found = unwaived(result, ("breaking", "data_loss"))
+    assert found == labels(path), result
+    assert result.returncode == (65 if unwaived(result, KINDS) else 0), result
+    for event in result.events_named("hazard"):
+        if event["kind"] == "data_loss":  # the rows of its table on the target
+            table = ".".join(event["relation"].split(".")[:2])
+            rows = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
+            assert event["rows"] == target.scalar(rows, table) > 0
+        if event["kind"] in ("breaking", "data_loss"):
+            assert event["change"]
+            assert event["alternative"]
+
+
+def test_the_corpus_is_big_and_balanced():
+    labels = [label(path) for path in CORPUS]
+    assert len(labels) >= 40
+    assert sum(1 for x in labels if x) >= 20
+    assert sum(1 for x in labels if x is None) >= 20
+
+
+def test_a_waived_hazard_passes_and_the_target_is_not_changed(
+    lint_env, target, migrations, run_runner, pg_server
+):
+    migrations.write(
+        "002_bigint.sql",
+        "-- migrate:allow rewrite tokens: maintenance window on Sunday\n"
+        "-- migrate:allow breaking tokens.n: every running release reads n as bigint\n"
+        "ALTER TABLE tokens ALTER COLUMN n TYPE bigint;\n",
+    )
+    before = target.pg_dump()
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    [hazard, breaking] = result.events_named("hazard")
+    assert (breaking["kind"], breaking["relation"], breaking["level"]) == (
+        "breaking",
+        "public.tokens.n",
+        "warning",
+    )
+    assert breaking["change"] == "column changes from integer to bigint"
+    assert hazard["level"] == "warning"
+    assert hazard["waiver"] == "maintenance window on Sunday"
+    assert hazard["alternative"].startswith("expand and contract")
+    assert target.pg_dump() == before
+    assert scratch_databases(pg_server) == []
+    # The runner itself accepts the directive.
+    applied = run_runner(env=lint_env)
+    assert applied.returncode == 0, applied
+    waived = applied.events_named("hazard_waived")
+    assert [(w["kind"], w["relation"], w["line"]) for w in waived] == [
+        ("rewrite", "tokens", 1),
+        ("breaking", "tokens.n", 2),
+    ]
+    assert waived[0]["reason"] == "maintenance window on Sunday"
+    [done] = [e for e in applied.events_named("migration_applied") if e["version"] == "002_bigint"]
+    assert done["locks"] == {"public.tokens": "ACCESS EXCLUSIVE"}
+    assert done["transaction_ms"] >= 0
+    with target.connect() as conn:  # leave the module's target as it was
+        conn.execute("ALTER TABLE tokens ALTER COLUMN n TYPE int")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '002_bigint'")
+
+
+def test_a_waiver_without_a_reason_is_refused(lint_env, migrations, run_runner):
+    migrations.write(
+        "002_bigint.sql",
+        "-- migrate:allow rewrite tokens\nALTER TABLE tokens ALTER COLUMN n TYPE bigint;\n",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    error = result.events_named("invalid_migration_files")[0]
+    assert error["line"] == 1
+    assert "the reason is required" in error["error"]
+
+
+def test_small_tables_pass_below_lint_min_rows(lint_env, migrations, run_runner):
+    migrations.write("002_index.sql", "CREATE INDEX tokens_scope ON tokens (scope);")
+    env = {k: v for k, v in lint_env.items() if k != "LINT_MIN_ROWS"}  # default: 10,000
+    result = run_runner("lint", env=env)
+    assert result.returncode == 0, result
+    [hazard] = result.events_named("hazard")
+    assert (hazard["level"], hazard["below_min_rows"], hazard["rows"]) == ("warning", 10000, 2000)
+    assert run_runner("lint", env={**env, "LINT_MIN_ROWS": "1000"}).returncode == 65
+
+
+def test_what_the_same_release_creates_is_not_a_hazard(lint_env, migrations, run_runner):
+    migrations.add({
+        "002_grants.sql": "CREATE TABLE grants (id int, token_id bigint);",
+        "003_grants_index.sql": "CREATE INDEX grants_token ON grants (token_id);",
+        "004_fill.sql": "INSERT INTO grants SELECT id, id FROM tokens;",
+        "005_type.sql": "ALTER TABLE grants ALTER COLUMN token_id TYPE text;",
+    })  # fmt: skip
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    assert result.events_named("hazard") == []
+
+
+def test_without_a_target_each_file_meets_the_files_before_it(
+    unborn_database, pg_server, migrations, run_runner
+):
+    migrations.add({
+        "001_tokens.sql": "CREATE TABLE tokens (id int, scope text);",
+        "002_index.sql": "CREATE INDEX tokens_scope ON tokens (scope);",
+    })  # fmt: skip
+    env = unborn_database.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+    result = run_runner("lint", env=env)
+    assert result.returncode == 65, result
+    assert unwaived(result) == {("index_build", "public.tokens")}
+    assert result.events_named("lint_started")[0]["min_rows"] == 0
+    assert scratch_databases(pg_server) == []
+    with Database(pg_server, "postgres").connect() as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (unborn_database.name,)
+        )
+        assert exists.fetchone() is None
+
+
+def test_a_shadow_database_instead_of_admin_credentials(
+    target, pg_server, other_database, migrations, run_runner
+):
+    shutil.copy(SETUP, migrations.path / "001_setup.sql")
+    migrations.write("002_not_null.sql", "ALTER TABLE tokens ALTER COLUMN n SET NOT NULL;")
+    env = target.env(MIGRATIONS_DIR=str(migrations.path), LINT_MIN_ROWS="0")
+    base = f"postgresql://postgres@127.0.0.1:{pg_server.port}/"
+    url = base.replace("@", f":{pg_server.password}@") + other_database.name
+    # In the environment: a password on the command line would show in ps.
+    result = run_runner("lint", env={**env, "LINT_SHADOW_URL": url})
+    assert result.returncode == 65, result
+    assert unwaived(result) == {("scan", "public.tokens")}
+    assert "CHECK (n IS NOT NULL) NOT VALID" in result.events_named("hazard")[0]["alternative"]
+    # The shadow is left filled; lint refuses it rather than empty it.
+    again = run_runner("lint", env={**env, "LINT_SHADOW_URL": url})
+    assert again.returncode == 78, again
+    assert "not empty, it holds public." in again.events_named("invalid_configuration")[0]["error"]
+    assert run_runner("lint", env=env).returncode == 78  # neither admin nor shadow
+    # The flag, with the password left to PGPASSWORD.
+    fresh = create_database(pg_server)
+    try:
+        flag = run_runner("lint", "--shadow-url", base + fresh.name,
+                          env={**env, "PGPASSWORD": pg_server.password})  # fmt: skip
+        assert unwaived(flag) == {("scan", "public.tokens")}, flag
+    finally:
+        drop_database(fresh)
+
+
+def test_lint_before_apply_refuses_and_applies_nothing(lint_env, target, migrations, run_runner):
+    migrations.write("002_index.sql", "CREATE INDEX tokens_scope ON tokens (scope);")
+    result = run_runner(env={**lint_env, "LINT_BEFORE_APPLY": "true"})
+    assert result.returncode == 65, result
+    assert result.events_named("hazards_found")
+    assert result.events_named("migration_started") == []
+    assert target.scalar("SELECT to_regclass('tokens_scope')") is None
+    dry = run_runner("--dry-run", env=lint_env)
+    assert dry.returncode == 0, dry
+    assert unwaived(dry) == {("index_build", "public.tokens")}
+    assert dry.events_named("lint_complete")[0]["unwaived"] == 1
+
+
+def test_squawk_on_the_same_corpus_misses_what_only_the_server_can_tell():
+    """The figures of bench/lint_compare.py for squawk (the lint's side is test_corpus_file)."""
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "lint_compare.py"), "--squawk-only", "--json"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    squawk = json.loads(run.stdout)["squawk"]
+    assert squawk["hazards"] == sum(1 for path in CORPUS if label(path))
+    for missed in ("refresh_materialized_view", "cluster", "set_unlogged", "vacuum_full"):
+        assert f"hazard_{missed}.sql" in squawk["missed"]
+    for flagged in ("set_not_null_with_validated_check", "widen_varchar"):
+        assert f"safe_{flagged}.sql" in squawk["flagged_safe"]
+
+
+def test_a_procedure_that_commits_runs_bare_and_is_listed_as_not_observed(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_backfill.sql",
+        "-- migrate:no-transaction\n"
+        "CREATE PROCEDURE fill() LANGUAGE plpgsql AS $$ BEGIN\n"
+        "  UPDATE legacy_grants SET note = note; COMMIT; END $$;\n"
+        "CALL fill();\n"
+        "CREATE INDEX CONCURRENTLY legacy_grants_id ON legacy_grants (id);\n",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    notes = {e["line"]: e["note"] for e in result.events_named("not_observed")}
+    assert "commits its own transactions" in notes[4]
+    assert "concurrent build" in notes[5]
+    assert notes[5].startswith("not observed (it cannot run inside a transaction)")
+
+
+def test_nothing_pending_needs_no_scratch_database(lint_env, run_runner):
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    assert result.events_named("lint_complete")[0]["files"] == 0
+    assert result.events_named("lint_scratch_created") == []

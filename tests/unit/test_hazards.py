@@ -1,0 +1,127 @@
+"""migrator/hazards.py and the lint's waivers: lock order, the hazard rule, the documented
+classification of non-transactional statements, the safe alternatives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migrator.errors import MigrationFilesError
+from migrator.hazards import Lock, documented, is_hazard, safe_alternative
+from migrator.lint import Finding, Waiver, waivers_of
+from migrator.migration import Migration, checksum_of, read_migration
+
+
+def test_locks_from_pg_locks_in_order():
+    assert Lock.from_pg_locks("AccessExclusiveLock") is Lock.ACCESS_EXCLUSIVE
+    assert Lock.from_pg_locks("ShareUpdateExclusiveLock").sql_name == "SHARE UPDATE EXCLUSIVE"
+    assert Lock.from_pg_locks("RowExclusiveLock") < Lock.SHARE < Lock.SHARE_ROW_EXCLUSIVE
+
+
+@pytest.mark.parametrize(
+    ("lock", "rewrite", "scanned", "relkind", "expected"),
+    [
+        (Lock.ACCESS_EXCLUSIVE, True, False, "r", True),
+        (Lock.SHARE, False, True, "r", True),  # CREATE INDEX
+        (Lock.SHARE_UPDATE_EXCLUSIVE, False, True, "r", False),  # VALIDATE CONSTRAINT
+        (Lock.ROW_EXCLUSIVE, False, True, "r", False),  # UPDATE ... (a backfill)
+        (Lock.ACCESS_EXCLUSIVE, False, False, "r", False),  # brief: the lock timeout handles it
+        (Lock.EXCLUSIVE, False, True, "m", False),  # REFRESH ... CONCURRENTLY: reads go on
+        (Lock.ACCESS_EXCLUSIVE, True, False, "m", True),  # REFRESH MATERIALIZED VIEW
+        (None, False, True, "r", False),
+    ],
+)
+def test_the_hazard_rule(lock, rewrite, scanned, relkind, expected):
+    assert is_hazard(lock, rewrite=rewrite, scanned=scanned, relkind=relkind) is expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "lock", "targets"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t (a)", None, Lock.SHARE_UPDATE_EXCLUSIVE, ()),
+        ("REINDEX INDEX CONCURRENTLY i", None, Lock.SHARE_UPDATE_EXCLUSIVE, ()),
+        ("DROP INDEX CONCURRENTLY i", None, Lock.SHARE_UPDATE_EXCLUSIVE, ()),
+        ("VACUUM (ANALYZE) t", None, Lock.SHARE_UPDATE_EXCLUSIVE, ("t",)),
+        ("VACUUM FULL a, b", "rewrite", Lock.ACCESS_EXCLUSIVE, ("a", "b")),
+        ("vacuum (full, analyze) app.t (c)", "rewrite", Lock.ACCESS_EXCLUSIVE, ("app.t",)),
+        ("VACUUM (FULL false) t", None, Lock.SHARE_UPDATE_EXCLUSIVE, ("t",)),
+        ("VACUUM", None, Lock.SHARE_UPDATE_EXCLUSIVE, ("(every table)",)),
+        ("CLUSTER", "rewrite", Lock.ACCESS_EXCLUSIVE, ("(every clustered table)",)),
+        ("REINDEX SCHEMA app", "index_build", Lock.SHARE, ("(schema app)",)),
+        ("ALTER SYSTEM SET work_mem = '8MB'", None, None, ()),
+    ],
+)
+def test_documented_classification(statement, kind, lock, targets):
+    doc = documented(statement)
+    assert (doc.kind, doc.lock, doc.targets) == (kind, lock, targets)
+
+
+def test_cluster_wide_statements_are_not_run_on_the_scratch_database():
+    assert documented("CREATE DATABASE other").runs_on_scratch is False
+    assert documented("VACUUM FULL t").runs_on_scratch is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "statement", "expected"),
+    [
+        ("index_build", "CREATE INDEX i ON t (a)", "CREATE INDEX CONCURRENTLY"),
+        ("index_build", "ALTER TABLE t ADD PRIMARY KEY (id)", "USING INDEX"),
+        ("scan", "ALTER TABLE t ALTER COLUMN email SET NOT NULL", "CHECK (email IS NOT NULL)"),
+        ("scan", "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)", "NOT VALID, then VALIDATE"),
+        ("scan", "alter table t add foreign key (a) references p", "NOT VALID, then VALIDATE"),
+        ("rewrite", "ALTER TABLE t ALTER COLUMN a TYPE bigint", "expand and contract"),
+        ("rewrite", "ALTER TABLE t ADD COLUMN r float DEFAULT random()", "backfill"),
+        ("rewrite", "REFRESH MATERIALIZED VIEW v", "CONCURRENTLY"),
+        ("rewrite", "CLUSTER t USING i", "pg_repack"),
+    ],
+)
+def test_safe_alternatives(kind, statement, expected):
+    assert expected in (safe_alternative(kind, statement) or "")
+
+
+def test_no_alternative_when_there_is_no_standard_one():
+    assert safe_alternative("rewrite", "ALTER TABLE t SET UNLOGGED") is None
+
+
+def _migration(sql: str) -> Migration:
+    return Migration(Path("002_x.sql"), 2, "002_x", sql, checksum_of(sql.encode()))
+
+
+def test_waivers_are_read_from_the_header():
+    sql = (
+        "-- Description: widen ids\n"
+        "-- migrate:allow rewrite public.tokens: maintenance window, approved by ops\n"
+        "--migrate:allow scan sessions:nightly\n"
+        "ALTER TABLE tokens ALTER COLUMN id TYPE bigint;\n"
+        "-- migrate:allow index_build later: not in the header, ignored\n"
+    )
+    waivers = waivers_of(_migration(sql))
+    assert waivers == [
+        Waiver("rewrite", "public.tokens", "maintenance window, approved by ops", 2),
+        Waiver("scan", "sessions", "nightly", 3),
+    ]
+    finding = Finding("scan", "public.sessions", Lock.ACCESS_EXCLUSIVE)
+    assert waivers[1].covers(finding)
+    assert not waivers[0].covers(finding)
+    assert Waiver("scan", "*", "all of them", 1).covers(finding)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-- migrate:allow rewrite tokens",  # no reason
+        "-- migrate:allow rewrite tokens:   ",  # an empty reason
+        "-- migrate:allow rewrites tokens: typo in the kind",
+        "-- migrate:allow rewrite: no relation",
+    ],
+)
+def test_a_malformed_waiver_names_its_line(line):
+    with pytest.raises(MigrationFilesError, match=r"002_x.sql: line 2: .*reason is required"):
+        waivers_of(_migration(f"-- header\n{line}\nSELECT 1;"))
+
+
+def test_the_runner_accepts_the_allow_directive(tmp_path):
+    path = tmp_path / "002_widen.sql"
+    path.write_text("-- migrate:allow rewrite tokens: approved\nALTER TABLE tokens SET UNLOGGED;")
+    assert read_migration(path).version == "002_widen"
