@@ -3,6 +3,7 @@
 --              sends: final revocation and redemption, server-set times, capped
 --              lifetimes, audited permission-checked writes to groups and clients,
 --              disabled users and clients stop working at once.
+-- migrate:allow scan public.security_settings: a one-row table (its singleton key), so the new columns' CHECKs read one row
 --
 -- Runs as the owner role in one transaction, after 001 (which it does not change).
 --
