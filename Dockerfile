@@ -39,6 +39,7 @@ RUN /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-has
     && find /opt/venv /app -exec touch --no-dereference --date=@0 {} +
 
 FROM ${BASE_IMAGE}
+ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -48,7 +49,8 @@ LABEL org.opencontainers.image.title="auth-service-migrate" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.documentation="docs/docker.md"
+      org.opencontainers.image.documentation="docs/docker.md" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
