@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -42,21 +43,30 @@ def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
     return conn.execute(DATABASE_EXISTS, (dbname,)).fetchone() is not None
 
 
-def bootstrap(config: Config, script: Migration | None) -> None:
-    """Create the database if missing and run the bootstrap script, under the bootstrap lock."""
+def bootstrap(
+    config: Config, script: Migration | None, on_create: Callable[[], None] | None = None
+) -> None:
+    """Create the database if missing and run the bootstrap script, under the bootstrap lock.
+
+    ``on_create`` is called just before CREATE DATABASE (the caller reads ahead meanwhile).
+    """
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
     with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
         key = lock_key("bootstrap", config.dbname)
         with advisory_lock(admin, key, config.migration_lock_timeout, name="bootstrap"):
-            create_database_if_missing(admin, config.dbname)
+            create_database_if_missing(admin, config.dbname, on_create)
             with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
                 run_bootstrap_script(conn, config, script)
 
 
-def create_database_if_missing(conn: psycopg.Connection[Any], dbname: str) -> None:
+def create_database_if_missing(
+    conn: psycopg.Connection[Any], dbname: str, on_create: Callable[[], None] | None = None
+) -> None:
     if database_exists(conn, dbname):
         log.info("database_exists", dbname=dbname)
         return
+    if on_create:
+        on_create()
     # CREATE DATABASE cannot run inside a transaction: the connection is in autocommit.
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     log.info("database_created", dbname=dbname)
