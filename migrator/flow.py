@@ -38,10 +38,17 @@ ERR_NOT_IN_ONE_TRANSACTION = (
 
 def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
+    ahead = None
     if config.bootstrap_enabled:
         from migrator.bootstrap import bootstrap
+        from migrator.prefetch import read_ahead
 
-        bootstrap(config, files.bootstrap)
+        def creating() -> None:  # a new database: every file is pending, lex them meanwhile
+            nonlocal ahead
+            if not config.init_only:
+                ahead = read_ahead(files.all)  # 000 first: the applier needs it first
+
+        bootstrap(config, files.bootstrap, on_create=creating)
         if config.init_only:
             return "bootstrap done (--init-only)"
     owner_first = not config.bootstrap_enabled  # else bootstrap's connection came first
@@ -54,6 +61,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
             return summarise(plan, {}, time.monotonic())
         if config.lint_before_apply:
             lint(config, files)  # HazardsFoundError (65) before anything is applied
+        if ahead is None:  # lexing overlaps the lock, the second connection, the first files
+            from migrator.prefetch import read_ahead
+
+            ahead = read_ahead(plan.pending)
         from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
         from migrator.lock import LockGuard, advisory_lock, lock_key
