@@ -1,0 +1,70 @@
+"""Fixtures of the pooler suite: PgBouncer in transaction and in session pooling before the session's server.
+
+Each pool has fewer server connections (``POOL_SIZE``) than the tests start runners, so
+server sessions really are shared between clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import Database, PgServer
+from tests.faults.conftest import start_watched  # noqa: F401  (the fault suite's fixture)
+from tests.pooler.pgbouncer import PgBouncer
+
+POOL_SIZE = 3
+POOL_MODES = ("transaction", "session")
+
+
+@pytest.fixture(scope="session")
+def transaction_pooler(pg_server: PgServer) -> Iterator[PgBouncer]:
+    bouncer = PgBouncer.start(pg_server, "transaction", POOL_SIZE)
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def session_pooler(pg_server: PgServer) -> Iterator[PgBouncer]:
+    bouncer = PgBouncer.start(pg_server, "session", POOL_SIZE)
+    yield bouncer
+    bouncer.stop()
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a runner reaches the server: directly, or through one of the PgBouncers."""
+
+    name: str
+    port: int
+
+    def env(self, database: Database, **extra: str) -> dict[str, str]:
+        return database.env(DB_PORT=str(self.port), **extra)
+
+    def connect(self, database: Database, **overrides: Any) -> psycopg.Connection[Any]:
+        """A client of this route (the superuser), as an application would connect."""
+        return database.connect(port=self.port, prepare_threshold=None, **overrides)
+
+
+def route_to(request: pytest.FixtureRequest, name: str) -> Route:
+    if name == "direct":
+        server: PgServer = request.getfixturevalue("pg_server")
+        return Route(name, server.port)
+    bouncer: PgBouncer = request.getfixturevalue(f"{name}_pooler")
+    return Route(name, bouncer.port)
+
+
+@pytest.fixture(params=("direct", *POOL_MODES))
+def route(request: pytest.FixtureRequest) -> Route:
+    """Each test runs directly, through transaction pooling and through session pooling."""
+    return route_to(request, request.param)
+
+
+@pytest.fixture(params=POOL_MODES)
+def pooled(request: pytest.FixtureRequest) -> Route:
+    """Through PgBouncer only, in both pooling modes."""
+    return route_to(request, request.param)
