@@ -22,6 +22,7 @@ from migrator.plan import Plan, make_plan
 from migrator.wait import (
     behind_pooler,
     connect,
+    open_connection,
     pooler_refused,
     reason_of,
     wait_for_connection,
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from migrator.migration import Migration
 
 log = get_logger("flow")
+
+MONITOR_CONNECT_TIMEOUT = 5
 
 ERR_NOT_IN_ONE_TRANSACTION = (
     "SINGLE_TRANSACTION is set, but {file} must run outside a transaction ({reason}): "
@@ -81,7 +84,9 @@ def migrate(config: Config, files: MigrationSet) -> str:
             # Behind a pooler the applying backend changes between transactions: progress
             # finds it by what it runs rather than by a pid.
             backend = None if pooled else conn.info.backend_pid
-            monitor = ProgressReporter(reconnect, backend, config.progress_interval)
+            # One attempt for the monitor: progress is a log line, not worth a wait.
+            open_monitor = partial(open_connection, kwargs, MONITOR_CONNECT_TIMEOUT)
+            monitor = ProgressReporter(open_monitor, backend, config.progress_interval)
             with monitor as progress:
                 applier = Applier(conn, config, progress, LockGuard(held.pid, key))
                 return apply_plan(applier, plan, config.single_transaction)

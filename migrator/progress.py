@@ -23,6 +23,7 @@ log = get_logger("progress")
 
 DEFAULT_PROGRESS_INTERVAL = 5.0
 TICK = 0.1  # how often the reporter thread looks at the clock
+MONITOR_JOIN_TIMEOUT = 2.0
 INDEX_PROGRESS = """
 SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
 FROM pg_stat_progress_create_index WHERE pid = %s
@@ -119,7 +120,10 @@ class ProgressReporter:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A monitor still waiting for a pooled server must not hold up the run's end.
+            self._thread.join(MONITOR_JOIN_TIMEOUT)
+            if self._thread.is_alive():
+                return
         if self.monitor is not None:
             self.monitor.close()
 

@@ -51,10 +51,12 @@ class Route:
 
 
 def route_to(request: pytest.FixtureRequest, name: str) -> Route:
+    server: PgServer = request.getfixturevalue("pg_server")
     if name == "direct":
-        server: PgServer = request.getfixturevalue("pg_server")
         return Route(name, server.port)
     bouncer: PgBouncer = request.getfixturevalue(f"{name}_pooler")
+    # Other suites' bootstraps set the superuser's password again (a new SCRAM salt).
+    bouncer.refresh(server)
     return Route(name, bouncer.port)
 
 

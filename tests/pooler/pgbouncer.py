@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from pgserver import UNPRIVILEGED_GID, UNPRIVILEGED_UID, PgServer, free_port
 
 PGBOUNCER = Path(os.environ.get("PGBOUNCER", "/usr/sbin/pgbouncer"))
 START_TIMEOUT = 10.0
+RELOAD_PAUSE = 0.3
 # Short enough that a test of an exhausted pool finishes quickly; the stock default is 120 s.
 QUERY_WAIT_TIMEOUT = 20
 CONFIG = """\
@@ -72,6 +73,7 @@ class PgBouncer:
         pool_mode: str,
         pool_size: int,
         roles: Sequence[str] = ("postgres",),
+        plaintext: Mapping[str, str] | None = None,
         max_db_connections: int = 0,
         query_wait_timeout: int = QUERY_WAIT_TIMEOUT,
     ) -> PgBouncer:
@@ -84,7 +86,7 @@ class PgBouncer:
                 query_wait_timeout=query_wait_timeout,
             )
         )  # fmt: skip
-        write_userlist(server, root / "userlist.txt", roles)
+        write_userlist(server, root / "userlist.txt", roles, plaintext)
         if os.geteuid() == 0:  # PgBouncer refuses to run as root
             os.chown(root, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
             for path in root.iterdir():
@@ -115,13 +117,17 @@ class PgBouncer:
         """psycopg.connect keywords for the superuser through this PgBouncer."""
         return {**server.conninfo(dbname), "port": self.port, "prepare_threshold": None}
 
-    def reload(self, server: PgServer, roles: Sequence[str]) -> None:
-        """Rewrite the userlist (new roles and passwords) and make PgBouncer read it."""
-        write_userlist(server, self.root / "userlist.txt", roles)
+    def refresh(self, server: PgServer, roles: Sequence[str] = ("postgres",)) -> None:
+        """Copy the roles' current SCRAM secrets again (a bootstrap elsewhere re-salted them)."""
+        userlist = self.root / "userlist.txt"
+        before = userlist.read_text()
+        write_userlist(server, userlist, roles)
+        if userlist.read_text() == before:
+            return
         if os.geteuid() == 0:
-            os.chown(self.root / "userlist.txt", UNPRIVILEGED_UID, UNPRIVILEGED_GID)
-        self.process.send_signal(signal.SIGHUP)
-        time.sleep(0.2)
+            os.chown(userlist, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        self.process.send_signal(signal.SIGHUP)  # PgBouncer re-reads its files
+        time.sleep(RELOAD_PAUSE)
 
     def log(self) -> str:
         path = self.root / "pgbouncer.log"
@@ -138,13 +144,20 @@ class PgBouncer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def write_userlist(server: PgServer, path: Path, roles: Sequence[str]) -> None:
-    """``"role" "SCRAM-SHA-256$..."`` lines, the secrets read from the server's catalog."""
+def write_userlist(
+    server: PgServer, path: Path, roles: Sequence[str], plaintext: Mapping[str, str] | None = None
+) -> None:
+    """``"role" "SCRAM-SHA-256$..."`` lines, the secrets read from the server's catalog.
+
+    ``plaintext`` roles get their password instead: a runner's bootstrap sets DB_USER's
+    password again on every start, with a new SCRAM salt, which a copied secret does not follow.
+    """
     with psycopg.connect(**server.conninfo(), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)", (list(roles),)
         ).fetchall()
-    path.write_text("".join(f'"{name}" "{secret}"\n' for name, secret in rows if secret))
+    secrets = {name: secret for name, secret in rows if secret} | dict(plaintext or {})
+    path.write_text("".join(f'"{name}" "{secret}"\n' for name, secret in secrets.items()))
 
 
 def _unprivileged() -> dict[str, object]:
