@@ -88,7 +88,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
             open_monitor = partial(open_connection, kwargs, MONITOR_CONNECT_TIMEOUT)
             monitor = ProgressReporter(open_monitor, backend, config.progress_interval)
             with monitor as progress:
-                applier = Applier(conn, config, progress, LockGuard(held.pid, key))
+                guard = LockGuard(held.pid, key)
+                applier = Applier(conn, config, progress, guard, pooled=pooled)
                 return apply_plan(applier, plan, config.single_transaction)
 
 

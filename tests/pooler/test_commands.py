@@ -158,3 +158,38 @@ def test_an_exhausted_pool_is_retried_then_says_so(
     retried = runner.wait(60)
     assert retried.returncode == 0, retried
     assert retried.events_named("database_not_ready"), retried
+
+
+NO_TRANSACTION = (
+    "-- migrate:no-transaction\n"
+    "CREATE TABLE IF NOT EXISTS sessions (id int);\n"
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS expires_at timestamptz;\n"
+    "SELECT missing_column FROM sessions;\n"
+)
+
+
+def test_timeouts_reach_the_statements_of_a_non_transactional_file(
+    route, database, run_runner, migrations
+):
+    """DDL_LOCK_TIMEOUT applies to each statement, as SET LOCAL in its own transaction."""
+    migrations.add({"001_sessions.sql": NO_TRANSACTION})
+    with database.connect() as owner:
+        owner.execute("CREATE TABLE sessions (id int)")
+    env = route.env(database, MIGRATIONS_DIR=str(migrations.path), DDL_LOCK_TIMEOUT="300ms",
+                    DDL_LOCK_RETRIES="0")  # fmt: skip
+    with database.connect() as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
+        started = time.monotonic()
+        blocked = run_runner(env=env)
+        elapsed = time.monotonic() - started
+    assert blocked.returncode == 65, blocked
+    failed = blocked.events_named("migration_failed")[0]
+    assert (failed["sqlstate"], failed["line"]) == ("55P03", 3), blocked
+    assert elapsed < 10, elapsed
+
+    # Unblocked: the error of line 4 is named at its line and column, offsets and all.
+    result = run_runner(env=env)
+    assert result.returncode == 65, result
+    failed = result.events_named("migration_failed")[0]
+    assert (failed["sqlstate"], failed["line"], failed["column"]) == ("42703", 4, 8), result
