@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.conftest import MigrationsFolder
 from tests.faults.conftest import Snapshot, assert_converged, clean_run
 from tests.faults.migration_sets import many_files
+from tests.pooler.conftest import POOL_SIZE
 
 RUNNERS = 6
 ROUNDS = 2
@@ -63,3 +66,34 @@ def test_create_index_concurrently_does_not_wait_for_the_lock_transaction(
     assert database.scalar(
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'tokens_owner_idx'::regclass"
     )
+
+
+CREATORS = POOL_SIZE  # in session pooling each creator holds one of the pool's server sessions
+
+
+def test_the_history_table_is_created_once_when_creators_race(route, database):
+    """CREATE TABLE IF NOT EXISTS from many sessions at once: no unique violation on pg_type."""
+    from migrator.history import ensure_history_table
+
+    connections = [route.connect(database) for _ in range(CREATORS)]
+    barrier = threading.Barrier(CREATORS)
+    errors: list[BaseException] = []
+
+    def create(conn) -> None:
+        barrier.wait()
+        try:
+            ensure_history_table(conn)
+        except BaseException as error:  # collected: the assertion below names them
+            errors.append(error)
+
+    threads = [threading.Thread(target=create, args=(conn,)) for conn in connections]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for conn in connections:
+            conn.close()
+    assert errors == []
+    assert database.scalar("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
