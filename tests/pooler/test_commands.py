@@ -8,6 +8,7 @@ import pytest
 
 from migrator.errors import EX_UNAVAILABLE
 from tests.faults.test_parallel import FILES as BOOTSTRAP_FILES
+from tests.integration.test_progress import SLOW_INDEX
 from tests.pooler.conftest import POOL_MODES, POOL_SIZE
 from tests.pooler.pgbouncer import PgBouncer
 
@@ -193,3 +194,17 @@ def test_timeouts_reach_the_statements_of_a_non_transactional_file(
     assert result.returncode == 65, result
     failed = result.events_named("migration_failed")[0]
     assert (failed["sqlstate"], failed["line"], failed["column"]) == ("42703", 4, 8), result
+
+
+def test_an_index_build_reports_its_phase_through_the_pooler(pooled, database, run_runner,
+                                                             migrations):  # fmt: skip
+    """The applying backend changes between transactions: progress finds the build by database."""
+    table, index = SLOW_INDEX.rsplit("CREATE INDEX", 1)
+    migrations.add({"001_big.sql": table,
+                    "002_big_slow.sql": "CREATE INDEX CONCURRENTLY" + index})  # fmt: skip
+    env = pooled.env(database, MIGRATIONS_DIR=str(migrations.path), PROGRESS_INTERVAL="300ms")
+    result = run_runner(env=env)
+    assert result.returncode == 0, result
+    progress = result.events_named("migration_progress")
+    phases = {p.get("phase") for p in progress if p["version"] == "002_big_slow"}
+    assert any(phase and phase.startswith("building index") for phase in phases), progress
