@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -58,39 +58,45 @@ def migrate(config: Config, files: MigrationSet) -> str:
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
-        from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
-        from migrator.lock import LockGuard, lock_key, transaction_lock
-        from migrator.progress import ProgressReporter
 
         check_can_create(lock_conn, config)
-        key = lock_key(config.dbname, history.QUALIFIED_NAME)
-        kwargs = config.connect_kwargs()
-        reconnect = partial(connect, kwargs, config.wait_timeout)
-        pooled = behind_pooler(lock_conn)
-        with (
-            transaction_lock(
-                lock_conn,
-                key,
-                config.migration_lock_timeout,
-                reconnect=reconnect if pooled else None,
-                application_name=config.application_name,
-            ) as held,
-            reconnect() as conn,
-        ):
-            # Read again under the lock: a runner that waited usually finds nothing to do.
-            history.ensure_history_table(conn)
-            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
-            # Behind a pooler the applying backend changes between transactions: progress
-            # finds it by what it runs rather than by a pid.
-            backend = None if pooled else conn.info.backend_pid
-            # One attempt for the monitor: progress is a log line, not worth a wait.
-            open_monitor = partial(open_connection, kwargs, MONITOR_CONNECT_TIMEOUT)
-            monitor = ProgressReporter(open_monitor, backend, config.progress_interval)
-            with monitor as progress:
-                guard = LockGuard(held.pid, key)
-                applier = Applier(conn, config, progress, guard, pooled=pooled)
-                return apply_plan(applier, plan, config.single_transaction)
+        return apply_under_lock(config, files, lock_conn)
+
+
+def apply_under_lock(
+    config: Config, files: MigrationSet, lock_conn: psycopg.Connection[Any]
+) -> str:
+    """Take the migration lock on ``lock_conn``, read the history again, apply the plan."""
+    from migrator.apply import Applier
+    from migrator.lock import LockGuard, lock_key, transaction_lock
+    from migrator.progress import ProgressReporter
+
+    key = lock_key(config.dbname, history.QUALIFIED_NAME)
+    kwargs = config.connect_kwargs()
+    reconnect = partial(connect, kwargs, config.wait_timeout)
+    pooled = behind_pooler(lock_conn)
+    with (
+        transaction_lock(
+            lock_conn,
+            key,
+            config.migration_lock_timeout,
+            reconnect=reconnect if pooled else None,
+            application_name=config.application_name,
+        ) as held,
+        reconnect() as conn,
+    ):
+        # Read again under the lock: a runner that waited usually finds nothing to do.
+        history.ensure_history_table(conn)
+        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+        # Behind a pooler the applying backend changes between transactions: progress looks
+        # for the index build of this database instead of a pid.
+        backend = None if pooled else conn.info.backend_pid
+        # One attempt for the monitor: progress is a log line, not worth a wait.
+        open_monitor = partial(open_connection, kwargs, MONITOR_CONNECT_TIMEOUT)
+        with ProgressReporter(open_monitor, backend, config.progress_interval) as progress:
+            applier = Applier(conn, config, progress, LockGuard(held.pid, key), pooled=pooled)
+            return apply_plan(applier, plan, config.single_transaction)
 
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
