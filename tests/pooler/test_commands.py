@@ -9,7 +9,7 @@ import pytest
 from migrator.errors import EX_UNAVAILABLE
 from tests.faults.test_parallel import FILES as BOOTSTRAP_FILES
 from tests.integration.test_progress import SLOW_INDEX
-from tests.pooler.conftest import POOL_MODES, POOL_SIZE
+from tests.pooler.conftest import POOL_MODES, POOL_SIZE, require_pgbouncer
 from tests.pooler.pgbouncer import PgBouncer
 
 FILES = {
@@ -77,6 +77,7 @@ def test_nothing_is_left_in_the_pool(pooled, database, run_runner, migrations):
 @pytest.fixture(params=POOL_MODES)
 def bootstrap_pooler(request, pg_server):
     """A pooler whose userlist holds DB_USER's password itself: the bootstrap re-salts it."""
+    require_pgbouncer()
     bouncer = PgBouncer.start(pg_server, request.param, POOL_SIZE,
                               plaintext={"postgres": pg_server.password})  # fmt: skip
     yield bouncer
@@ -103,6 +104,7 @@ def test_bootstrap_directly_with_migrations_through_the_pooler(
 
 def test_bootstrap_through_the_session_pooler(pg_server, unborn_database, run_runner, migrations):
     """Session pooling keeps one server session per client: CREATE DATABASE and all work."""
+    require_pgbouncer()
     bouncer = PgBouncer.start(pg_server, "session", POOL_SIZE,
                               plaintext={"postgres": pg_server.password})  # fmt: skip
     try:
@@ -123,6 +125,7 @@ def test_bootstrap_through_the_session_pooler(pg_server, unborn_database, run_ru
 @pytest.fixture
 def tiny_pooler(pg_server):
     """Two server connections (a runner needs both: lock and migrations), quick to time out."""
+    require_pgbouncer()
     bouncer = PgBouncer.start(pg_server, "transaction", TINY_POOL, query_wait_timeout=1)
     yield bouncer
     bouncer.stop()
