@@ -37,6 +37,8 @@ def test_six_runners_apply_every_file_exactly_once(
     assert [r.returncode for r in results] == [0] * RUNNERS, context
     appliers = [r for r in results if r.events_named("migrations_complete")[0]["applied"]]
     assert len(appliers) == 1, context
+    # The others really queued behind the lock (through the pool, holding no server session).
+    assert any(r.events_named("lock_waiting") for r in results), context
     assert len(appliers[0].events_named("migration_applied")) == len(reference.history)
     # The schema and history of an undisturbed direct run; no index left invalid.
     assert_converged(database, reference, context)

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from migrator.errors import EX_OK, EX_TERMINATED, EX_UNAVAILABLE
+from migrator.errors import EX_OK, EX_TEMPFAIL, EX_TERMINATED, EX_UNAVAILABLE
+from migrator.history import QUALIFIED_NAME
+from migrator.lock import lock_key
 from tests.conftest import MigrationsFolder, create_database, drop_database
 from tests.faults.conftest import Snapshot, assert_converged, clean_run, wait_until
 from tests.faults.migration_sets import NON_TRANSACTIONAL, many_files
@@ -112,3 +114,26 @@ def test_sigterm_cancels_the_statement_through_the_pooler(
     assert database.scalar(ADVISORY_LOCKS) == 0
     assert database.scalar("SELECT to_regclass('long_one')") is None
     assert database.scalar("SELECT count(*) FROM schema_migrations") == 0
+
+
+def test_waiting_for_the_lock_through_the_pooler_ends_with_75_or_143(
+    pooled, database, start_watched, run_runner, migrations
+):
+    """A waiter behind the pooler names the holder, gives up at MIGRATION_LOCK_TIMEOUT, obeys SIGTERM."""
+    migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
+    env = pooled.env(database, MIGRATIONS_DIR=str(migrations.path))
+    with database.connect(application_name="holder") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(database.name, QUALIFIED_NAME),))
+        timed_out = run_runner(env={**env, "MIGRATION_LOCK_TIMEOUT": "1s"})
+        assert timed_out.returncode == EX_TEMPFAIL, timed_out
+        assert timed_out.events_named("lock_waiting")[0]["holder"]["application_name"] == "holder"
+
+        waiter = start_watched(env=env)
+        waiter.wait_for(lambda e: e["event"] == "lock_waiting")
+        sent = waiter.signal(signal.SIGTERM)
+        result = waiter.finish(timeout=30)
+        assert result.returncode == EX_TERMINATED, result
+        assert time.monotonic() - sent < EXIT_BUDGET, result
+        held = database.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        assert held == [(holder.info.backend_pid,)]
+    assert database.scalar("SELECT to_regclass('t')") is None
