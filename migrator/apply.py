@@ -39,7 +39,7 @@ from migrator.sql import (
     may_run_in_transaction_block,
     position_to_line_column,
 )
-from migrator.wait import reason_of, session_lost
+from migrator.wait import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
 
 log = get_logger("apply")
 
@@ -48,6 +48,7 @@ LOCK_RETRY_MAX_DELAY = 5.0
 LOCK_RETRY_JITTER = 0.25
 LOCK_NOT_AVAILABLE = "55P03"
 STATEMENT_EXCERPT_LENGTH = 200
+POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
 
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
 ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
@@ -206,7 +207,17 @@ class Applier:
         return Envelope(before=self._begin(), after=after)
 
     def _begin(self) -> tuple[str, ...]:
-        return ("BEGIN", *self._timeouts("SET LOCAL"))
+        return ("BEGIN", *self._timeouts("SET LOCAL"), *self._pooled_check())
+
+    def _pooled_check(self) -> tuple[str, ...]:
+        """Behind a pooler the session setting is not made: a transaction carries it instead.
+
+        A pooler keeps a vanished client's server session running its statement to the end;
+        with the check the backend notices within a second (PostgreSQL 14+).
+        """
+        if self.pooled and self.conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
+            return (POOLED_CLIENT_CHECK,)
+        return ()
 
     def _guarded(self) -> tuple[str, ...]:
         return (self.guard.sql,) if self.guard else ()
@@ -295,7 +306,7 @@ class Applier:
         server session than the statement, and stay on it for the pool's next client.
         """
         if self.pooled and may_run_in_transaction_block(statement):
-            return Envelope(before=self._timeouts("SET LOCAL"))
+            return Envelope(before=(*self._timeouts("SET LOCAL"), *self._pooled_check()))
         return Envelope()
 
     def _retrying(

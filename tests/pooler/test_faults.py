@@ -18,8 +18,11 @@ from tests.faults.test_lock_holder_death import FILES as HOLDER_FILES
 from tests.faults.test_lock_holder_death import LOCK_HOLDER, _sleeping
 
 KILL_TRIALS = 3
+ORPHAN_BUDGET = 3.0  # client_connection_check_interval = 1s, then the backend's exit
 EXIT_BUDGET = 2.0
 ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+LONG_FILE = {"001_long.sql": "CREATE TABLE long_one (id int);\nSELECT pg_sleep(60);"}
+SLEEPING = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,22 @@ def test_kill_9_then_the_next_run_converges(pooled, pg_server, start_watched, ru
             drop_database(database)
 
 
+def test_the_server_aborts_the_statement_of_a_killed_runner_behind_the_pooler(
+    pooled, database, start_watched, migrations
+):
+    """SET LOCAL client_connection_check_interval: the backend notices its client is gone."""
+    migrations.add(LONG_FILE)
+    runner = start_watched(env=pooled.env(database, MIGRATIONS_DIR=str(migrations.path)))
+    runner.wait_for(lambda e: e["event"] == "migration_started")
+    wait_until(lambda: database.scalar(SLEEPING, "%pg_sleep(60)%") == 1)
+    runner.kill()
+    gone_after = wait_until(lambda: database.scalar(SLEEPING, "%pg_sleep(60)%") == 0)
+    print(f"{pooled.name} pooling: statement aborted {gone_after:.2f}s after kill -9")
+    assert gone_after < ORPHAN_BUDGET
+    assert database.scalar(ADVISORY_LOCKS) == 0
+    assert database.scalar("SELECT to_regclass('long_one')") is None
+
+
 @pytest.fixture(scope="module")
 def holder_files(tmp_path_factory) -> MigrationsFolder:
     return MigrationsFolder(tmp_path_factory.mktemp("holder") / "migrations").add(HOLDER_FILES)
@@ -88,10 +107,6 @@ def test_terminated_lock_holder_backend_lets_the_waiter_apply_everything_once(
         "SELECT version, count(*) FROM applied_counter GROUP BY version ORDER BY version"
     ) == [("002", 1), ("003", 1)], context
     assert_converged(database, holder_reference, context)
-
-
-LONG_FILE = {"001_long.sql": "CREATE TABLE long_one (id int);\nSELECT pg_sleep(60);"}
-SLEEPING = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s"
 
 
 def test_sigterm_cancels_the_statement_through_the_pooler(
