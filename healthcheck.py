@@ -20,7 +20,7 @@ from migrator.errors import MigratorError
 from migrator.logs import Redactor
 from migrator.migrations import find_migrations
 from migrator.status import problems, status_rows
-from migrator.wait import reason_of, with_connect_timeout
+from migrator.wait import open_connection, reason_of
 
 HEALTHY = 0
 UNHEALTHY = 1
@@ -35,8 +35,8 @@ def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
     except MigratorError as error:
         return UNHEALTHY, f"unhealthy: {error.message}"
     try:
-        kwargs = with_connect_timeout(config.connect_kwargs(), CONNECT_TIMEOUT)
-        with psycopg.connect(**kwargs) as conn:
+        # No retries here, but the runner's pooler-safe connection (nothing prepared or left set).
+        with open_connection(config.connect_kwargs(), CONNECT_TIMEOUT) as conn:
             recorded = history.select_history(conn)
     except psycopg.errors.UndefinedTable:
         recorded = {}

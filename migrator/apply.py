@@ -33,8 +33,14 @@ from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.progress import ProgressReporter
 from migrator.repair import drop_invalid_index
-from migrator.sql import Statement, TransactionMode, concurrent_index, position_to_line_column
-from migrator.wait import reason_of, session_lost
+from migrator.sql import (
+    Statement,
+    TransactionMode,
+    concurrent_index,
+    may_run_in_transaction_block,
+    position_to_line_column,
+)
+from migrator.wait import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
 
 log = get_logger("apply")
 
@@ -43,6 +49,7 @@ LOCK_RETRY_MAX_DELAY = 5.0
 LOCK_RETRY_JITTER = 0.25
 LOCK_NOT_AVAILABLE = "55P03"
 STATEMENT_EXCERPT_LENGTH = 200
+POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
 
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
 ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
@@ -148,6 +155,9 @@ class Applier:
     progress: ProgressReporter | None = None  # logs progress of long migrations
     # Checked before anything is recorded: a runner whose lock died must not go on.
     guard: LockGuard | None = None
+    # Behind a pooler no session setting is sent: the statements of a non-transactional file
+    # each get their timeouts as SET LOCAL in their own implicit transaction instead.
+    pooled: bool = False
 
     def apply(self, migration: Migration, record: Recorder | None = None) -> int:
         """Apply ``migration`` and record it; returns its duration in milliseconds.
@@ -227,7 +237,17 @@ class Applier:
         return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID), after=after)
 
     def _begin(self) -> tuple[str, ...]:
-        return ("BEGIN", *self._timeouts("SET LOCAL"))
+        return ("BEGIN", *self._timeouts("SET LOCAL"), *self._pooled_check())
+
+    def _pooled_check(self) -> tuple[str, ...]:
+        """Behind a pooler the session setting is not made: a transaction carries it instead.
+
+        A pooler keeps a vanished client's server session running its statement to the end;
+        with the check the backend notices within a second (PostgreSQL 14+).
+        """
+        if self.pooled and self.conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
+            return (POOLED_CLIENT_CHECK,)
+        return ()
 
     def _guarded(self) -> tuple[str, ...]:
         return (self.guard.sql,) if self.guard else ()
@@ -267,7 +287,7 @@ class Applier:
     def _statement_by_statement(
         self, migration: Migration, record: Recorder | None, start: float
     ) -> None:
-        for setting in self._timeouts("SET"):
+        for setting in () if self.pooled else self._timeouts("SET"):
             self.conn.execute(setting)
         for index, statement in enumerate(migration.statements):
             log.debug("statement_started", version=migration.version, line=statement.line)
@@ -282,8 +302,9 @@ class Applier:
                 ERR_OPEN_TRANSACTION.format(file=migration.path), file=str(migration.path)
             )
         self._ensure_lock(migration)
-        self.conn.execute("RESET lock_timeout")
-        self.conn.execute("RESET statement_timeout")
+        if not self.pooled:
+            self.conn.execute("RESET lock_timeout")
+            self.conn.execute("RESET statement_timeout")
         (record or history.record)(self.conn, migration, _ms_since(start))
 
     def _timeouts(self, command: str) -> tuple[str, str]:
@@ -301,7 +322,22 @@ class Applier:
                 if not error.sqlstate:  # the connection itself failed: not the statement's fault
                     raise
                 raise StatementFailed(error, 0) from None  # e.g. 55P03, retried like the rest
-        run_script(self.conn, statement.text)
+        envelope = self._statement_envelope(statement)
+        try:
+            run_script(self.conn, envelope.head + statement.text)
+        except StatementFailed as failure:
+            raise StatementFailed(failure.error, failure.index, envelope) from None
+
+    def _statement_envelope(self, statement: Statement) -> Envelope:
+        """Behind a pooler, SET LOCAL timeouts in the statement's own (implicit) transaction.
+
+        A statement PostgreSQL refuses in a transaction block (CREATE INDEX CONCURRENTLY,
+        VACUUM) runs with the server's defaults there: a session SET could reach another
+        server session than the statement, and stay on it for the pool's next client.
+        """
+        if self.pooled and may_run_in_transaction_block(statement):
+            return Envelope(before=(*self._timeouts("SET LOCAL"), *self._pooled_check()))
+        return Envelope()
 
     def _retrying(
         self,
@@ -398,7 +434,8 @@ def migration_failed(
     """The user's error: file, line and column from the server's position, SQLSTATE, message."""
     diag = failure.error.diag
     if statement is not None:  # sent on its own: the server's position is the statement's
-        line, column = _line_column(migration, statement.offset, diag.statement_position)
+        base = statement.offset - len(failure.envelope.head)  # after its SET LOCALs, if any
+        line, column = _line_column(migration, base, diag.statement_position, statement.offset)
     else:
         located = _locate_in_file(migration, failure)
         if located is None:
@@ -426,8 +463,11 @@ def migration_failed(
     return MigrationFailedError(message, **{k: v for k, v in fields.items() if v is not None})
 
 
-def _line_column(migration: Migration, base: int, position: str | None) -> tuple[int, int]:
-    offset = base + int(position) - 1 if position else base
+def _line_column(
+    migration: Migration, base: int, position: str | None, start: int
+) -> tuple[int, int]:
+    """From the server's position counted from ``base``; the statement's ``start`` without one."""
+    offset = base + int(position) - 1 if position else start
     return position_to_line_column(migration.sql, offset)
 
 

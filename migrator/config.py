@@ -144,6 +144,10 @@ class Config:
     password: str | None = field(default=None, repr=False)
     admin_user: str | None = None
     admin_password: str | None = field(default=None, repr=False)
+    # The bootstrap's server when it differs from DB_HOST (migrations through a pooler,
+    # bootstrap directly): None means DB_HOST / DB_PORT.
+    admin_host: str | None = None
+    admin_port: int | None = None
     app_user: str = DEFAULT_APP_USER
     app_password: str | None = field(default=None, repr=False)
     sslmode: str = DEFAULT_SSLMODE
@@ -215,8 +219,8 @@ class Config:
         }
         return {
             **dict(self.libpq_options),
-            "host": self.host,
-            "port": self.port,
+            "host": (admin and self.admin_host) or self.host,
+            "port": (admin and self.admin_port) or self.port,
             "dbname": dbname or self.dbname,
             "user": self.admin_user if admin else self.user,
             "password": self.admin_password if admin else self.password,
@@ -316,6 +320,10 @@ def load_config(
         password=password[1] if password else None,
         admin_user=admin_user,
         admin_password=admin_password,
+        admin_host=reader.optional_text("DB_ADMIN_HOST"),
+        admin_port=_port("DB_ADMIN_PORT", environ["DB_ADMIN_PORT"])
+        if environ.get("DB_ADMIN_PORT")
+        else None,
         app_user=reader.text("APP_DB_USER", DEFAULT_APP_USER),
         app_password=reader.secret("APP_DB_PASSWORD"),
         sslmode=_one_of(*sslmode_source, SSLMODES),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -19,7 +20,14 @@ from migrator.foreign import refuse_foreign_history
 from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
-from migrator.wait import connect, reason_of, wait_for_connection
+from migrator.wait import (
+    behind_pooler,
+    connect,
+    open_connection,
+    pooler_refused,
+    reason_of,
+    wait_for_connection,
+)
 
 # The modules that do work (bootstrap, lock, apply, progress, status, the SQL lexer) are
 # imported where they are used: a start with nothing to do, every pod start but one, does not
@@ -29,6 +37,8 @@ if TYPE_CHECKING:
     from migrator.migration import Migration
 
 log = get_logger("flow")
+
+MONITOR_CONNECT_TIMEOUT = 5
 
 ERR_NOT_IN_ONE_TRANSACTION = (
     "SINGLE_TRANSACTION is set, but {file} must run outside a transaction ({reason}): "
@@ -65,25 +75,45 @@ def migrate(config: Config, files: MigrationSet) -> str:
             from migrator.prefetch import read_ahead
 
             ahead = read_ahead(plan.pending)
-        from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
-        from migrator.lock import LockGuard, advisory_lock, lock_key
-        from migrator.progress import ProgressReporter
 
         check_can_create(lock_conn, config)
-        key = lock_key(config.dbname, history.QUALIFIED_NAME)
-        with (
-            advisory_lock(lock_conn, key, config.migration_lock_timeout),
-            connect(config.connect_kwargs(), config.wait_timeout) as conn,
-        ):
-            # Read again under the lock: a runner that waited usually finds nothing to do.
-            history.ensure_history_table(conn)
-            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
-            pid = conn.info.backend_pid
-            with ProgressReporter(lock_conn, pid, config.progress_interval) as progress:
-                guard = LockGuard(lock_conn.info.backend_pid, key)
-                applier = Applier(conn, config, progress, guard)
-                return apply_plan(applier, plan, config.single_transaction)
+        return apply_under_lock(config, files, lock_conn)
+
+
+def apply_under_lock(
+    config: Config, files: MigrationSet, lock_conn: psycopg.Connection[Any]
+) -> str:
+    """Take the migration lock on ``lock_conn``, read the history again, apply the plan."""
+    from migrator.apply import Applier
+    from migrator.lock import LockGuard, lock_key, transaction_lock
+    from migrator.progress import ProgressReporter
+
+    key = lock_key(config.dbname, history.QUALIFIED_NAME)
+    kwargs = config.connect_kwargs()
+    reconnect = partial(connect, kwargs, config.wait_timeout)
+    pooled = behind_pooler(lock_conn)
+    with (
+        transaction_lock(
+            lock_conn,
+            key,
+            config.migration_lock_timeout,
+            reconnect=reconnect if pooled else None,
+            application_name=config.application_name,
+        ) as held,
+        reconnect() as conn,
+    ):
+        # Read again under the lock: a runner that waited usually finds nothing to do.
+        history.ensure_history_table(conn)
+        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+        # Behind a pooler the applying backend changes between transactions: progress looks
+        # for the index build of this database instead of a pid.
+        backend = None if pooled else conn.info.backend_pid
+        # One attempt for the monitor: progress is a log line, not worth a wait.
+        open_monitor = partial(open_connection, kwargs, MONITOR_CONNECT_TIMEOUT)
+        with ProgressReporter(open_monitor, backend, config.progress_interval) as progress:
+            applier = Applier(conn, config, progress, LockGuard(held.pid, key), pooled=pooled)
+            return apply_plan(applier, plan, config.single_transaction)
 
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
@@ -250,6 +280,10 @@ COMMANDS = {
 
 
 ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
+ERR_POOLER_DROPPED = (
+    "the connection pooler ended the runner's connection ({reason}): its pool is exhausted "
+    "or it lost PostgreSQL; nothing half-applied is recorded — run again"
+)
 
 
 def run(config: Config) -> str:
@@ -262,4 +296,5 @@ def run(config: Config) -> str:
         # Between files (reading the history, polling the lock): the session simply ended.
         if error.sqlstate and not error.sqlstate.startswith(("08", "57P")):
             raise
-        raise ConnectionLostError(ERR_CONNECTION_LOST.format(reason=reason_of(error))) from None
+        template = ERR_POOLER_DROPPED if pooler_refused(error) else ERR_CONNECTION_LOST
+        raise ConnectionLostError(template.format(reason=reason_of(error))) from None

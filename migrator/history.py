@@ -89,9 +89,19 @@ def table_exists(conn: psycopg.Connection[Any], qualified_name: str) -> bool:
 
 
 def ensure_history_table(conn: psycopg.Connection[Any]) -> None:
-    """Create the table, unless another tool's history is there: it must be adopted first."""
+    """Create the table if missing, once, even when another session creates it at that moment;
+    unless another tool's history is there: it must be adopted first.
+
+    The migration lock serialises runners; a creation outside it (a hand-run script, an old
+    runner) can still race CREATE TABLE IF NOT EXISTS into a unique violation on pg_type.
+    """
     refuse_foreign_history(conn)
-    conn.execute(CREATE_TABLE)
+    try:
+        conn.execute(CREATE_TABLE)
+    except psycopg.errors.UniqueViolation:
+        in_transaction = conn.info.transaction_status != pq.TransactionStatus.IDLE
+        if in_transaction or not history_table_exists(conn):
+            raise
 
 
 def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:

@@ -1,7 +1,12 @@
-"""The migration lock: a session-level advisory lock held on one dedicated connection.
+"""The migration lock: an advisory lock on one dedicated connection, direct or through a pooler.
 
->>> with advisory_lock(conn, lock_key("auth_service", "schema_migrations"), timeout=600):
-...     apply_everything()
+The migrations' lock is transaction-level (``transaction_lock``): taken in a transaction left
+open on the lock connection for the whole run, because a transaction is the one thing a
+transaction pooler never splits across server sessions. The bootstrap's is session-level
+(``advisory_lock``): it runs directly or through session pooling (README, Behind a pooler).
+
+>>> with transaction_lock(conn, lock_key("auth_service", "schema_migrations"), 600) as held:
+...     apply_everything(guard=LockGuard(held.pid, held.key))
 """
 
 from __future__ import annotations
@@ -25,7 +30,25 @@ POLL_INTERVAL = 0.1
 HOLDER_LOG_INTERVAL = 10.0
 INT64_BITS = 64
 
+POOLED_POLL_INTERVAL = 0.25  # each poll behind a pooler is a new client login
+
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+# One round trip per poll. The lock transaction must outlive any timeout the server or the
+# role sets, and holds no snapshot once this SELECT is done (READ COMMITTED, no xid): CREATE
+# INDEX CONCURRENTLY waits only for transactions with a snapshot or an xid, so it does not
+# wait for this one. ROLLBACK ends a failed try (and the lock at the end of the run).
+TRY_TRANSACTION_LOCK = (
+    "BEGIN ISOLATION LEVEL READ COMMITTED;\n"
+    "SET LOCAL idle_in_transaction_session_timeout = 0;\n"
+    "SET LOCAL statement_timeout = 0;\n"
+    "SET LOCAL lock_timeout = 0;\n"
+    "{transaction_timeout}"
+    "SET LOCAL application_name = {application_name};\n"
+    "SELECT pg_try_advisory_xact_lock({key}), pg_backend_pid()"
+)
+TRANSACTION_TIMEOUT_MIN_VERSION = 170000
+NO_TRANSACTION_TIMEOUT = "SET LOCAL transaction_timeout = 0;\n"
+END_LOCK_TRANSACTION = "ROLLBACK"
 UNLOCK = "SELECT pg_advisory_unlock(%s)"
 # An advisory lock on a bigint key shows in pg_locks as classid = high 32 bits, objid = low.
 HOLDER = """
@@ -133,6 +156,105 @@ def acquire(
             log.info("lock_waiting", lock=name, holder=holder, waited_s=round(now - start, 3))
             next_report = now + HOLDER_LOG_INTERVAL
         time.sleep(POLL_INTERVAL)
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    """The migration lock, held: ``pid`` is the server backend whose transaction holds it.
+
+    The pid is read inside the lock transaction, so it stays true while the lock is held,
+    even behind a transaction pooler (where the connection's own backend_pid is the pooler's).
+    """
+
+    conn: psycopg.Connection[Any]
+    pid: int
+    key: int
+    waited: float
+
+
+@contextmanager
+def transaction_lock(
+    conn: psycopg.Connection[Any],
+    key: int,
+    timeout: float,
+    *,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+    application_name: str = "",
+    name: str = "migrations",
+) -> Iterator[HeldLock]:
+    """Hold ``pg_try_advisory_xact_lock(key)`` in a transaction open on ``conn`` for the block.
+
+    ``reconnect`` (behind a pooler): a waiter closes its connection between polls, so that it
+    holds no server session while it waits; in session pooling the holder needs a second one.
+
+    >>> with transaction_lock(conn, key, 600, reconnect=None) as held:
+    ...     held.pid
+    4242
+    """
+    start = time.monotonic()
+    next_report = start
+    holder: dict[str, Any] | None = None
+    opened: psycopg.Connection[Any] | None = None  # a connection of ours, closed at the end
+    try:
+        while (pid := _try_transaction_lock(conn, key, application_name)) is None:
+            now = time.monotonic()
+            if now - start >= timeout:
+                raise LockTimeoutError(
+                    ERR_TIMEOUT.format(timeout=timeout, holder=holder), lock=name
+                )
+            if now >= next_report:
+                holder = lock_holder(conn, key)
+                log.info("lock_waiting", lock=name, holder=holder, waited_s=round(now - start, 3))
+                next_report = now + HOLDER_LOG_INTERVAL
+            if reconnect is None:
+                time.sleep(POLL_INTERVAL)
+                continue
+            conn.close()
+            time.sleep(POOLED_POLL_INTERVAL)
+            conn = opened = reconnect()
+        waited = time.monotonic() - start
+        log.info("lock_acquired", lock=name, key=key, waited_s=round(waited, 3), pid=pid)
+        try:
+            yield HeldLock(conn, pid, key, waited)
+        finally:
+            _end_transaction(conn, name)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _try_transaction_lock(
+    conn: psycopg.Connection[Any], key: int, application_name: str
+) -> int | None:
+    """The lock's backend pid, its transaction left open; None (transaction ended) if taken."""
+    quote = psycopg.pq.Escaping(conn.pgconn).escape_literal
+    text = TRY_TRANSACTION_LOCK.format(
+        key=int(key),
+        application_name=quote(application_name.encode()).decode(),
+        transaction_timeout=NO_TRANSACTION_TIMEOUT
+        if conn.info.server_version >= TRANSACTION_TIMEOUT_MIN_VERSION
+        else "",
+    )
+    cursor = conn.execute(text.encode())
+    while cursor.nextset():  # the SELECT's row is the last result
+        pass
+    row = cursor.fetchone()
+    if row and row[0]:
+        return int(row[1])
+    conn.execute(END_LOCK_TRANSACTION)
+    return None
+
+
+def _end_transaction(conn: psycopg.Connection[Any], name: str) -> None:
+    # The transaction's end releases the lock; a lock whose session died is already free.
+    try:
+        if conn.closed or conn.broken:
+            log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION)
+            return
+        conn.execute(END_LOCK_TRANSACTION)
+        log.info("lock_released", lock=name)
+    except psycopg.OperationalError as error:
+        log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION, reason=reason_of(error))
 
 
 @contextmanager

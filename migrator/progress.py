@@ -1,6 +1,6 @@
 """Progress of a long migration: elapsed time, and the phase of an index build, every few seconds.
 
->>> with ProgressReporter(monitor_conn, backend_pid=4242, interval=5) as progress:
+>>> with ProgressReporter(open_monitor, backend_pid=4242, interval=5) as progress:
 ...     with progress.watching("002_big_index"):
 ...         run_the_long_statement()
 """
@@ -9,44 +9,68 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
 import psycopg
 
+from migrator.errors import MigratorError
 from migrator.logs import get_logger
 
 log = get_logger("progress")
 
 DEFAULT_PROGRESS_INTERVAL = 5.0
 TICK = 0.1  # how often the reporter thread looks at the clock
+MONITOR_JOIN_TIMEOUT = 2.0
 INDEX_PROGRESS = """
 SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
 FROM pg_stat_progress_create_index WHERE pid = %s
 """
+# Behind a pooler the applying backend is not known by pid (it changes between transactions):
+# the index build of this database. Under the migration lock it is the runner's, unless the
+# application builds an index at that very moment: progress is only ever a log line.
+POOLED_INDEX_PROGRESS = """
+SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total
+FROM pg_stat_progress_create_index
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+ORDER BY pid LIMIT 1
+"""
 INDEX_FIELDS = ("phase", "blocks_done", "blocks_total", "tuples_done", "tuples_total")
 
 
-def index_progress(conn: psycopg.Connection[Any], backend_pid: int) -> dict[str, Any]:
-    """The index build running in ``backend_pid``, if any (empty dict otherwise)."""
-    row = conn.execute(INDEX_PROGRESS, (backend_pid,)).fetchone()
+def index_progress(conn: psycopg.Connection[Any], backend_pid: int | None) -> dict[str, Any]:
+    """The index build running in ``backend_pid`` (None: in this database), else an empty dict.
+
+    ``conn`` is in autocommit: statistics views read inside a transaction would repeat the
+    snapshot taken by its first read (until pg_stat_clear_snapshot()).
+    """
+    if backend_pid is None:
+        row = conn.execute(POOLED_INDEX_PROGRESS).fetchone()
+    else:
+        row = conn.execute(INDEX_PROGRESS, (backend_pid,)).fetchone()
     return dict(zip(INDEX_FIELDS, row, strict=True)) if row else {}
 
 
 class ProgressReporter:
     """One thread for the whole run that logs ``migration_progress`` for the running migration.
 
-    ``monitor`` is another connection (the lock's, idle while migrations run): the
-    migration's own connection is busy with the statement. One long-lived thread, not
-    one per file: starting and joining a thread per file costs more than small files do.
+    ``open_monitor`` opens another connection, the first time a migration runs long: the
+    migration's own connection is busy with the statement, and the lock's must not run
+    queries (a query's snapshot there would make CREATE INDEX CONCURRENTLY wait for the
+    lock's transaction, that is for the end of the run). One long-lived thread, not one per
+    file: starting and joining a thread per file costs more than small files do.
     """
 
     def __init__(
-        self, monitor: psycopg.Connection[Any] | None, backend_pid: int, interval: float
+        self,
+        open_monitor: Callable[[], psycopg.Connection[Any]] | None,
+        backend_pid: int | None,
+        interval: float,
     ) -> None:
-        self.monitor = monitor
+        self.open_monitor = open_monitor
+        self.monitor: psycopg.Connection[Any] | None = None
         self.backend_pid = backend_pid
         self.interval = interval
         self._current: tuple[str, float] | None = None
@@ -55,7 +79,7 @@ class ProgressReporter:
 
     @property
     def enabled(self) -> bool:
-        return self.monitor is not None and self.interval > 0
+        return self.open_monitor is not None and self.interval > 0
 
     @contextmanager
     def watching(self, version: str) -> Iterator[None]:
@@ -85,16 +109,23 @@ class ProgressReporter:
     def _log(self, version: str, elapsed: float) -> None:
         fields: dict[str, Any] = {"elapsed_s": round(elapsed, 1)}
         try:
-            assert self.monitor is not None
+            if self.monitor is None:
+                assert self.open_monitor is not None
+                self.monitor = self.open_monitor()
             fields.update(index_progress(self.monitor, self.backend_pid))
-        except psycopg.Error as error:  # progress is best effort, never a failure
+        except (psycopg.Error, MigratorError) as error:  # best effort, never a failure
             fields["progress_unavailable"] = type(error).__name__
         log.info("migration_progress", version=version, **fields)
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A monitor still waiting for a pooled server must not hold up the run's end.
+            self._thread.join(MONITOR_JOIN_TIMEOUT)
+            if self._thread.is_alive():
+                return
+        if self.monitor is not None:
+            self.monitor.close()
 
     def __enter__(self) -> ProgressReporter:
         return self

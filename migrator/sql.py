@@ -25,6 +25,7 @@ __all__ = [
     "TransactionMode",
     "concurrent_index",
     "may_leave_default_mode",
+    "may_run_in_transaction_block",
     "position_to_line_column",
     "split_statements",
     "strip_comments",
@@ -552,6 +553,15 @@ def _statement_reason(statement: Statement) -> str | None:
     if control:
         return f"line {statement.line}: the file controls its own transactions ({control})"
     return None
+
+
+def may_run_in_transaction_block(statement: Statement) -> bool:
+    """False for a statement PostgreSQL refuses in a transaction block, or a BEGIN/COMMIT.
+
+    >>> may_run_in_transaction_block(split_statements("VACUUM accounts;")[0])
+    False
+    """
+    return _statement_reason(statement) is None
 
 
 def may_leave_default_mode(sql: str) -> bool:

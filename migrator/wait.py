@@ -47,6 +47,14 @@ AUTH_MESSAGES = re.compile(
     r"requires a valid client certificate|certificate authentication failed",
     re.IGNORECASE,
 )
+# PgBouncer's own refusals (it sends them as 08P01, whatever the cause): each passes by itself
+# once the pool has room or the server is back, so they are retried like a server starting up.
+POOLER_MESSAGES = re.compile(
+    r"no more connections allowed|query_wait_timeout|server_login_retry|"
+    r"server login has been failing|pgbouncer cannot connect to server|"
+    r"client_login_timeout|pooler is shutting down|database .* is paused",
+    re.IGNORECASE,
+)
 MISSING_DATABASE_MESSAGE = re.compile(r"database \".*\" does not exist", re.IGNORECASE)
 TLS_MESSAGES = re.compile(r"\bssl\b|certificate|\btls\b", re.IGNORECASE)
 # TLS failures that no retry can fix. They win over a transient failure in the same message:
@@ -84,11 +92,26 @@ TLS_NOT_VERIFIED_HINT = (
     "the server's identity is not checked, so a machine in the middle can pose as the "
     "server: use DB_SSLMODE=verify-full with DB_SSLROOTCERT outside local development"
 )
+ERR_POOLER = (
+    "the connection pooler at {host}:{port} refused the runner ({reason}): its pool is "
+    "exhausted or it cannot reach PostgreSQL; raise its pool size or max_client_conn, or retry"
+)
 
-# A backend whose client died (kill -9, a lost node) otherwise runs its statement to the end,
-# holding its locks and possibly finishing a CREATE INDEX CONCURRENTLY the next runner is
-# repairing. With this setting (PostgreSQL 14+) the server checks the socket every second.
-CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
+# Session settings of a direct connection, in the round trip that tells a pooler apart.
+# application_name travels here rather than as a startup parameter: PgBouncer hands the
+# server's last value to the pool's next client that sends none.
+# client_connection_check_interval: a backend whose client died (kill -9, a lost node)
+# otherwise runs its statement to the end, holding its locks and possibly finishing a CREATE
+# INDEX CONCURRENTLY the next runner is repairing; with it (PostgreSQL 14+) the server checks
+# the socket every second. Behind a pooler neither is set: it would stay on the pool's server
+# for its next client (the pooler's own disconnect of a dead client ends that backend anyway).
+SESSION_SETUP = """
+SELECT pg_backend_pid() <> %(client_pid)s,
+  CASE WHEN pg_backend_pid() = %(client_pid)s THEN
+    set_config('application_name', %(application_name)s, false) END,
+  CASE WHEN pg_backend_pid() = %(client_pid)s AND %(check_interval)s THEN
+    set_config('client_connection_check_interval', '1s', false) END
+"""
 CLIENT_CHECK_MIN_VERSION = 140000
 
 
@@ -102,6 +125,8 @@ def is_transient(error: BaseException) -> bool:
     """True for failures that can pass by themselves (server starting, network not up yet)."""
     if not isinstance(error, psycopg.OperationalError):
         return False
+    if pooler_refused(error):
+        return True
     if error.sqlstate:
         return error.sqlstate in TRANSIENT_SQLSTATES
     text = str(error)
@@ -110,6 +135,21 @@ def is_transient(error: BaseException) -> bool:
     if TLS_FAILURES.search(text):
         return False
     return bool(TRANSIENT_MESSAGES.search(text))
+
+
+def pooler_refused(error: BaseException) -> bool:
+    """True when a connection pooler (PgBouncer's words) refused or dropped us, not PostgreSQL."""
+    return isinstance(error, psycopg.Error) and bool(POOLER_MESSAGES.search(str(error)))
+
+
+def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """True when ``conn`` goes through a pooler: the backend pid libpq was told is not the server's.
+
+    PgBouncer, PgCat and Supavisor answer the startup with a process id of their own (they
+    route cancel requests themselves); PostgreSQL and Pgpool-II give the backend's.
+    """
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    return row is not None and row[0] != conn.info.backend_pid
 
 
 def session_lost(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
@@ -212,7 +252,7 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
 
     def attempt() -> psycopg.Connection[Any]:
         remaining = max(1, min(MAX_CONNECT_TIMEOUT, round(deadline - time.monotonic())))
-        return _open(kwargs, remaining)
+        return open_connection(kwargs, remaining)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
@@ -227,8 +267,9 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
         return retrying(attempt)
     except psycopg.OperationalError as error:
         if is_transient(error):
+            template = ERR_POOLER if pooler_refused(error) else ERR_UNREACHABLE
             raise UnreachableError(
-                ERR_UNREACHABLE.format(
+                template.format(
                     host=kwargs["host"],
                     port=kwargs["port"],
                     timeout=timeout,
@@ -238,8 +279,27 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
         raise permanent_error(error, kwargs) from None
 
 
-def _open(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Connection[Any]:
-    conn = psycopg.connect(**with_connect_timeout(kwargs, connect_timeout), autocommit=True)
-    if conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
-        conn.execute(CLIENT_CHECK_INTERVAL)
+def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Connection[Any]:
+    """One attempt: an autocommit connection that is safe behind a transaction pooler.
+
+    Nothing is ever prepared on the server (``prepare_threshold=None``: PgBouncer before 1.21
+    may run the next statement on a server that never saw the PREPARE), and no setting is
+    left on a pooled server session.
+
+    >>> conn = open_connection(config.connect_kwargs(), connect_timeout=5)
+    """
+    startup = {key: value for key, value in kwargs.items() if key != "application_name"}
+    conn = psycopg.connect(
+        **with_connect_timeout(startup, connect_timeout), autocommit=True, prepare_threshold=None
+    )
+    try:
+        setup = {
+            "client_pid": conn.info.backend_pid,
+            "application_name": kwargs.get("application_name") or "",
+            "check_interval": conn.info.server_version >= CLIENT_CHECK_MIN_VERSION,
+        }
+        conn.execute(SESSION_SETUP, setup)
+    except BaseException:
+        conn.close()
+        raise
     return conn

@@ -793,3 +793,27 @@ def test_maintenance_command_usage_errors(argv: tuple[str, ...], expected: str) 
         load(*argv)
     assert caught.value.exit_code == 64
     assert expected in caught.value.message
+
+
+# --- the bootstrap's own server (migrations through a pooler, bootstrap direct) ----------------
+
+
+def test_admin_host_and_port_apply_to_the_bootstrap_connection_only() -> None:
+    config = load(DB_HOST="pgbouncer", DB_PORT="6432", DB_ADMIN_USER="postgres",
+                  DB_ADMIN_PASSWORD=ADMIN_PASSWORD, DB_ADMIN_HOST="db", DB_ADMIN_PORT="5432")  # fmt: skip
+    admin = config.connect_kwargs(admin=True, dbname="postgres")
+    assert (admin["host"], admin["port"], admin["user"]) == ("db", 5432, "postgres")
+    owner = config.connect_kwargs()
+    assert (owner["host"], owner["port"]) == ("pgbouncer", 6432)
+
+
+def test_admin_host_and_port_default_to_db_host_and_port() -> None:
+    config = load(DB_HOST="db", DB_PORT="5433", DB_ADMIN_USER="postgres",
+                  DB_ADMIN_PASSWORD=ADMIN_PASSWORD)  # fmt: skip
+    admin = config.connect_kwargs(admin=True)
+    assert (admin["host"], admin["port"]) == ("db", 5433)
+
+
+def test_a_bad_admin_port_names_its_variable() -> None:
+    error = config_error(DB_ADMIN_PORT="6432x")
+    assert error.message.startswith("DB_ADMIN_PORT must be a port number")

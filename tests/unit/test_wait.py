@@ -1,4 +1,5 @@
-"""Unit tests for migrator.wait's classification of connection failures (TLS cases)."""
+"""Unit tests for migrator.wait's classification of connection failures: TLS cases are
+configuration errors with a hint; PgBouncer's refusals are transient, and said so."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import psycopg
 import pytest
 
 from migrator.errors import EX_CONFIG, EX_NOPERM
-from migrator.wait import is_transient, permanent_error, with_connect_timeout
+from migrator.wait import is_transient, permanent_error, pooler_refused, with_connect_timeout
 
 KWARGS = {"host": "db", "port": 5432, "user": "owner", "dbname": "auth", "sslmode": "verify-full"}
 # libpq tries every address of a name: the first refused, the second with a bad certificate.
@@ -52,3 +53,30 @@ def test_a_refused_client_certificate_is_a_permission_error() -> None:
 def test_connect_timeout_keeps_the_shorter_one(configured: str | None, expected: int) -> None:
     kwargs = {"host": "db"} if configured is None else {"host": "db", "connect_timeout": configured}
     assert with_connect_timeout(kwargs, 5)["connect_timeout"] == expected
+
+
+# PgBouncer 1.18's own words (it sends them as SQLSTATE 08P01).
+POOLER_REFUSALS = (
+    "FATAL:  no more connections allowed (max_client_conn)",
+    "FATAL:  query_wait_timeout",
+    "FATAL:  server login has been failing, try again later (server_login_retry)",
+    "FATAL:  pgbouncer cannot connect to server",
+)
+
+
+@pytest.mark.parametrize("message", POOLER_REFUSALS)
+def test_pooler_refusals_are_transient_and_recognised(message: str) -> None:
+    error = psycopg.OperationalError(message)
+    assert pooler_refused(error)
+    assert is_transient(error)
+
+
+@pytest.mark.parametrize(
+    "message",
+    ['FATAL:  password authentication failed for user "auth_service"',
+     'FATAL:  database "auth_service" does not exist'],
+)  # fmt: skip
+def test_postgresql_refusals_are_not_the_poolers(message: str) -> None:
+    error = psycopg.OperationalError(message)
+    assert not pooler_refused(error)
+    assert not is_transient(error)
