@@ -40,6 +40,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
     if config.bootstrap_enabled:
         from migrator.bootstrap import bootstrap
 
+        if files.bootstrap:
+            files.bootstrap.refuse_unsupported()
         bootstrap(config, files.bootstrap)
         if config.init_only:
             return "bootstrap done (--init-only)"
@@ -48,6 +50,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
+        for migration in plan.pending:  # refused before anything runs (exit 65)
+            migration.refuse_unsupported()
         from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
         from migrator.lock import LockGuard, advisory_lock, lock_key
@@ -133,6 +137,8 @@ def dry_run(config: Config, files: MigrationSet) -> str:
 
 
 def plan_summary(plan: Plan) -> str:
+    for migration in plan.pending:
+        migration.refuse_unsupported()
     for migration in plan.pending:
         decision = migration.mode_decision
         log.info(

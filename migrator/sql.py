@@ -24,20 +24,20 @@ __all__ = [
     "ConcurrentIndex",
     "CopyData",
     "MetaCommand",
-    "Script",
-    "copy_direction",
-    "mentions_standard_strings",
-    "needs_reading",
-    "read_script",
-    "refusal",
-    "standard_strings_after",
     "ModeDecision",
+    "Script",
     "Statement",
     "TransactionMode",
     "concurrent_index",
+    "copy_direction",
     "may_leave_default_mode",
+    "mentions_standard_strings",
+    "needs_reading",
     "position_to_line_column",
+    "read_script",
+    "refusal",
     "split_statements",
+    "standard_strings_after",
     "strip_comments",
     "transaction_mode",
     "unknown_directive",
@@ -443,10 +443,10 @@ def _reads_copy_data(text: str) -> bool:
 
 
 def copy_direction(text: str) -> str | None:
-    """"in" for COPY ... FROM STDIN, "out" for COPY ... TO STDOUT, None for other statements.
+    """ "in" for COPY ... FROM STDIN, "out" for COPY ... TO STDOUT, None for other statements.
 
-        >>> copy_direction("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)")
-        'out'
+    >>> copy_direction("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)")
+    'out'
     """
     if not COPY_HEAD_RE.match(text):
         return None
@@ -832,9 +832,7 @@ NEEDS_READING_RE = re.compile(
 )
 PREPARE_TRANSACTION_RE = re.compile(r"prepare\s+transaction\b", re.IGNORECASE)
 REFUSED_META = "psql meta-command {command}: the runner sends SQL only, never psql's commands"
-REFUSED_META_INSIDE = (
-    "psql meta-command {command} inside a statement: the runner sends SQL only"
-)
+REFUSED_META_INSIDE = "psql meta-command {command} inside a statement: the runner sends SQL only"
 REFUSED_PREPARE_TRANSACTION = (
     "PREPARE TRANSACTION leaves the file's work uncommitted, so it could never be recorded"
 )
@@ -843,8 +841,8 @@ REFUSED_PREPARE_TRANSACTION = (
 def needs_reading(sql: str) -> bool:
     """False when the file has no COPY, meta-command, PREPARE or setting the runner must follow.
 
-        >>> needs_reading("CREATE TABLE t (a int);")
-        False
+    >>> needs_reading("CREATE TABLE t (a int);")
+    False
     """
     return NEEDS_READING_RE.search(sql) is not None
 
@@ -852,8 +850,8 @@ def needs_reading(sql: str) -> bool:
 def refusal(script: Script) -> tuple[int, str] | None:
     """(line, why) of the first thing in the file the runner will not run; None when none.
 
-        >>> refusal(read_script("\\\\connect other\\nSELECT 1;"))
-        (1, "psql meta-command \\\\connect: the runner sends SQL only, never psql's commands")
+    >>> refusal(read_script("\\\\connect other\\nSELECT 1;"))
+    (1, "psql meta-command \\\\connect: the runner sends SQL only, never psql's commands")
     """
     found: list[tuple[int, str]] = []
     for meta in script.meta_commands:
