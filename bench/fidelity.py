@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from migrator.sql import read_script  # noqa: E402
 from pgserver import PgServer  # noqa: E402
+
+from migrator.sql import read_script  # noqa: E402
 from tests.fidelity.compare import Target, dump_difference  # noqa: E402
 
 MAX_CLEANING_ROUNDS = 8
@@ -51,6 +52,7 @@ CLUSTER_WIDE_RE = re.compile(
     re.IGNORECASE,
 )
 RUNNER = REPO / "entrypoint.py"
+SOURCE_HEADER = "-- From PostgreSQL's src/test/regress/sql/{name}, made standalone.\n"
 
 
 @dataclass
@@ -81,7 +83,6 @@ class Bench:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "file.sql"
                 path.write_text(text)
-                os.chmod(folder, 0o755)
                 if stop_on_error:
                     return target.psql_files([path])
                 return target._run("psql", "-X", "-q", "-d", target.dbname, "-f", str(path))
@@ -109,8 +110,6 @@ class Bench:
                 migrations.mkdir()
                 path = migrations / f"001_{re.sub(r'[^A-Za-z0-9_]', '_', Path(name).stem)}.sql"
                 path.write_text(text)
-                os.chmod(folder, 0o755)
-                os.chmod(migrations, 0o755)
                 psql = psql_db.psql_files([path])
                 if psql.returncode != 0:
                     return Outcome(name, count, "unstable", psql.stderr.strip()[:200])
@@ -225,7 +224,9 @@ def main(argv: list[str]) -> int:
             if outcome.result != "same":
                 print(f"    {outcome.detail[:600]}", file=sys.stderr)
             if args.out and outcome.result == "same":
-                header = f"-- From PostgreSQL's src/test/regress/sql/{path.name}, made standalone.\n"
+                header = (
+                    f"-- From PostgreSQL's src/test/regress/sql/{path.name}, made standalone.\n"
+                )
                 (args.out / path.name).write_text(header + text)
     finally:
         server.destroy()

@@ -430,7 +430,10 @@ class Applier:
             self.conn.execute(setting)
         for index, statement in enumerate(self._following_server(migration)):
             log.debug("statement_started", version=migration.version, line=statement.line)
-            self._ensure_lock(migration)
+            if self.conn.info.transaction_status is pq.TransactionStatus.IDLE:
+                # Not inside the file's own BEGIN: a query there would take its snapshot and
+                # break a SET TRANSACTION that follows (psql sends nothing in between).
+                self._ensure_lock(migration)
             action = partial(self._run_statement, migration, statement)
             with self._loss_explained(migration, statement):
                 self._retrying(migration, action, statement, index)
