@@ -270,6 +270,7 @@ class Applier:
         timeout retries the whole transaction; any failure rolls back every file.
         """
         durations: dict[str, int] = {}
+        self.running_mode = TransactionMode.TRANSACTION
 
         def attempt() -> None:
             durations.clear()

@@ -313,3 +313,23 @@ def test_savepoints_subscriptions_without_slot_and_reindex_not_concurrently_stay
     assert result.returncode == 0, result
     assert modes(result) == {"003_savepoint": "transaction"}
     assert other_database.query("SELECT a FROM sp") == [(2,)]
+
+
+def test_an_error_in_a_file_sent_in_parts_names_its_line_and_column(
+    database, run_runner, migrations
+) -> None:
+    bad = migrations.write(
+        "001_parts.sql",
+        "CREATE TABLE parts (v text);\n"
+        "SET standard_conforming_strings = off;\n"
+        "INSERT INTO parts VALUES ('a\\'b');\n"
+        "COPY parts FROM stdin;\nrow\n\\.\n"
+        "INSERT INTO parts VALUES ('c');\n"
+        "SELECT * FROM  missing_table;\n",
+    )
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 65, result
+    failure = result.events_named("migration_failed")[0]
+    assert (failure["file"], failure["line"], failure["column"]) == (str(bad), 8, 16)
+    assert failure["sqlstate"] == "42P01"
+    assert database.scalar("SELECT to_regclass('parts')") is None
