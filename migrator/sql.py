@@ -279,6 +279,9 @@ class Script:
 
     statements: list[Statement]
     meta_commands: list[MetaCommand]
+    # (line, reference) of psql variables psql itself defines (:DBNAME, :'LAST_ERROR_MESSAGE'):
+    # psql replaces them with their value, the server would see the colon.
+    psql_variables: list[tuple[int, str]] = field(default_factory=list)
 
 
 # psql remembers the first letters of the first few words to recognise
@@ -340,6 +343,55 @@ def split_statements(sql: str) -> list[Statement]:
     return read_script(sql).statements
 
 
+# The variables psql defines by itself (an undefined :name is left as it is, by psql too).
+PSQL_VARIABLES = frozenset(
+    [
+        "AUTOCOMMIT",
+        "COMP_KEYWORD_CASE",
+        "DBNAME",
+        "ECHO",
+        "ECHO_HIDDEN",
+        "ENCODING",
+        "ERROR",
+        "FETCH_COUNT",
+        "HIDE_TABLEAM",
+        "HIDE_TOAST_COMPRESSION",
+        "HISTCONTROL",
+        "HISTFILE",
+        "HISTSIZE",
+        "HOST",
+        "IGNOREEOF",
+        "LASTOID",
+        "LAST_ERROR_MESSAGE",
+        "LAST_ERROR_SQLSTATE",
+        "ON_ERROR_ROLLBACK",
+        "ON_ERROR_STOP",
+        "PORT",
+        "PROMPT1",
+        "PROMPT2",
+        "PROMPT3",
+        "QUIET",
+        "ROW_COUNT",
+        "SERVER_VERSION_NAME",
+        "SERVER_VERSION_NUM",
+        "SHELL_ERROR",
+        "SHELL_EXIT_CODE",
+        "SHOW_ALL_RESULTS",
+        "SHOW_CONTEXT",
+        "SINGLELINE",
+        "SINGLESTEP",
+        "SQLSTATE",
+        "USER",
+        "VERBOSITY",
+        "VERSION",
+        "VERSION_NAME",
+        "VERSION_NUM",
+        "WATCH_INTERVAL",
+    ]
+)
+VARIABLE_KINDS = frozenset({_Kind.WORD, _Kind.STRING, _Kind.QUOTED_IDENT})
+PSQL_VARIABLE_RE = re.compile(rf":(?:{'|'.join(sorted(PSQL_VARIABLES))})(?![\w$])")
+
 # psql's pg_dump-only commands: \restrict puts psql in a mode that refuses other meta-commands.
 HARMLESS_META_COMMANDS = frozenset({"\\restrict", "\\unrestrict"})
 META_NAME_RE = re.compile(r"\\[^\s\\]*")
@@ -364,6 +416,7 @@ class _ScriptReader:
         self.lexer = _Lexer(sql, start, standard_strings)
         self.statements: list[Statement] = []
         self.meta: list[MetaCommand] = []
+        self.variables: list[tuple[int, str]] = []
         self.first: _Token | None = None
         self.last: _Token | None = None
 
@@ -387,10 +440,24 @@ class _ScriptReader:
                 paren_depth -= 1
             elif token.kind is _Kind.WORD:
                 atomic.see_word(sql[token.start : token.end], paren_depth)
+            if token.kind in VARIABLE_KINDS and self.last is not None:
+                self._see_variable(self.last, token)
             self.first = self.first or token
             self.last = token
         self._end_statement(len(sql))
-        return Script(self.statements, self.meta)
+        return Script(self.statements, self.meta, self.variables)
+
+    def _see_variable(self, before: _Token, token: _Token) -> None:
+        """``:NAME``, ``:'NAME'``, ``:"NAME"`` glued to a lone colon (``::`` is a cast)."""
+        sql = self.sql
+        if before.end != token.start or sql[before.start : before.end] != ":":
+            return
+        if before.start > 0 and sql[before.start - 1] == ":":
+            return
+        text = sql[token.start : token.end]
+        name = text[1:-1] if token.kind is not _Kind.WORD else text
+        if name in PSQL_VARIABLES:
+            self.variables.append((self.lines.locate(before.start)[0], ":" + text))
 
     def _see_meta(self, token: _Token) -> None:
         text = self.sql[token.start : token.end]
@@ -829,9 +896,13 @@ def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
 # Files without any of these need no reading before they are sent whole (most files). Plain
 # substring searches: a regex with word boundaries takes seconds on a 50 MB data file.
 NEEDS_READING_MARKS = ("\\", "copy", "prepare", "reset", "standard_conforming_strings")
+VARIABLE_MARKS = (":'", ':"')
 PREPARE_TRANSACTION_RE = re.compile(r"prepare\s+transaction\b", re.IGNORECASE)
 REFUSED_META = "psql meta-command {command}: the runner sends SQL only, never psql's commands"
 REFUSED_META_INSIDE = "psql meta-command {command} inside a statement: the runner sends SQL only"
+REFUSED_PSQL_VARIABLE = (
+    "psql variable {reference}: psql replaces it with its own value, the runner sends SQL as it is"
+)
 REFUSED_PREPARE_TRANSACTION = (
     "PREPARE TRANSACTION leaves the file's work uncommitted, so it could never be recorded"
 )
@@ -844,7 +915,9 @@ def needs_reading(sql: str) -> bool:
     False
     """
     lowered = sql.lower()
-    return any(mark in lowered for mark in NEEDS_READING_MARKS)
+    if any(mark in lowered for mark in NEEDS_READING_MARKS):
+        return True
+    return any(mark in sql for mark in VARIABLE_MARKS) or PSQL_VARIABLE_RE.search(sql) is not None
 
 
 def refusal(script: Script) -> tuple[int, str] | None:
@@ -857,6 +930,8 @@ def refusal(script: Script) -> tuple[int, str] | None:
     for meta in script.meta_commands:
         template = REFUSED_META_INSIDE if meta.inside_statement else REFUSED_META
         found.append((meta.line, template.format(command=meta.command)))
+    for line, reference in script.psql_variables:
+        found.append((line, REFUSED_PSQL_VARIABLE.format(reference=reference)))
     for statement in script.statements:
         if PREPARE_TRANSACTION_RE.match(statement.text):
             found.append((statement.line, REFUSED_PREPARE_TRANSACTION))

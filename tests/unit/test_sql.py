@@ -818,3 +818,24 @@ def test_statements_that_still_leave_the_transaction(sql: str) -> None:
 )
 def test_which_files_need_reading(sql: str, needed: bool) -> None:
     assert needs_reading(sql) is needed
+
+
+@pytest.mark.parametrize(
+    ("sql", "reference"),
+    [
+        ("SELECT :'LAST_ERROR_MESSAGE';", ":'LAST_ERROR_MESSAGE'"),
+        ('SELECT 1;\nCREATE TABLE :"DBNAME" (a int);', ':"DBNAME"'),
+        ("SELECT :VERSION_NUM;", ":VERSION_NUM"),
+    ],
+)
+def test_psql_variables_psql_defines_are_refused(sql: str, reference: str) -> None:
+    found = refusal(read_script(sql))
+    assert found is not None and reference in found[1]
+    assert needs_reading(sql)
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT 1::int, x::VERSION;", "SELECT a[1:2], :foo, ':DBNAME', $$ :USER $$;"]
+)
+def test_casts_slices_and_undefined_variables_are_not_psql_variables(sql: str) -> None:
+    assert refusal(read_script(sql)) is None
