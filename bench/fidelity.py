@@ -224,10 +224,10 @@ def main(argv: list[str]) -> int:
             if outcome.result != "same":
                 print(f"    {outcome.detail[:600]}", file=sys.stderr)
             if args.out and outcome.result == "same":
-                header = (
-                    f"-- From PostgreSQL's src/test/regress/sql/{path.name}, made standalone.\n"
+                header = SOURCE_HEADER.format(name=path.name)
+                (args.out / path.name).write_text(
+                    text if text.startswith(header) else header + text
                 )
-                (args.out / path.name).write_text(header + text)
     finally:
         server.destroy()
     report(outcomes, with_meta, len(files), time.monotonic() - start)
