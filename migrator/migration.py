@@ -82,10 +82,13 @@ class Migration:
 
     def refuse_unsupported(self) -> None:
         """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
-        a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``."""
-        from migrator.sql import refusal
+        a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
+        variable psql defines, a ``BEGIN`` the file leaves open."""
+        from migrator.sql import TransactionMode, refusal, unterminated_transaction
 
         found = refusal(self.script) if self.needs_reading else None
+        if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
+            found = unterminated_transaction(self.statements)
         if found is not None:
             line, reason = found
             raise MigrationFilesError(

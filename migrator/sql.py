@@ -41,6 +41,7 @@ __all__ = [
     "strip_comments",
     "transaction_mode",
     "unknown_directive",
+    "unterminated_transaction",
 ]
 
 
@@ -906,6 +907,39 @@ REFUSED_PSQL_VARIABLE = (
 REFUSED_PREPARE_TRANSACTION = (
     "PREPARE TRANSACTION leaves the file's work uncommitted, so it could never be recorded"
 )
+
+
+REFUSED_OPEN_TRANSACTION = (
+    "{control} here is not ended by COMMIT: psql would roll the file's work back when it ends, "
+    "the runner will not record work it cannot commit"
+)
+OPENING = frozenset({"BEGIN", "START TRANSACTION"})
+CLOSING = frozenset({"COMMIT", "END", "ROLLBACK", "ABORT"})
+
+
+def unterminated_transaction(statements: list[Statement]) -> tuple[int, str] | None:
+    """(line, why) when the file's own BEGIN is still open at its end; None otherwise.
+
+    >>> unterminated_transaction(split_statements("BEGIN;\\nCREATE TABLE t ();"))
+    (1, "BEGIN here is not ended by COMMIT: ...")
+    """
+    opened: Statement | None = None
+    control = ""
+    for statement in statements:
+        if not TRANSACTION_HEAD_RE.match(statement.text):
+            continue
+        words = _words(statement.text)
+        found = _transaction_control(words)
+        if found in OPENING:
+            opened, control = statement, found
+        elif found in CLOSING and "CHAIN" not in words:
+            opened = None
+    if opened is None:
+        return None
+    return opened.line, REFUSED_OPEN_TRANSACTION.format(control=control)
+
+
+TRANSACTION_HEAD_RE = re.compile(r"(?:begin|start|commit|end|rollback|abort)\b", re.IGNORECASE)
 
 
 def needs_reading(sql: str) -> bool:

@@ -24,6 +24,7 @@ from migrator.sql import (
     strip_comments,
     transaction_mode,
     unknown_directive,
+    unterminated_transaction,
 )
 
 
@@ -839,3 +840,19 @@ def test_psql_variables_psql_defines_are_refused(sql: str, reference: str) -> No
 )
 def test_casts_slices_and_undefined_variables_are_not_psql_variables(sql: str) -> None:
     assert refusal(read_script(sql)) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "line"),
+    [
+        ("BEGIN;\nCREATE TABLE t ();\n", 1),
+        ("BEGIN; COMMIT;\nSTART TRANSACTION;\nSELECT 1;", 2),
+        ("BEGIN;\nCOMMIT AND CHAIN;\n", 1),
+        ("BEGIN; SELECT 1; COMMIT;", None),
+        ("START TRANSACTION; ROLLBACK; BEGIN; END;", None),
+        ("BEGIN; SAVEPOINT s; ROLLBACK TO SAVEPOINT s; COMMIT;", None),
+    ],
+)
+def test_a_begin_left_open_at_the_end_of_the_file(sql: str, line: int | None) -> None:
+    found = unterminated_transaction(split_statements(sql))
+    assert (found[0] if found else None) == line
