@@ -646,6 +646,7 @@ MODE_WORDS = frozenset(
     | set(CLUSTER_WIDE_OBJECTS)
     | set(REINDEX_MANY_TABLES)
     | {"VACUUM", "DISCARD", "CONCURRENTLY", "SYSTEM", "SUBSCRIPTION", "REINDEX", "CLUSTER"}
+    | {"STANDARD_CONFORMING_STRINGS"}
 )
 # A keyword psql's lexer sees is never glued to a word character or "$", so this finds every
 # one of them (and some inside strings and comments, which only costs the full check).
@@ -832,6 +833,14 @@ def unknown_directive(sql: str) -> tuple[int, str] | None:
 INTERESTING_HEADS = frozenset(
     {"VACUUM", "DISCARD", "COMMIT", "ROLLBACK", "CREATE", "DROP", "ALTER", "REINDEX", "CLUSTER"}
     | {prefix[0] for prefix in TRANSACTION_CONTROL}
+    | {"SET"}
+)
+# psql -f runs it in autocommit, where it only warns: in the runner's transaction it would
+# change how the rest of the file reads.
+LOCAL_STANDARD_STRINGS = ["SET", "LOCAL", "STANDARD_CONFORMING_STRINGS"]
+LOCAL_STANDARD_STRINGS_REASON = (
+    "line {line}: SET LOCAL standard_conforming_strings has no effect outside a transaction "
+    "block, as with psql -f"
 )
 
 
@@ -857,6 +866,8 @@ def _statement_reason(statement: Statement) -> str | None:
     control = _transaction_control(words)
     if control:
         return f"line {statement.line}: the file controls its own transactions ({control})"
+    if words[:3] == LOCAL_STANDARD_STRINGS:
+        return LOCAL_STANDARD_STRINGS_REASON.format(line=statement.line)
     return None
 
 

@@ -114,6 +114,22 @@ def test_2_a_rolled_back_setting_is_followed(apply_both, other_database) -> None
     assert other_database.scalar("SELECT v FROM r") == "a\\b"
 
 
+def test_2_set_local_standard_conforming_strings_only_warns_as_in_psql(
+    apply_both, other_database
+) -> None:
+    result = apply_both(
+        {
+            "001_local.sql": (
+                "CREATE TABLE l (v text);\n"
+                "SET LOCAL standard_conforming_strings = off;\n"
+                "INSERT INTO l VALUES ('a\\\\b');\n"
+            )
+        }
+    )
+    assert modes(result) == {"001_local": "no-transaction"}
+    assert other_database.scalar("SELECT v FROM l") == "a\\\\b"
+
+
 # --- 3. each file starts from a new connection's session state ---------------------------------
 
 

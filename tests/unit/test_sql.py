@@ -856,3 +856,11 @@ def test_casts_slices_and_undefined_variables_are_not_psql_variables(sql: str) -
 def test_a_begin_left_open_at_the_end_of_the_file(sql: str, line: int | None) -> None:
     found = unterminated_transaction(split_statements(sql))
     assert (found[0] if found else None) == line
+
+
+def test_set_local_standard_conforming_strings_runs_outside_a_transaction_as_with_psql() -> None:
+    sql = "SET LOCAL standard_conforming_strings = off;\nSELECT 'a\\';\n"
+    decision = mode(sql)
+    assert decision.mode is TransactionMode.NO_TRANSACTION
+    assert decision.reason.startswith("line 1: SET LOCAL standard_conforming_strings")
+    assert mode("SET standard_conforming_strings = off;").mode is TransactionMode.TRANSACTION
