@@ -35,7 +35,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         termination_log = Path(environ.get("TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
         write_termination_message(termination_log, error.message, Redactor())
         return error.exit_code
-    redactor = configure_logging(config.log_format, config.log_level, config.secrets)
+    names = (config.user, config.dbname, config.host, config.admin_user, config.app_user)
+    redactor = configure_logging(
+        config.log_format, config.log_level, config.secrets, public_names=[n for n in names if n]
+    )
     install_signal_handlers()
     exit_code, message = _run_and_classify(config)
     write_termination_message(config.termination_log, message, redactor)

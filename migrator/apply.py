@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,7 @@ import psycopg
 import tenacity
 from psycopg import errors as pg_errors
 from psycopg import generators, pq
+from psycopg.sql import Literal
 
 from migrator import history
 from migrator.config import Config
@@ -37,8 +39,11 @@ from migrator.sql import (
     Statement,
     TransactionMode,
     concurrent_index,
+    copy_direction,
     may_run_in_transaction_block,
+    mentions_standard_strings,
     position_to_line_column,
+    read_script,
 )
 from migrator.wait import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
 
@@ -50,6 +55,7 @@ LOCK_RETRY_JITTER = 0.25
 LOCK_NOT_AVAILABLE = "55P03"
 STATEMENT_EXCERPT_LENGTH = 200
 POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
+CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
 
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
 ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
@@ -91,6 +97,32 @@ LOCKS_HELD = (
     "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 )
 
+# Each file starts from the session state of a new connection, as with one ``psql -f`` per
+# file: what a file set (SET, set_config(..., false), SET ROLE, SET SESSION AUTHORIZATION,
+# temporary tables, WITH HOLD cursors, LISTEN) is undone before its history row, in the same
+# round trip.  Not DISCARD ALL: it cannot run in a transaction block, and it would also drop
+# what the runner keeps (psycopg's prepared statements, any advisory lock of the session).
+SESSION_RESET = (
+    "RESET SESSION AUTHORIZATION",
+    "RESET ROLE",
+    "RESET ALL",
+    "DISCARD TEMP",
+    "DISCARD SEQUENCES",
+    "CLOSE ALL",
+    "UNLISTEN *",
+)
+# PostgreSQL refuses these in the runner's transaction but runs them in autocommit, as psql
+# does; the failed transaction was rolled back whole, so the file runs again statement by
+# statement (mode_changed).  Text alone cannot tell: a partitioned table, a procedure that
+# commits, an enum value used after ALTER TYPE ... ADD VALUE.
+FALLBACK_SQLSTATES = {
+    "25001": "PostgreSQL refuses it inside a transaction block",
+    "2D000": "it ends the transaction itself (COMMIT or ROLLBACK in a procedure or DO block)",
+    "55P04": "a new enum value cannot be used in the transaction that added it",
+}
+MODE_CHANGED_REASON = "line {line}: {sqlstate} {message}: {why}; run again statement by statement"
+COPY_DATA_LINE_RE = re.compile(r"^COPY [^,]+, line (\d+)")
+
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
 
 
@@ -103,12 +135,14 @@ class StatementFailed(Exception):
         index: int,
         envelope: Envelope | None = None,
         migration: Migration | None = None,
+        part: Part | None = None,
     ) -> None:
         super().__init__(str(error))
         self.error = error
         self.index = index
         self.envelope = envelope or Envelope()
         self.migration = migration  # set when the failure came from a file's round trip
+        self.part = part  # the statements that round trip carried; None: the whole file
 
 
 def run_script(conn: psycopg.Connection[Any], text: str) -> list[pq.abc.PGresult]:
@@ -142,6 +176,27 @@ class Envelope:
         return self.head + text + "\n;\n" + "".join(f"{s};\n" for s in self.after)
 
 
+@dataclass(frozen=True)
+class Part:
+    """Some statements of a file sent in one round trip, joined; knows where each came from."""
+
+    statements: Sequence[Statement]
+
+    @property
+    def text(self) -> str:
+        return ";\n".join(statement.text for statement in self.statements)
+
+    def locate(self, offset: int) -> tuple[Statement, int] | None:
+        """The statement at ``offset`` of ``text`` and the same place as a file offset."""
+        start = 0
+        for statement in self.statements:
+            end = start + len(statement.text)
+            if offset <= end:
+                return statement, statement.offset + max(offset - start, 0)
+            start = end + 2  # ";\n"
+        return None
+
+
 def _is_lock_timeout(error: BaseException) -> bool:
     return isinstance(error, StatementFailed) and error.error.sqlstate == LOCK_NOT_AVAILABLE
 
@@ -158,6 +213,11 @@ class Applier:
     # Behind a pooler no session setting is sent: the statements of a non-transactional file
     # each get their timeouts as SET LOCAL in their own implicit transaction instead.
     pooled: bool = False
+    # How the file being applied runs now (a server refusal can move it out of its transaction).
+    running_mode: TransactionMode = field(default=TransactionMode.TRANSACTION, init=False)
+    # Statements that put back what a caller pinned on its session (bootstrap's search_path and
+    # role): the session reset after each file would otherwise undo them.
+    after_reset: tuple[str, ...] = ()
 
     def apply(self, migration: Migration, record: Recorder | None = None) -> int:
         """Apply ``migration`` and record it; returns its duration in milliseconds.
@@ -174,23 +234,60 @@ class Applier:
         )
         start = time.monotonic()
         held: dict[str, Any] = {}
+        self.running_mode = decision.mode
         with self._watched(migration), self._loss_explained(migration):
             if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
-            elif record is None:
-                envelope = self._transaction(migration)
-                results: list[pq.abc.PGresult] = []
-
-                def send() -> None:
-                    results[:] = self._send(migration, envelope)
-
-                self._retrying(migration, send)
-                held = _locks_held(results, envelope)
             else:
-                self._retrying(migration, lambda: self._in_transaction(migration, record, start))
+                try:
+                    held = self._transactional(migration, record, start)
+                except MigrationFailedError as error:
+                    self._out_of_transaction(migration, error)
+                    self._statement_by_statement(migration, record, start)
         elapsed_ms = _ms_since(start)
         log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms, **held)
         return elapsed_ms
+
+    def _transactional(
+        self, migration: Migration, record: Recorder | None, start: float
+    ) -> dict[str, Any]:
+        """Apply a transactional file; returns what migration_applied reports of its locks."""
+        if record is not None:
+            self._retrying(migration, lambda: self._in_transaction(migration, record, start))
+            return {}
+        envelope = self._transaction(migration)
+        send = self._send_read if migration.needs_reading else self._send
+        results: list[pq.abc.PGresult] = []
+
+        def attempt() -> None:
+            results[:] = send(migration, envelope)
+
+        self._retrying(migration, attempt)
+        return _locks_held(results, envelope)
+
+    def _out_of_transaction(self, migration: Migration, error: MigrationFailedError) -> None:
+        """Re-raise ``error`` unless PostgreSQL runs the file outside a transaction only;
+        then log why the file runs again statement by statement (it was rolled back whole)."""
+        sqlstate = error.fields.get("sqlstate")
+        line = error.fields.get("line")
+        if not isinstance(sqlstate, str) or sqlstate not in FALLBACK_SQLSTATES or line is None:
+            raise error
+        self.running_mode = TransactionMode.NO_TRANSACTION
+        reason = MODE_CHANGED_REASON.format(
+            line=line,
+            sqlstate=sqlstate,
+            message=error.fields.get("server_message"),
+            why=FALLBACK_SQLSTATES[sqlstate],
+        )
+        log.warning(
+            "mode_changed",
+            version=migration.version,
+            mode=TransactionMode.NO_TRANSACTION.value,
+            previous_mode=TransactionMode.TRANSACTION.value,
+            sqlstate=sqlstate,
+            line=line,
+            reason=reason,
+        )
 
     def apply_in_one_transaction(self, migrations: Sequence[Migration]) -> dict[str, int]:
         """Apply all ``migrations`` in one transaction: all or nothing (Flyway's ``group``).
@@ -199,6 +296,7 @@ class Applier:
         timeout retries the whole transaction; any failure rolls back every file.
         """
         durations: dict[str, int] = {}
+        self.running_mode = TransactionMode.TRANSACTION
 
         def attempt() -> None:
             durations.clear()
@@ -210,11 +308,16 @@ class Applier:
                     before=self._begin() if position == 0 else (),
                     # The lock is checked once, before COMMIT: the locks of every file stay
                     # held until then, so a check per file would scan a growing pg_locks.
-                    after=(*(self._guarded() if last else ()), self._history_row(migration))
+                    after=(
+                        *self._session_reset(),
+                        *(self._guarded() if last else ()),
+                        self._history_row(migration),
+                    )
                     + (("COMMIT",) if last else ()),
                 )
+                send = self._send_read if migration.needs_reading else self._send
                 with self._watched(migration), self._loss_explained(migration):
-                    self._send(migration, envelope)
+                    send(migration, envelope)
                 durations[migration.version] = _ms_since(start)
                 log.info(
                     "migration_applied",
@@ -232,9 +335,30 @@ class Applier:
         return durations
 
     def _transaction(self, migration: Migration) -> Envelope:
-        """BEGIN, the timeouts, (the file,) its history row, COMMIT: one round trip."""
-        after = (LOCKS_HELD, *self._guarded(), self._history_row(migration), "COMMIT")
+        after = (
+            LOCKS_HELD,
+            *self._session_reset(),
+            *self._guarded(),
+            self._history_row(migration),
+            "COMMIT",
+        )
         return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID), after=after)
+
+    def _session_reset(self) -> tuple[str, ...]:
+        """What gives the next file a new connection's session state, then puts back the
+        runner's own session settings (which RESET ALL undid). Behind a pooler the runner
+        keeps no session setting: the reset alone leaves the pooled server session clean.
+
+            >>> Applier(conn, config)._session_reset()[-1]
+            "SET client_connection_check_interval = '1s'"
+        """
+        if self.pooled:
+            return SESSION_RESET
+        name = Literal(self.config.application_name).as_string(self.conn)
+        own: tuple[str, ...] = (f"SET application_name = {name}",)
+        if self.conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
+            own += (CLIENT_CHECK_INTERVAL,)
+        return (*SESSION_RESET, *own, *self.after_reset)
 
     def _begin(self) -> tuple[str, ...]:
         return ("BEGIN", *self._timeouts("SET LOCAL"), *self._pooled_check())
@@ -264,23 +388,95 @@ class Applier:
     def _history_row(self, migration: Migration) -> str:
         return history.insert_row(self.conn, migration)
 
-    def _send(self, migration: Migration, envelope: Envelope) -> list[pq.abc.PGresult]:
+    def _send(
+        self, migration: Migration, envelope: Envelope, part: Part | None = None
+    ) -> list[pq.abc.PGresult]:
+        """One round trip: the envelope around the whole file, or around ``part`` of it."""
         try:
-            return run_script(self.conn, envelope.wrap(migration.sql))
+            return run_script(
+                self.conn, envelope.wrap(migration.sql if part is None else part.text)
+            )
         except StatementFailed as failure:
-            # The envelope's own BEGIN is left aborted by a failure: end it before a retry.
-            if self.conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
-                self.conn.execute("ROLLBACK")
-            if self.guard and failure.index == _index_after(migration, envelope, self.guard.sql):
+            self._end_failed_transaction()
+            count = len(migration.statements if part is None else part.statements)
+            if self.guard and failure.index == _index_after(count, envelope, self.guard.sql):
                 raise self.guard.lost(migration.version) from None
-            raise StatementFailed(failure.error, failure.index, envelope, migration) from None
+            raise StatementFailed(failure.error, failure.index, envelope, migration, part) from None
+
+    def _end_failed_transaction(self) -> None:
+        # The envelope's own BEGIN is left aborted by a failure: end it before a retry.
+        if self.conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+            self.conn.execute("ROLLBACK")
+
+    def _send_read(self, migration: Migration, envelope: Envelope) -> list[pq.abc.PGresult]:
+        """The file as psql reads it, in as few round trips as that allows: a COPY goes on its
+        own (its data follows it), and a statement that may change standard_conforming_strings
+        ends its round trip (the server parses a whole round trip with the value at its start).
+        """
+        head = envelope.before
+        pending: list[Statement] = []
+
+        def flush(after: tuple[str, ...] = ()) -> list[pq.abc.PGresult]:
+            nonlocal head
+            results = self._send(migration, Envelope(head, after), Part(tuple(pending)))
+            head = ()
+            pending.clear()
+            return results
+
+        for statement in self._following_server(migration):
+            if copy_direction(statement.text):
+                if pending or head:
+                    flush()
+                self._copy(migration, statement)
+                continue
+            pending.append(statement)
+            if mentions_standard_strings(statement.text):
+                flush()
+        return flush(envelope.after)  # the last round trip carries the envelope's tail
+
+    def _following_server(self, migration: Migration) -> Iterator[Statement]:
+        """The file's statements, read again from where the server's standard_conforming_strings
+        stops matching what the text predicted (a DO block or a ROLLBACK changed it), as psql
+        reads each statement with the value the server reported last."""
+        statements = migration.statements
+        index, resume = 0, 0
+        while index < len(statements):
+            actual = self.conn.info.parameter_status("standard_conforming_strings") != "off"
+            if statements[index].standard_strings != actual:
+                statements = [
+                    *statements[:index],
+                    *read_script(migration.sql, resume, actual).statements,
+                ]
+                if index >= len(statements):
+                    return
+            statement = statements[index]
+            yield statement
+            resume, index = statement.end, index + 1
+
+    def _copy(self, migration: Migration, statement: Statement) -> None:
+        """COPY ... FROM stdin with the file's inline data; COPY ... TO stdout read and dropped
+        (psql prints it; a migration has no reader for it)."""
+        try:
+            with self.conn.cursor() as cursor, cursor.copy(statement.text) as copy:
+                if statement.copy is not None:
+                    copy.write(statement.copy.text)
+                else:
+                    for _ in copy:
+                        pass
+        except psycopg.Error as error:
+            if not error.sqlstate:  # the connection itself failed
+                raise
+            self._end_failed_transaction()
+            raise StatementFailed(error, 0, Envelope(), migration, Part((statement,))) from None
 
     def _in_transaction(self, migration: Migration, record: Recorder, start: float) -> None:
         with self.conn.transaction():
             for setting in self._timeouts("SET LOCAL"):
                 self.conn.execute(setting)
-            if not migration.is_empty:
-                run_script(self.conn, migration.sql)
+            if migration.needs_reading:
+                self._send_read(migration, Envelope(after=self._session_reset()))
+            elif not migration.is_empty:
+                self._send(migration, Envelope(after=self._session_reset()))
             self._ensure_lock(migration)
             record(self.conn, migration, _ms_since(start))
 
@@ -289,9 +485,12 @@ class Applier:
     ) -> None:
         for setting in () if self.pooled else self._timeouts("SET"):
             self.conn.execute(setting)
-        for index, statement in enumerate(migration.statements):
+        for index, statement in enumerate(self._following_server(migration)):
             log.debug("statement_started", version=migration.version, line=statement.line)
-            self._ensure_lock(migration)
+            if self.conn.info.transaction_status is pq.TransactionStatus.IDLE:
+                # Not inside the file's own BEGIN: a query there would take its snapshot and
+                # break a SET TRANSACTION that follows (psql sends nothing in between).
+                self._ensure_lock(migration)
             action = partial(self._run_statement, migration, statement)
             with self._loss_explained(migration, statement):
                 self._retrying(migration, action, statement, index)
@@ -302,9 +501,7 @@ class Applier:
                 ERR_OPEN_TRANSACTION.format(file=migration.path), file=str(migration.path)
             )
         self._ensure_lock(migration)
-        if not self.pooled:
-            self.conn.execute("RESET lock_timeout")
-            self.conn.execute("RESET statement_timeout")
+        run_script(self.conn, Envelope(after=self._session_reset()).wrap(""))
         (record or history.record)(self.conn, migration, _ms_since(start))
 
     def _timeouts(self, command: str) -> tuple[str, str]:
@@ -314,6 +511,9 @@ class Applier:
         )
 
     def _run_statement(self, migration: Migration, statement: Statement) -> None:
+        if copy_direction(statement.text):
+            self._copy(migration, statement)
+            return
         index = concurrent_index(statement.text)
         if index is not None:
             try:
@@ -396,7 +596,7 @@ class Applier:
         except psycopg.Error as error:  # also raised while rolling back on a dead connection
             if not session_lost(error, self.conn):
                 raise
-            if migration.mode_decision.mode is TransactionMode.TRANSACTION:
+            if self.running_mode is TransactionMode.TRANSACTION:
                 outcome = ROLLED_BACK
             elif statement is not None:
                 outcome = PARTLY_DONE.format(line=statement.line)
@@ -433,9 +633,12 @@ def migration_failed(
 ) -> MigrationFailedError:
     """The user's error: file, line and column from the server's position, SQLSTATE, message."""
     diag = failure.error.diag
+    if statement is None and failure.part is not None and len(failure.part.statements) == 1:
+        statement = failure.part.statements[0]  # a COPY, sent on its own
     if statement is not None:  # sent on its own: the server's position is the statement's
         base = statement.offset - len(failure.envelope.head)  # after its SET LOCALs, if any
         line, column = _line_column(migration, base, diag.statement_position, statement.offset)
+        line = _copy_data_line(statement, diag.context) or line
     else:
         located = _locate_in_file(migration, failure)
         if located is None:
@@ -463,6 +666,14 @@ def migration_failed(
     return MigrationFailedError(message, **{k: v for k, v in fields.items() if v is not None})
 
 
+def _copy_data_line(statement: Statement, context: str | None) -> int | None:
+    """The file line of the COPY data row the server names ("COPY t, line 3")."""
+    match = COPY_DATA_LINE_RE.match(context or "")
+    if statement.copy is None or match is None:
+        return None
+    return statement.copy.line + int(match[1]) - 1
+
+
 def _line_column(
     migration: Migration, base: int, position: str | None, start: int
 ) -> tuple[int, int]:
@@ -479,13 +690,18 @@ def _locate_in_file(
     The server's position counts from the start of what was sent, envelope included; without
     one, the count of results before the error says which statement failed.
     """
-    statements = migration.statements
+    part = failure.part
+    statements = migration.statements if part is None else part.statements
     if not statements:
         return None
     position = failure.error.diag.statement_position
     if position:
         offset = int(position) - 1 - len(failure.envelope.head)
-        if 0 <= offset < len(migration.sql):
+        if part is not None:
+            located = part.locate(offset) if offset >= 0 else None
+            if located is not None:
+                return located[0], position_to_line_column(migration.sql, located[1])
+        elif 0 <= offset < len(migration.sql):
             starts = [s.offset for s in statements]
             statement = statements[max(bisect.bisect_right(starts, offset) - 1, 0)]
             return statement, position_to_line_column(migration.sql, offset)
@@ -499,7 +715,8 @@ def _locate_in_file(
 def _failed_around_file(migration: Migration, failure: StatementFailed) -> MigrationFailedError:
     """A statement of the envelope failed: the history row, or the COMMIT (deferred checks)."""
     envelope = failure.envelope
-    sent = [*envelope.before, *(s.text for s in migration.statements), *envelope.after]
+    statements = migration.statements if failure.part is None else failure.part.statements
+    sent = [*envelope.before, *(s.text for s in statements), *envelope.after]
     statement = sent[min(failure.index, len(sent) - 1)]
     diag = failure.error.diag
     message = ERR_AROUND_FILE.format(
@@ -519,11 +736,12 @@ def _failed_around_file(migration: Migration, failure: StatementFailed) -> Migra
     )
 
 
-def _index_after(migration: Migration, envelope: Envelope, statement: str) -> int | None:
-    """Where ``statement`` of the envelope's tail counts among the results of the round trip."""
+def _index_after(count: int, envelope: Envelope, statement: str) -> int | None:
+    """Where ``statement`` of the envelope's tail counts among the results of the round trip
+    that carried ``count`` statements of the file."""
     if statement not in envelope.after:
         return None
-    return len(envelope.before) + len(migration.statements) + envelope.after.index(statement)
+    return len(envelope.before) + count + envelope.after.index(statement)
 
 
 def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str, Any]:

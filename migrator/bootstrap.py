@@ -106,7 +106,8 @@ def run_bootstrap_script(
     if script is None:
         log.info("bootstrap_script_missing", hint="no 000_*.sql in MIGRATIONS_DIR")
         return 0
-    execution_ms = Applier(conn, config).apply(script, record=finish)
+    applier = Applier(conn, config, after_reset=trust.ADMIN_SESSION_PIN)
+    execution_ms = applier.apply(script, record=finish)
     log.info("bootstrap_done", version=script.version, dbname=config.dbname)
     return execution_ms
 

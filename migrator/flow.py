@@ -53,6 +53,9 @@ def migrate(config: Config, files: MigrationSet) -> str:
         from migrator.bootstrap import bootstrap
         from migrator.prefetch import read_ahead
 
+        if files.bootstrap:
+            files.bootstrap.refuse_unsupported()
+
         def creating() -> None:  # a new database: every file is pending, lex them meanwhile
             nonlocal ahead
             if not config.init_only:
@@ -69,6 +72,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
         plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
+        for migration in plan.pending:  # refused before anything runs (exit 65)
+            migration.refuse_unsupported()
         if config.lint_before_apply:
             lint(config, files)  # HazardsFoundError (65) before anything is applied
         if ahead is None:  # lexing overlaps the lock, the second connection, the first files
@@ -222,6 +227,8 @@ def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.Applied
 
 
 def plan_summary(plan: Plan) -> str:
+    for migration in plan.pending:
+        migration.refuse_unsupported()
     for migration in plan.pending:
         decision = migration.mode_decision
         log.info(

@@ -17,11 +17,18 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "***"
 LOGGER_NAME_KEY = "logger_name"
-# libpq and URLs can carry a password even when we never put it there ourselves.
+# libpq and URLs can carry a password even when we never put it there ourselves; so can SQL
+# (ALTER ROLE ... PASSWORD '...') quoted back in an error.
 SECRET_PATTERNS = (
     (re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"), r"\1" + REDACTED),
     (re.compile(r"(?i)(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"(?i)(\bpassword\s+)'(?:[^']|'')*'"), r"\1'" + REDACTED + "'"),
 )
+# A secret this long is hidden wherever it appears, even glued to other text; a shorter one
+# only where it stands alone (the password "x" must not turn "syntax" into "synta***").
+MIN_EMBEDDED_SECRET_LENGTH = 8
+# Names the logs show as names (the maintenance database is always "postgres").
+ALWAYS_PUBLIC_NAMES = ("postgres",)
 # One scan that tells whether any pattern above can match: most values are plain words.
 MIGHT_HOLD_SECRET_RE = re.compile(r"(?i)password|postgres(?:ql)?://")
 LEVELS = {
@@ -32,12 +39,36 @@ LEVELS = {
 }
 
 
-class Redactor:
-    """A processor that replaces known secrets and password-looking fragments in every value."""
+def _secret_pattern(secret: str, public_names: frozenset[str]) -> re.Pattern[str]:
+    """Where ``secret`` counts as a value in a text.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    - a secret that is also a name the logs show (user ``postgres`` with password
+      ``postgres``): only as a value, a quoted literal or after ``password``;
+    - a short one: where it stands alone, not inside a longer word;
+    - any other: wherever it appears.
+    """
+    quoted = re.escape(secret)
+    if secret in public_names:
+        return re.compile(rf"(?<=')({quoted})(?=')|(?i:(?<=password)[\s=:]+)({quoted})(?!\w)")
+    if len(secret) < MIN_EMBEDDED_SECRET_LENGTH:
+        before = r"(?<!\w)" if re.match(r"\w", secret) else ""
+        after = r"(?!\w)" if re.search(r"\w$", secret) else ""
+        return re.compile(before + quoted + after)
+    return re.compile(quoted)
+
+
+class Redactor:
+    """A processor that replaces known secrets and password-looking fragments in every value.
+
+    ``public_names`` are user, database and host names: a password equal to one of them is
+    hidden only where it appears as a value, so the name itself stays readable.
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), public_names: Iterable[str] = ()) -> None:
+        names = frozenset(name for name in (*public_names, *ALWAYS_PUBLIC_NAMES) if name)
         # Longest first, so that a secret containing another is replaced whole.
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.patterns = [_secret_pattern(secret, names) for secret in self.secrets]
 
     def redact(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -52,8 +83,9 @@ class Redactor:
         return self.redact_text(str(value))
 
     def redact_text(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
+        for secret, pattern in zip(self.secrets, self.patterns, strict=True):
+            if secret in text:  # the common case costs one substring search
+                text = pattern.sub(_masked, text)
         if MIGHT_HOLD_SECRET_RE.search(text):
             for pattern, replacement in SECRET_PATTERNS:
                 text = pattern.sub(replacement, text)
@@ -63,14 +95,26 @@ class Redactor:
         return {key: self.redact(value) for key, value in event_dict.items()}
 
 
+def _masked(match: re.Match[str]) -> str:
+    """The match with its secret group (or the whole of it) replaced."""
+    for group in range(1, (match.re.groups or 0) + 1):
+        if match.group(group) is not None:
+            start, end = match.span(group)
+            whole_start = match.start()
+            text = match.group()
+            return text[: start - whole_start] + REDACTED + text[end - whole_start :]
+    return REDACTED
+
+
 def configure_logging(
     log_format: str,
     level: str,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    public_names: Iterable[str] = (),
 ) -> Redactor:
     """Configure structlog (and route the stdlib's logging, e.g. psycopg's, through it)."""
-    redactor = Redactor(secrets)
+    redactor = Redactor(secrets, public_names)
     renderer: Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
         if log_format == "console"

@@ -19,7 +19,7 @@ from migrator.errors import MigrationFilesError
 # The lexer (migrator.sql) is imported when a file is first parsed: a start with nothing
 # pending reads and checksums every file but parses none.
 if TYPE_CHECKING:
-    from migrator.sql import ModeDecision, Statement
+    from migrator.sql import ModeDecision, Script, Statement
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
 DESCRIPTION_PATTERN = re.compile(r"^--\s*Description:\s*(?P<text>.+?)\s*$", re.MULTILINE)
@@ -32,6 +32,7 @@ ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_a
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
 ERR_NUL = "{path}: line {line}: contains a NUL byte (libpq would send the file only up to it)"
 ERR_UNREADABLE = "{path}: cannot be read ({reason})"
+ERR_REFUSED = "{path}: line {line}: {reason}; nothing of it was run"
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,43 @@ class Migration:
         return self.version.split("_", 1)[1].replace("_", " ")
 
     @cached_property
-    def statements(self) -> list[Statement]:
-        from migrator.sql import split_statements
+    def script(self) -> Script:
+        """The file read as ``psql -f`` reads it (statements, COPY data, meta-commands)."""
+        from migrator.sql import read_script
 
+        return read_script(self.sql)
+
+    @cached_property
+    def statements(self) -> list[Statement]:
+        # A format that groups statements itself (goose's StatementBegin/End) supplies them.
         if self.given_statements is not None:
             return list(self.given_statements)
-        return split_statements(self.sql)
+        return self.script.statements
+
+    @cached_property
+    def needs_reading(self) -> bool:
+        """True when the file cannot be sent whole (COPY data, meta-commands, a setting that
+        changes how later strings read); most files are sent as they are, never lexed."""
+        from migrator.sql import needs_reading
+
+        return needs_reading(self.sql)
+
+    def refuse_unsupported(self) -> None:
+        """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
+        a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
+        variable psql defines, a ``BEGIN`` the file leaves open."""
+        from migrator.sql import TransactionMode, refusal, unterminated_transaction
+
+        found = refusal(self.script) if self.needs_reading else None
+        if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
+            found = unterminated_transaction(self.statements)
+        if found is not None:
+            line, reason = found
+            raise MigrationFilesError(
+                ERR_REFUSED.format(path=self.path, line=line, reason=reason),
+                file=str(self.path),
+                line=line,
+            )
 
     @cached_property
     def mode_decision(self) -> ModeDecision:

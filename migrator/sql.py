@@ -3,9 +3,11 @@
 The lexer follows psql's own (``src/fe_utils/psqlscan.l``), so a file is cut into
 exactly the statements ``psql -f`` would send: semicolons count only outside
 strings, quoted identifiers, dollar quotes, comments, parentheses and the
-``BEGIN ATOMIC ... END`` body of a SQL-standard function.  It assumes
-``standard_conforming_strings = on`` (the default since PostgreSQL 9.1), so
-backslashes escape only inside ``E'...'`` strings.
+``BEGIN ATOMIC ... END`` body of a SQL-standard function.  Like psql it follows
+``standard_conforming_strings`` (on by default since PostgreSQL 9.1: backslashes escape
+only inside ``E'...'``; a ``SET standard_conforming_strings = off`` in the file makes
+later ``'...'`` strings escape strings too), reads the inline data of ``COPY ... FROM
+stdin`` up to its ``\\.`` line, and sees psql's backslash meta-commands.
 """
 
 from __future__ import annotations
@@ -14,23 +16,33 @@ import bisect
 import itertools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 __all__ = [
     "DEFAULT_REASON",
     "ConcurrentIndex",
+    "CopyData",
+    "MetaCommand",
     "ModeDecision",
+    "Script",
     "Statement",
     "TransactionMode",
     "concurrent_index",
+    "copy_direction",
     "may_leave_default_mode",
     "may_run_in_transaction_block",
+    "mentions_standard_strings",
+    "needs_reading",
     "position_to_line_column",
+    "read_script",
+    "refusal",
     "split_statements",
+    "standard_strings_after",
     "strip_comments",
     "transaction_mode",
     "unknown_directive",
+    "unterminated_transaction",
 ]
 
 
@@ -50,6 +62,7 @@ class _Kind(Enum):
     OTHER = "other"  # operators and punctuation
     LINE_COMMENT = "line comment"
     BLOCK_COMMENT = "block comment"
+    META = "psql meta-command"  # a backslash outside quotes: psql's, up to the end of the line
 
 
 COMMENT_KINDS = frozenset({_Kind.LINE_COMMENT, _Kind.BLOCK_COMMENT})
@@ -84,6 +97,9 @@ STANDARD_STRING_BODY_RE = re.compile(r"[^']*(?:''[^']*)*'")
 ESCAPE_STRING_BODY_RE = re.compile(r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'", re.DOTALL)
 QUOTED_IDENT_BODY_RE = re.compile(r'[^"]*(?:""[^"]*)*"')
 BLOCK_COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
+META_RE = re.compile(r"\\[^\n\r]*")
+# The line that ends the inline data of COPY ... FROM stdin, as psql reads it.
+COPY_DATA_END_RE = re.compile(r"^\\\.\r?(?:\n|\Z)", re.MULTILINE)
 # SQL continues a string literal across whitespace that contains a newline:
 # E'a\'b'  <newline>  'c\'d' is one E'' literal, so the second part keeps backslash escapes.
 STRING_CONTINUATION_RE = re.compile(
@@ -98,20 +114,33 @@ BYTE_ORDER_MARK = "\ufeff"
 
 
 class _Lexer:
-    """Turns SQL text into tokens, comments included; never fails (unterminated runs to the end)."""
+    """Turns SQL text into tokens, comments included; never fails (unterminated runs to the end).
 
-    def __init__(self, sql: str) -> None:
+    ``standard_strings`` is psql's view of ``standard_conforming_strings``; the splitter
+    changes it between statements.  ``skip`` is a region (COPY data) the lexer jumps over.
+    """
+
+    def __init__(self, sql: str, pos: int = 0, standard_strings: bool = True) -> None:
         self.sql = sql
-        self.pos = 0
+        self.pos = pos
+        self.standard_strings = standard_strings
+        self.skip: tuple[int, int] | None = None
 
     def tokens(self) -> Iterator[_Token]:
         sql = self.sql
-        if sql.startswith(BYTE_ORDER_MARK):
+        if self.pos == 0 and sql.startswith(BYTE_ORDER_MARK):
             self.pos = len(BYTE_ORDER_MARK)  # editors add it; it is not SQL
         while self.pos < len(sql):
+            if self.skip is not None and self.pos >= self.skip[0]:
+                self.pos = max(self.pos, self.skip[1])
+                self.skip = None
+                continue
             blank = WHITESPACE_RE.match(sql, self.pos)
             if blank:
-                self.pos = blank.end()
+                end = blank.end()
+                if self.skip is not None and end > self.skip[0]:
+                    end = self.skip[0]  # the data may begin with blanks: they are data
+                self.pos = end
                 continue
             start = self.pos
             kind = self._scan_token()
@@ -126,12 +155,16 @@ class _Lexer:
             return self._block_comment()
         if sql.startswith(ESCAPE_STRING_PREFIXES, pos):
             return self._escape_string(pos + 2)
+        if not self.standard_strings and sql.startswith(("'", "n'", "N'"), pos):
+            return self._escape_string(sql.index("'", pos) + 1)  # psql's xqstart goes to xe
         if sql.startswith(STANDARD_STRING_PREFIXES, pos):
             return self._quoted(sql.index("'", pos) + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
         if sql.startswith(UNICODE_IDENT_PREFIXES, pos):
             return self._quoted(pos + 3, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
         if char == "'":
             return self._quoted(pos + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
+        if char == "\\":
+            return self._consume(META_RE, _Kind.META)
         if char == '"':
             return self._quoted(pos + 1, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
         if char == "$":
@@ -208,12 +241,49 @@ def _iter_significant_tokens(sql: str) -> Iterator[_Token]:
 
 
 @dataclass(frozen=True)
+class CopyData:
+    """The inline data of ``COPY ... FROM stdin``: the lines after the statement, up to ``\\.``."""
+
+    text: str
+    line: int  # 1-based line of its first row
+
+
+@dataclass(frozen=True)
 class Statement:
-    """One statement of a file: its text (no trailing semicolon) and where it starts."""
+    """One statement of a file: its text (no trailing semicolon) and where it starts.
+
+    The other fields do not take part in comparisons: ``end`` is where the next statement's
+    text may begin (after the semicolon, or after the COPY data that follows it),
+    ``standard_strings`` the ``standard_conforming_strings`` it was read with, ``copy`` the
+    data of a ``COPY ... FROM stdin``.
+    """
 
     text: str
     offset: int  # 0-based character offset of ``text`` in the file
     line: int  # 1-based line where ``text`` starts
+    end: int = field(default=-1, compare=False, repr=False)
+    standard_strings: bool = field(default=True, compare=False, repr=False)
+    copy: CopyData | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class MetaCommand:
+    """A psql backslash command found in a file (never sent to the server)."""
+
+    line: int
+    command: str  # e.g. "\\connect"
+    inside_statement: bool
+
+
+@dataclass(frozen=True)
+class Script:
+    """A file read as ``psql -f`` reads it."""
+
+    statements: list[Statement]
+    meta_commands: list[MetaCommand]
+    # (line, reference) of psql variables psql itself defines (:DBNAME, :'LAST_ERROR_MESSAGE'):
+    # psql replaces them with their value, the server would see the colon.
+    psql_variables: list[tuple[int, str]] = field(default_factory=list)
 
 
 # psql remembers the first letters of the first few words to recognise
@@ -272,34 +342,241 @@ def split_statements(sql: str) -> list[Statement]:
         [Statement(text='CREATE TABLE t (a text)', offset=0, line=1),
          Statement(text="INSERT INTO t VALUES (';')", offset=33, line=3)]
     """
-    lines = _LineIndex(sql)
-    statements: list[Statement] = []
-    atomic = _AtomicBodyTracker()
-    paren_depth = 0
-    first: _Token | None = None
-    last: _Token | None = None
-    for token in _iter_significant_tokens(sql):
-        if token.kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
-            if first is not None and last is not None:
-                statements.append(_statement(sql, first.start, last.end, lines))
-            first = last = None
-            atomic.reset()
-            continue
-        if token.kind is _Kind.LPAREN:
-            paren_depth += 1
-        elif token.kind is _Kind.RPAREN and paren_depth > 0:
-            paren_depth -= 1
-        elif token.kind is _Kind.WORD:
-            atomic.see_word(sql[token.start : token.end], paren_depth)
-        first = first or token
-        last = token
-    if first is not None and last is not None:
-        statements.append(_statement(sql, first.start, last.end, lines))
-    return statements
+    return read_script(sql).statements
 
 
-def _statement(sql: str, start: int, end: int, lines: _LineIndex) -> Statement:
-    return Statement(text=sql[start:end], offset=start, line=lines.locate(start)[0])
+# The variables psql defines by itself (an undefined :name is left as it is, by psql too).
+PSQL_VARIABLES = frozenset(
+    [
+        "AUTOCOMMIT",
+        "COMP_KEYWORD_CASE",
+        "DBNAME",
+        "ECHO",
+        "ECHO_HIDDEN",
+        "ENCODING",
+        "ERROR",
+        "FETCH_COUNT",
+        "HIDE_TABLEAM",
+        "HIDE_TOAST_COMPRESSION",
+        "HISTCONTROL",
+        "HISTFILE",
+        "HISTSIZE",
+        "HOST",
+        "IGNOREEOF",
+        "LASTOID",
+        "LAST_ERROR_MESSAGE",
+        "LAST_ERROR_SQLSTATE",
+        "ON_ERROR_ROLLBACK",
+        "ON_ERROR_STOP",
+        "PORT",
+        "PROMPT1",
+        "PROMPT2",
+        "PROMPT3",
+        "QUIET",
+        "ROW_COUNT",
+        "SERVER_VERSION_NAME",
+        "SERVER_VERSION_NUM",
+        "SHELL_ERROR",
+        "SHELL_EXIT_CODE",
+        "SHOW_ALL_RESULTS",
+        "SHOW_CONTEXT",
+        "SINGLELINE",
+        "SINGLESTEP",
+        "SQLSTATE",
+        "USER",
+        "VERBOSITY",
+        "VERSION",
+        "VERSION_NAME",
+        "VERSION_NUM",
+        "WATCH_INTERVAL",
+    ]
+)
+VARIABLE_KINDS = frozenset({_Kind.WORD, _Kind.STRING, _Kind.QUOTED_IDENT})
+PSQL_VARIABLE_RE = re.compile(rf":(?:{'|'.join(sorted(PSQL_VARIABLES))})(?![\w$])")
+
+# psql's pg_dump-only commands: \restrict puts psql in a mode that refuses other meta-commands.
+HARMLESS_META_COMMANDS = frozenset({"\\restrict", "\\unrestrict"})
+META_NAME_RE = re.compile(r"\\[^\s\\]*")
+
+
+def read_script(sql: str, start: int = 0, standard_strings: bool = True) -> Script:
+    """Read ``sql`` from offset ``start`` as ``psql -f`` would, with ``standard_conforming_strings``
+    as given at that point.
+
+        >>> read_script("SET standard_conforming_strings = off;\\nSELECT 'a\\\\';b';").statements[1]
+        Statement(text="SELECT 'a\\\\';b'", offset=39, line=2)
+    """
+    return _ScriptReader(sql, start, standard_strings).read()
+
+
+class _ScriptReader:
+    """The splitter's state: the current statement, its nesting, the lexer it steers."""
+
+    def __init__(self, sql: str, start: int, standard_strings: bool) -> None:
+        self.sql = sql
+        self.lines = _LineIndex(sql)
+        self.lexer = _Lexer(sql, start, standard_strings)
+        self.statements: list[Statement] = []
+        self.meta: list[MetaCommand] = []
+        self.variables: list[tuple[int, str]] = []
+        self.first: _Token | None = None
+        self.last: _Token | None = None
+
+    def read(self) -> Script:
+        atomic = _AtomicBodyTracker()
+        paren_depth = 0
+        sql = self.sql
+        for token in self.lexer.tokens():
+            if token.kind in COMMENT_KINDS:
+                continue
+            if token.kind is _Kind.META:
+                self._see_meta(token)
+                continue
+            if token.kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
+                self._end_statement(token.end)
+                atomic.reset()
+                continue
+            if token.kind is _Kind.LPAREN:
+                paren_depth += 1
+            elif token.kind is _Kind.RPAREN and paren_depth > 0:
+                paren_depth -= 1
+            elif token.kind is _Kind.WORD:
+                atomic.see_word(sql[token.start : token.end], paren_depth)
+            if token.kind in VARIABLE_KINDS and self.last is not None:
+                self._see_variable(self.last, token)
+            self.first = self.first or token
+            self.last = token
+        self._end_statement(len(sql))
+        return Script(self.statements, self.meta, self.variables)
+
+    def _see_variable(self, before: _Token, token: _Token) -> None:
+        """``:NAME``, ``:'NAME'``, ``:"NAME"`` glued to a lone colon (``::`` is a cast)."""
+        sql = self.sql
+        if before.end != token.start or sql[before.start : before.end] != ":":
+            return
+        if before.start > 0 and sql[before.start - 1] == ":":
+            return
+        text = sql[token.start : token.end]
+        name = text[1:-1] if token.kind is not _Kind.WORD else text
+        if name in PSQL_VARIABLES:
+            self.variables.append((self.lines.locate(before.start)[0], ":" + text))
+
+    def _see_meta(self, token: _Token) -> None:
+        text = self.sql[token.start : token.end]
+        name_match = META_NAME_RE.match(text)
+        name = name_match.group() if name_match else text
+        inside = self.first is not None
+        if name in HARMLESS_META_COMMANDS and not inside:
+            return
+        line = self.lines.locate(token.start)[0]
+        self.meta.append(MetaCommand(line, name, inside))
+
+    def _end_statement(self, end: int) -> None:
+        first, last = self.first, self.last
+        self.first = self.last = None
+        if first is None or last is None:
+            return
+        text = self.sql[first.start : last.end]
+        reading_with = self.lexer.standard_strings
+        copy = None
+        if _reads_copy_data(text):
+            copy, end = self._copy_data(end)
+        changed = standard_strings_after(text, reading_with)
+        if changed is not None:
+            self.lexer.standard_strings = changed
+        line = self.lines.locate(first.start)[0]
+        self.statements.append(Statement(text, first.start, line, end, reading_with, copy))
+
+    def _copy_data(self, after_semicolon: int) -> tuple[CopyData, int]:
+        """psql sends the statement, then reads the data from the file's next line on."""
+        sql = self.sql
+        newline = sql.find("\n", after_semicolon)
+        start = len(sql) if newline < 0 else newline + 1
+        terminator = COPY_DATA_END_RE.search(sql, start)
+        data_end, resume = (
+            (terminator.start(), terminator.end()) if terminator else (len(sql), len(sql))
+        )
+        self.lexer.skip = (start, resume)  # the rest of the statement's line is still SQL
+        line = self.lines.locate(min(start, len(sql)))[0] if sql else 1
+        return CopyData(sql[start:data_end], line), resume
+
+
+COPY_HEAD_RE = re.compile(r"\s*copy\b", re.IGNORECASE)
+
+
+def _reads_copy_data(text: str) -> bool:
+    """``COPY ... FROM STDIN`` (the server then asks the client for the data)."""
+    if not COPY_HEAD_RE.match(text):
+        return False
+    return ("FROM", "STDIN") in _top_level_pairs(text)
+
+
+def copy_direction(text: str) -> str | None:
+    """ "in" for COPY ... FROM STDIN, "out" for COPY ... TO STDOUT, None for other statements.
+
+    >>> copy_direction("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)")
+    'out'
+    """
+    if not COPY_HEAD_RE.match(text):
+        return None
+    pairs = _top_level_pairs(text)
+    if ("FROM", "STDIN") in pairs:
+        return "in"
+    if ("TO", "STDOUT") in pairs:
+        return "out"
+    return None
+
+
+def _top_level_pairs(text: str) -> set[tuple[str, str]]:
+    words, depth = [], 0
+    for word in _words(text):
+        depth += {"(": 1, ")": -1}.get(word, 0)
+        if depth == 0:
+            words.append(word)
+    return set(itertools.pairwise(words))
+
+
+# SET [SESSION] standard_conforming_strings { TO | = } value, RESET ..., and set_config().
+SCS_NAME = "standard_conforming_strings"
+SCS_SET_RE = re.compile(
+    r"set\s+(?:session\s+)?standard_conforming_strings\s*(?:to|=)\s*'?(?P<value>\w+)'?\s*\Z",
+    re.IGNORECASE,
+)
+SCS_RESET_RE = re.compile(r"reset\s+(?:standard_conforming_strings|all)\s*\Z", re.IGNORECASE)
+SCS_SET_CONFIG_RE = re.compile(
+    r"\bset_config\s*\(\s*'standard_conforming_strings'\s*,\s*'(?P<value>\w+)'\s*,\s*false\s*\)",
+    re.IGNORECASE,
+)
+ON_WORDS = frozenset({"on", "true", "yes", "1", "default"})
+OFF_WORDS = frozenset({"off", "false", "no", "0"})
+
+
+def mentions_standard_strings(text: str) -> bool:
+    """A statement that may change ``standard_conforming_strings`` (the server parses a
+    multi-statement round trip with the value it had at its start, so such a statement
+    ends one)."""
+    return SCS_NAME in text.lower() or SCS_RESET_RE.match(text) is not None
+
+
+def standard_strings_after(text: str, before: bool) -> bool | None:
+    """The value psql would see after ``text`` ran, when the text alone tells; None otherwise.
+
+    The server's default is assumed on (the runner checks it when it runs the file).
+
+        >>> standard_strings_after("SET standard_conforming_strings = off", True)
+        False
+    """
+    if not mentions_standard_strings(text):
+        return None
+    if SCS_RESET_RE.match(text):
+        return True
+    match = SCS_SET_RE.match(text) or SCS_SET_CONFIG_RE.search(text)
+    if match is None:
+        return None
+    value = match["value"].lower()
+    if value in ON_WORDS:
+        return True
+    return False if value in OFF_WORDS else None
 
 
 def position_to_line_column(sql: str, offset: int) -> tuple[int, int]:
@@ -370,6 +647,7 @@ MODE_WORDS = frozenset(
     | set(CLUSTER_WIDE_OBJECTS)
     | set(REINDEX_MANY_TABLES)
     | {"VACUUM", "DISCARD", "CONCURRENTLY", "SYSTEM", "SUBSCRIPTION", "REINDEX", "CLUSTER"}
+    | {"STANDARD_CONFORMING_STRINGS"}
 )
 # A keyword psql's lexer sees is never glued to a word character or "$", so this finds every
 # one of them (and some inside strings and comments, which only costs the full check).
@@ -411,10 +689,27 @@ def _skip_parenthesized(words: list[str], index: int) -> int:
     return len(words)
 
 
+FALSE_WORDS = ("FALSE", "OFF")
+
+
+def _option_off(words: list[str], name: str) -> bool:
+    """``name = false`` / ``name false`` in an option list (``WITH (connect = false)``)."""
+    for index, word in enumerate(words):
+        if word == name:
+            value = words[index + 2] if words[index + 1 : index + 2] == ["="] else None
+            value = value or (words[index + 1] if index + 1 < len(words) else None)
+            return value in FALSE_WORDS
+    return False
+
+
 def _create_refused(words: list[str]) -> str | None:
     unique = 1 if words[1:2] == ["UNIQUE"] else 0
     if words[1 + unique : 3 + unique] == ["INDEX", "CONCURRENTLY"]:
         return "CREATE UNIQUE INDEX CONCURRENTLY" if unique else "CREATE INDEX CONCURRENTLY"
+    if words[1:2] == ["SUBSCRIPTION"] and (
+        _option_off(words, "CONNECT") or _option_off(words, "CREATE_SLOT")
+    ):
+        return None  # no replication slot is created: PostgreSQL allows it in a transaction
     if len(words) > 1 and words[1] in CLUSTER_WIDE_OBJECTS:
         return f"CREATE {words[1]}"
     return None
@@ -442,9 +737,12 @@ def _alter_refused(words: list[str]) -> str | None:
 
 
 def _reindex_refused(words: list[str]) -> str | None:
-    if "CONCURRENTLY" in words:
-        return "REINDEX ... CONCURRENTLY"
     kind_index = _skip_parenthesized(words, 1)
+    options = words[1:kind_index]
+    if "CONCURRENTLY" in words[kind_index:] or (
+        "CONCURRENTLY" in options and not _option_off(options, "CONCURRENTLY")
+    ):
+        return "REINDEX ... CONCURRENTLY"
     if kind_index < len(words) and words[kind_index] in REINDEX_MANY_TABLES:
         return f"REINDEX {words[kind_index]}"
     return None
@@ -478,7 +776,13 @@ def _refused_in_transaction(words: list[str]) -> str | None:
     return check(words) if check else None
 
 
+# ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] s: a savepoint, inside the file's transaction.
+SAVEPOINT_ROLLBACK_WORDS = 3
+
+
 def _transaction_control(words: list[str]) -> str | None:
+    if words[:1] == ["ROLLBACK"] and "TO" in words[1:SAVEPOINT_ROLLBACK_WORDS]:
+        return None
     for prefix, name in TRANSACTION_CONTROL.items():
         if _starts(words, *prefix):
             return name
@@ -531,11 +835,20 @@ def unknown_directive(sql: str) -> tuple[int, str] | None:
 INTERESTING_HEADS = frozenset(
     {"VACUUM", "DISCARD", "COMMIT", "ROLLBACK", "CREATE", "DROP", "ALTER", "REINDEX", "CLUSTER"}
     | {prefix[0] for prefix in TRANSACTION_CONTROL}
+    | {"SET"}
+)
+# psql -f runs it in autocommit, where it only warns: in the runner's transaction it would
+# change how the rest of the file reads.
+LOCAL_STANDARD_STRINGS = ["SET", "LOCAL", "STANDARD_CONFORMING_STRINGS"]
+LOCAL_STANDARD_STRINGS_REASON = (
+    "line {line}: SET LOCAL standard_conforming_strings has no effect outside a transaction "
+    "block, as with psql -f"
 )
 
 
 # How many words decide a statement with this head (see _create_refused, _drop_refused).
 WORDS_NEEDED = {"CREATE": 4, "DROP": 3}
+SUBSCRIPTION_RE = re.compile(r"\s*create\s+subscription\b", re.IGNORECASE)
 
 
 def _statement_reason(statement: Statement) -> str | None:
@@ -544,7 +857,10 @@ def _statement_reason(statement: Statement) -> str | None:
     if head not in INTERESTING_HEADS:
         return None
     # CREATE and DROP are decided by their first words: a function body is not read again.
-    tokens = itertools.islice(_iter_significant_tokens(statement.text), WORDS_NEEDED.get(head))
+    needed = WORDS_NEEDED.get(head)
+    if head == "CREATE" and SUBSCRIPTION_RE.match(statement.text):
+        needed = None  # its options decide
+    tokens = itertools.islice(_iter_significant_tokens(statement.text), needed)
     words = [_word(statement.text, token) for token in tokens]
     refused = _refused_in_transaction(words)
     if refused:
@@ -552,6 +868,8 @@ def _statement_reason(statement: Statement) -> str | None:
     control = _transaction_control(words)
     if control:
         return f"line {statement.line}: the file controls its own transactions ({control})"
+    if words[:3] == LOCAL_STANDARD_STRINGS:
+        return LOCAL_STANDARD_STRINGS_REASON.format(line=statement.line)
     return None
 
 
@@ -594,6 +912,86 @@ def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
         if reason:
             return ModeDecision(TransactionMode.NO_TRANSACTION, reason)
     return ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
+
+
+# --- what the runner refuses up front ----------------------------------------------------------
+
+# Files without any of these need no reading before they are sent whole (most files). Plain
+# substring searches: a regex with word boundaries takes seconds on a 50 MB data file.
+NEEDS_READING_MARKS = ("\\", "copy", "prepare", "reset", "standard_conforming_strings")
+VARIABLE_MARKS = (":'", ':"')
+PREPARE_TRANSACTION_RE = re.compile(r"prepare\s+transaction\b", re.IGNORECASE)
+REFUSED_META = "psql meta-command {command}: the runner sends SQL only, never psql's commands"
+REFUSED_META_INSIDE = "psql meta-command {command} inside a statement: the runner sends SQL only"
+REFUSED_PSQL_VARIABLE = (
+    "psql variable {reference}: psql replaces it with its own value, the runner sends SQL as it is"
+)
+REFUSED_PREPARE_TRANSACTION = (
+    "PREPARE TRANSACTION leaves the file's work uncommitted, so it could never be recorded"
+)
+
+
+REFUSED_OPEN_TRANSACTION = (
+    "{control} here is not ended by COMMIT: psql would roll the file's work back when it ends, "
+    "the runner will not record work it cannot commit"
+)
+OPENING = frozenset({"BEGIN", "START TRANSACTION"})
+CLOSING = frozenset({"COMMIT", "END", "ROLLBACK", "ABORT"})
+
+
+def unterminated_transaction(statements: list[Statement]) -> tuple[int, str] | None:
+    """(line, why) when the file's own BEGIN is still open at its end; None otherwise.
+
+    >>> unterminated_transaction(split_statements("BEGIN;\\nCREATE TABLE t ();"))
+    (1, "BEGIN here is not ended by COMMIT: ...")
+    """
+    opened: Statement | None = None
+    control = ""
+    for statement in statements:
+        if not TRANSACTION_HEAD_RE.match(statement.text):
+            continue
+        words = _words(statement.text)
+        found = _transaction_control(words)
+        if found in OPENING:
+            opened, control = statement, found
+        elif found in CLOSING and "CHAIN" not in words:
+            opened = None
+    if opened is None:
+        return None
+    return opened.line, REFUSED_OPEN_TRANSACTION.format(control=control)
+
+
+TRANSACTION_HEAD_RE = re.compile(r"(?:begin|start|commit|end|rollback|abort)\b", re.IGNORECASE)
+
+
+def needs_reading(sql: str) -> bool:
+    """False when the file has no COPY, meta-command, PREPARE or setting the runner must follow.
+
+    >>> needs_reading("CREATE TABLE t (a int);")
+    False
+    """
+    lowered = sql.lower()
+    if any(mark in lowered for mark in NEEDS_READING_MARKS):
+        return True
+    return any(mark in sql for mark in VARIABLE_MARKS) or PSQL_VARIABLE_RE.search(sql) is not None
+
+
+def refusal(script: Script) -> tuple[int, str] | None:
+    """(line, why) of the first thing in the file the runner will not run; None when none.
+
+    >>> refusal(read_script("\\\\connect other\\nSELECT 1;"))
+    (1, "psql meta-command \\\\connect: the runner sends SQL only, never psql's commands")
+    """
+    found: list[tuple[int, str]] = []
+    for meta in script.meta_commands:
+        template = REFUSED_META_INSIDE if meta.inside_statement else REFUSED_META
+        found.append((meta.line, template.format(command=meta.command)))
+    for line, reference in script.psql_variables:
+        found.append((line, REFUSED_PSQL_VARIABLE.format(reference=reference)))
+    for statement in script.statements:
+        if PREPARE_TRANSACTION_RE.match(statement.text):
+            found.append((statement.line, REFUSED_PREPARE_TRANSACTION))
+    return min(found) if found else None
 
 
 # --- CREATE INDEX CONCURRENTLY ------------------------------------------------------------------

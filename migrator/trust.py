@@ -30,6 +30,8 @@ PINNED_SEARCH_PATH = "SET search_path = pg_catalog, pg_temp"
 # A database-level "ALTER DATABASE ... SET role" (the owner owns the database) would run the
 # superuser's session as another role; NONE is the session user itself.
 PINNED_ROLE = "SET ROLE NONE"
+# Put back after each file's session reset (RESET ALL would return to the database defaults).
+ADMIN_SESSION_PIN = (PINNED_ROLE, PINNED_SEARCH_PATH)
 # Statement sampling is decided when a transaction starts: switch it off for the session so
 # that the password transaction cannot be sampled into the server's log.
 NO_TRANSACTION_SAMPLING = "SET log_transaction_sample_rate = 0"

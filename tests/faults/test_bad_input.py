@@ -45,7 +45,7 @@ FILE_CASES = [
      EX_DATAERR, FAILED, ["002_own_tx.sql:3", "22012"]),
     ("BEGIN without COMMIT",
      {"002_open_tx.sql": "BEGIN;\nCREATE TABLE open_tx (id int);\n"},
-     EX_DATAERR, FAILED, ["002_open_tx.sql", "COMMIT"]),
+     EX_DATAERR, FILES, ["002_open_tx.sql", "line 1", "COMMIT"]),
     ("unknown -- migrate: directive",
      {"002_typo.sql": "-- migrate:no-transactoin\nCREATE TABLE typo (id int);\n"},
      EX_DATAERR, FILES, ["002_typo.sql", "line 1", "no-transactoin"]),

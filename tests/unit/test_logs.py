@@ -276,3 +276,51 @@ def test_console_format_redacts_too() -> None:
     text = assert_clean(stream, SECRET, "hidden88")
     assert "Traceback" in text
     assert "RuntimeError: boom" in text
+
+
+# --- redaction does not damage unrelated text ---------------------------------------------------
+
+
+def test_a_short_password_is_not_redacted_inside_other_words() -> None:
+    stream = configured(secrets=("x",))
+    log = get_logger("x")
+    log.error("migration_failed", server_message="syntax error at or near 'x'", reason="(x)")
+    (event,) = json_events(stream)
+    assert event["server_message"] == "syntax error at or near '***'"
+    assert event["reason"] == "(***)"
+
+
+def test_a_password_equal_to_the_user_name_leaves_the_names_readable() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "info", ("postgres",), stream=stream, public_names=("postgres",))
+    log = get_logger("x")
+    log.info("database_ready", user="postgres", dbname="postgres", note="user postgres")
+    log.info(
+        "failed",
+        url="postgresql://postgres:postgres@db/postgres",
+        conninfo="host=db user=postgres password=postgres dbname=postgres",
+        statement="ALTER ROLE postgres PASSWORD 'postgres'",
+        literal="INSERT INTO t VALUES ('postgres')",
+    )
+    ready, failed = json_events(stream)
+    assert (ready["user"], ready["dbname"], ready["note"]) == (
+        "postgres",
+        "postgres",
+        "user postgres",
+    )
+    assert failed["url"] == "postgresql://postgres:***@db/postgres"
+    assert failed["conninfo"] == "host=db user=postgres password=*** dbname=postgres"
+    assert failed["statement"] == "ALTER ROLE postgres PASSWORD '***'"
+    assert failed["literal"] == "INSERT INTO t VALUES ('***')"
+
+
+def test_a_long_secret_is_redacted_even_glued_to_other_text() -> None:
+    stream = configured()
+    get_logger("x").info("echo", detail=f"Key (token)=(abc{SECRET}) already exists.")
+    assert_clean(stream)
+
+
+def test_any_sql_password_literal_is_redacted() -> None:
+    stream = configured(secrets=())
+    get_logger("x").error("failed", statement="CREATE ROLE a LOGIN PASSWORD 'it''s hidden99'")
+    assert_clean(stream, "hidden99")

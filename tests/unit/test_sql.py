@@ -13,12 +13,18 @@ from migrator.sql import (
     Statement,
     TransactionMode,
     concurrent_index,
+    copy_direction,
     may_leave_default_mode,
+    needs_reading,
     position_to_line_column,
+    read_script,
+    refusal,
     split_statements,
+    standard_strings_after,
     strip_comments,
     transaction_mode,
     unknown_directive,
+    unterminated_transaction,
 )
 
 
@@ -660,3 +666,201 @@ def test_unknown_directives_in_the_header_are_found(
     sql: str, expected: tuple[int, str] | None
 ) -> None:
     assert unknown_directive(sql) == expected
+
+
+# --- reading as psql -f reads: COPY data, standard_conforming_strings, meta-commands ------------
+
+
+def test_copy_from_stdin_data_runs_to_the_backslash_dot_line() -> None:
+    sql = "COPY t (a) FROM stdin;\nit's; here\n\\.\nSELECT 1;\n"
+    first, second = read_script(sql).statements
+    assert first.text == "COPY t (a) FROM stdin"
+    assert first.copy is not None
+    assert (first.copy.text, first.copy.line) == ("it's; here\n", 2)
+    assert (second.text, second.line) == ("SELECT 1", 4)
+
+
+def test_copy_data_without_terminator_runs_to_the_end_of_the_file() -> None:
+    (statement,) = read_script("copy t from STDIN with (format csv);\na,b\n").statements
+    assert statement.copy is not None and statement.copy.text == "a,b\n"
+
+
+def test_text_after_a_copy_on_its_line_is_still_sql_and_data_starts_on_the_next_line() -> None:
+    statements = read_script("COPY t FROM stdin; SELECT 2;\n1\n\\.\r\nSELECT 3").statements
+    assert [s.text for s in statements] == ["COPY t FROM stdin", "SELECT 2", "SELECT 3"]
+    assert statements[0].copy is not None and statements[0].copy.text == "1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "direction"),
+    [
+        ("COPY t FROM STDIN", "in"),
+        ("copy t (a, b) from stdin with (format csv)", "in"),
+        ("COPY (SELECT 1) TO STDOUT", "out"),
+        ("COPY t TO stdout", "out"),
+        ("COPY t FROM '/srv/file.csv'", None),
+        ("SELECT 'COPY t FROM STDIN'", None),
+    ],
+)
+def test_copy_direction(text: str, direction: str | None) -> None:
+    assert copy_direction(text) == direction
+
+
+def test_standard_conforming_strings_off_makes_backslash_escape_in_plain_strings() -> None:
+    sql = (
+        "SET standard_conforming_strings = off;\n"
+        "INSERT INTO t VALUES ('it\\'s; here');\n"
+        "SET standard_conforming_strings TO on;\n"
+        "SELECT 'a\\';\n"
+    )
+    statements = read_script(sql).statements
+    assert [s.text for s in statements] == [
+        "SET standard_conforming_strings = off",
+        "INSERT INTO t VALUES ('it\\'s; here')",
+        "SET standard_conforming_strings TO on",
+        "SELECT 'a\\'",
+    ]
+    assert [s.standard_strings for s in statements] == [True, False, False, True]
+
+
+def test_a_file_read_from_the_middle_with_the_setting_off() -> None:
+    sql = "SELECT 1;\nSELECT 'a\\';b';\n"
+    statements = read_script(sql, start=9, standard_strings=False).statements
+    assert [(s.text, s.line) for s in statements] == [("SELECT 'a\\';b'", 2)]
+
+
+@pytest.mark.parametrize(
+    ("text", "after"),
+    [
+        ("SET standard_conforming_strings = off", False),
+        ("set session standard_conforming_strings to 'on'", True),
+        ("SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false)", False),
+        ("RESET standard_conforming_strings", True),
+        ("RESET ALL", True),
+        ("SET standard_conforming_strings = DEFAULT", True),
+        ("SET search_path = x", None),
+        ("DO $$ BEGIN SET standard_conforming_strings = off; END $$", None),
+    ],
+)
+def test_which_statements_change_standard_conforming_strings(text: str, after: bool | None) -> None:
+    assert standard_strings_after(text, True) is after
+
+
+def test_pg_dump_restrict_lines_are_accepted_and_not_statements() -> None:
+    sql = "\\restrict abc123\nSET client_encoding = 'UTF8';\n\\unrestrict abc123\n"
+    script = read_script(sql)
+    assert [s.text for s in script.statements] == ["SET client_encoding = 'UTF8'"]
+    assert refusal(script) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "line", "command"),
+    [
+        ("SELECT 1;\n\\connect other\n", 2, "\\connect"),
+        ("\\i other.sql\n", 1, "\\i"),
+        ("\\set ON_ERROR_STOP 0\nSELECT 1;", 1, "\\set"),
+        ("SELECT 1\n\\gset\n", 2, "\\gset"),
+        ("SELECT 1;\n\\.\n", 2, "\\."),
+    ],
+)
+def test_other_meta_commands_are_refused_with_their_line(sql: str, line: int, command: str) -> None:
+    found = refusal(read_script(sql))
+    assert found is not None
+    assert found[0] == line
+    assert command in found[1]
+
+
+def test_backslashes_in_strings_and_comments_are_not_meta_commands() -> None:
+    sql = "SELECT E'a\\\\b', '\\n', $$\\x$$; -- \\connect\n/* \\i x */"
+    assert refusal(read_script(sql)) is None
+
+
+def test_prepare_transaction_is_refused() -> None:
+    found = refusal(read_script("BEGIN;\nCREATE TABLE t ();\nPREPARE TRANSACTION 'x';\n"))
+    assert found is not None and found[0] == 3
+    assert "uncommitted" in found[1]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SAVEPOINT s; INSERT INTO t VALUES (1); ROLLBACK TO SAVEPOINT s; RELEASE SAVEPOINT s",
+        "SAVEPOINT s; ROLLBACK TO s",
+        "ROLLBACK WORK TO SAVEPOINT s",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (connect = false)",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = false, "
+        "enabled = false, slot_name = NONE)",
+        "REINDEX (CONCURRENTLY false) TABLE t",
+        "REINDEX (VERBOSE, CONCURRENTLY off) INDEX i",
+    ],
+)
+def test_statements_that_stay_in_the_transaction(sql: str) -> None:
+    assert mode(sql).mode is TransactionMode.TRANSACTION
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["REINDEX (CONCURRENTLY true) TABLE t", "REINDEX (CONCURRENTLY) TABLE t", "ROLLBACK AND CHAIN"],
+)
+def test_statements_that_still_leave_the_transaction(sql: str) -> None:
+    assert mode(sql).mode is TransactionMode.NO_TRANSACTION
+
+
+@pytest.mark.parametrize(
+    ("sql", "needed"),
+    [
+        ("CREATE TABLE t (a int);", False),
+        ("COPY t FROM stdin;\n1\n\\.\n", True),
+        ("SET standard_conforming_strings = off;", True),
+        ("SELECT E'\\n';", True),
+        ("PREPARE TRANSACTION 'x';", True),
+        ("INSERT INTO t VALUES (1, 'plain');", False),
+    ],
+)
+def test_which_files_need_reading(sql: str, needed: bool) -> None:
+    assert needs_reading(sql) is needed
+
+
+@pytest.mark.parametrize(
+    ("sql", "reference"),
+    [
+        ("SELECT :'LAST_ERROR_MESSAGE';", ":'LAST_ERROR_MESSAGE'"),
+        ('SELECT 1;\nCREATE TABLE :"DBNAME" (a int);', ':"DBNAME"'),
+        ("SELECT :VERSION_NUM;", ":VERSION_NUM"),
+    ],
+)
+def test_psql_variables_psql_defines_are_refused(sql: str, reference: str) -> None:
+    found = refusal(read_script(sql))
+    assert found is not None and reference in found[1]
+    assert needs_reading(sql)
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT 1::int, x::VERSION;", "SELECT a[1:2], :foo, ':DBNAME', $$ :USER $$;"]
+)
+def test_casts_slices_and_undefined_variables_are_not_psql_variables(sql: str) -> None:
+    assert refusal(read_script(sql)) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "line"),
+    [
+        ("BEGIN;\nCREATE TABLE t ();\n", 1),
+        ("BEGIN; COMMIT;\nSTART TRANSACTION;\nSELECT 1;", 2),
+        ("BEGIN;\nCOMMIT AND CHAIN;\n", 1),
+        ("BEGIN; SELECT 1; COMMIT;", None),
+        ("START TRANSACTION; ROLLBACK; BEGIN; END;", None),
+        ("BEGIN; SAVEPOINT s; ROLLBACK TO SAVEPOINT s; COMMIT;", None),
+    ],
+)
+def test_a_begin_left_open_at_the_end_of_the_file(sql: str, line: int | None) -> None:
+    found = unterminated_transaction(split_statements(sql))
+    assert (found[0] if found else None) == line
+
+
+def test_set_local_standard_conforming_strings_runs_outside_a_transaction_as_with_psql() -> None:
+    sql = "SET LOCAL standard_conforming_strings = off;\nSELECT 'a\\';\n"
+    decision = mode(sql)
+    assert decision.mode is TransactionMode.NO_TRANSACTION
+    assert decision.reason.startswith("line 1: SET LOCAL standard_conforming_strings")
+    assert mode("SET standard_conforming_strings = off;").mode is TransactionMode.TRANSACTION
