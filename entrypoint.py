@@ -20,12 +20,18 @@ from migrator.flow import run
 from migrator.logs import Redactor, configure_logging, get_logger
 from migrator.report import write_termination_message
 from migrator.signals import install_signal_handlers
+from migrator.version import revision, version_line
 
 log = get_logger("entrypoint")
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    configure_logging("console" if sys.stdout.isatty() else "json", "info")
+    if "--version" in argv:
+        print(version_line(revision(environ)))
+        return EX_OK
+    # `status --json` keeps stdout for its one JSON document: the log goes to stderr.
+    stream = sys.stderr if "--json" in argv else sys.stdout
+    configure_logging("console" if stream.isatty() else "json", "info", stream=stream)
     try:
         config = load_config(argv, environ)
     except MigratorError as error:
@@ -34,7 +40,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         termination_log = Path(environ.get("TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
         write_termination_message(termination_log, error.message, Redactor())
         return error.exit_code
-    redactor = configure_logging(config.log_format, config.log_level, config.secrets)
+    redactor = configure_logging(config.log_format, config.log_level, config.secrets, stream)
     install_signal_handlers()
     exit_code, message = _run_and_classify(config)
     write_termination_message(config.termination_log, message, redactor)
@@ -45,6 +51,8 @@ def _run_and_classify(config: Config) -> tuple[int, str]:
     log.info(
         "run_started",
         command=config.command,
+        version=config.version,
+        revision=config.revision,
         host=config.host,
         port=config.port,
         dbname=config.dbname,

@@ -29,6 +29,8 @@ APP_ROLE_SETTING = "migrator.app_role"
 
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 ROLE_EXISTS = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+# ROLE_PASSWORDS=on-create: only a role without a password (just created) gets one.
+ROLE_HAS_PASSWORD = "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE rolname = %s"
 CAN_CREATE_IN_PUBLIC = "SELECT has_schema_privilege('public', 'CREATE')"
 
 ERR_ROLE_MISSING = "{setting} role {role} does not exist after {file}: create it there"
@@ -91,6 +93,9 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
             continue
         if conn.execute(ROLE_EXISTS, (role,)).fetchone() is None:
             raise ConfigError(ERR_ROLE_MISSING.format(setting=setting, role=role, file=script.path))
+        if config.role_passwords == "on-create" and _has_password(conn, role):
+            log.info("role_password_kept", role=role, reason="ROLE_PASSWORDS=on-create")
+            continue
         verifier = conn.pgconn.encrypt_password(
             password.encode(), role.encode(), PASSWORD_ALGORITHM
         ).decode()
@@ -98,6 +103,11 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
         )
         log.info("role_password_set", role=role, method="scram-sha-256")
+
+
+def _has_password(conn: psycopg.Connection[Any], role: str) -> bool:
+    row = conn.execute(ROLE_HAS_PASSWORD, (role,)).fetchone()
+    return bool(row and row[0])
 
 
 def create_history_table_as(conn: psycopg.Connection[Any], owner: str) -> None:

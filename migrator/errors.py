@@ -82,6 +82,13 @@ class LockTimeoutError(MigratorError):
     event = "lock_timeout"
 
 
+class WaitTimeoutError(MigratorError):
+    """`wait`: the image's files were not all applied before the deadline (safe to retry)."""
+
+    exit_code = EX_TEMPFAIL
+    event = "wait_timeout"
+
+
 class PermissionDeniedError(MigratorError):
     exit_code = EX_NOPERM
     event = "permission_denied"

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -48,7 +50,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as lock_conn:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
-        plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
+        plan = make_plan(
+            files, history.read_history(lock_conn), config.allow_out_of_order,
+            config.tolerate_future,
+        )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
         from migrator.apply import Applier
@@ -64,7 +69,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
         ):
             # Read again under the lock: a runner that waited usually finds nothing to do.
             history.ensure_history_table(conn)
-            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+            plan = make_plan(
+                files, history.read_history(conn), config.allow_out_of_order,
+                config.tolerate_future,
+            )  # fmt: skip
             pid = conn.info.backend_pid
             with ProgressReporter(lock_conn, pid, config.progress_interval) as progress:
                 guard = LockGuard(lock_conn.info.backend_pid, key)
@@ -95,6 +103,9 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
 
 
 def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
+    from migrator.status import warn_future
+
+    warn_future(plan.future)
     for migration in plan.unverified:
         log.warning(
             "checksum_not_verified",
@@ -134,11 +145,16 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     with wait_for_connection(
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
-        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+        plan = make_plan(
+            files, history.read_history(conn), config.allow_out_of_order, config.tolerate_future
+        )
     return plan_summary(plan)
 
 
 def plan_summary(plan: Plan) -> str:
+    from migrator.status import warn_future
+
+    warn_future(plan.future)
     for migration in plan.pending:
         decision = migration.mode_decision
         log.info(
@@ -155,22 +171,33 @@ def plan_summary(plan: Plan) -> str:
 
 
 def status(config: Config, files: MigrationSet) -> str:
-    from migrator.status import problems, status_rows
+    from migrator.status import future_rows, problems, status_document, status_rows, warn_future
 
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
         rows = status_rows(files, history.read_history(conn))
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
+    up_to_date = not problems(rows, config.tolerate_future)
+    warn_future(future_rows(rows))
     if config.status_json:
-        log.info("status", migrations=rows, pending=pending, up_to_date=not problems(rows))
+        # The one document on stdout (the log went to stderr): `status --json | jq`.
+        runner = {"version": config.version, "revision": config.revision}
+        document = status_document(rows, config.dbname, config.tolerate_future, runner)
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
     else:
         for row in rows:
             log.info("migration_status", **row)
-        log.info("status_summary", summary=summary, up_to_date=not problems(rows))
+    log.info("status_summary", summary=summary, up_to_date=up_to_date)
     return summary
 
 
-COMMANDS = {"migrate": migrate, "status": status}
+def wait(config: Config, files: MigrationSet) -> str:
+    from migrator.ready import wait_until_applied
+
+    return wait_until_applied(config, files)
+
+
+COMMANDS = {"migrate": migrate, "status": status, "wait": wait}
 
 
 ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
