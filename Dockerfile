@@ -31,14 +31,21 @@ FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
+# Where the source lives and its documentation: absolute URLs (set them to your fork's).
+ARG SOURCE=https://github.com/example/auth-service-migrate
+ARG DOCUMENTATION=${SOURCE}/blob/main/docs/docker.md
 LABEL org.opencontainers.image.title="auth-service-migrate" \
       org.opencontainers.image.description="Init container: applies the auth service's PostgreSQL migrations exactly once, then exits" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.documentation="docs/docker.md"
-ENV PATH=/opt/venv/bin:$PATH \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.url="${SOURCE}" \
+      org.opencontainers.image.documentation="${DOCUMENTATION}"
+# The revision `--version` and run_started report (docker build --build-arg REVISION=$(git rev-parse HEAD)).
+ENV MIGRATOR_REVISION=${REVISION} \
+    PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MIGRATIONS_DIR=/migrations
