@@ -60,6 +60,13 @@ class MigrationFailedError(MigratorError):
     event = "migration_failed"
 
 
+class MemoryLimitError(MigratorError):
+    """A pending file cannot be applied under the container's memory limit (cgroup)."""
+
+    exit_code = EX_DATAERR
+    event = "memory_limit_too_low"
+
+
 class UnreachableError(MigratorError):
     exit_code = EX_UNAVAILABLE
     event = "database_unreachable"

@@ -56,6 +56,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
         )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
+        from migrator.memory import check_memory
+
+        # Before the lock and the first file: a file that cannot fit is refused, not OOM-killed.
+        check_memory(plan.pending, config.single_transaction)
         from migrator.apply import Applier
         from migrator.bootstrap import check_can_create
         from migrator.lock import LockGuard, advisory_lock, lock_key

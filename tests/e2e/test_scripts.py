@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .conftest import POSTGRES_IMAGE, PROD_FILE, REPO, Stack, repo_migration_versions
+from .conftest import POSTGRES_IMAGE, PROD_FILE, REPO, Stack, repo_migration_versions, run
 from .test_compose import BROKEN, wait_for_event
 
 DEPLOY = REPO / "deploy-docker-production.sh"
@@ -71,8 +71,7 @@ def test_deploy_stops_before_the_application_when_a_migration_fails(stack: Stack
 NEXT_RELEASE_DOCKERFILE = """\
 FROM {image}
 USER 0
-RUN printf '-- Description: release N+1 expands the schema\\nCREATE TABLE rollout_probe (id int);\\n' \\
-        > /migrations/900_rollout_probe.sql \\
+RUN echo 'CREATE TABLE rollout_probe (id int);' > /migrations/900_rollout_probe.sql \\
     && mkdir /broken && printf '#!/bin/sh\\necho "app crashed" >&2\\nexit 1\\n' > /broken/python \\
     && chmod 755 /broken/python
 ENV PATH=/broken:$PATH
@@ -90,9 +89,8 @@ def test_deploy_fails_on_an_unhealthy_app_and_rolls_back_to_the_previous_image(
     next_image = f"{stack.image.rsplit(':', 1)[0]}:next-{stack.project}"
     previous = f"{stack.image.rsplit(':', 1)[0]}:previous-{stack.project}"
     dockerfile = NEXT_RELEASE_DOCKERFILE.format(image=stack.image)
-    subprocess.run(["docker", "build", "--quiet", "--network", "none", "-t", next_image, "-"],
-                   input=dockerfile, text=True, check=True, capture_output=True,
-                   timeout=300)  # fmt: skip
+    run(["docker", "build", "--quiet", "--network", "none", "-t", next_image, "-"],
+        input=dockerfile, timeout=300)  # fmt: skip
     try:
         start = time.monotonic()
         broken = deploy(stack, image=next_image)

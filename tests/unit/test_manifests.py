@@ -359,3 +359,32 @@ def test_production_override_verifies_tls_with_a_mounted_ca() -> None:
     # Whether compose merges the lists or the override replaces them, the passwords stay.
     assert set(compose()["services"]["migrate"]["secrets"]) <= set(migrate["secrets"])
     assert "postgres_password" in postgres["secrets"]
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def bytes_of(quantity: str) -> int:
+    units = {"Mi": 1024**2, "Gi": 1024**3, "m": 1024**2, "g": 1024**3, "M": 1000**2}
+    number = quantity.rstrip("MmGgi")
+    return int(float(number) * units[quantity[len(number) :]])
+
+
+def documented_peak() -> int:
+    """The README's measured peak of the 50 MB data migration, in bytes."""
+    import re
+
+    match = re.search(r"peak\s+RSS\s+(\d+)\s+MB", (REPO / "README.md").read_text())
+    assert match, "README no longer states the measured peak"
+    return int(match[1]) * 1000**2
+
+
+@pytest.mark.parametrize("stem", ["deployment", "job"])  # bootstrap runs 000 only: small
+def test_the_runner_s_memory_limit_fits_the_documented_peak(stem: str) -> None:
+    limit = bytes_of(migrate_container(stem)["resources"]["limits"]["memory"])
+    assert limit > documented_peak()
+
+
+def test_the_production_override_s_limit_fits_the_documented_peak() -> None:
+    prod = yaml.safe_load((REPO / "compose" / "docker-compose.prod.yml").read_text())
+    assert bytes_of(prod["services"]["migrate"]["mem_limit"]) > documented_peak()
