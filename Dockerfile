@@ -7,7 +7,9 @@
 #
 # BASE_IMAGE: any image with python3 (3.11+) and its venv module at the same
 # path in both stages (the official slim images; Debian with python3-venv).
-# PIP_FIND_LINKS: a local wheel folder/URL; when set, pip uses it and nothing else.
+# PIP_FIND_LINKS: the URL of a wheel folder served on the host (pip runs inside the build: a
+# host path does not exist there; hence --network host); when set, pip uses it and nothing
+# else. docs/docker.md shows how to make the wheels and serve them.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
