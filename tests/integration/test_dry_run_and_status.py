@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 FILES = {
     "001_a.sql": "CREATE TABLE a (id int);",
     "002_b.sql": "CREATE TABLE b (id int);",
@@ -61,23 +59,22 @@ def pg_server_has_database(pg_server, name: str) -> bool:
         )
 
 
-def test_status_lists_applied_and_pending_as_json(database, run_runner, start_runner, migrations):
+def test_status_lists_applied_and_pending_as_json(
+    database, run_runner, run_status_json, migrations
+):
     migrations.add({"001_a.sql": FILES["001_a.sql"]})
     env = database.env(MIGRATIONS_DIR=str(migrations.path))
     assert run_runner(env=env).returncode == 0
     migrations.add({"002_b.sql": FILES["002_b.sql"]})
 
     # One JSON document on stdout (json.load works on the whole of it), the log on stderr.
-    result = start_runner("status", "--json", env=env).wait(expect_json=False)
+    result, status = run_status_json(env=env)
     assert result.returncode == 0, result
-    status = json.loads(result.stdout)
     states = {row["version"]: row["state"] for row in status["migrations"]}
     assert states == {"001_a": "applied", "002_b": "pending"}
     assert status["pending"] == ["002_b"]
     assert status["up_to_date"] is False
-    assert [json.loads(line)["event"] for line in result.stderr.splitlines()][-1] == (
-        "status_summary"
-    )
+    assert result.events[-1]["event"] == "status_summary"
 
     plain = run_runner("status", env=env)
     assert [e["version"] for e in plain.events_named("migration_status")] == ["001_a", "002_b"]

@@ -229,8 +229,11 @@ def test_a_job_per_release_with_a_deadline_that_fits_its_retries(stem: str) -> N
     rules = job["spec"]["podFailurePolicy"]["rules"]
     fail_codes = {code for rule in rules if rule["action"] == "FailJob"
                   for code in rule["onExitCodes"]["values"]}  # fmt: skip
-    assert {64, 65, 77, 78} <= fail_codes
+    assert {64, 65, 77, 78, 137} <= fail_codes  # 137: out of memory, the retry would be too
     assert not {69, 75} & fail_codes  # unreachable / lock timeout: worth a retry
+    # An evicted pod (137 too) is ignored: that rule must come first, the first match wins.
+    assert rules[0]["action"] == "Ignore"
+    assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget"}]
     (rule,) = [r for r in rules if r["action"] == "FailJob"]
     assert rule["onExitCodes"]["containerName"] == RUNNERS[stem]
 
