@@ -270,6 +270,14 @@ def test_the_dockerfile_keeps_its_contract() -> None:
     for needle in ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "MIGRATIONS_DIR=/migrations",
                    "COPY migrations/ /migrations/", "org.opencontainers.image.title"):  # fmt: skip
         assert needle in text
+    # Labels that point somewhere must be absolute URLs; the revision reaches --version.
+    assert 'org.opencontainers.image.source="${SOURCE}"' in text
+    assert 'org.opencontainers.image.documentation="${DOCUMENTATION}"' in text
+    args = {line.split()[1].split("=")[0]: line.split("=", 1)[1] for line in lines
+            if line.startswith("ARG ") and "=" in line}  # fmt: skip
+    assert args["SOURCE"].startswith("https://")
+    assert args["DOCUMENTATION"].startswith(("https://", "${SOURCE}/"))
+    assert "MIGRATOR_REVISION=${REVISION}" in text
 
 
 def test_dockerignore_keeps_tests_caches_and_git_out() -> None:
