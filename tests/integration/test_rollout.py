@@ -12,6 +12,7 @@ import pytest
 
 from migrator import history
 from migrator.lock import lock_key
+from migrator.version import VERSION
 from tests.conftest import RunResult
 from tests.integration.test_bootstrap import BOOTSTRAP_SQL
 
@@ -174,11 +175,11 @@ def test_version_and_run_started_carry_the_revision(database, run_runner, start_
     runner = start_runner("--version", env={"MIGRATOR_REVISION": "abc123def456"})
     result = runner.wait(expect_json=False)
     assert result.returncode == 0, result
-    assert result.stdout.strip() == "auth-service-migrator 0.1.0 (revision abc123def456)"
+    assert result.stdout.strip() == f"auth-service-migrator {VERSION} (revision abc123def456)"
     run = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path),
                                       MIGRATOR_REVISION="abc123def456"))  # fmt: skip
     started = run.events_named("run_started")[0]
-    assert (started["version"], started["revision"]) == ("0.1.0", "abc123def456")
+    assert (started["version"], started["revision"]) == (VERSION, "abc123def456")
 
 
 # --- ROLE_PASSWORDS ----------------------------------------------------------------------------

@@ -24,6 +24,8 @@ def test_the_baked_revision_wins_over_git() -> None:
 
 
 def test_a_checkout_reports_its_commit() -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("not run from a git checkout (an unpacked source tree has no commit)")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
     assert git_revision(REPO) == head[:12]
