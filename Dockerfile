@@ -7,7 +7,9 @@
 #
 # BASE_IMAGE: any image with python3 (3.11+) and its venv module at the same
 # path in both stages (the official slim images; Debian with python3-venv).
-# PIP_FIND_LINKS: a local wheel folder/URL; when set, pip uses it and nothing else.
+# PIP_FIND_LINKS: the URL of a wheel folder served on the host (pip runs inside the build: a
+# host path does not exist there; hence --network host); when set, pip uses it and nothing
+# else. docs/docker.md shows how to make the wheels and serve them.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
@@ -43,15 +45,22 @@ ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
+# Where the source lives and its documentation: absolute URLs (set them to your fork's).
+ARG SOURCE=https://github.com/example/auth-service-migrate
+ARG DOCUMENTATION=${SOURCE}/blob/main/docs/docker.md
 LABEL org.opencontainers.image.title="auth-service-migrate" \
       org.opencontainers.image.description="Init container: applies the auth service's PostgreSQL migrations exactly once, then exits" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.documentation="docs/docker.md" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.url="${SOURCE}" \
+      org.opencontainers.image.documentation="${DOCUMENTATION}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
-ENV PATH=/opt/venv/bin:$PATH \
+# The revision `--version` and run_started report (docker build --build-arg REVISION=$(git rev-parse HEAD)).
+ENV MIGRATOR_REVISION=${REVISION} \
+    PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MIGRATIONS_DIR=/migrations

@@ -5,12 +5,21 @@
 #   2. start PostgreSQL and wait until it is healthy
 #   3. run `migrate` to completion against it
 #   4. only when it exited 0: start or update the application
+#   5. wait for the application's health check (APP_HEALTH_TIMEOUT, default 120 s)
 #
 #   ./deploy-docker-production.sh             # deploy
 #   ./deploy-docker-production.sh --dry-run   # show the plan (and the pending
 #                                             # migrations when the database runs)
 #   ./deploy-docker-production.sh --pull      # pull images instead of building
 #   ./deploy-docker-production.sh --no-build  # use the images already present
+#   ./deploy-docker-production.sh --rollback  # go back to the images deployed before
+#
+# Before it replaces a healthy application, the script tags the images it runs (the
+# migrate and app containers') as <repository>:previous-<project>; --rollback deploys
+# those again: the older runner accepts the versions the newer one applied (a
+# future_migrations warning; docs: README, "Upgrades and rollbacks"), then the older
+# application starts and must become healthy. A release that removed or renamed
+# something the older application uses cannot be rolled back this way (expand/contract).
 #
 # Compose files: compose/docker-compose.yml + compose/docker-compose.prod.yml,
 # or COMPOSE_FILE (colon separated) when set. Project: COMPOSE_PROJECT_NAME
@@ -18,13 +27,16 @@
 # Secrets: files in SECRETS_DIR (default compose/secrets/); never printed. They
 # must not be readable by other local users (mode 600, or 640 with the
 # containers' group 10001: see docs/docker.md); the script refuses them otherwise.
-# Exit codes: 0 deployed, 64 usage, 78 a secret file missing or readable by
-# others, 1 preflight/infrastructure, otherwise the migration runner's exit code
-# (the application was left as it was).
+# Exit codes: 0 deployed (the application is healthy), 64 usage, 78 a secret file
+# missing or readable by others, 1 preflight/infrastructure (or no previous images to
+# roll back to), 70 the application did not become healthy (it was replaced: roll back
+# with --rollback), otherwise the migration runner's exit code (the application was left
+# as it was).
 set -euo pipefail
 
 readonly EX_USAGE=64
 readonly EX_CONFIG=78
+readonly EX_APP_UNHEALTHY=70
 # Password files, and the TLS files the production override mounts (docs/docker.md).
 readonly SECRET_FILES=(postgres_password.txt db_password.txt app_db_password.txt)
 readonly TLS_FILES=(db_ca.crt db_server.crt db_server.key)
@@ -32,6 +44,10 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dry_run=false
 image_source=build
 health_timeout="${POSTGRES_HEALTH_TIMEOUT:-120}"
+app_health_timeout="${APP_HEALTH_TIMEOUT:-120}"
+# An application without a health check counts as up once it ran this long without restarting.
+readonly APP_GRACE_SECONDS=5
+rollback=false
 
 say() { printf '[deploy] %s\n' "$*"; }
 fail() {
@@ -47,6 +63,7 @@ while (($#)); do
         --pull) image_source=pull ;;
         --build) image_source=build ;;
         --no-build) image_source=none ;;
+        --rollback) rollback=true ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "$EX_USAGE" "unknown option: $1 (see --help)" ;;
     esac
@@ -57,6 +74,16 @@ if [[ "${DRY_RUN:-false}" == true ]]; then dry_run=true; fi
 export COMPOSE_FILE="${COMPOSE_FILE:-$repo/compose/docker-compose.yml:$repo/compose/docker-compose.prod.yml}"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-auth-service}"
 export SECRETS_DIR="${SECRETS_DIR:-$repo/compose/secrets}"
+# The compose files' defaults, so that the images can be tagged and swapped for a rollback.
+export MIGRATE_IMAGE="${MIGRATE_IMAGE:-auth-service-migrate:latest}"
+export APP_IMAGE="${APP_IMAGE:-auth-service-migrate:latest}"
+
+# registry:5000/name:tag -> registry:5000/name:previous-<project>
+previous_of() {
+    local image="$1" repository="$1"
+    [[ "${image##*/}" == *:* ]] && repository="${image%:*}"
+    printf '%s:previous-%s\n' "$repository" "$COMPOSE_PROJECT_NAME"
+}
 
 mode_of() { stat -c '%a' "$1" 2>/dev/null || stat -f '%Lp' "$1"; }
 
@@ -150,15 +177,74 @@ plan() {
     fi
 }
 
+# Tag what runs now, before it is replaced, when it is healthy (a broken deployment must not
+# become the one to go back to).
+remember_previous() {
+    local service variable id image
+    [[ "$rollback" == false ]] || return 0
+    id="$(container_of app)"
+    [[ -n "$id" && "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")" =~ ^(healthy|running)$ ]] || return 0
+    for service in migrate app; do
+        variable=MIGRATE_IMAGE
+        [[ "$service" == app ]] && variable=APP_IMAGE
+        id="$(container_of "$service")"
+        [[ -n "$id" ]] || continue
+        image="$(docker inspect -f '{{.Image}}' "$id")"
+        docker tag "$image" "$(previous_of "${!variable}")"
+        say "kept the running $service image as $(previous_of "${!variable}")"
+    done
+}
+
+use_previous_images() {
+    local variable previous
+    for variable in MIGRATE_IMAGE APP_IMAGE; do
+        previous="$(previous_of "${!variable}")"
+        docker image inspect "$previous" >/dev/null 2>&1 ||
+            fail 1 "no previous image to roll back to ($previous): it is tagged by a deploy that replaces a healthy application"
+        export "$variable=$previous"
+    done
+    image_source=none
+    say "rolling back to $MIGRATE_IMAGE (migrate) and $APP_IMAGE (app)"
+}
+
+wait_for_app() {
+    local id state deadline=$((SECONDS + app_health_timeout)) grace=$((SECONDS + APP_GRACE_SECONDS))
+    id="$(container_of app)"
+    [[ -n "$id" ]] || fail "$EX_APP_UNHEALTHY" "the app container did not start"
+    while :; do
+        state="$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}/{{.RestartCount}}' "$id")"
+        case "$state" in
+            running/healthy/*) return 0 ;;
+            running/none/0) ((SECONDS < grace)) || return 0 ;;
+            */unhealthy/* | exited/* | dead/* | restarting/* | */*/[1-9]*) break ;;
+        esac
+        ((SECONDS < deadline)) || break
+        sleep 1
+    done
+    printf '[deploy] last app log lines:\n' >&2
+    docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
+    local hint="roll back with: $0 --rollback"
+    [[ "$rollback" == true ]] && hint="the previous images are not healthy either"
+    fail "$EX_APP_UNHEALTHY" "the application did not become healthy within ${app_health_timeout}s (status/health/restarts: $state); $hint"
+}
+
 main() {
     preflight
+    if [[ "$rollback" == true ]]; then
+        use_previous_images
+    fi
     if [[ "$dry_run" == true ]]; then
         plan
         return 0
     fi
 
     case "$image_source" in
-        build) say "building the migration image"; "${compose[@]}" build migrate ;;
+        build)
+            say "building the migration image"
+            # The revision that `--version` and run_started report.
+            local revision
+            revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
+            "${compose[@]}" build --build-arg "REVISION=$revision" migrate ;;
         pull) say "pulling images"; "${compose[@]}" pull --quiet ;;
         none) ;;
     esac
@@ -168,6 +254,7 @@ main() {
     wait_for_postgres
     say "postgres is healthy"
 
+    remember_previous
     say "running migrations"
     "${compose[@]}" up -d --no-build --no-deps --force-recreate migrate
     local id code
@@ -183,7 +270,9 @@ main() {
 
     say "starting or updating app"
     "${compose[@]}" up -d --no-build --no-deps app
-    say "deployed"
+    say "waiting for app to become healthy (at most ${app_health_timeout}s)"
+    wait_for_app
+    say "deployed: app is healthy ($APP_IMAGE)"
 }
 
 main

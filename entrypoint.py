@@ -21,12 +21,26 @@ from migrator.flow import run
 from migrator.logs import Redactor, configure_logging, get_logger
 from migrator.report import write_termination_message
 from migrator.signals import install_signal_handlers
+from migrator.version import revision, version_line
 
 log = get_logger("entrypoint")
 
 
+def asks_for_version(argv: Sequence[str]) -> bool:
+    """``--version`` alone; ``baseline --version V`` gives it a value instead."""
+    if "--version" not in argv:
+        return False
+    following = argv[argv.index("--version") + 1 : argv.index("--version") + 2]
+    return not following or following[0].startswith("-")
+
+
 def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    configure_logging("console" if sys.stdout.isatty() else "json", "info")
+    if asks_for_version(argv):
+        print(version_line(revision(environ)))
+        return EX_OK
+    # `status --json` keeps stdout for its one JSON document: the log goes to stderr.
+    stream = sys.stderr if "--json" in argv else sys.stdout
+    configure_logging("console" if stream.isatty() else "json", "info", stream=stream)
     try:
         config = load_config(argv, environ)
     except MigratorError as error:
@@ -37,7 +51,11 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return error.exit_code
     names = (config.user, config.dbname, config.host, config.admin_user, config.app_user)
     redactor = configure_logging(
-        config.log_format, config.log_level, config.secrets, public_names=[n for n in names if n]
+        config.log_format,
+        config.log_level,
+        config.secrets,
+        stream,
+        public_names=[n for n in names if n],
     )
     install_signal_handlers()
     exit_code, message = _run_and_classify(config)
@@ -49,6 +67,8 @@ def _run_and_classify(config: Config) -> tuple[int, str]:
     log.info(
         "run_started",
         command=config.command,
+        version=config.version,
+        revision=config.revision,
         host=config.host,
         port=config.port,
         dbname=config.dbname,

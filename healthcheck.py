@@ -19,12 +19,16 @@ from migrator.config import load_config
 from migrator.errors import MigratorError
 from migrator.logs import Redactor
 from migrator.migrations import find_migrations
-from migrator.status import problems, status_rows
+from migrator.status import future_rows, problems, status_rows
 from migrator.wait import open_connection, reason_of
 
 HEALTHY = 0
 UNHEALTHY = 1
 CONNECT_TIMEOUT = 3
+FUTURE_WARNING = (
+    "; warning: future_migrations {versions} applied by a newer release (FUTURE_MIGRATIONS=fail "
+    "makes this unhealthy)"
+)
 
 
 def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
@@ -43,12 +47,18 @@ def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
     except psycopg.Error as error:
         reason = Redactor(config.secrets).redact_text(reason_of(error))
         return UNHEALTHY, f"unhealthy: database not reachable: {reason}"
-    bad = problems(status_rows(files, recorded))
+    rows = status_rows(files, recorded)
+    bad = problems(rows, config.tolerate_future)
     if bad:
         listed = ", ".join(f"{row['version']} {row['state']}" for row in bad)
         return UNHEALTHY, f"unhealthy: {len(bad)} migration(s) not up to date: {listed}"
     count = len(files.versioned)
-    return HEALTHY, f"ok: {count} migrations applied, database {config.dbname} is up to date"
+    line = f"ok: {count} migrations applied, database {config.dbname} is up to date"
+    future = future_rows(rows)
+    if future:
+        # An older image after a rollback: healthy, but say what the newer release left.
+        line += FUTURE_WARNING.format(versions=", ".join(future))
+    return HEALTHY, line
 
 
 def main() -> int:

@@ -33,6 +33,8 @@ APP_ROLE_SETTING = "migrator.app_role"
 
 DATABASE_EXISTS = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
 ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
+# ROLE_PASSWORDS=on-create: only a role without a password (just created) gets one.
+ROLE_HAS_PASSWORD = "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE rolname = %s"
 CAN_CREATE_IN_PUBLIC = "SELECT has_schema_privilege('public', 'CREATE')"
 
 ERR_ROLE_MISSING = "{setting} role {role} does not exist after {file}: create it there"
@@ -127,6 +129,9 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
             if conn.execute(ROLE_EXISTS, (role,)).fetchone() is None:
                 message = ERR_ROLE_MISSING.format(setting=setting, role=role, file=script.path)
                 raise ConfigError(message)
+            if config.role_passwords == "on-create" and _has_password(conn, role):
+                log.info("role_password_kept", role=role, reason="ROLE_PASSWORDS=on-create")
+                continue
             verifier = conn.pgconn.encrypt_password(
                 password.encode(), role.encode(), PASSWORD_ALGORITHM
             ).decode()
@@ -144,6 +149,11 @@ def record_as_owner(config: Config, script: Migration, execution_ms: int) -> Non
     with connect(config.connect_kwargs(), config.wait_timeout) as conn, conn.transaction():
         history.ensure_history_table(conn)
         history.record_repeatable(conn, script, execution_ms, applied_by=config.admin_user or "")
+
+
+def _has_password(conn: psycopg.Connection[Any], role: str) -> bool:
+    row = conn.execute(ROLE_HAS_PASSWORD, (role,)).fetchone()
+    return bool(row and row[0])
 
 
 def check_can_create(conn: psycopg.Connection[Any], config: Config) -> None:

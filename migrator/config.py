@@ -14,11 +14,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypedDict
 
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.errors import ConfigError, UsageError
+from migrator.version import VERSION, revision
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
@@ -35,6 +36,14 @@ DEFAULT_STATEMENT_TIMEOUT = 0.0
 DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_APPLICATION_NAME = "auth-service-migrator"
+# An older image on a database a newer release migrated: "warn" lets it run (rollbacks).
+FUTURE_MIGRATIONS_MODES = ("warn", "fail")
+DEFAULT_FUTURE_MIGRATIONS = "warn"
+# When bootstrap sets role passwords: every run (the Secret is the truth) or on creation only.
+ROLE_PASSWORDS_MODES = ("always", "on-create")
+DEFAULT_ROLE_PASSWORDS = "always"
+# `wait`: how long to wait for every file of the image to be applied by someone else.
+DEFAULT_MIGRATIONS_WAIT_TIMEOUT = 600.0
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -75,7 +84,7 @@ PLACEHOLDER_PASSWORDS = frozenset(
 )  # fmt: skip
 # Passwords that bootstrap sets on a role must be at least this long.
 MIN_ROLE_PASSWORD_LENGTH = 16
-COMMANDS = ("migrate", "status", "lint", "adopt", "baseline", "rollback")
+COMMANDS = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback")
 # The commands that need a flag, and the flags only they take: (flag, dest, required by).
 COMMAND_FLAGS = (
     ("--version", "baseline_version", "baseline"),
@@ -183,6 +192,16 @@ class Config:
     shadow_url: str | None = field(default=None, repr=False)
     lint_min_rows: int | None = None
     lint_before_apply: bool = False
+    future_migrations: str = DEFAULT_FUTURE_MIGRATIONS
+    role_passwords: str = DEFAULT_ROLE_PASSWORDS
+    migrations_wait_timeout: float = DEFAULT_MIGRATIONS_WAIT_TIMEOUT
+    version: str = VERSION
+    revision: str = "unknown"
+
+    @property
+    def tolerate_future(self) -> bool:
+        """Versions a newer release applied are a warning, not an error (FUTURE_MIGRATIONS)."""
+        return self.future_migrations != "fail"
 
     @property
     def bootstrap_enabled(self) -> bool:
@@ -239,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="entrypoint.py",
         description="Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", nargs="?", choices=COMMANDS, default="migrate")
     parser.add_argument("--host")
@@ -257,14 +278,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--init-only", action="store_true", default=False)
     parser.add_argument("--json", dest="status_json", action="store_true", default=False)
-    parser.add_argument("--version", dest="baseline_version", help="baseline: newest file applied")
+    parser.add_argument(
+        "--version",
+        dest="baseline_version",
+        help="baseline: the newest version to record; alone (no value): print the version and "
+        "the source revision, then exit",
+    )
     parser.add_argument("--to", dest="rollback_to", help="rollback: the version to return to")
     parser.add_argument("--steps", dest="rollback_steps", help="rollback: how many files")
     parser.add_argument("--verify", action="store_true", default=None, help="baseline: compare")
     parser.add_argument("--log-format")
     parser.add_argument("--log-level")
     parser.add_argument("--shadow-url", help="lint: a scratch database to use (it is changed)")
+    parser.add_argument("--timeout", dest="migrations_wait_timeout")
+    describe_flags(parser)
     return parser
+
+
+# --help: what each flag does (by its destination), then the variables and the exit codes.
+FLAG_HELP = {
+    "command": "migrate (default): bootstrap when admin credentials are set, then apply what is "
+    "pending; status: applied and pending versions; wait: exit 0 once every file of this "
+    "image is applied (read only, no lock), 75 after --timeout",
+    "host": "server host (DB_HOST, default localhost)",
+    "port": "server port (DB_PORT, default 5432)",
+    "dbname": "database to migrate (DB_NAME, default auth_service)",
+    "user": "owner of the schema, runs the migrations (DB_USER, default auth_service)",
+    "migrations_dir": "folder of <number>_<name>.sql files (MIGRATIONS_DIR, default ./migrations)",
+    "dry_run": "print the plan (bootstrap steps, pending files, checksums, modes), change nothing "
+    "(DRY_RUN)",
+    "allow_out_of_order": "apply a pending file older than the newest applied one "
+    "(ALLOW_OUT_OF_ORDER)",
+    "init_only": "bootstrap only (database, roles, 000_*.sql); needs DB_ADMIN_USER",
+    "status_json": "status: one JSON document on stdout (logs go to stderr)",
+    "log_format": "json or console (LOG_FORMAT; default json, console on a terminal)",
+    "log_level": "debug, info, warning or error (LOG_LEVEL, default info)",
+    "migrations_wait_timeout": "wait: give up after this long, exit 75 (MIGRATIONS_WAIT_TIMEOUT, "
+    "default 600s)",
+    "version": "print the version and the source revision, then exit",
+}
+HELP_EPILOG = """environment variables (flags win over them):
+  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)
+  DB_PASSWORD(_FILE)                the owner's password (a file: Docker/Kubernetes secrets)
+  DB_ADMIN_USER DB_ADMIN_PASSWORD(_FILE)  superuser for bootstrap (unset: no bootstrap)
+  APP_DB_USER APP_DB_PASSWORD(_FILE)      the application's role and its password
+  ROLE_PASSWORDS                    always (default) | on-create: when bootstrap sets passwords
+  DB_SSLMODE DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY DB_SSLCRL DB_CHANNEL_BINDING   TLS
+  MIGRATIONS_DIR DRY_RUN ALLOW_OUT_OF_ORDER SINGLE_TRANSACTION
+  FUTURE_MIGRATIONS                 warn (default) | fail: versions applied by a newer release
+  DB_WAIT_TIMEOUT (60s) MIGRATION_LOCK_TIMEOUT (600s) DDL_LOCK_TIMEOUT (5s)
+  DDL_LOCK_RETRIES (5) STATEMENT_TIMEOUT (0: none) PROGRESS_INTERVAL (5s)
+  MIGRATIONS_WAIT_TIMEOUT (600s)    the wait command's deadline
+  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)
+
+exit codes:
+  0 success (including nothing to do)   1 internal error (a bug)   64 bad command line
+  65 a migration failed, a file is invalid, the history does not match the files,
+     or a file cannot fit under the container's memory limit
+  69 PostgreSQL not reachable, or the connection lost   75 lock (or wait) timeout: retry
+  77 authentication or permission denied   78 invalid configuration
+  130 / 143 interrupted / terminated   137 killed (e.g. out of memory: not the runner's choice)
+"""
+
+
+def describe_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every flag its description from FLAG_HELP (flags with their own help keep it)."""
+    for action in parser._actions:
+        if action.help is None and action.dest in FLAG_HELP:
+            action.help = FLAG_HELP[action.dest]
 
 
 def load_config(
@@ -365,6 +446,7 @@ def load_config(
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
         application_name=url_parts.get("application_name") or DEFAULT_APPLICATION_NAME,
         **_lint_settings(args, reader),
+        **_rollout_settings(reader, args.migrations_wait_timeout, environ),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -470,6 +552,40 @@ def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any
         "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
         "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
     }
+
+
+class _RolloutSettings(TypedDict):
+    future_migrations: str
+    role_passwords: str
+    migrations_wait_timeout: float
+    version: str
+    revision: str
+
+
+def _rollout_settings(
+    reader: _Settings, timeout_flag: str | None, environ: Mapping[str, str]
+) -> _RolloutSettings:
+    """The settings of rollouts and rollbacks: future versions, role passwords, `wait`."""
+    wait_timeout = (
+        _Settings({"--timeout": timeout_flag}).duration("--timeout", 0.0)
+        if timeout_flag is not None
+        else reader.duration("MIGRATIONS_WAIT_TIMEOUT", DEFAULT_MIGRATIONS_WAIT_TIMEOUT)
+    )
+    return _RolloutSettings(
+        future_migrations=_one_of(
+            "FUTURE_MIGRATIONS",
+            reader.text("FUTURE_MIGRATIONS", DEFAULT_FUTURE_MIGRATIONS).lower(),
+            FUTURE_MIGRATIONS_MODES,
+        ),
+        role_passwords=_one_of(
+            "ROLE_PASSWORDS",
+            reader.text("ROLE_PASSWORDS", DEFAULT_ROLE_PASSWORDS).lower(),
+            ROLE_PASSWORDS_MODES,
+        ),
+        migrations_wait_timeout=wait_timeout,
+        version=VERSION,
+        revision=revision(environ),
+    )
 
 
 def _default_log_format() -> str:

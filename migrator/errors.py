@@ -67,6 +67,13 @@ class HazardsFoundError(MigratorError):
     event = "hazards_found"
 
 
+class MemoryLimitError(MigratorError):
+    """A pending file cannot be applied under the container's memory limit (cgroup)."""
+
+    exit_code = EX_DATAERR
+    event = "memory_limit_too_low"
+
+
 class UnreachableError(MigratorError):
     exit_code = EX_UNAVAILABLE
     event = "database_unreachable"
@@ -87,6 +94,13 @@ class LockLostError(UnreachableError):
 class LockTimeoutError(MigratorError):
     exit_code = EX_TEMPFAIL
     event = "lock_timeout"
+
+
+class WaitTimeoutError(MigratorError):
+    """`wait`: the image's files were not all applied before the deadline (safe to retry)."""
+
+    exit_code = EX_TEMPFAIL
+    event = "wait_timeout"
 
 
 class PermissionDeniedError(MigratorError):

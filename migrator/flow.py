@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -69,7 +71,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as lock_conn:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
-        plan = make_plan(files, history.read_history(lock_conn), config.allow_out_of_order)
+        plan = make_plan(
+            files, history.read_history(lock_conn), config.allow_out_of_order,
+            config.tolerate_future,
+        )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
         for migration in plan.pending:  # refused before anything runs (exit 65)
@@ -80,6 +85,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
             from migrator.prefetch import read_ahead
 
             ahead = read_ahead(plan.pending)
+        from migrator.memory import check_memory
+
+        # Before the lock and the first file: a file that cannot fit is refused, not OOM-killed.
+        check_memory(plan.pending, config.single_transaction)
         from migrator.bootstrap import check_can_create
 
         check_can_create(lock_conn, config)
@@ -110,7 +119,9 @@ def apply_under_lock(
     ):
         # Read again under the lock: a runner that waited usually finds nothing to do.
         history.ensure_history_table(conn)
-        plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+        plan = make_plan(
+            files, history.read_history(conn), config.allow_out_of_order, config.tolerate_future
+        )
         # Behind a pooler the applying backend changes between transactions: progress looks
         # for the index build of this database instead of a pid.
         backend = None if pooled else conn.info.backend_pid
@@ -169,6 +180,9 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
 
 
 def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
+    from migrator.status import warn_future
+
+    warn_future(plan.future)
     for migration in plan.unverified:
         log.warning(
             "checksum_not_verified",
@@ -208,7 +222,9 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     with wait_for_connection(
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
-        plan = make_plan(files, read_own_history(conn), config.allow_out_of_order)
+        plan = make_plan(
+            files, read_own_history(conn), config.allow_out_of_order, config.tolerate_future
+        )
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.
@@ -227,6 +243,9 @@ def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.Applied
 
 
 def plan_summary(plan: Plan) -> str:
+    from migrator.status import warn_future
+
+    warn_future(plan.future)
     for migration in plan.pending:
         migration.refuse_unsupported()
     for migration in plan.pending:
@@ -245,19 +264,30 @@ def plan_summary(plan: Plan) -> str:
 
 
 def status(config: Config, files: MigrationSet) -> str:
-    from migrator.status import problems, status_rows
+    from migrator.status import future_rows, problems, status_document, status_rows, warn_future
 
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
         rows = status_rows(files, read_own_history(conn))
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
+    up_to_date = not problems(rows, config.tolerate_future)
+    warn_future(future_rows(rows))
     if config.status_json:
-        log.info("status", migrations=rows, pending=pending, up_to_date=not problems(rows))
+        # The one document on stdout (the log went to stderr): `status --json | jq`.
+        runner = {"version": config.version, "revision": config.revision}
+        document = status_document(rows, config.dbname, config.tolerate_future, runner)
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
     else:
         for row in rows:
             log.info("migration_status", **row)
-        log.info("status_summary", summary=summary, up_to_date=not problems(rows))
+    log.info("status_summary", summary=summary, up_to_date=up_to_date)
     return summary
+
+
+def wait(config: Config, files: MigrationSet) -> str:
+    from migrator.ready import wait_until_applied
+
+    return wait_until_applied(config, files)
 
 
 def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
@@ -281,6 +311,7 @@ def lint(config: Config, files: MigrationSet) -> str:
 COMMANDS = {
     "migrate": migrate,
     "status": status,
+    "wait": wait,
     "lint": lint,
     **{name: maintenance(name) for name in ("adopt", "baseline", "rollback")},
 }

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from migrator.errors import HistoryMismatchError
 from migrator.history import AppliedMigration
-from migrator.migration import Migration, looks_like_checksum
+from migrator.migration import Migration, looks_like_checksum, parse_file_name
 from migrator.migrations import MigrationSet
 
 ERR_CHANGED = (
@@ -34,15 +35,47 @@ class Plan:
     pending: tuple[Migration, ...]
     applied: tuple[Migration, ...]
     unverified: tuple[Migration, ...]  # recorded by hand, without a real checksum
+    # Applied by a newer release: recorded versions above the newest file (FUTURE_MIGRATIONS).
+    future: tuple[str, ...] = ()
 
 
-def drift_problems(files: MigrationSet, history: Mapping[str, AppliedMigration]) -> list[str]:
-    """Applied files whose checksum changed, and applied versions whose file is gone."""
+def future_versions(files: MigrationSet, history: Mapping[str, AppliedMigration]) -> list[str]:
+    """Recorded versions without a file, numbered above every file: a newer release's work.
+
+    An older image running on a database that a newer one migrated sees them; a version
+    missing *between* files is a lost file instead, and stays an error.
+
+    >>> future_versions(files_up_to_002, {"003_add_x": row})
+    ['003_add_x']
+    """
+    if not files.all:
+        return []
+    newest = max(m.number for m in files.all)
+    known = files.by_version()
+    future = []
+    for version in sorted(history):
+        parsed = parse_file_name(Path(f"{version}.sql"))
+        if version not in known and parsed is not None and parsed[0] > newest:
+            future.append(version)
+    return future
+
+
+def drift_problems(
+    files: MigrationSet,
+    history: Mapping[str, AppliedMigration],
+    tolerated: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Applied files whose checksum changed, and applied versions whose file is gone.
+
+    ``tolerated``: versions without a file that are not a problem (a newer release's).
+    """
     problems: list[str] = []
     by_version = files.by_version()
     folder = files.all[0].path.parent if files.all else None
     for version, row in sorted(history.items()):
         migration = by_version.get(version)
+        if migration is None and version in tolerated:
+            continue
         if migration is None:
             file = f"{folder / (version + '.sql')}" if folder else f"{version}.sql"
             problems.append(ERR_MISSING.format(version=version, file=file, recorded=row.checksum))
@@ -75,9 +108,15 @@ def make_plan(
     files: MigrationSet,
     history: Mapping[str, AppliedMigration],
     allow_out_of_order: bool = False,
+    tolerate_future: bool = False,
 ) -> Plan:
-    """The versioned files still to apply, or HistoryMismatchError (exit 65)."""
-    problems = drift_problems(files, history)
+    """The versioned files still to apply, or HistoryMismatchError (exit 65).
+
+    ``tolerate_future``: versions a newer release applied (above the newest file) are listed
+    in ``Plan.future`` instead of failing the run (FUTURE_MIGRATIONS=warn).
+    """
+    future = future_versions(files, history) if tolerate_future else []
+    problems = drift_problems(files, history, frozenset(future))
     applied = [m for m in files.versioned if m.version in history]
     pending = [m for m in files.versioned if m.version not in history]
     if not allow_out_of_order:
@@ -88,4 +127,4 @@ def make_plan(
         message = problems[0] + (ERR_MORE.format(count=len(problems) - 1) if problems[1:] else "")
         raise HistoryMismatchError(message, problems=problems)
     unverified = [m for m in applied if not looks_like_checksum(history[m.version].checksum)]
-    return Plan(tuple(pending), tuple(applied), tuple(unverified))
+    return Plan(tuple(pending), tuple(applied), tuple(unverified), tuple(future))

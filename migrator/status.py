@@ -7,18 +7,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from migrator.history import AppliedMigration
+from migrator.logs import get_logger
 from migrator.migration import looks_like_checksum
 from migrator.migrations import MigrationSet
+from migrator.plan import future_versions
+
+log = get_logger("status")
+
+FUTURE_HINT = (
+    "applied by a newer release whose files this image does not have: fine while rolling "
+    "back an expand-only release; set FUTURE_MIGRATIONS=fail to refuse it"
+)
 
 APPLIED = "applied"
 PENDING = "pending"
 CHANGED = "changed"
 MISSING = "missing"
 UNVERIFIED = "applied-unverified"
+FUTURE = "future"  # applied by a newer release: numbered above every file of this image
 
 
 def status_rows(
@@ -47,12 +57,13 @@ def status_rows(
             }
         )
     known = files.by_version()
+    future = set(future_versions(files, history))
     for version, row in sorted(history.items()):
         if version not in known:
             rows.append(
                 {
                     "version": version,
-                    "state": MISSING,
+                    "state": FUTURE if version in future else MISSING,
                     "checksum": None,
                     "recorded_checksum": row.checksum,
                     "applied_at": row.applied_at.isoformat(),
@@ -63,12 +74,46 @@ def status_rows(
     return rows
 
 
-def problems(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def problems(rows: list[dict[str, Any]], tolerate_future: bool = True) -> list[dict[str, Any]]:
     """Rows that keep the database from being up to date.
 
     The bootstrap script is left out: it belongs to the superuser's phase, which a
-    deployment without admin credentials never runs.
+    deployment without admin credentials never runs. A newer release's versions (``future``)
+    count only when they are not tolerated (FUTURE_MIGRATIONS=fail).
     """
-    return [
-        row for row in rows if row["state"] not in (APPLIED, UNVERIFIED) and not row["bootstrap"]
-    ]
+    fine = (APPLIED, UNVERIFIED, FUTURE) if tolerate_future else (APPLIED, UNVERIFIED)
+    return [row for row in rows if row["state"] not in fine and not row["bootstrap"]]
+
+
+def future_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The versions a newer release applied, for the ``future_migrations`` warning."""
+    return [row["version"] for row in rows if row["state"] == FUTURE]
+
+
+def warn_future(versions: Iterable[str]) -> None:
+    """One ``future_migrations`` warning naming the versions a newer release applied."""
+    listed = list(versions)
+    if listed:
+        log.warning("future_migrations", versions=listed, hint=FUTURE_HINT)
+
+
+def status_document(
+    rows: list[dict[str, Any]], dbname: str, tolerate_future: bool, runner: dict[str, str]
+) -> dict[str, Any]:
+    """What `status --json` prints: one document, for `json.load` and `jq`.
+
+    >>> status_document(rows, "auth_service", True, {"version": "0.1.0"})["up_to_date"]
+    True
+    """
+    return {
+        "database": dbname,
+        "up_to_date": not problems(rows, tolerate_future),
+        "pending": [row["version"] for row in rows if row["state"] == PENDING],
+        "future": future_rows(rows),
+        "problems": [
+            {"version": row["version"], "state": row["state"]}
+            for row in problems(rows, tolerate_future)
+        ],
+        "migrations": rows,
+        "runner": runner,
+    }

@@ -23,6 +23,7 @@ FIRST_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 0.2
 RETRY_JITTER = 0.05
 MAX_CONNECT_TIMEOUT = 5  # seconds per attempt, for hosts that drop packets
+REPORT_INTERVAL = 10.0  # seconds between two database_not_ready lines
 
 TRANSIENT_SQLSTATES = frozenset({"57P03", "53300", "57P01", "08006", "08001"})
 AUTH_SQLSTATES = frozenset({"28P01", "28000"})
@@ -210,14 +211,27 @@ def report_tls(conn: psycopg.Connection[Any], sslmode: str) -> None:
     )
 
 
-def _log_retry(retry_state: tenacity.RetryCallState) -> None:
-    error = retry_state.outcome.exception() if retry_state.outcome else None
-    log.info(
-        "database_not_ready",
-        attempt=retry_state.attempt_number,
-        reason=reason_of(error) if isinstance(error, psycopg.Error) else repr(error),
-        elapsed_s=round(retry_state.seconds_since_start or 0.0, 3),
-    )
+class _RetryLog:
+    """Log the first failed attempt, then one line per REPORT_INTERVAL, not one per attempt.
+
+    Attempts come every 0.2 s: a minute's wait would otherwise write about 300 lines.
+    """
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last < REPORT_INTERVAL:
+            return
+        self.last = now
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        log.info(
+            "database_not_ready",
+            attempt=retry_state.attempt_number,
+            reason=reason_of(error) if isinstance(error, psycopg.Error) else repr(error),
+            elapsed_s=round(retry_state.seconds_since_start or 0.0, 3),
+        )
 
 
 def wait_for_connection(
@@ -260,7 +274,7 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
             initial=FIRST_RETRY_DELAY, max=MAX_RETRY_DELAY, jitter=RETRY_JITTER
         ),
         stop=tenacity.stop_after_delay(timeout),
-        before_sleep=_log_retry,
+        before_sleep=_RetryLog(),
         reraise=True,
     )
     try:

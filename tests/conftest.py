@@ -294,6 +294,23 @@ def run_runner(start_runner: Any) -> Any:
 
 
 @pytest.fixture
+def run_status_json(start_runner: Any) -> Any:
+    """Run ``entrypoint.py status --json``: (checked RunResult, the one document on stdout).
+
+    Its stdout is a single JSON document, not log lines (those go to stderr, checked here).
+    """
+
+    def run(*args: str, env: Mapping[str, str]) -> tuple[RunResult, dict[str, Any]]:
+        result: RunResult = start_runner("status", "--json", *args, env=env).wait(expect_json=False)
+        assert result.stdout.count("\n") == 1, f"not one document:\n{result}"
+        for line in result.stderr.splitlines():
+            result.events.append(json.loads(line))
+        return result, json.loads(result.stdout)
+
+    return run
+
+
+@pytest.fixture
 def run_healthcheck(start_runner: Any) -> Any:
     """Run healthcheck.py; its output is one plain line, checked for secrets."""
 

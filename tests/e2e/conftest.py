@@ -1,7 +1,7 @@
 """End-to-end fixtures: a real Docker engine, locally built base images, the image, compose stacks.
 
 Nothing is mocked: the tests build the migration image from this checkout, start
-the compose stack of ``compose/`` (with ``docker-compose.hostnet.yml``: the engine
+the compose stack of ``compose/`` (with its ``docker-compose.hostnet.yml``: the engine
 here has no bridge, so every service uses the host's network on 127.0.0.1), and
 look at what a user sees: exit codes, container states, log lines, rows.
 
@@ -48,7 +48,8 @@ CACHE = Path(os.environ.get("E2E_CACHE_DIR", REPO / ".e2e-cache"))
 PYTHON_BASE = os.environ.get("E2E_PYTHON_BASE_IMAGE", "local/python-bookworm")
 POSTGRES_IMAGE = os.environ.get("POSTGRES_IMAGE", "local/postgres-bookworm")
 MIGRATE_IMAGE = os.environ.get("E2E_MIGRATE_IMAGE", "local/auth-service-migrate:e2e")
-COMPOSE_FILES = [REPO / "compose" / "docker-compose.yml", HERE / "docker-compose.hostnet.yml"]
+HOSTNET_FILE = REPO / "compose" / "docker-compose.hostnet.yml"
+COMPOSE_FILES = [REPO / "compose" / "docker-compose.yml", HOSTNET_FILE]
 PROD_FILE = REPO / "compose" / "docker-compose.prod.yml"
 REQUIRE_E2E = os.environ.get("REQUIRE_E2E") == "1"
 SECRET_NAMES = ("postgres_password", "db_password", "app_db_password")
@@ -210,7 +211,7 @@ class Stack:
         for name in ("db_ca.crt", "db_server.crt"):
             (self.secrets_dir / name).chmod(0o644)
         # docker-compose.hostnet.yml replaces the command: add TLS back to it.
-        command = yaml.safe_load((HERE / "docker-compose.hostnet.yml").read_text())
+        command = yaml.safe_load(HOSTNET_FILE.read_text())
         tls_flags = yaml.safe_load(PROD_FILE.read_text())["services"]["postgres"]["command"][1:]
         postgres_command = command["services"]["postgres"]["command"] + tls_flags
         self.override("tls.yml", {"postgres": {"command": postgres_command}})
@@ -227,7 +228,7 @@ class Stack:
             "COMPOSE_PROJECT_NAME": self.project,
             "COMPOSE_FILE": os.pathsep.join(map(str, self.files)),
             "SECRETS_DIR": str(self.secrets_dir),
-            "E2E_PG_PORT": str(self.port),
+            "POSTGRES_PORT": str(self.port),
             "MIGRATE_IMAGE": self.image,
             "APP_IMAGE": self.image,
             "POSTGRES_IMAGE": POSTGRES_IMAGE,

@@ -49,6 +49,14 @@ def test_the_image_runs_as_a_numeric_non_root_user_with_an_exec_entrypoint(
     labels = config["Labels"]
     for key in ("title", "description", "version", "revision", "created", "licenses"):
         assert f"org.opencontainers.image.{key}" in labels
+    for key in ("source", "documentation"):
+        assert labels[f"org.opencontainers.image.{key}"].startswith("https://"), key
+
+
+def test_version_prints_the_baked_revision(migrate_image: str) -> None:
+    revision = inspect(migrate_image)["Config"]["Labels"]["org.opencontainers.image.revision"]
+    result = run(["docker", "run", "--rm", "--network", "none", migrate_image, "--version"])
+    assert result.stdout == f"auth-service-migrator 0.1.0 (revision {revision})\n"
 
 
 def test_the_image_adds_at_most_15_mb_and_carries_no_build_tools(migrate_image: str) -> None:

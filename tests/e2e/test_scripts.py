@@ -9,18 +9,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from .conftest import POSTGRES_IMAGE, PROD_FILE, REPO, Stack, repo_migration_versions
+from .conftest import POSTGRES_IMAGE, PROD_FILE, REPO, Stack, repo_migration_versions, run
 from .test_compose import BROKEN, wait_for_event
 
 DEPLOY = REPO / "deploy-docker-production.sh"
 RUN_MIGRATIONS = REPO / "scripts" / "run-migrations.sh"
 
 
-def deploy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def deploy(stack: Stack, *args: str, image: str | None = None) -> subprocess.CompletedProcess[str]:
     """The production files (TLS verified with verify-full) over the test's host network."""
     if not (stack.secrets_dir / "db_ca.crt").exists():
         stack.enable_tls()
     env = stack.env
+    if image:
+        env["MIGRATE_IMAGE"] = env["APP_IMAGE"] = image
     env["COMPOSE_FILE"] = os.pathsep.join(map(str, [*stack.files[:1], PROD_FILE, *stack.files[1:]]))
     result = subprocess.run([str(DEPLOY), "--no-build", *args], env=env, capture_output=True,
                             text=True, timeout=300)  # fmt: skip
@@ -62,6 +64,58 @@ def test_deploy_stops_before_the_application_when_a_migration_fails(stack: Stack
     assert stack.wait_exited("migrate") == [65]
     assert stack.containers("app") == []
     stack.check_logs()
+
+
+# Release N+1 for the rollback test: one more (expand-only) migration, and an application
+# that cannot start (`python` on its PATH exits 1; the runner's entrypoint is an absolute path).
+NEXT_RELEASE_DOCKERFILE = """\
+FROM {image}
+USER 0
+RUN echo 'CREATE TABLE rollout_probe (id int);' > /migrations/900_rollout_probe.sql \\
+    && mkdir /broken && printf '#!/bin/sh\\necho "app crashed" >&2\\nexit 1\\n' > /broken/python \\
+    && chmod 755 /broken/python
+ENV PATH=/broken:$PATH
+USER 10001:10001
+"""
+
+
+def test_deploy_fails_on_an_unhealthy_app_and_rolls_back_to_the_previous_image(
+    stack: Stack,
+) -> None:
+    first = deploy(stack)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "app is healthy" in first.stdout
+
+    next_image = f"{stack.image.rsplit(':', 1)[0]}:next-{stack.project}"
+    previous = f"{stack.image.rsplit(':', 1)[0]}:previous-{stack.project}"
+    dockerfile = NEXT_RELEASE_DOCKERFILE.format(image=stack.image)
+    run(["docker", "build", "--quiet", "--network", "none", "-t", next_image, "-"],
+        input=dockerfile, timeout=300)  # fmt: skip
+    try:
+        start = time.monotonic()
+        broken = deploy(stack, image=next_image)
+        assert broken.returncode == 70, broken.stdout + broken.stderr
+        assert time.monotonic() - start < 200
+        assert "did not become healthy" in broken.stderr
+        assert "--rollback" in broken.stderr
+        assert f"as {previous}" in broken.stdout, "the running images were kept by tag"
+        assert ("900_rollout_probe", 1) in stack.applied_versions()
+
+        back = deploy(stack, "--rollback", image=next_image)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert f"rolling back to {previous}" in back.stdout
+        assert "app is healthy" in back.stdout
+        (migrate,) = stack.containers("migrate")
+        assert migrate["Config"]["Image"] == previous
+        warnings = [e for e in stack.events("migrate") if e["event"] == "future_migrations"]
+        assert warnings and warnings[-1]["versions"] == ["900_rollout_probe"]
+        (app,) = stack.containers("app")
+        assert app["Config"]["Image"] == previous
+        assert app["State"]["Health"]["Status"] == "healthy"
+        stack.check_logs(json_services=("migrate",))
+    finally:
+        subprocess.run(["docker", "rmi", "-f", next_image, previous], capture_output=True,
+                       check=False, timeout=120)  # fmt: skip
 
 
 def script_env(stack: Stack, **extra: str) -> dict[str, str]:

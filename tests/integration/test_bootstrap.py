@@ -102,7 +102,7 @@ def test_passwords_are_set_as_scram_verifiers_never_in_clear(
 
 
 def test_a_changed_bootstrap_script_updates_its_row_instead_of_drifting(
-    bootstrap_env, unborn_database, migrations, run_runner
+    bootstrap_env, unborn_database, migrations, run_runner, run_status_json
 ):
     assert run_runner(env=bootstrap_env).returncode == 0
     changed = migrations.write(
@@ -117,7 +117,7 @@ def test_a_changed_bootstrap_script_updates_its_row_instead_of_drifting(
         "SELECT checksum FROM schema_migrations WHERE version = '000_init_database'"
     )
     assert recorded == hashlib.sha256(changed.read_bytes()).hexdigest()
-    status = run_runner("status", "--json", env=bootstrap_env).events_named("status")[0]
+    _, status = run_status_json(env=bootstrap_env)
     assert status["up_to_date"] is True
 
 

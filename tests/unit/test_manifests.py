@@ -65,25 +65,67 @@ def test_kubernetes_manifests_match_the_schemas() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def pod_specs() -> dict[str, dict[str, Any]]:
-    specs = {}
-    for path in KUBERNETES.glob("*.yaml"):
-        for doc in load_all(path):
-            if doc["kind"] in {"Deployment", "Job"}:
-                specs[doc["kind"]] = doc["spec"]["template"]["spec"]
-    return specs
+# The manifests that run the runner, and the name of its container in each.
+RUNNERS = {"deployment": "migrate", "job": "migrate", "bootstrap-job": "bootstrap"}
+DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
 
-def migrate_container(kind: str) -> dict[str, Any]:
-    spec = pod_specs()[kind]
-    containers = spec.get("initContainers", []) if kind == "Deployment" else spec["containers"]
-    (container,) = [c for c in containers if c["name"] == "migrate"]
+def manifest(stem: str) -> dict[str, Any]:
+    (document,) = load_all(KUBERNETES / f"{stem}.yaml")
+    return document
+
+
+def pod_spec(stem: str) -> dict[str, Any]:
+    spec: dict[str, Any] = manifest(stem)["spec"]["template"]["spec"]
+    return spec
+
+
+def migrate_container(stem: str) -> dict[str, Any]:
+    spec = pod_spec(stem)
+    containers = spec.get("initContainers", []) + spec["containers"]
+    (container,) = [c for c in containers if c["name"] == RUNNERS[stem]]
     return container
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_the_migrate_container_is_hardened(kind: str) -> None:
-    container = migrate_container(kind)
+def env_of(stem: str) -> dict[str, str]:
+    return {item["name"]: item.get("value", "") for item in migrate_container(stem)["env"]}
+
+
+def seconds(value: str) -> float:
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    return float(number) * DURATION_UNITS[value[len(number) :] or "s"]
+
+
+def runner_budget(stem: str) -> float:
+    """The longest one run may take before migrating: the server wait plus the lock wait."""
+    env = env_of(stem)
+    return seconds(env["DB_WAIT_TIMEOUT"]) + seconds(env["MIGRATION_LOCK_TIMEOUT"])
+
+
+def secrets() -> dict[str, set[str]]:
+    """Secret name -> its keys, from secret.yaml."""
+    return {doc["metadata"]["name"]: set(doc["stringData"])
+            for doc in load_all(KUBERNETES / "secret.yaml")}  # fmt: skip
+
+
+def mounted_files(stem: str) -> dict[str, tuple[str, str]]:
+    """Path of each file the runner container can read from a Secret -> (secret, key)."""
+    volumes = {v["name"]: v for v in pod_spec(stem)["volumes"]}
+    found = {}
+    for mount in migrate_container(stem)["volumeMounts"]:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        name = source["secretName"]
+        items = source.get("items") or [{"key": k, "path": k} for k in secrets()[name]]
+        for item in items:
+            found[f"{mount['mountPath']}/{item['path']}"] = (name, item["key"])
+    return found
+
+
+@pytest.mark.parametrize("stem", RUNNERS)
+def test_the_migrate_container_is_hardened(stem: str) -> None:
+    container = migrate_container(stem)
     context = container["securityContext"]
     assert context["runAsNonRoot"] is True
     assert context["readOnlyRootFilesystem"] is True
@@ -92,33 +134,57 @@ def test_the_migrate_container_is_hardened(kind: str) -> None:
     assert context["seccompProfile"]["type"] == "RuntimeDefault"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert {"requests", "limits"} <= set(container["resources"])
-    assert pod_specs()[kind]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod_spec(stem)["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_passwords_come_from_the_secret_as_files(kind: str) -> None:
-    container = migrate_container(kind)
-    env = {item["name"]: item for item in container["env"]}
+@pytest.mark.parametrize("stem", RUNNERS)
+def test_passwords_come_from_the_secret_as_files(stem: str) -> None:
+    env = env_of(stem)
     assert not {"DB_PASSWORD", "DB_ADMIN_PASSWORD", "APP_DB_PASSWORD"} & set(env)
-    for name in ("DB_PASSWORD_FILE", "DB_ADMIN_PASSWORD_FILE", "APP_DB_PASSWORD_FILE"):
-        assert env[name]["value"].startswith("/run/secrets/")
-    (secret,) = load_all(KUBERNETES / "secret.yaml")
-    keys = set(secret["stringData"])
-    mounted = {Path(env[n]["value"]).name for n in env if n.endswith("_PASSWORD_FILE")}
-    assert mounted <= keys
-    volumes = {v["name"]: v for v in pod_specs()[kind]["volumes"]}
-    assert volumes["db-secrets"]["secret"]["secretName"] == secret["metadata"]["name"]
+    files = mounted_files(stem)
+    for name in [n for n in env if n.endswith("_PASSWORD_FILE")]:
+        assert env[name] in files, f"{stem}: {name} points to a file no Secret provides"
+        secret, key = files[env[name]]
+        assert key in secrets()[secret]
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
-def test_migrate_verifies_the_server_with_a_mounted_ca(kind: str) -> None:
+def test_only_the_bootstrap_job_sees_the_superuser_password() -> None:
+    for stem in RUNNERS:
+        env = env_of(stem)
+        admin = {secret for secret, _ in mounted_files(stem).values()} & {"auth-service-db-admin"}
+        if stem == "bootstrap-job":
+            assert env["DB_ADMIN_USER"] and env["DB_ADMIN_PASSWORD_FILE"]
+            assert admin
+            assert "--init-only" in migrate_container(stem)["args"]
+        else:
+            assert "DB_ADMIN_USER" not in env and "DB_ADMIN_PASSWORD_FILE" not in env, stem
+            assert not admin, f"{stem} mounts the superuser's Secret"
+            # The owner's password only: not even the application's (bootstrap sets that).
+            assert sorted(key for _, key in mounted_files(stem).values()) == ["db-password"], stem
+
+
+def test_the_superuser_password_has_a_secret_of_its_own() -> None:
+    keys = secrets()
+    assert "postgres-password" in keys["auth-service-db-admin"]
+    assert "postgres-password" not in keys["auth-service-db"]
+
+
+def test_role_passwords_are_set_deliberately() -> None:
+    assert env_of("bootstrap-job")["ROLE_PASSWORDS"] in {"always", "on-create"}
+    assert (
+        "ROLE_PASSWORDS" in (KUBERNETES / "bootstrap-job.yaml").read_text().split("apiVersion")[0]
+    )
+
+
+@pytest.mark.parametrize("stem", RUNNERS)
+def test_migrate_verifies_the_server_with_a_mounted_ca(stem: str) -> None:
     """verify-full, and DB_SSLROOTCERT is a file of a mounted ConfigMap/Secret that exists."""
-    container = migrate_container(kind)
-    env = {item["name"]: item.get("value") for item in container["env"]}
+    container = migrate_container(stem)
+    env = env_of(stem)
     assert env["DB_SSLMODE"] == "verify-full"
     ca_path = Path(env["DB_SSLROOTCERT"])
     (mount,) = [m for m in container["volumeMounts"] if ca_path.parent == Path(m["mountPath"])]
-    volumes = {v["name"]: v for v in pod_specs()[kind]["volumes"]}
+    volumes = {v["name"]: v for v in pod_spec(stem)["volumes"]}
     source = volumes[mount["name"]].get("configMap") or volumes[mount["name"]]["secret"]
     (item,) = [i for i in source["items"] if i["path"] == ca_path.name]
     name = source.get("name") or source.get("secretName")
@@ -129,19 +195,57 @@ def test_migrate_verifies_the_server_with_a_mounted_ca(kind: str) -> None:
 
 
 def test_the_deployment_runs_migrate_before_the_application() -> None:
-    spec = pod_specs()["Deployment"]
+    spec = pod_spec("deployment")
     assert [c["name"] for c in spec["initContainers"]] == ["migrate"]
     assert "migrate" not in [c["name"] for c in spec["containers"]]
+    assert migrate_container("deployment")["args"] == ["migrate"]
 
 
-def test_the_job_fails_fast_on_errors_retrying_cannot_fix() -> None:
-    (job,) = load_all(KUBERNETES / "job.yaml")
+def test_the_deployment_documents_the_wait_pattern() -> None:
+    text = (KUBERNETES / "deployment.yaml").read_text()
+    assert 'args: ["wait", "--timeout", ' in text
+    timeout = text.split('args: ["wait", "--timeout", "')[1].split('"')[0]
+    assert seconds(timeout) <= manifest("deployment")["spec"]["progressDeadlineSeconds"]
+
+
+def test_the_rollout_never_lowers_capacity() -> None:
+    spec = manifest("deployment")["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec["strategy"]["rollingUpdate"]["maxSurge"] not in (0, "0%")
+    # A new pod may wait for the server and then for the lock before it migrates.
+    assert spec["progressDeadlineSeconds"] > runner_budget("deployment")
+
+
+@pytest.mark.parametrize("stem", ["job", "bootstrap-job"])
+def test_a_job_per_release_with_a_deadline_that_fits_its_retries(stem: str) -> None:
+    job = manifest(stem)
+    tag = migrate_container(stem)["image"].rsplit(":", 1)[1]
+    assert job["metadata"]["name"].endswith("-" + tag.replace(".", "-")), "one Job per release"
+    assert job["metadata"]["labels"]["app.kubernetes.io/version"] == tag
+    attempts = job["spec"]["backoffLimit"] + 1
+    assert job["spec"]["activeDeadlineSeconds"] >= attempts * runner_budget(stem)
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     rules = job["spec"]["podFailurePolicy"]["rules"]
     fail_codes = {code for rule in rules if rule["action"] == "FailJob"
                   for code in rule["onExitCodes"]["values"]}  # fmt: skip
-    assert {64, 65, 77, 78} <= fail_codes
+    assert {64, 65, 77, 78, 137} <= fail_codes  # 137: out of memory, the retry would be too
     assert not {69, 75} & fail_codes  # unreachable / lock timeout: worth a retry
+    # An evicted pod (137 too) is ignored: that rule must come first, the first match wins.
+    assert rules[0]["action"] == "Ignore"
+    assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget"}]
+    (rule,) = [r for r in rules if r["action"] == "FailJob"]
+    assert rule["onExitCodes"]["containerName"] == RUNNERS[stem]
+
+
+@pytest.mark.parametrize("stem", ["job", "bootstrap-job"])
+def test_the_documented_job_wait_ends_on_failure_too(stem: str) -> None:
+    """The header's wait command is the script that returns on Complete and on Failed."""
+    text = (KUBERNETES / f"{stem}.yaml").read_text()
+    command = f"scripts/wait-for-job.sh {manifest(stem)['metadata']['name']} "
+    assert command in text
+    script = (REPO / "scripts" / "wait-for-job.sh").read_text()
+    assert '*" Complete "*)' in script and '*" Failed "*)' in script
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
@@ -166,6 +270,14 @@ def test_the_dockerfile_keeps_its_contract() -> None:
     for needle in ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "MIGRATIONS_DIR=/migrations",
                    "COPY migrations/ /migrations/", "org.opencontainers.image.title"):  # fmt: skip
         assert needle in text
+    # Labels that point somewhere must be absolute URLs; the revision reaches --version.
+    assert 'org.opencontainers.image.source="${SOURCE}"' in text
+    assert 'org.opencontainers.image.documentation="${DOCUMENTATION}"' in text
+    args = {line.split()[1].split("=")[0]: line.split("=", 1)[1] for line in lines
+            if line.startswith("ARG ") and "=" in line}  # fmt: skip
+    assert args["SOURCE"].startswith("https://")
+    assert args["DOCUMENTATION"].startswith(("https://", "${SOURCE}/"))
+    assert "MIGRATOR_REVISION=${REVISION}" in text
 
 
 def test_dockerignore_keeps_tests_caches_and_git_out() -> None:
@@ -258,3 +370,32 @@ def test_production_override_verifies_tls_with_a_mounted_ca() -> None:
     # Whether compose merges the lists or the override replaces them, the passwords stay.
     assert set(compose()["services"]["migrate"]["secrets"]) <= set(migrate["secrets"])
     assert "postgres_password" in postgres["secrets"]
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def bytes_of(quantity: str) -> int:
+    units = {"Mi": 1024**2, "Gi": 1024**3, "m": 1024**2, "g": 1024**3, "M": 1000**2}
+    number = quantity.rstrip("MmGgi")
+    return int(float(number) * units[quantity[len(number) :]])
+
+
+def documented_peak() -> int:
+    """The README's measured peak of the 50 MB data migration, in bytes."""
+    import re
+
+    match = re.search(r"peak\s+RSS\s+(\d+)\s+MB", (REPO / "README.md").read_text())
+    assert match, "README no longer states the measured peak"
+    return int(match[1]) * 1000**2
+
+
+@pytest.mark.parametrize("stem", ["deployment", "job"])  # bootstrap runs 000 only: small
+def test_the_runner_s_memory_limit_fits_the_documented_peak(stem: str) -> None:
+    limit = bytes_of(migrate_container(stem)["resources"]["limits"]["memory"])
+    assert limit > documented_peak()
+
+
+def test_the_production_override_s_limit_fits_the_documented_peak() -> None:
+    prod = yaml.safe_load((REPO / "compose" / "docker-compose.prod.yml").read_text())
+    assert bytes_of(prod["services"]["migrate"]["mem_limit"]) > documented_peak()

@@ -181,3 +181,41 @@ def test_bootstrap_is_never_pending_in_the_migration_plan(folder: Path) -> None:
     found = files(folder, **{"000_init_database": "SELECT 0;", "001_a": "SELECT 1;"})
     assert pending(found, {}) == ["001_a"]
     assert pending(found, applied(found, "001_a")) == []
+
+
+# --- an older image on a newer database (FUTURE_MIGRATIONS) ----------------------------------
+
+
+def test_versions_above_the_newest_file_are_tolerated_and_listed(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {**applied(found, "001_a", "002_b"), "003_c": row("003_c", "3" * 64),
+               "004_d": row("004_d", "4" * 64)}  # fmt: skip
+    plan = make_plan(found, history, tolerate_future=True)
+    assert plan.future == ("003_c", "004_d")
+    assert plan.pending == ()
+    assert [m.version for m in plan.applied] == ["001_a", "002_b"]
+
+
+def test_future_versions_fail_when_not_tolerated(folder: Path) -> None:
+    """FUTURE_MIGRATIONS=fail: today's strictness, the message names the version."""
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    history = {**applied(found, "001_a"), "002_c": row("002_c", "2" * 64)}
+    message = mismatch(found, history, tolerate_future=False)
+    assert "002_c" in message and "is gone" in message
+
+
+def test_a_missing_file_in_the_middle_stays_an_error(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "003_c": "SELECT 3;"})
+    history = {**applied(found, "001_a", "003_c"), "002_b": row("002_b", "2" * 64)}
+    message = mismatch(found, history, tolerate_future=True)
+    assert "002_b" in message and "is gone" in message
+
+
+def test_a_pending_file_of_the_older_image_is_still_applied(folder: Path) -> None:
+    """A file of the image not applied yet stays pending: versions without a file are left out
+    of the out-of-order check, which compares with the image's own applied files."""
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {**applied(found, "001_a"), "003_c": row("003_c", "3" * 64)}
+    plan = make_plan(found, history, tolerate_future=True)
+    assert [m.version for m in plan.pending] == ["002_b"]
+    assert plan.future == ("003_c",)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from migrator.migrations import MigrationSet
-from migrator.status import problems, status_rows
+from migrator.status import future_rows, problems, status_document, status_rows
 from tests.conftest import applied_row, write_migration_set
 
 APPLIED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
@@ -47,7 +47,8 @@ def test_every_state(folder: Path) -> None:
         "001_applied": row("001_applied", by_version["001_applied"].checksum),
         "002_changed": row("002_changed", "c" * 64),
         "003_by_hand": row("003_by_hand", "checksum_here"),
-        "005_missing": row("005_missing", "d" * 64),
+        "001_missing": row("001_missing", "d" * 64),  # between files: lost
+        "005_future": row("005_future", "e" * 64),  # above every file: a newer release
     }
     rows = status_rows(found, history)
     assert [r["version"] for r in rows] == [
@@ -56,7 +57,8 @@ def test_every_state(folder: Path) -> None:
         "002_changed",
         "003_by_hand",
         "004_pending",
-        "005_missing",
+        "001_missing",
+        "005_future",
     ]
     assert states(rows) == {
         "000_init_database": "applied",
@@ -64,13 +66,17 @@ def test_every_state(folder: Path) -> None:
         "002_changed": "changed",
         "003_by_hand": "applied-unverified",
         "004_pending": "pending",
-        "005_missing": "missing",
+        "001_missing": "missing",
+        "005_future": "future",
     }
     assert [(r["version"], r["state"]) for r in problems(rows)] == [
         ("002_changed", "changed"),
         ("004_pending", "pending"),
-        ("005_missing", "missing"),
+        ("001_missing", "missing"),
     ]
+    strict = problems(rows, tolerate_future=False)
+    assert [r["version"] for r in strict] == ["002_changed", "004_pending", "001_missing",
+                                              "005_future"]  # fmt: skip
 
 
 def test_row_fields(folder: Path) -> None:
@@ -128,3 +134,28 @@ def test_only_a_missing_row(folder: Path) -> None:
     assert states(rows) == {"001_gone": "missing"}
     assert rows[0]["checksum"] is None
     assert len(problems(rows)) == 1
+
+
+def test_future_rows_are_listed_and_the_document_says_up_to_date(folder: Path) -> None:
+    """An older image on a newer database: up to date, the newer versions named."""
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {m.version: row(m.version, m.checksum) for m in found.versioned}
+    history |= {"003_c": row("003_c", "c" * 64), "010_d": row("010_d", "d" * 64)}
+    rows = status_rows(found, history)
+    assert future_rows(rows) == ["003_c", "010_d"]
+    document = status_document(rows, "auth_service", True, {"version": "0.1.0"})
+    assert document["up_to_date"] is True
+    assert document["future"] == ["003_c", "010_d"]
+    assert document["pending"] == []
+    json.dumps(document)
+    strict = status_document(rows, "auth_service", False, {"version": "0.1.0"})
+    assert strict["up_to_date"] is False
+    assert [p["version"] for p in strict["problems"]] == ["003_c", "010_d"]
+
+
+def test_a_future_row_needs_a_numbered_name(folder: Path) -> None:
+    """Another tool's version without <number>_ cannot be ordered: it stays missing."""
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    history = {"001_a": row("001_a", found.by_version()["001_a"].checksum),
+               "add_users": row("add_users", "a" * 64)}  # fmt: skip
+    assert states(status_rows(found, history))["add_users"] == "missing"
