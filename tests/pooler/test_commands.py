@@ -27,7 +27,7 @@ SHOW_SETTINGS = "SELECT " + ", ".join(f"current_setting('{name}')" for name in S
 
 
 def test_status_dry_run_and_healthcheck_work_through_the_pooler(
-    pooled, database, run_runner, run_healthcheck, migrations
+    pooled, database, run_runner, run_status_json, run_healthcheck, migrations
 ):
     migrations.add(FILES)
     env = pooled.env(database, MIGRATIONS_DIR=str(migrations.path))
@@ -38,9 +38,9 @@ def test_status_dry_run_and_healthcheck_work_through_the_pooler(
     assert unhealthy.returncode == 1 and "3 migration(s) not up to date" in unhealthy.stdout
 
     assert run_runner(env=env).returncode == 0
-    status = run_runner("status", "--json", env=env)
+    status, document = run_status_json(env=env)
     assert status.returncode == 0, status
-    assert status.events_named("status")[0]["up_to_date"] is True
+    assert document["up_to_date"] is True
     healthy = run_healthcheck(env=env)
     assert healthy.returncode == 0, healthy
     assert healthy.stdout.startswith("ok: 3 migrations applied")
