@@ -203,22 +203,23 @@ def test_role_passwords_on_create_leaves_an_existing_password(
     owner, app = f"owner_{suffix}", f"app_{suffix}"
     first, second = f"first-Pa55word-{suffix}", f"second-Pa55word-{suffix}"
 
-    def bootstrap(password: str, **extra: str) -> RunResult:
+    def bootstrap(owner_password: str, app_password: str, **extra: str) -> RunResult:
         env = unborn_database.env(
-            DB_USER=owner, DB_PASSWORD=password, APP_DB_USER=app, APP_DB_PASSWORD=password,
-            DB_ADMIN_USER="postgres", DB_ADMIN_PASSWORD=pg_server.password,
-            MIGRATIONS_DIR=str(migrations.path), **extra,
+            DB_USER=owner, DB_PASSWORD=owner_password, APP_DB_USER=app,
+            APP_DB_PASSWORD=app_password, DB_ADMIN_USER="postgres",
+            DB_ADMIN_PASSWORD=pg_server.password, MIGRATIONS_DIR=str(migrations.path), **extra,
         )  # fmt: skip
         result: RunResult = run_runner("--init-only", env=env)
         assert result.returncode == 0, result
         return result
 
-    created = bootstrap(first, ROLE_PASSWORDS="on-create")
+    # The owner's password stays the same: bootstrap records 000 over the owner's own login.
+    created = bootstrap(first, first, ROLE_PASSWORDS="on-create")
     assert {e["role"] for e in created.events_named("role_password_set")} == {owner, app}
-    kept = bootstrap(second, ROLE_PASSWORDS="on-create")
+    kept = bootstrap(first, second, ROLE_PASSWORDS="on-create")
     assert {e["role"] for e in kept.events_named("role_password_kept")} == {owner, app}
     assert not kept.events_named("role_password_set")
     assert can_log_in(unborn_database, app, first)
     assert not can_log_in(unborn_database, app, second)
-    bootstrap(second)  # the default, always: the Secret is the truth
+    bootstrap(first, second)  # the default, always: the Secret is the truth
     assert can_log_in(unborn_database, app, second)
