@@ -25,7 +25,7 @@ import tenacity
 from psycopg import errors as pg_errors
 from psycopg import generators, pq
 
-from migrator import history
+from migrator import history, statistics
 from migrator.config import Config
 from migrator.errors import ConnectionLostError, MigrationFailedError
 from migrator.lock import LockGuard
@@ -164,6 +164,7 @@ class Applier:
         )
         start = time.monotonic()
         held: dict[str, Any] = {}
+        stale: list[statistics.StaleRelation] = []
         with self._watched(migration), self._loss_explained(migration):
             if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
@@ -176,10 +177,12 @@ class Applier:
 
                 self._retrying(migration, send)
                 held = _locks_held(results, envelope)
+                stale = statistics.stale_relations(results, envelope.after)
             else:
                 self._retrying(migration, lambda: self._in_transaction(migration, record, start))
         elapsed_ms = _ms_since(start)
         log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms, **held)
+        statistics.refresh(self.conn, self.config, migration.version, stale)  # committed: ANALYZE
         return elapsed_ms
 
     def apply_in_one_transaction(self, migrations: Sequence[Migration]) -> dict[str, int]:
@@ -223,8 +226,9 @@ class Applier:
 
     def _transaction(self, migration: Migration) -> Envelope:
         """BEGIN, the timeouts, (the file,) its history row, COMMIT: one round trip."""
-        after = (LOCKS_HELD, *self._guarded(), self._history_row(migration), "COMMIT")
-        return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID), after=after)
+        remember, measure = statistics.envelope_statements(self.config)
+        after = (LOCKS_HELD, *measure, *self._guarded(), self._history_row(migration), "COMMIT")
+        return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID, *remember), after=after)
 
     def _begin(self) -> tuple[str, ...]:
         return ("BEGIN", *self._timeouts("SET LOCAL"))

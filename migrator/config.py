@@ -179,6 +179,8 @@ class Config:
     shadow_url: str | None = field(default=None, repr=False)
     lint_min_rows: int | None = None
     lint_before_apply: bool = False
+    # ANALYZE what a transactional file rewrote or filled, after it (migrator/statistics.py).
+    analyze_after_migrate: bool = True
 
     @property
     def bootstrap_enabled(self) -> bool:
@@ -461,6 +463,7 @@ def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any
         "shadow_url": shadow_url,
         "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
         "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
+        "analyze_after_migrate": reader.boolean("ANALYZE_AFTER_MIGRATE", default=True),
     }
 
 
@@ -530,8 +533,10 @@ class _Settings:
     def optional_text(self, name: str) -> str | None:
         return self.environ.get(name) or None
 
-    def boolean(self, name: str) -> bool:
+    def boolean(self, name: str, default: bool = False) -> bool:
         value = self.environ.get(name, "").strip().lower()
+        if not value:
+            return default
         if value in TRUE_WORDS:
             return True
         if value in FALSE_WORDS:

@@ -1,0 +1,153 @@
+"""Fresh planner statistics after a release: ANALYZE what a transactional file rewrote or filled.
+
+A column whose type changed has no statistics until autovacuum analyzes its table, and a table
+filled by a data migration is planned from stale counts. PostgreSQL says, inside the file's
+transaction, what the file did: each relation's row counts (``pg_stat_xact_user_tables``, live
+for the current transaction) and whether its storage was replaced (``relfilenode`` changed).
+Two statements travel in the file's round trip (no extra one); the ANALYZE runs afterwards,
+outside the file's transaction, once its history row is committed.
+
+>>> before, after = envelope_statements(config)   # empty when ANALYZE_AFTER_MIGRATE=false
+>>> stale = stale_relations(results, after)        # from the file's round trip
+>>> refresh(conn, config, "042_backfill", stale)   # statistics_refreshed, one per relation
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+from migrator.config import Config
+from migrator.logs import get_logger
+from migrator.wait import session_lost
+
+log = get_logger("statistics")
+
+# A relation is analyzed when the file changed (inserted, updated or deleted) more rows than
+# ANALYZE_ROWS, or more than ANALYZE_SHARE of the rows it had before the file (pg_class.reltuples)
+# and more than ANALYZE_MIN_ROWS: below that the planner's estimates from the table's size hold,
+# and autovacuum (50 rows + 10%) catches up within a minute.
+ANALYZE_ROWS = 5_000
+ANALYZE_SHARE = 0.1
+ANALYZE_MIN_ROWS = 1_000
+# User relations with storage and statistics (tables, materialized views); temporary ones are
+# gone after the file.
+ANALYZED_KINDS = "c.relkind IN ('r', 'm') AND c.relpersistence <> 't' AND c.oid >= 16384"
+
+# At BEGIN: each user relation's storage (relfilenode), to see which the file replaced.
+REMEMBER_STORAGE = (
+    "SELECT set_config('migrator.relfilenodes', coalesce((SELECT json_object_agg(c.oid, "
+    f"c.relfilenode) FROM pg_class c WHERE {ANALYZED_KINDS}), '{{}}')::text, true)"
+)
+# Before COMMIT: the relations rewritten (existed at BEGIN, storage replaced) or whose rows the
+# file changed past the thresholds, with their names after the file (a rename is followed).
+STALE_RELATIONS = (
+    "SELECT json_agg(json_build_array(c.nspname, c.relname, c.rewritten, c.changed))::text "
+    "FROM (SELECT n.nspname, c.relname, "
+    "coalesce(b.value::oid <> c.relfilenode, false) AS rewritten, "
+    "coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0) AS changed, "
+    "greatest(c.reltuples, 0) AS reltuples "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN json_each_text(current_setting('migrator.relfilenodes')::json) b "
+    "ON b.key::oid = c.oid "
+    "LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid "
+    f"WHERE {ANALYZED_KINDS}) c "
+    f"WHERE c.rewritten OR c.changed > {ANALYZE_ROWS} "
+    f"OR (c.changed > {ANALYZE_MIN_ROWS} AND c.changed > {ANALYZE_SHARE} * c.reltuples)"
+)
+
+REWRITTEN = "rewritten"
+ROWS_CHANGED = "rows changed"
+NOT_REFRESHED = "statistics_not_refreshed"
+AUTOVACUUM_WILL = "the file is applied; autovacuum analyzes the relation later"
+
+
+@dataclass(frozen=True)
+class StaleRelation:
+    """A relation the file rewrote or whose rows it changed past the thresholds."""
+
+    schema: str
+    name: str
+    rewritten: bool
+    rows_changed: int
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def reason(self) -> str:
+        return REWRITTEN if self.rewritten else ROWS_CHANGED
+
+
+def envelope_statements(config: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(after BEGIN, before COMMIT): the statements a transactional file's round trip carries.
+
+    >>> envelope_statements(Config(analyze_after_migrate=False))
+    ((), ())
+    """
+    if not config.analyze_after_migrate:
+        return (), ()
+    return (REMEMBER_STORAGE,), (STALE_RELATIONS,)
+
+
+def stale_relations(
+    results: Sequence[pq.abc.PGresult], after: Sequence[str]
+) -> list[StaleRelation]:
+    """The relations STALE_RELATIONS found, from the round trip's ``results`` (counted from the
+    end: ``after`` is the tail of statements sent after the file)."""
+    if STALE_RELATIONS not in after:
+        return []
+    found = results[list(after).index(STALE_RELATIONS) - len(after)].get_value(0, 0)
+    return [
+        StaleRelation(schema, name, rewritten, int(changed))
+        for schema, name, rewritten, changed in json.loads(found or b"[]")
+    ]
+
+
+def refresh(
+    conn: psycopg.Connection[Any], config: Config, version: str, stale: Sequence[StaleRelation]
+) -> None:
+    """ANALYZE each of ``stale`` in its own short transaction, under the run's DDL lock timeout.
+
+    ANALYZE takes SHARE UPDATE EXCLUSIVE (it blocks neither reads nor writes, but waits behind
+    DDL and a running VACUUM): a failure is a warning, the file stays applied.
+    """
+    for relation in stale:
+        start = time.monotonic()
+        try:
+            _analyze(conn, config, relation)
+        except psycopg.Error as error:
+            if not error.sqlstate or session_lost(error, conn):
+                raise  # the connection, not ANALYZE: the run's usual handling
+            log.warning(
+                NOT_REFRESHED,
+                version=version,
+                relation=relation.qualified,
+                reason=relation.reason,
+                sqlstate=error.sqlstate,
+                server_message=error.diag.message_primary,
+                outcome=AUTOVACUUM_WILL,
+            )
+            continue
+        log.info(
+            "statistics_refreshed",
+            version=version,
+            relation=relation.qualified,
+            reason=relation.reason,
+            rows_changed=relation.rows_changed,
+            duration_ms=round((time.monotonic() - start) * 1000),
+        )
+
+
+def _analyze(conn: psycopg.Connection[Any], config: Config, relation: StaleRelation) -> None:
+    with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{round(config.ddl_lock_timeout * 1000)}ms'")
+        conn.execute(f"SET LOCAL statement_timeout = '{round(config.statement_timeout * 1000)}ms'")
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(relation.schema, relation.name)))
