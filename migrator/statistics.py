@@ -48,7 +48,8 @@ REMEMBER_STORAGE = (
 # Before COMMIT: the relations rewritten (existed at BEGIN, storage replaced) or whose rows the
 # file changed past the thresholds, with their names after the file (a rename is followed).
 STALE_RELATIONS = (
-    "SELECT json_agg(json_build_array(c.nspname, c.relname, c.rewritten, c.changed))::text "
+    "SELECT json_agg(json_build_array(c.nspname, c.relname, c.rewritten, c.changed) "
+    "ORDER BY c.nspname, c.relname)::text "
     "FROM (SELECT n.nspname, c.relname, "
     "coalesce(b.value::oid <> c.relfilenode, false) AS rewritten, "
     "coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0) AS changed, "

@@ -41,15 +41,19 @@ def test_a_data_migration_of_10000_rows_is_analyzed(
     migrations.add({"001_tokens.sql": TOKENS})
     first = migrate(run_runner, database, migrations)
     assert first.events_named("statistics_refreshed") == []  # an empty new table: nothing to do
-    migrations.add({"002_fill.sql": FILL.format(first=1, last=10_000)})
+    created = "CREATE TABLE scopes WITH (autovacuum_enabled = false) AS SELECT * FROM tokens;\n"
+    migrations.add({"002_fill.sql": FILL.format(first=1, last=10_000) + created})
     result = migrate(run_runner, database, migrations)
-    [event] = result.events_named("statistics_refreshed")
+    [new_table, event] = result.events_named("statistics_refreshed")  # by name
     assert (event["version"], event["relation"], event["reason"]) == (
         "002_fill",
         "public.tokens",
         "rows changed",
     )
     assert event["rows_changed"] == 10_000
+    # A table the file created and filled counts too.
+    assert (new_table["relation"], new_table["rows_changed"]) == ("public.scopes", 10_000)
+    assert analyzed(database, "scopes") == (1, 10_000.0)
     assert event["duration_ms"] >= 0
     names = [e["event"] for e in result.events]
     assert names.index("statistics_refreshed") > names.index("migration_applied")
