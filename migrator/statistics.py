@@ -2,8 +2,9 @@
 
 A column whose type changed has no statistics until autovacuum analyzes its table, and a table
 filled by a data migration is planned from stale counts. PostgreSQL says, inside the file's
-transaction, what the file did: each relation's row counts (``pg_stat_xact_user_tables``, live
-for the current transaction) and whether its storage was replaced (``relfilenode`` changed).
+transaction, what the file did: each relation's row counts (the counters behind
+``pg_stat_xact_user_tables``, live for the current transaction) and whether its storage was
+replaced (``relfilenode`` changed).
 Two statements travel in the file's round trip (no extra one); the ANALYZE runs afterwards,
 outside the file's transaction, once its history row is committed.
 
@@ -39,28 +40,40 @@ ANALYZE_MIN_ROWS = 1_000
 # User relations with storage and statistics (tables, materialized views); temporary ones are
 # gone after the file.
 ANALYZED_KINDS = "c.relkind IN ('r', 'm') AND c.relpersistence <> 't' AND c.oid >= 16384"
-
-# At BEGIN: each user relation's storage (relfilenode), to see which the file replaced.
-REMEMBER_STORAGE = (
-    "SELECT set_config('migrator.relfilenodes', coalesce((SELECT json_object_agg(c.oid, "
-    f"c.relfilenode) FROM pg_class c WHERE {ANALYZED_KINDS}), '{{}}')::text, true)"
+# Locks a file takes on what it writes or rewrites (ROW EXCLUSIVE and stronger).
+WRITE_LOCKS = (
+    "'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', "
+    "'ExclusiveLock', 'AccessExclusiveLock'"
 )
-# Before COMMIT: the relations rewritten (existed at BEGIN, storage replaced) or whose rows the
-# file changed past the thresholds, with their names after the file (a rename is followed).
+
+# At BEGIN: the newest oid or relfilenode in pg_class (index lookups, no scan). A relation's
+# new storage (relfilenode) and a new relation's oid both come from the server's oid counter,
+# so after BEGIN they are above it: a relation at or below it existed before the file, and one
+# whose relfilenode is now above it was rewritten. (After the cluster's oid counter wraps
+# around, past 4 billion, a rewrite may be missed; autovacuum still analyzes.)
+REMEMBER_STORAGE = (
+    "SELECT set_config('migrator.storage_before', (SELECT greatest(max(oid), (SELECT "
+    "max((SELECT max(relfilenode) FROM pg_class WHERE reltablespace = t.oid)) FROM "
+    "(SELECT 0::oid AS oid UNION ALL SELECT oid FROM pg_tablespace) t)) FROM pg_class)::text, "
+    "true)"
+)
+# Before COMMIT: of the relations the file wrote to (its backend's locks, so no scan of every
+# table), those it rewrote or whose rows it changed past the thresholds, from the live
+# counters of its own transaction; their names are the names after the file.
 STALE_RELATIONS = (
-    "SELECT json_agg(json_build_array(c.nspname, c.relname, c.rewritten, c.changed) "
-    "ORDER BY c.nspname, c.relname)::text "
-    "FROM (SELECT n.nspname, c.relname, "
-    "coalesce(b.value::oid <> c.relfilenode, false) AS rewritten, "
-    "coalesce(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0) AS changed, "
+    "SELECT json_agg(json_build_array(nspname, relname, rewritten, changed) "
+    "ORDER BY nspname, relname)::text FROM (SELECT n.nspname, c.relname, "
+    "c.oid <= current_setting('migrator.storage_before')::oid "
+    "AND c.relfilenode > current_setting('migrator.storage_before')::oid AS rewritten, "
+    "pg_stat_get_xact_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_updated(c.oid) "
+    "+ pg_stat_get_xact_tuples_deleted(c.oid) AS changed, "
     "greatest(c.reltuples, 0) AS reltuples "
-    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "LEFT JOIN json_each_text(current_setting('migrator.relfilenodes')::json) b "
-    "ON b.key::oid = c.oid "
-    "LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid "
-    f"WHERE {ANALYZED_KINDS}) c "
-    f"WHERE c.rewritten OR c.changed > {ANALYZE_ROWS} "
-    f"OR (c.changed > {ANALYZE_MIN_ROWS} AND c.changed > {ANALYZE_SHARE} * c.reltuples)"
+    "FROM (SELECT DISTINCT relation FROM pg_locks WHERE pid = pg_backend_pid() "
+    f"AND locktype = 'relation' AND granted AND mode IN ({WRITE_LOCKS})) l "
+    "JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE {ANALYZED_KINDS}) measured "
+    f"WHERE rewritten OR changed > {ANALYZE_ROWS} "
+    f"OR (changed > {ANALYZE_MIN_ROWS} AND changed > {ANALYZE_SHARE} * reltuples)"
 )
 
 REWRITTEN = "rewritten"
