@@ -348,6 +348,7 @@ def load_config(
         ddl_lock_retries=reader.count("DDL_LOCK_RETRIES", DEFAULT_DDL_LOCK_RETRIES),
         statement_timeout=reader.duration("STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
         progress_interval=reader.duration("PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
+        analyze_after_migrate=reader.boolean("ANALYZE_AFTER_MIGRATE", default=True),
         log_format=_one_of(
             "--log-format" if args.log_format else "LOG_FORMAT", log_format.lower(), LOG_FORMATS
         ),
@@ -463,7 +464,6 @@ def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any
         "shadow_url": shadow_url,
         "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
         "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
-        "analyze_after_migrate": reader.boolean("ANALYZE_AFTER_MIGRATE", default=True),
     }
 
 
