@@ -129,3 +129,26 @@ def test_analyze_blocked_by_a_lock_is_a_warning(
     assert database.scalar("SELECT count(*) FROM tokens") == 10_000
     assert database.scalar("SELECT count(*) FROM schema_migrations") == 2
     assert analyzed(database)[0] == 0
+
+
+def test_a_refreshed_view_and_a_renamed_table_are_analyzed_under_their_new_names(
+    database: Database, migrations: MigrationsFolder, run_runner: Any
+) -> None:
+    view = "CREATE MATERIALIZED VIEW counts AS SELECT n, count(*) FROM tokens GROUP BY n;\n"
+    migrations.add({"001_tokens.sql": TOKENS + view})
+    migrate(run_runner, database, migrations)
+    migrations.add(
+        {
+            "002_refresh.sql": FILL.format(first=1, last=6_000)
+            + "REFRESH MATERIALIZED VIEW counts;\n"
+            + "ALTER TABLE tokens RENAME TO api_tokens;\n"
+        }
+    )
+    result = migrate(run_runner, database, migrations)
+    refreshed = result.events_named("statistics_refreshed")
+    assert [(e["relation"], e["reason"], e["rows_changed"]) for e in refreshed] == [
+        ("public.api_tokens", "rows changed", 6_000),
+        ("public.counts", "rewritten", 100),  # the refresh inserts its rows anew
+    ]
+    assert analyzed(database, "api_tokens") == (1, 6_000.0)
+    assert analyzed(database, "counts") == (1, 100.0)
