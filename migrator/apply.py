@@ -27,7 +27,7 @@ from psycopg import errors as pg_errors
 from psycopg import generators, pq
 from psycopg.sql import Literal
 
-from migrator import history
+from migrator import history, statistics
 from migrator.config import Config
 from migrator.errors import ConnectionLostError, MigrationFailedError
 from migrator.lock import LockGuard
@@ -234,27 +234,30 @@ class Applier:
         )
         start = time.monotonic()
         held: dict[str, Any] = {}
+        stale: list[statistics.StaleRelation] = []
         self.running_mode = decision.mode
         with self._watched(migration), self._loss_explained(migration):
             if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
             else:
                 try:
-                    held = self._transactional(migration, record, start)
+                    held, stale = self._transactional(migration, record, start)
                 except MigrationFailedError as error:
                     self._out_of_transaction(migration, error)
                     self._statement_by_statement(migration, record, start)
         elapsed_ms = _ms_since(start)
         log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms, **held)
+        statistics.refresh(self.conn, self.config, migration.version, stale)  # committed: ANALYZE
         return elapsed_ms
 
     def _transactional(
         self, migration: Migration, record: Recorder | None, start: float
-    ) -> dict[str, Any]:
-        """Apply a transactional file; returns what migration_applied reports of its locks."""
+    ) -> tuple[dict[str, Any], list[statistics.StaleRelation]]:
+        """Apply a transactional file; returns what migration_applied reports of its locks,
+        and the relations whose statistics it left stale."""
         if record is not None:
             self._retrying(migration, lambda: self._in_transaction(migration, record, start))
-            return {}
+            return {}, []
         envelope = self._transaction(migration)
         send = self._send_read if migration.needs_reading else self._send
         results: list[pq.abc.PGresult] = []
@@ -263,7 +266,7 @@ class Applier:
             results[:] = send(migration, envelope)
 
         self._retrying(migration, attempt)
-        return _locks_held(results, envelope)
+        return _locks_held(results, envelope), statistics.stale_relations(results, envelope.after)
 
     def _out_of_transaction(self, migration: Migration, error: MigrationFailedError) -> None:
         """Re-raise ``error`` unless PostgreSQL runs the file outside a transaction only;
@@ -335,14 +338,16 @@ class Applier:
         return durations
 
     def _transaction(self, migration: Migration) -> Envelope:
+        remember, measure = statistics.envelope_statements(self.config, migration.sql)
         after = (
             LOCKS_HELD,
+            *measure,
             *self._session_reset(),
             *self._guarded(),
             self._history_row(migration),
             "COMMIT",
         )
-        return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID), after=after)
+        return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID, *remember), after=after)
 
     def _session_reset(self) -> tuple[str, ...]:
         """What gives the next file a new connection's session state, then puts back the

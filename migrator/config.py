@@ -192,6 +192,8 @@ class Config:
     shadow_url: str | None = field(default=None, repr=False)
     lint_min_rows: int | None = None
     lint_before_apply: bool = False
+    # ANALYZE what a transactional file rewrote or filled, after it (migrator/statistics.py).
+    analyze_after_migrate: bool = True
     future_migrations: str = DEFAULT_FUTURE_MIGRATIONS
     role_passwords: str = DEFAULT_ROLE_PASSWORDS
     migrations_wait_timeout: float = DEFAULT_MIGRATIONS_WAIT_TIMEOUT
@@ -435,6 +437,7 @@ def load_config(
         ddl_lock_retries=reader.count("DDL_LOCK_RETRIES", DEFAULT_DDL_LOCK_RETRIES),
         statement_timeout=reader.duration("STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
         progress_interval=reader.duration("PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
+        analyze_after_migrate=reader.boolean("ANALYZE_AFTER_MIGRATE", default=True),
         log_format=_one_of(
             "--log-format" if args.log_format else "LOG_FORMAT", log_format.lower(), LOG_FORMATS
         ),
@@ -654,8 +657,10 @@ class _Settings:
     def optional_text(self, name: str) -> str | None:
         return self.environ.get(name) or None
 
-    def boolean(self, name: str) -> bool:
+    def boolean(self, name: str, default: bool = False) -> bool:
         value = self.environ.get(name, "").strip().lower()
+        if not value:
+            return default
         if value in TRUE_WORDS:
             return True
         if value in FALSE_WORDS:

@@ -425,7 +425,15 @@ def test_false_words(value: str) -> None:
     assert load(DRY_RUN=value).dry_run is False
 
 
-@pytest.mark.parametrize("variable", ["DRY_RUN", "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION"])
+@pytest.mark.parametrize(("value", "expected"), [("", True), ("false", False), ("on", True)])
+def test_analyze_after_migrate_defaults_to_true(value: str, expected: bool) -> None:
+    assert load(ANALYZE_AFTER_MIGRATE=value).analyze_after_migrate is expected
+    assert load().analyze_after_migrate is True
+
+
+@pytest.mark.parametrize(
+    "variable", ["DRY_RUN", "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION", "ANALYZE_AFTER_MIGRATE"]
+)
 def test_invalid_boolean_names_the_variable(variable: str) -> None:
     error = config_error(**{variable: "maybe"})
     assert variable in error.message
