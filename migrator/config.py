@@ -301,7 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
 FLAG_HELP = {
     "command": "migrate (default): bootstrap when admin credentials are set, then apply what is "
     "pending; status: applied and pending versions; wait: exit 0 once every file of this "
-    "image is applied (read only, no lock), 75 after --timeout",
+    "image is applied (read only, no lock), 75 after --timeout; lint: what the pending files "
+    "lock, rewrite and scan, measured on a scratch database; adopt: take over another tool's "
+    "history; baseline --version V: record files up to V; rollback --to V | --steps N: run "
+    "down parts",
     "host": "server host (DB_HOST, default localhost)",
     "port": "server port (DB_PORT, default 5432)",
     "dbname": "database to migrate (DB_NAME, default auth_service)",
@@ -323,6 +326,7 @@ HELP_EPILOG = """environment variables (flags win over them):
   DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)
   DB_PASSWORD(_FILE)                the owner's password (a file: Docker/Kubernetes secrets)
   DB_ADMIN_USER DB_ADMIN_PASSWORD(_FILE)  superuser for bootstrap (unset: no bootstrap)
+  DB_ADMIN_HOST DB_ADMIN_PORT       where bootstrap connects (default DB_HOST, DB_PORT)
   APP_DB_USER APP_DB_PASSWORD(_FILE)      the application's role and its password
   ROLE_PASSWORDS                    always (default) | on-create: when bootstrap sets passwords
   DB_SSLMODE DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY DB_SSLCRL DB_CHANNEL_BINDING   TLS
@@ -331,6 +335,8 @@ HELP_EPILOG = """environment variables (flags win over them):
   DB_WAIT_TIMEOUT (60s) MIGRATION_LOCK_TIMEOUT (600s) DDL_LOCK_TIMEOUT (5s)
   DDL_LOCK_RETRIES (5) STATEMENT_TIMEOUT (0: none) PROGRESS_INTERVAL (5s)
   MIGRATIONS_WAIT_TIMEOUT (600s)    the wait command's deadline
+  LINT_SHADOW_URL LINT_MIN_ROWS (10000) LINT_BEFORE_APPLY   the hazard lint
+  ANALYZE_AFTER_MIGRATE (true)      ANALYZE what a file rewrote or filled
   LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)
 
 exit codes:
