@@ -389,11 +389,6 @@ def _word(text: str, token: _Token) -> str:
     return QUOTED  # strings, quoted identifiers, numbers: never a keyword
 
 
-def _words(text: str) -> list[str]:
-    """The statement's tokens, comments dropped, keywords upper-cased, everything else masked."""
-    return [_word(text, token) for token in _significant_tokens(text)]
-
-
 def _starts(words: list[str], *expected: str) -> bool:
     return tuple(words[: len(expected)]) == expected
 

@@ -793,3 +793,97 @@ def test_maintenance_command_usage_errors(argv: tuple[str, ...], expected: str) 
         load(*argv)
     assert caught.value.exit_code == 64
     assert expected in caught.value.message
+
+
+# --- cases mutation testing found unasserted (scripts/mutation.sh) ------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_prompt_names_the_user_and_is_asked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts: list[str] = []
+    monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or "typed-pw-1")
+    monkeypatch.setattr(sys, "stdin", _Terminal())  # interactive unset: the terminal decides
+    config = load_config(["--user", "alice"], {})
+    assert (config.password, prompts) == ("typed-pw-1", ["Password for alice: "])
+
+
+def test_no_prompt_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail("prompted"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    with pytest.raises(ConfigError) as caught:
+        load_config(["--user", "alice"], {})
+    assert caught.value.message == (
+        "no password for alice: set DB_PASSWORD or DB_PASSWORD_FILE "
+        "(no terminal is attached to prompt for it)"
+    )
+
+
+def test_an_empty_answer_to_the_prompt_is_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {}, interactive=True)
+    assert caught.value.message.startswith("no password for auth_service: ")
+
+
+def test_a_typed_placeholder_is_refused_naming_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "changeme")
+    with pytest.raises(ConfigError) as caught:
+        load_config(["--user", "alice"], {}, interactive=True)
+    assert caught.value.message == (
+        "the password typed for alice is a placeholder from an example, not a password: "
+        "generate one, e.g. openssl rand -base64 24"
+    )
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "allow", "prefer", "require", "verify-ca"])
+def test_every_libpq_sslmode_is_accepted(sslmode: str) -> None:
+    config = load(DB_SSLMODE=sslmode)
+    assert (config.sslmode, config.tls_verified) == (sslmode, False)
+    assert config.connect_kwargs()["sslmode"] == sslmode
+
+
+def test_only_verify_full_counts_as_verified() -> None:
+    assert load(DB_SSLMODE="verify-full").tls_verified is True
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_every_log_level_is_accepted(level: str) -> None:
+    assert load(LOG_LEVEL=level).log_level == level
+    assert load("--log-level", level.upper()).log_level == level
+
+
+def test_unknown_log_level_message_lists_the_choices() -> None:
+    assert config_error(LOG_LEVEL="verbose").message == (
+        "LOG_LEVEL must be one of debug, info, warning, error, got 'verbose'"
+    )
+    assert config_error("--log-level", "loud").message == (
+        "--log-level must be one of debug, info, warning, error, got 'loud'"
+    )
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30 s", 30.0), ("250 ms", 0.25), ("1.5h", 5400.0)])
+def test_a_unit_may_follow_a_space(value: str, seconds: float) -> None:
+    assert load(DDL_LOCK_TIMEOUT=value).ddl_lock_timeout == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["s", "ms", ".5", "5.", "5x"])
+def test_a_duration_needs_digits_and_a_known_unit(value: str) -> None:
+    assert config_error(PROGRESS_INTERVAL=value).message == (
+        f"PROGRESS_INTERVAL must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
+    )
+
+
+def test_the_termination_log_defaults_to_kubernetes_path() -> None:
+    assert load().termination_log == Path("/dev/termination-log")
+    assert load(TERMINATION_LOG="msg").termination_log == Path("msg")
+
+
+def test_a_password_file_keeps_a_trailing_space(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("pw-ending-in-space \n")
+    config = load_config([], {"DB_PASSWORD_FILE": str(secret)}, interactive=False)
+    assert config.password == "pw-ending-in-space "

@@ -276,3 +276,13 @@ def test_console_format_redacts_too() -> None:
     text = assert_clean(stream, SECRET, "hidden88")
     assert "Traceback" in text
     assert "RuntimeError: boom" in text
+
+
+def test_a_secret_inside_another_that_sorts_before_it_is_replaced_whole() -> None:
+    # The inner secret sorts after the outer one alphabetically: only longest-first
+    # ordering replaces the outer one before the inner one cuts it in two.
+    inner, outer = "zz-inner-pw", "aa-zz-inner-pw-outer"
+    stream = configured(secrets=(inner, outer))
+    get_logger("x").info("both", a=outer, b=inner)
+    (event,) = json_events(stream)
+    assert (event["a"], event["b"]) == ("***", "***")
