@@ -887,3 +887,249 @@ def test_a_password_file_keeps_a_trailing_space(tmp_path: Path) -> None:
     secret.write_text("pw-ending-in-space \n")
     config = load_config([], {"DB_PASSWORD_FILE": str(secret)}, interactive=False)
     assert config.password == "pw-ending-in-space "
+
+
+def usage_error(*argv: str) -> str:
+    with pytest.raises(UsageError) as caught:
+        load(*argv)
+    assert caught.value.exit_code == EX_USAGE
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus (see --help)"),
+        (["status", "--to", "1"], "--to belongs to the rollback command"),
+        (["migrate", "--version", "1"], "--version belongs to the baseline command"),
+        (["status", "--steps", "1"], "--steps belongs to the rollback command"),
+        (["adopt", "--verify"], "--verify belongs to the baseline command"),
+        (["baseline"], "baseline needs --version V: the newest file the database has"),
+        (["rollback"], "rollback needs one of --to V or --steps N"),
+        (["rollback", "--to", "1", "--steps", "1"], "rollback needs one of --to V or --steps N"),
+        (["rollback", "--steps", "0"], "--steps must be a whole number >= 1, got '0'"),
+        (["rollback", "--steps", "two"], "--steps must be a whole number >= 1, got 'two'"),
+    ],
+)
+def test_command_line_mistakes_are_named_exactly(argv: list[str], message: str) -> None:
+    assert usage_error(*argv) == message
+
+
+def test_each_command_takes_its_own_flags() -> None:
+    assert load("rollback", "--steps", "2").rollback_steps == 2
+    assert load("rollback", "--to", "003_c").target_version == "003_c"
+    config = load("baseline", "--version", "002_b", "--verify")
+    assert (config.command, config.target_version, config.verify) == ("baseline", "002_b", True)
+    assert load("status", "--json").status_json is True
+    assert load().verify is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"DB_PORT": "0"}, "DB_PORT must be a port number from 1 to 65535, got '0'"),
+        ({"DB_PORT": "65536"}, "DB_PORT must be a port number from 1 to 65535, got '65536'"),
+        ({"DRY_RUN": "maybe"}, "DRY_RUN must be true or false, got 'maybe'"),
+        ({"DDL_LOCK_RETRIES": "-1"}, "DDL_LOCK_RETRIES must be a whole number >= 0, got '-1'"),
+        (
+            {"DB_SSLMODE": "sometimes"},
+            "DB_SSLMODE must be one of disable, allow, prefer, require, verify-ca, verify-full, "
+            "got 'sometimes'",
+        ),
+        (
+            {"PGCHANNELBINDING": "always"},
+            "PGCHANNELBINDING must be one of disable, prefer, require, got 'always'",
+        ),
+        (
+            {"DATABASE_URL": "mysql://u:p@h/db"},
+            "DATABASE_URL must start with postgresql:// or postgres://, not mysql://",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://h/db?sslmod=require"},
+            "DATABASE_URL has the parameter sslmod, which libpq does not know: remove it or fix "
+            "its spelling (the parameters are listed in PostgreSQL's libpq documentation)",
+        ),
+        (
+            {"DATABASE_URL": "host=h port=5432 = x"},
+            "DATABASE_URL is not a valid PostgreSQL URL or connection string",
+        ),
+        ({"DB_PASSWORD": "   "}, "DB_PASSWORD holds only whitespace: set a real password"),
+        (
+            {"DB_PASSWORD": "a\rb"},
+            "DB_PASSWORD contains a carriage return inside the password: libpq would cut it "
+            "there or send it as is; write the password on one line (a file's single final "
+            "newline is ignored)",
+        ),
+        (
+            {"DB_PASSWORD": " Changeme "},
+            "DB_PASSWORD is a placeholder from an example, not a password: generate one, e.g. "
+            "openssl rand -base64 24",
+        ),
+        (
+            {"DB_ADMIN_USER": "postgres"},
+            "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE",
+        ),
+    ],
+)
+def test_configuration_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
+    environ.setdefault("DB_PASSWORD", PASSWORD)
+    with pytest.raises(ConfigError) as caught:
+        load_config([], environ, interactive=False)
+    assert caught.value.message == message
+
+
+def test_the_url_flag_is_named_in_its_errors() -> None:
+    assert config_error("--url", "http://h/db").message == (
+        "--url must start with postgresql:// or postgres://, not http://"
+    )
+    assert config_error("--url", "postgresql://h:0/db").message == (
+        "--url must be a port number from 1 to 65535, got '0'"
+    )
+    assert config_error("--url", "postgresql://h/db?sslmode=often").message.startswith(
+        "--url must be one of disable, allow"
+    )
+
+
+def test_both_a_password_and_its_file_are_refused_exactly(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file-pw\n")
+    error = config_error(DB_PASSWORD=PASSWORD, DB_PASSWORD_FILE=str(secret))
+    assert error.message == "set DB_PASSWORD or DB_PASSWORD_FILE, not both"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "does not exist"),
+        (b"\xff\xfe not utf-8", "cannot be read (UnicodeDecodeError)"),
+        ("folder", "cannot be read (IsADirectoryError)"),
+    ],
+)
+def test_password_file_problems_are_named_exactly(
+    tmp_path: Path, content: bytes | str | None, problem: str
+) -> None:
+    path = tmp_path / "secret"
+    if content == "folder":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    error = config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path))
+    assert error.message == f"DB_PASSWORD_FILE points to {path}, which {problem}"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"\n",
+            "DB_PASSWORD_FILE is empty: set the password (a file's single final newline is ignored)",
+        ),
+        (b"a\0b\n", "DB_PASSWORD_FILE contains a NUL byte inside the password"),
+        (b"a\nb\n", "DB_PASSWORD_FILE contains a line break inside the password"),
+    ],
+)
+def test_password_file_contents_are_checked(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    assert config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path)).message.startswith(message)
+
+
+def test_role_passwords_bootstrap_sets_need_16_characters(tmp_path: Path) -> None:
+    admin = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    fifteen, sixteen = "p" * 13 + "-1", "p" * 14 + "-1"
+    assert len(fifteen) == 15
+    config = load(**admin, DB_PASSWORD=sixteen, APP_DB_PASSWORD=sixteen)
+    assert (config.password, config.app_password) == (sixteen, sixteen)
+    assert config_error(**admin, DB_PASSWORD=fifteen).message == (
+        "DB_PASSWORD is shorter than 16 characters: bootstrap sets it on role auth_service; "
+        "generate one, e.g. openssl rand -base64 24"
+    )
+    app_file = tmp_path / "app"
+    app_file.write_text(fifteen)
+    assert config_error(**admin, APP_DB_USER="app", APP_DB_PASSWORD_FILE=str(app_file)).message == (
+        "APP_DB_PASSWORD_FILE is shorter than 16 characters: bootstrap sets it on role app; "
+        "generate one, e.g. openssl rand -base64 24"
+    )
+    assert config_error(**admin, APP_DB_PASSWORD=fifteen).message.startswith(
+        "APP_DB_PASSWORD is shorter than 16 characters: bootstrap sets it on role auth_service_app"
+    )
+
+
+def test_connect_kwargs_as_owner_and_as_superuser() -> None:
+    config = load(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        DB_HOST="db",
+        DB_PORT="6432",
+        DB_NAME="accounts",
+        DB_SSLMODE="require",
+        DB_CHANNEL_BINDING="require",
+    )
+    assert config.connect_kwargs() == {
+        "host": "db",
+        "port": 6432,
+        "dbname": "accounts",
+        "user": "auth_service",
+        "password": PASSWORD,
+        "sslmode": "require",
+        "channel_binding": "require",
+        "application_name": "auth-service-migrator",
+    }
+    admin = config.connect_kwargs(admin=True, dbname="postgres")
+    assert (admin["user"], admin["password"], admin["dbname"]) == (
+        "postgres",
+        ADMIN_PASSWORD,
+        "postgres",
+    )
+    assert config.secrets == (PASSWORD, ADMIN_PASSWORD)
+
+
+def test_url_options_and_their_secrets() -> None:
+    url = (
+        f"postgresql://owner:{PASSWORD}@db/accounts?application_name=deploy"
+        "&sslpassword=key-pass-123&target_session_attrs=read-write"
+    )
+    config = load_config([], {"DATABASE_URL": url}, interactive=False)
+    assert config.libpq_options == (
+        ("sslpassword", "key-pass-123"),
+        ("target_session_attrs", "read-write"),
+    )
+    assert config.application_name == "deploy"
+    assert config.secrets == (PASSWORD, "key-pass-123")
+    kwargs = config.connect_kwargs()
+    assert (kwargs["target_session_attrs"], kwargs["application_name"]) == ("read-write", "deploy")
+
+
+def test_pgpassword_is_the_last_source_before_the_prompt() -> None:
+    assert (
+        load_config([], {"PGPASSWORD": "pg-pass-123"}, interactive=False).password == "pg-pass-123"
+    )
+    config = load_config(
+        [], {"PGPASSWORD": "pg-pass-123", "DB_PASSWORD": PASSWORD}, interactive=False
+    )
+    assert config.password == PASSWORD
+
+
+@pytest.mark.parametrize("parameter", ["sslcert", "sslkey", "sslcrl"])
+def test_only_sslrootcert_may_be_system(parameter: str) -> None:
+    variable = f"DB_{parameter.upper()}"
+    assert config_error(**{variable: "system"}).message == (
+        f"{variable} points to system, which does not exist"
+    )
+
+
+def test_a_certificate_path_that_is_a_folder_is_not_a_file(tmp_path: Path) -> None:
+    assert config_error(DB_SSLROOTCERT=str(tmp_path)).message == (
+        f"DB_SSLROOTCERT points to {tmp_path}, which is not a file"
+    )
+
+
+@pytest.mark.parametrize("word", ["1", "true", "YES", " on "])
+def test_boolean_settings_from_the_environment(word: str) -> None:
+    config = load(DRY_RUN=word, ALLOW_OUT_OF_ORDER=word, SINGLE_TRANSACTION=word)
+    assert (config.dry_run, config.allow_out_of_order, config.single_transaction) == (True,) * 3
+
+
+def test_count_allows_surrounding_spaces() -> None:
+    assert load(DDL_LOCK_RETRIES=" 3 ").ddl_lock_retries == 3
+    assert load(DDL_LOCK_RETRIES="").ddl_lock_retries == 5

@@ -763,3 +763,20 @@ def test_known_directives_in_any_spelling_are_not_refused(header: str) -> None:
 def test_a_block_comment_does_not_end_the_header() -> None:
     sql = "/* why */\n-- migrate:no-transactoin\nSELECT 1;"
     assert unknown_directive(sql) == (2, "-- migrate:no-transactoin")
+
+
+@pytest.mark.parametrize("sql", ["DROP;", "REINDEX (VERBOSE);", "CLUSTER (VERBOSE", "CREATE;"])
+def test_truncated_statements_are_left_to_the_server(sql: str) -> None:
+    # PostgreSQL answers these with a syntax error; deciding the mode must not crash first.
+    expected = "CLUSTER without a table name" if sql.startswith("CLUSTER") else None
+    decision = mode(sql)
+    if expected:
+        assert decision.reason == f"line 1: {expected} cannot run inside a transaction block"
+    else:
+        assert decision == ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
+
+
+def test_a_quoted_index_name_keeps_its_doubled_quotes_as_one() -> None:
+    assert concurrent_index('CREATE INDEX CONCURRENTLY "a""b" ON t (a)') == ConcurrentIndex(
+        'a"b', "t"
+    )
