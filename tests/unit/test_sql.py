@@ -780,3 +780,22 @@ def test_a_quoted_index_name_keeps_its_doubled_quotes_as_one() -> None:
     assert concurrent_index('CREATE INDEX CONCURRENTLY "a""b" ON t (a)') == ConcurrentIndex(
         'a"b', "t"
     )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX CONCURRENTLY",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS",
+        "CREATE INDEX CONCURRENTLY ON app.t USING btree (a)",
+        "CREATE INDEX CONCURRENTLY i ON (a)",
+    ],
+)
+def test_concurrent_index_without_a_name_or_table_is_none(sql: str) -> None:
+    assert concurrent_index(sql) is None
+
+
+def test_concurrent_index_on_a_schema_qualified_quoted_table() -> None:
+    assert concurrent_index('CREATE INDEX CONCURRENTLY i ON "App"."T" (a)') == ConcurrentIndex(
+        "i", '"App"."T"'
+    )
