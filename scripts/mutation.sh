@@ -86,8 +86,16 @@ for module in modules:
         for name, code in codes.items()
         if status_by_exit_code[code] != "skipped"
     }
-if mode == "names":
-    print(" ".join(n for s in statuses.values() for n, st in s.items() if st not in KILLED))
+if mode in ("names", "unchecked"):
+    wanted = {"not checked"} if mode == "unchecked" else None
+    print(
+        " ".join(
+            name
+            for found in statuses.values()
+            for name, status in found.items()
+            if status not in KILLED and (wanted is None or status in wanted)
+        )
+    )
     sys.exit()
 survivors: list[tuple[str, str]] = []
 total_killed = total_counted = 0
@@ -118,23 +126,33 @@ if overall < min_score:
 PYTHON
 }
 
-if $survivors_only; then
-    read -r -a patterns <<<"$(report names 0 "${modules[@]}")"
-else
-    # A fresh copy each time: results cached from other code would be counted as current.
-    rm -rf mutants
-fi
-if [[ ${#patterns[@]} -gt 0 ]]; then
+run_mutmut() {
+    local started log
     started=$(date +%s)
     log=$(mktemp)
-    trap 'rm -f "$log"' EXIT
-    if ! nice -n 19 "$VENV/bin/mutmut" run --max-children "$CHILDREN" "${patterns[@]}" \
-        >"$log" 2>&1; then
+    if ! nice -n 19 "$VENV/bin/mutmut" run --max-children "$CHILDREN" "$@" >"$log" 2>&1; then
         tail -n 40 "$log" >&2
+        rm -f "$log"
         echo "mutmut failed (above: the end of its output)" >&2
         exit 1
     fi
-    echo "mutmut ran ${#patterns[@]} pattern(s) in $(($(date +%s) - started)) s," \
-        "$CHILDREN workers"
+    rm -f "$log"
+    echo "mutmut ran $# name(s) or pattern(s) in $(($(date +%s) - started)) s, $CHILDREN workers"
+}
+
+if $survivors_only; then
+    read -r -a survivors <<<"$(report names 0 "${modules[@]}")"
+    if [[ ${#survivors[@]} -gt 0 ]]; then
+        run_mutmut "${survivors[@]}"
+    fi
+    # Functions changed since the last run have new mutants, not run yet: run those too.
+    read -r -a unchecked <<<"$(report unchecked 0 "${modules[@]}")"
+    if [[ ${#unchecked[@]} -gt 0 ]]; then
+        run_mutmut "${unchecked[@]}"
+    fi
+else
+    # A fresh copy each time: results cached from other code would be counted as current.
+    rm -rf mutants
+    run_mutmut "${patterns[@]}"
 fi
 report score "$MIN_SCORE" "${modules[@]}"

@@ -185,3 +185,8 @@ def test_flyway_failed_row_is_refused_naming_it(
         "stopped there. Undo what of it ran, delete the row (flyway repair), then adopt"
     )
     assert caught.value.fields == {"version": version}
+
+
+def test_a_flyway_table_with_the_runners_column_names_is_still_flyways() -> None:
+    columns = {"installed_rank", "version", "description", "type", "checksum", "success"}
+    assert tool_of("flyway_schema_history", columns | {"applied_at"}) is FLYWAY
