@@ -596,6 +596,12 @@ def test_flyway_names_with_a_version_where_none_belongs_are_refused(
     assert error.message == (
         f"{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
     )
+    assert error.fields == {"file": str(path)}
+
+
+def test_flyway_version_zero_keeps_one_part() -> None:
+    assert flyway_order("0") == flyway_order("0.0") == flyway_order("0_0_0") == (0,)
+    assert flyway_order("1.0.2") == (1, 0, 2)
 
 
 @pytest.mark.parametrize(
