@@ -1133,3 +1133,19 @@ def test_boolean_settings_from_the_environment(word: str) -> None:
 def test_count_allows_surrounding_spaces() -> None:
     assert load(DDL_LOCK_RETRIES=" 3 ").ddl_lock_retries == 3
     assert load(DDL_LOCK_RETRIES="").ddl_lock_retries == 5
+
+
+def test_an_unreadable_password_file_says_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # root reads through chmod 000: the refusal the kernel gives other users is raised here.
+    path = tmp_path / "secret"
+    path.write_text("pw-unreadable-123\n")
+
+    def refuse(self: Path, encoding: str | None = None) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    assert config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path)).message == (
+        f"DB_PASSWORD_FILE points to {path}, which cannot be read (permission denied)"
+    )

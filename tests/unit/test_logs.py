@@ -340,3 +340,14 @@ def test_each_level_shows_itself_and_above(level: str, shown: list[str]) -> None
     log.warning("w")
     log.error("e")
     assert [event["event"] for event in json_events(stream)] == shown
+
+
+def test_a_logger_used_before_reconfiguration_follows_the_new_configuration() -> None:
+    log = get_logger("entrypoint")
+    first = configured(level="info")
+    log.info("one")
+    second = configured(level="warning")
+    log.info("dropped")
+    log.warning("two")
+    assert [event["event"] for event in json_events(first)] == ["one"]
+    assert [event["event"] for event in json_events(second)] == ["two"]
