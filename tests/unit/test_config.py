@@ -1149,3 +1149,61 @@ def test_an_unreadable_password_file_says_permission_denied(
     assert config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path)).message == (
         f"DB_PASSWORD_FILE points to {path}, which cannot be read (permission denied)"
     )
+
+
+def test_every_password_source_is_named_in_its_errors(tmp_path: Path) -> None:
+    admin = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    short = "short-pw-1"
+    url = f"postgresql://owner:{short}@db/accounts"
+    assert config_error(**admin, DATABASE_URL=url).message.startswith(
+        "the password in DATABASE_URL is shorter than 16 characters: bootstrap sets it on role owner"
+    )
+    assert config_error("--url", url, **admin).message.startswith(
+        "the password in --url is shorter than 16 characters"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {**admin, "PGPASSWORD": short}, interactive=False)
+    assert caught.value.message.startswith("PGPASSWORD is shorter than 16 characters")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {"PGPASSWORD": "secret"}, interactive=False)
+    assert caught.value.message.startswith("PGPASSWORD is a placeholder from an example")
+    secret = tmp_path / "secret"
+    secret.write_text(short)
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {**admin, "DB_PASSWORD_FILE": str(secret)}, interactive=False)
+    assert caught.value.message.startswith("DB_PASSWORD_FILE is shorter than 16 characters")
+    url_placeholder = "postgresql://owner:changeme@db/accounts"
+    assert config_error(DATABASE_URL=url_placeholder).message.startswith(
+        "the password in DATABASE_URL is a placeholder from an example"
+    )
+
+
+def test_log_format_errors_name_their_source() -> None:
+    assert config_error("--log-format", "xml").message == (
+        "--log-format must be one of json, console, got 'xml'"
+    )
+    assert config_error(LOG_FORMAT="XML").message == (
+        "LOG_FORMAT must be one of json, console, got 'xml'"
+    )
+    assert load("--log-format", "Console").log_format == "console"
+
+
+def test_folder_users_and_flags_from_their_sources() -> None:
+    config = load(
+        "--init-only",
+        MIGRATIONS_DIR="/srv/m",
+        APP_DB_USER="app",
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        DB_PASSWORD="owner-pass-1234567",
+    )
+    assert (config.migrations_dir, config.app_user, config.init_only) == (
+        Path("/srv/m"),
+        "app",
+        True,
+    )
+    assert load("--migrations-dir", "here", MIGRATIONS_DIR="/srv/m").migrations_dir == Path("here")
+    assert load("--port", "6543", DB_PORT="7000").port == 6543
+    assert config_error("--port", "x").message == (
+        "--port must be a port number from 1 to 65535, got 'x'"
+    )
