@@ -442,9 +442,13 @@ def test_goose_refusals_name_the_line(tmp_path: Path, text: str, line: int, prob
 
 
 def test_goose_statement_ends_at_a_semicolon_before_a_comment(tmp_path: Path) -> None:
-    text = "-- +goose Up\nSELECT 1; -- one;\nSELECT 2 -- two;\n;\n"
+    text = "-- +goose Up\nSELECT 1; -- one;\nSELECT 2 -- two;\n;\nSELECT 3; -- MAX\n"
     migration = read(tmp_path, {"00001_a.sql": text})["00001_a"]
-    assert [s.text for s in migration.statements] == ["SELECT 1; -- one", "SELECT 2 -- two;"]
+    assert [s.text for s in migration.statements] == [
+        "SELECT 1; -- one",
+        "SELECT 2 -- two;",
+        "SELECT 3; -- MAX",
+    ]
 
 
 def test_a_down_section_after_a_blank_first_line_keeps_the_file_lines(tmp_path: Path) -> None:
