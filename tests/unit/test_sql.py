@@ -799,3 +799,7 @@ def test_concurrent_index_on_a_schema_qualified_quoted_table() -> None:
     assert concurrent_index('CREATE INDEX CONCURRENTLY i ON "App"."T" (a)') == ConcurrentIndex(
         "i", '"App"."T"'
     )
+
+
+def test_a_lone_dollar_does_not_hide_the_next_character() -> None:
+    assert texts("SELECT $;SELECT 2") == ["SELECT $", "SELECT 2"]
