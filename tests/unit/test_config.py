@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.config import Config, load_config
+from migrator.config import Config, build_parser, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
 
 PASSWORD = "pw-Unit-7f3a-9b41e0"
@@ -1207,3 +1207,40 @@ def test_folder_users_and_flags_from_their_sources() -> None:
     assert config_error("--port", "x").message == (
         "--port must be a port number from 1 to 65535, got 'x'"
     )
+
+
+def test_help_names_the_program_its_commands_and_what_each_flag_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per flag, whatever the terminal
+    text = build_parser().format_help()
+    assert text.startswith("usage: entrypoint.py [-h] [--host HOST] [--port PORT]")
+    for line in (
+        "Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once.",
+        "  {migrate,status,adopt,baseline,rollback}",
+        "  --url URL ",
+        "postgresql:// URL instead of the DB_* parts",
+        "  --database DBNAME",
+        "  --migrations-dir MIGRATIONS_DIR",
+        "  --single-transaction ",
+        "apply all pending files in one transaction: all or nothing",
+        "  --version BASELINE_VERSION\n",
+        "baseline: newest file applied",
+        "  --to ROLLBACK_TO ",
+        "rollback: the version to return to",
+        "  --steps ROLLBACK_STEPS\n",
+        "rollback: how many files",
+        "  --verify ",
+        "baseline: compare",
+        "  --log-format LOG_FORMAT",
+        "  --log-level LOG_LEVEL",
+        "  --dry-run",
+        "  --allow-out-of-order",
+        "  --init-only",
+        "  --json",
+    ):
+        assert line in text, line
+
+
+def test_rollback_of_one_step() -> None:
+    assert load("rollback", "--steps", "1").rollback_steps == 1

@@ -287,3 +287,24 @@ def test_order_and_sort_key(tmp_path: Path) -> None:
     assert (migration.number, migration.order, migration.sort_key) == (42, (), (42,))
     assert migration.key == "0042"
     assert (migration.title, migration.repeatable, migration.down) == (None, False, None)
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"\n-- x\nSELECT '\0';\nSELECT 2;\nSELECT '\0';\n", 3),  # the first NUL, counted from 1
+        (b"\0SELECT 1;", 1),
+    ],
+)
+def test_the_first_nul_byte_is_named(tmp_path: Path, content: bytes, line: int) -> None:
+    path = write(tmp_path, "001_a.sql", content)
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.fields == {"file": str(path), "line": line}
+
+
+def test_invalid_utf8_after_a_blank_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "001_a.sql", b"\nSELECT 1;\nSELECT '\xff';\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.message == f"{path}: line 3: not valid UTF-8 (byte 0xff at offset 19)"
