@@ -677,3 +677,89 @@ def test_an_unreadable_file_is_refused_naming_it(tmp_path: Path) -> None:
         read_source(tmp_path)  # a folder
     assert caught.value.message == f"{tmp_path}: cannot be read (Is a directory)"
     assert caught.value.fields == {"file": str(tmp_path)}
+
+
+def test_goose_up_sql_blanks_every_other_character_and_keeps_indentation(tmp_path: Path) -> None:
+    text = "-- +goose Up\n  SELECT 'X';\n-- +goose Down\nDROP TABLE XX;\n"
+    migration = read(tmp_path, {"00001_a.sql": text})["00001_a"]
+    assert migration.sql == "\n  SELECT 'X';\n\n\n"
+    assert migration.down is not None
+    assert migration.down.sql == "\n\n\nDROP TABLE XX;\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        (
+            "\n-- +goose NO TRANSACTION\n",
+            1,
+            "no -- +goose Up annotation (goose refuses the file too)",
+        ),
+    ],
+)
+def test_goose_refusal_of_a_file_starting_with_a_blank_line(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    error = refused_error(tmp_path, {"00001_a.sql": text})
+    assert error.fields["line"] == line
+    assert error.message.endswith(f": line {line}: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("\nCREATE TABLE a (id int);\n-- migrate:up\nSELECT 1;", 1),
+        ("-- migrate:up transaction:maybe\nSELECT 1;\n-- migrate:down\nSELECT 2;\n", 1),
+    ],
+)
+def test_dbmate_refusals_on_the_first_line(tmp_path: Path, text: str, line: int) -> None:
+    assert refused_error(tmp_path, {"001_a.sql": text}).fields["line"] == line
+
+
+def test_a_placeholder_refusal_names_its_own_line(tmp_path: Path) -> None:
+    error = refused_error(tmp_path, {"V1__a.sql": "SELECT 1;\nSELECT '${x}';\nSELECT 3;\n"})
+    assert error.fields["line"] == 2
+
+
+def test_indented_comments_before_migrate_up_are_allowed(tmp_path: Path) -> None:
+    text = "  -- an indented note\n-- migrate:up\nSELECT 1;\n"
+    assert texts(read(tmp_path, {"001_a.sql": text})["001_a"]) == ["SELECT 1"]
+
+
+def test_a_script_configuration_of_comments_only_changes_nothing(tmp_path: Path) -> None:
+    found = read(tmp_path, {"V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "# nothing yet\n"})
+    assert found["V1__a"].forced_reason is None
+    assert found["V1__a"].mode_decision.mode is TransactionMode.TRANSACTION
+
+
+@pytest.mark.parametrize(
+    "text", ["SELECT '+goose';", "CREATE TABLE migrate_log (id int);", "SELECT 'migrate:up';"]
+)
+def test_the_words_goose_and_migrate_alone_do_not_make_a_file_anothers(
+    tmp_path: Path, text: str
+) -> None:
+    found = find_migrations(folder_of(tmp_path, {"001_a.sql": text}))
+    assert found.format == "runner"
+    assert [s.text for s in found.versioned[0].statements] == [text.removesuffix(";")]
+
+
+def test_a_folder_of_three_formats_names_the_first_two(tmp_path: Path) -> None:
+    error = refused_error(tmp_path, {
+        "001_a.sql": "SELECT 1;", "V2__b.sql": "SELECT 2;", "3_c.up.sql": "SELECT 3;",
+    })  # fmt: skip
+    folder = tmp_path / "migrations"
+    assert error.message.startswith(f"{folder / '001_a.sql'} (runner: ")
+    assert f"and {folder / '3_c.up.sql'} (golang-migrate: " in error.message
+
+
+@pytest.mark.parametrize(
+    ("files", "file"),
+    [
+        ({"V1__a.sql": "SELECT 1;", "V1.0__b.sql": "SELECT 2;"}, "V1__a.sql"),
+        ({"V1__a.sql": "SELECT 1;", "U2__b.sql": "SELECT 2;"}, "U2__b.sql"),
+    ],
+)
+def test_flyway_refusals_name_the_file(
+    tmp_path: Path, files: dict[str, str | bytes], file: str
+) -> None:
+    assert refused_error(tmp_path, files).fields == {"file": str(tmp_path / "migrations" / file)}

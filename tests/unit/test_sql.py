@@ -803,3 +803,8 @@ def test_concurrent_index_on_a_schema_qualified_quoted_table() -> None:
 
 def test_a_lone_dollar_does_not_hide_the_next_character() -> None:
     assert texts("SELECT $;SELECT 2") == ["SELECT $", "SELECT 2"]
+
+
+@pytest.mark.parametrize("literal", ["x''", "B''", "n''", "U&''"])
+def test_an_empty_prefixed_literal_ends_at_its_quote(literal: str) -> None:
+    assert texts(f"SELECT {literal};SELECT 2") == [f"SELECT {literal}", "SELECT 2"]
