@@ -1209,37 +1209,63 @@ def test_folder_users_and_flags_from_their_sources() -> None:
     )
 
 
+def help_by_option(text: str) -> dict[str, str]:
+    """``--flag METAVAR`` -> its help sentence, from argparse's options section."""
+    helps: dict[str, str] = {}
+    option = ""
+    for line in text.split("options:\n", 1)[1].splitlines():
+        if line.startswith("  -"):
+            option, _, rest = line.strip().partition("  ")
+            helps[option] = rest.strip()
+        elif line.strip():
+            helps[option] = line.strip()
+    return helps
+
+
 def test_help_names_the_program_its_commands_and_what_each_flag_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")  # one line per flag, whatever the terminal
     text = build_parser().format_help()
     assert text.startswith("usage: entrypoint.py [-h] [--host HOST] [--port PORT]")
-    for line in (
-        "Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once.",
-        "  {migrate,status,adopt,baseline,rollback}",
-        "  --url URL ",
-        "postgresql:// URL instead of the DB_* parts",
-        "  --database DBNAME",
-        "  --migrations-dir MIGRATIONS_DIR",
-        "  --single-transaction ",
-        "apply all pending files in one transaction: all or nothing",
-        "  --version BASELINE_VERSION\n",
-        "baseline: newest file applied",
-        "  --to ROLLBACK_TO ",
-        "rollback: the version to return to",
-        "  --steps ROLLBACK_STEPS\n",
-        "rollback: how many files",
-        "  --verify ",
-        "baseline: compare",
-        "  --log-format LOG_FORMAT",
-        "  --log-level LOG_LEVEL",
-        "  --dry-run",
-        "  --allow-out-of-order",
-        "  --init-only",
-        "  --json",
+    lines = text.splitlines()
+    assert "Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once." in lines
+    assert "  {migrate,status,adopt,baseline,rollback}" in lines
+    helps = help_by_option(text)
+    assert {option: helps[option] for option in helps if helps[option]} == {
+        "-h, --help": "show this help message and exit",
+        "--url URL": "postgresql:// URL instead of the DB_* parts",
+        "--single-transaction": "apply all pending files in one transaction: all or nothing",
+        "--version BASELINE_VERSION": "baseline: newest file applied",
+        "--to ROLLBACK_TO": "rollback: the version to return to",
+        "--steps ROLLBACK_STEPS": "rollback: how many files",
+        "--verify": "baseline: compare",
+    }
+    for option in (
+        "--host HOST",
+        "--database DBNAME",
+        "--migrations-dir MIGRATIONS_DIR",
+        "--dry-run",
+        "--allow-out-of-order",
+        "--init-only",
+        "--json",
+        "--log-format LOG_FORMAT",
+        "--log-level LOG_LEVEL",
     ):
-        assert line in text, line
+        assert option in helps, option
+
+
+def test_flags_default_to_off() -> None:
+    config = load()
+    assert (config.status_json, config.init_only, config.single_transaction) == (False,) * 3
+    assert config.progress_interval == 5
+
+
+def test_sslmode_and_channel_binding_errors_name_their_variable() -> None:
+    assert config_error(PGSSLMODE="often").message.startswith("PGSSLMODE must be one of disable")
+    assert config_error(DB_CHANNEL_BINDING="always").message == (
+        "DB_CHANNEL_BINDING must be one of disable, prefer, require, got 'always'"
+    )
 
 
 def test_rollback_of_one_step() -> None:
