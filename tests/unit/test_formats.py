@@ -763,3 +763,9 @@ def test_flyway_refusals_name_the_file(
     tmp_path: Path, files: dict[str, str | bytes], file: str
 ) -> None:
     assert refused_error(tmp_path, files).fields == {"file": str(tmp_path / "migrations" / file)}
+
+
+def test_the_checksum_of_a_file_with_a_down_section_is_of_its_up_part(tmp_path: Path) -> None:
+    up = "CREATE TABLE a (id int);\n"
+    migration = read(tmp_path, {"001_a.sql": up + "-- migrate:down\nDROP TABLE a;\n"})["001_a"]
+    assert migration.checksum == sha(up)

@@ -808,3 +808,8 @@ def test_a_lone_dollar_does_not_hide_the_next_character() -> None:
 @pytest.mark.parametrize("literal", ["x''", "B''", "n''", "U&''"])
 def test_an_empty_prefixed_literal_ends_at_its_quote(literal: str) -> None:
     assert texts(f"SELECT {literal};SELECT 2") == [f"SELECT {literal}", "SELECT 2"]
+
+
+@pytest.mark.parametrize("ident", ['"""a;b"', 'U&"""a;b"'])
+def test_a_quoted_identifier_starting_with_a_doubled_quote(ident: str) -> None:
+    assert texts(f"SELECT {ident};SELECT 2") == [f"SELECT {ident}", "SELECT 2"]
