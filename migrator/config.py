@@ -719,4 +719,5 @@ def _read_secret_file(name: str, path: Path) -> str:
         problem = f"cannot be read ({type(error).__name__})"
         raise ConfigError(ERR_PASSWORD_FILE.format(name=name, path=path, problem=problem)) from None
     # One final newline (echo, most editors) is not part of the password; anything else is.
-    return content.removesuffix("\n").removesuffix("\r")
+    # read_text has already turned a final \r\n (Windows editors) into \n.
+    return content.removesuffix("\n")

@@ -10,7 +10,7 @@ adopted, its reader); ``adopt`` and the refusal to migrate such a database use t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -85,15 +85,33 @@ class Tool:
         return sql.SQL(query).format(table=sql.Identifier(SCHEMA, self.table))
 
 
+# Each reader fetches the rows; a function of the rows alone decides what they mean.
+Row = tuple[Any, ...]
+
+
 def read_dbmate(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    """dbmate: one row per applied version (pkg/driver/postgres: version varchar primary key)."""
-    rows = conn.execute(tool.select("version")).fetchall()
+    return dbmate_history(tool, conn.execute(tool.select("version")).fetchall())
+
+
+def dbmate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
+    """dbmate: one row per applied version (pkg/driver/postgres: version varchar primary key).
+
+    >>> dbmate_history(tool, [("20240101120000",)]).applied
+    {'20240101120000': Applied(key='20240101120000', applied_at=None, checksum=None, by=None)}
+    """
     return ForeignHistory(tool, {row[0]: Applied(row[0]) for row in rows})
 
 
 def read_golang_migrate(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    """golang-migrate keeps one row, the current version: every version up to it is applied."""
-    row = conn.execute(tool.select("version, dirty")).fetchone()
+    return golang_migrate_history(tool, conn.execute(tool.select("version, dirty")).fetchone())
+
+
+def golang_migrate_history(tool: Tool, row: Row | None) -> ForeignHistory:
+    """golang-migrate keeps one row, the current version: every version up to it is applied.
+
+    >>> golang_migrate_history(tool, (3, False)).up_to
+    (3,)
+    """
     if row is None or row[0] < 0:  # -1: NilVersion, nothing applied
         return ForeignHistory(tool)
     if row[1]:
@@ -102,12 +120,18 @@ def read_golang_migrate(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHis
 
 
 def read_goose(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
+    return goose_history(tool, conn.execute(tool.select("version_id, is_applied, tstamp", "id")))
+
+
+def goose_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     """goose: a row per up (and, in old versions, per down with is_applied false); the newest
-    row of a version says its state; version 0 is goose's own first row."""
+    row of a version says its state; version 0 is goose's own first row.
+
+    >>> list(goose_history(tool, [(0, True, t0), (1, True, t1), (1, False, t2)]).applied)
+    []
+    """
     latest: dict[int, tuple[bool, datetime]] = {}
-    for version, is_applied, tstamp in conn.execute(
-        tool.select("version_id, is_applied, tstamp", "id")
-    ):
+    for version, is_applied, tstamp in rows:
         latest[version] = (is_applied, tstamp)
     applied = {
         str(version): Applied(str(version), applied_at)
@@ -118,19 +142,25 @@ def read_goose(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
 
 
 def read_flyway(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    """Flyway: rows in installed_rank order; an undo removes its version; a baseline row
-    covers every version up to it; repeatable rows (no version) by description."""
-    from migrator.formats import flyway_order
-
-    applied: dict[str, Applied] = {}
-    up_to: tuple[int, ...] | None = None
     query = tool.select(
         "installed_rank, version, description, type, checksum, installed_on, installed_by, success",
         "installed_rank",
     )
-    for rank, version, description, kind, checksum, installed_on, by, success in conn.execute(
-        query
-    ):
+    return flyway_history(tool, conn.execute(query))
+
+
+def flyway_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
+    """Flyway: rows in installed_rank order; an undo removes its version; a baseline row
+    covers every version up to it; repeatable rows (no version) by description.
+
+    >>> flyway_history(tool, [(1, "1", "init", "BASELINE", None, t, "me", True)]).up_to
+    (1,)
+    """
+    from migrator.formats import flyway_order
+
+    applied: dict[str, Applied] = {}
+    up_to: tuple[int, ...] | None = None
+    for rank, version, description, kind, checksum, installed_on, by, success in rows:
         if not success:
             what = f"version {version}" if version else f"repeatable {description!r}"
             raise HistoryMismatchError(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.config import Config, load_config
+from migrator.config import Config, build_parser, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
 
 PASSWORD = "pw-Unit-7f3a-9b41e0"
@@ -825,3 +825,483 @@ def test_admin_host_and_port_default_to_db_host_and_port() -> None:
 def test_a_bad_admin_port_names_its_variable() -> None:
     error = config_error(DB_ADMIN_PORT="6432x")
     assert error.message.startswith("DB_ADMIN_PORT must be a port number")
+
+
+# --- cases mutation testing found unasserted (scripts/mutation.sh) ------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_prompt_names_the_user_and_is_asked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts: list[str] = []
+    monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or "typed-pw-1")
+    monkeypatch.setattr(sys, "stdin", _Terminal())  # interactive unset: the terminal decides
+    config = load_config(["--user", "alice"], {})
+    assert (config.password, prompts) == ("typed-pw-1", ["Password for alice: "])
+
+
+def test_no_prompt_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail("prompted"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    with pytest.raises(ConfigError) as caught:
+        load_config(["--user", "alice"], {})
+    assert caught.value.message == (
+        "no password for alice: set DB_PASSWORD or DB_PASSWORD_FILE "
+        "(no terminal is attached to prompt for it)"
+    )
+
+
+def test_an_empty_answer_to_the_prompt_is_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {}, interactive=True)
+    assert caught.value.message.startswith("no password for auth_service: ")
+
+
+def test_a_typed_placeholder_is_refused_naming_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "changeme")
+    with pytest.raises(ConfigError) as caught:
+        load_config(["--user", "alice"], {}, interactive=True)
+    assert caught.value.message == (
+        "the password typed for alice is a placeholder from an example, not a password: "
+        "generate one, e.g. openssl rand -base64 24"
+    )
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "allow", "prefer", "require", "verify-ca"])
+def test_every_libpq_sslmode_is_accepted(sslmode: str) -> None:
+    config = load(DB_SSLMODE=sslmode)
+    assert (config.sslmode, config.tls_verified) == (sslmode, False)
+    assert config.connect_kwargs()["sslmode"] == sslmode
+
+
+def test_only_verify_full_counts_as_verified() -> None:
+    assert load(DB_SSLMODE="verify-full").tls_verified is True
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_every_log_level_is_accepted(level: str) -> None:
+    assert load(LOG_LEVEL=level).log_level == level
+    assert load("--log-level", level.upper()).log_level == level
+
+
+def test_unknown_log_level_message_lists_the_choices() -> None:
+    assert config_error(LOG_LEVEL="verbose").message == (
+        "LOG_LEVEL must be one of debug, info, warning, error, got 'verbose'"
+    )
+    assert config_error("--log-level", "loud").message == (
+        "--log-level must be one of debug, info, warning, error, got 'loud'"
+    )
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30 s", 30.0), ("250 ms", 0.25), ("1.5h", 5400.0)])
+def test_a_unit_may_follow_a_space(value: str, seconds: float) -> None:
+    assert load(DDL_LOCK_TIMEOUT=value).ddl_lock_timeout == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["s", "ms", ".5", "5.", "5x"])
+def test_a_duration_needs_digits_and_a_known_unit(value: str) -> None:
+    assert config_error(PROGRESS_INTERVAL=value).message == (
+        f"PROGRESS_INTERVAL must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
+    )
+
+
+def test_the_termination_log_defaults_to_kubernetes_path() -> None:
+    assert load().termination_log == Path("/dev/termination-log")
+    assert load(TERMINATION_LOG="msg").termination_log == Path("msg")
+
+
+def test_a_password_file_keeps_a_trailing_space(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("pw-ending-in-space \n")
+    config = load_config([], {"DB_PASSWORD_FILE": str(secret)}, interactive=False)
+    assert config.password == "pw-ending-in-space "
+
+
+def usage_error(*argv: str) -> str:
+    with pytest.raises(UsageError) as caught:
+        load(*argv)
+    assert caught.value.exit_code == EX_USAGE
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus (see --help)"),
+        (["status", "--to", "1"], "--to belongs to the rollback command"),
+        (["migrate", "--version", "1"], "--version belongs to the baseline command"),
+        (["status", "--steps", "1"], "--steps belongs to the rollback command"),
+        (["adopt", "--verify"], "--verify belongs to the baseline command"),
+        (["baseline"], "baseline needs --version V: the newest file the database has"),
+        (["rollback"], "rollback needs one of --to V or --steps N"),
+        (["rollback", "--to", "1", "--steps", "1"], "rollback needs one of --to V or --steps N"),
+        (["rollback", "--steps", "0"], "--steps must be a whole number >= 1, got '0'"),
+        (["rollback", "--steps", "two"], "--steps must be a whole number >= 1, got 'two'"),
+    ],
+)
+def test_command_line_mistakes_are_named_exactly(argv: list[str], message: str) -> None:
+    assert usage_error(*argv) == message
+
+
+def test_each_command_takes_its_own_flags() -> None:
+    assert load("rollback", "--steps", "2").rollback_steps == 2
+    assert load("rollback", "--to", "003_c").target_version == "003_c"
+    config = load("baseline", "--version", "002_b", "--verify")
+    assert (config.command, config.target_version, config.verify) == ("baseline", "002_b", True)
+    assert load("status", "--json").status_json is True
+    assert load().verify is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"DB_PORT": "0"}, "DB_PORT must be a port number from 1 to 65535, got '0'"),
+        ({"DB_PORT": "65536"}, "DB_PORT must be a port number from 1 to 65535, got '65536'"),
+        ({"DRY_RUN": "maybe"}, "DRY_RUN must be true or false, got 'maybe'"),
+        ({"DDL_LOCK_RETRIES": "-1"}, "DDL_LOCK_RETRIES must be a whole number >= 0, got '-1'"),
+        (
+            {"DB_SSLMODE": "sometimes"},
+            "DB_SSLMODE must be one of disable, allow, prefer, require, verify-ca, verify-full, "
+            "got 'sometimes'",
+        ),
+        (
+            {"PGCHANNELBINDING": "always"},
+            "PGCHANNELBINDING must be one of disable, prefer, require, got 'always'",
+        ),
+        (
+            {"DATABASE_URL": "mysql://u:p@h/db"},
+            "DATABASE_URL must start with postgresql:// or postgres://, not mysql://",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://h/db?sslmod=require"},
+            "DATABASE_URL has the parameter sslmod, which libpq does not know: remove it or fix "
+            "its spelling (the parameters are listed in PostgreSQL's libpq documentation)",
+        ),
+        (
+            {"DATABASE_URL": "host=h port=5432 = x"},
+            "DATABASE_URL is not a valid PostgreSQL URL or connection string",
+        ),
+        ({"DB_PASSWORD": "   "}, "DB_PASSWORD holds only whitespace: set a real password"),
+        (
+            {"DB_PASSWORD": "a\rb"},
+            "DB_PASSWORD contains a carriage return inside the password: libpq would cut it "
+            "there or send it as is; write the password on one line (a file's single final "
+            "newline is ignored)",
+        ),
+        (
+            {"DB_PASSWORD": " Changeme "},
+            "DB_PASSWORD is a placeholder from an example, not a password: generate one, e.g. "
+            "openssl rand -base64 24",
+        ),
+        (
+            {"DB_ADMIN_USER": "postgres"},
+            "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE",
+        ),
+    ],
+)
+def test_configuration_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
+    environ.setdefault("DB_PASSWORD", PASSWORD)
+    with pytest.raises(ConfigError) as caught:
+        load_config([], environ, interactive=False)
+    assert caught.value.message == message
+
+
+def test_the_url_flag_is_named_in_its_errors() -> None:
+    assert config_error("--url", "http://h/db").message == (
+        "--url must start with postgresql:// or postgres://, not http://"
+    )
+    assert config_error("--url", "postgresql://h:0/db").message == (
+        "--url must be a port number from 1 to 65535, got '0'"
+    )
+    assert config_error("--url", "postgresql://h/db?sslmode=often").message.startswith(
+        "--url must be one of disable, allow"
+    )
+
+
+def test_both_a_password_and_its_file_are_refused_exactly(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file-pw\n")
+    error = config_error(DB_PASSWORD=PASSWORD, DB_PASSWORD_FILE=str(secret))
+    assert error.message == "set DB_PASSWORD or DB_PASSWORD_FILE, not both"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "does not exist"),
+        (b"\xff\xfe not utf-8", "cannot be read (UnicodeDecodeError)"),
+        ("folder", "cannot be read (IsADirectoryError)"),
+    ],
+)
+def test_password_file_problems_are_named_exactly(
+    tmp_path: Path, content: bytes | str | None, problem: str
+) -> None:
+    path = tmp_path / "secret"
+    if content == "folder":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    error = config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path))
+    assert error.message == f"DB_PASSWORD_FILE points to {path}, which {problem}"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"\n",
+            "DB_PASSWORD_FILE is empty: set the password (a file's single final newline is ignored)",
+        ),
+        (b"a\0b\n", "DB_PASSWORD_FILE contains a NUL byte inside the password"),
+        (b"a\nb\n", "DB_PASSWORD_FILE contains a line break inside the password"),
+    ],
+)
+def test_password_file_contents_are_checked(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    assert config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path)).message.startswith(message)
+
+
+def test_role_passwords_bootstrap_sets_need_16_characters(tmp_path: Path) -> None:
+    admin = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    fifteen, sixteen = "p" * 13 + "-1", "p" * 14 + "-1"
+    assert len(fifteen) == 15
+    config = load(**admin, DB_PASSWORD=sixteen, APP_DB_PASSWORD=sixteen)
+    assert (config.password, config.app_password) == (sixteen, sixteen)
+    assert config_error(**admin, DB_PASSWORD=fifteen).message == (
+        "DB_PASSWORD is shorter than 16 characters: bootstrap sets it on role auth_service; "
+        "generate one, e.g. openssl rand -base64 24"
+    )
+    app_file = tmp_path / "app"
+    app_file.write_text(fifteen)
+    assert config_error(**admin, APP_DB_USER="app", APP_DB_PASSWORD_FILE=str(app_file)).message == (
+        "APP_DB_PASSWORD_FILE is shorter than 16 characters: bootstrap sets it on role app; "
+        "generate one, e.g. openssl rand -base64 24"
+    )
+    assert config_error(**admin, APP_DB_PASSWORD=fifteen).message.startswith(
+        "APP_DB_PASSWORD is shorter than 16 characters: bootstrap sets it on role auth_service_app"
+    )
+
+
+def test_connect_kwargs_as_owner_and_as_superuser() -> None:
+    config = load(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        DB_HOST="db",
+        DB_PORT="6432",
+        DB_NAME="accounts",
+        DB_SSLMODE="require",
+        DB_CHANNEL_BINDING="require",
+    )
+    assert config.connect_kwargs() == {
+        "host": "db",
+        "port": 6432,
+        "dbname": "accounts",
+        "user": "auth_service",
+        "password": PASSWORD,
+        "sslmode": "require",
+        "channel_binding": "require",
+        "application_name": "auth-service-migrator",
+    }
+    admin = config.connect_kwargs(admin=True, dbname="postgres")
+    assert (admin["user"], admin["password"], admin["dbname"]) == (
+        "postgres",
+        ADMIN_PASSWORD,
+        "postgres",
+    )
+    assert config.secrets == (PASSWORD, ADMIN_PASSWORD)
+
+
+def test_url_options_and_their_secrets() -> None:
+    url = (
+        f"postgresql://owner:{PASSWORD}@db/accounts?application_name=deploy"
+        "&sslpassword=key-pass-123&target_session_attrs=read-write"
+    )
+    config = load_config([], {"DATABASE_URL": url}, interactive=False)
+    assert config.libpq_options == (
+        ("sslpassword", "key-pass-123"),
+        ("target_session_attrs", "read-write"),
+    )
+    assert config.application_name == "deploy"
+    assert config.secrets == (PASSWORD, "key-pass-123")
+    kwargs = config.connect_kwargs()
+    assert (kwargs["target_session_attrs"], kwargs["application_name"]) == ("read-write", "deploy")
+
+
+def test_pgpassword_is_the_last_source_before_the_prompt() -> None:
+    assert (
+        load_config([], {"PGPASSWORD": "pg-pass-123"}, interactive=False).password == "pg-pass-123"
+    )
+    config = load_config(
+        [], {"PGPASSWORD": "pg-pass-123", "DB_PASSWORD": PASSWORD}, interactive=False
+    )
+    assert config.password == PASSWORD
+
+
+@pytest.mark.parametrize("parameter", ["sslcert", "sslkey", "sslcrl"])
+def test_only_sslrootcert_may_be_system(parameter: str) -> None:
+    variable = f"DB_{parameter.upper()}"
+    assert config_error(**{variable: "system"}).message == (
+        f"{variable} points to system, which does not exist"
+    )
+
+
+def test_a_certificate_path_that_is_a_folder_is_not_a_file(tmp_path: Path) -> None:
+    assert config_error(DB_SSLROOTCERT=str(tmp_path)).message == (
+        f"DB_SSLROOTCERT points to {tmp_path}, which is not a file"
+    )
+
+
+@pytest.mark.parametrize("word", ["1", "true", "YES", " on "])
+def test_boolean_settings_from_the_environment(word: str) -> None:
+    config = load(DRY_RUN=word, ALLOW_OUT_OF_ORDER=word, SINGLE_TRANSACTION=word)
+    assert (config.dry_run, config.allow_out_of_order, config.single_transaction) == (True,) * 3
+
+
+def test_count_allows_surrounding_spaces() -> None:
+    assert load(DDL_LOCK_RETRIES=" 3 ").ddl_lock_retries == 3
+    assert load(DDL_LOCK_RETRIES="").ddl_lock_retries == 5
+
+
+def test_an_unreadable_password_file_says_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # root reads through chmod 000: the refusal the kernel gives other users is raised here.
+    path = tmp_path / "secret"
+    path.write_text("pw-unreadable-123\n")
+
+    def refuse(self: Path, encoding: str | None = None) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    assert config_error(DB_PASSWORD="", DB_PASSWORD_FILE=str(path)).message == (
+        f"DB_PASSWORD_FILE points to {path}, which cannot be read (permission denied)"
+    )
+
+
+def test_every_password_source_is_named_in_its_errors(tmp_path: Path) -> None:
+    admin = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    short = "short-pw-1"
+    url = f"postgresql://owner:{short}@db/accounts"
+    assert config_error(**admin, DATABASE_URL=url).message.startswith(
+        "the password in DATABASE_URL is shorter than 16 characters: bootstrap sets it on role owner"
+    )
+    assert config_error("--url", url, **admin).message.startswith(
+        "the password in --url is shorter than 16 characters"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {**admin, "PGPASSWORD": short}, interactive=False)
+    assert caught.value.message.startswith("PGPASSWORD is shorter than 16 characters")
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {"PGPASSWORD": "secret"}, interactive=False)
+    assert caught.value.message.startswith("PGPASSWORD is a placeholder from an example")
+    secret = tmp_path / "secret"
+    secret.write_text(short)
+    with pytest.raises(ConfigError) as caught:
+        load_config([], {**admin, "DB_PASSWORD_FILE": str(secret)}, interactive=False)
+    assert caught.value.message.startswith("DB_PASSWORD_FILE is shorter than 16 characters")
+    url_placeholder = "postgresql://owner:changeme@db/accounts"
+    assert config_error(DATABASE_URL=url_placeholder).message.startswith(
+        "the password in DATABASE_URL is a placeholder from an example"
+    )
+
+
+def test_log_format_errors_name_their_source() -> None:
+    assert config_error("--log-format", "xml").message == (
+        "--log-format must be one of json, console, got 'xml'"
+    )
+    assert config_error(LOG_FORMAT="XML").message == (
+        "LOG_FORMAT must be one of json, console, got 'xml'"
+    )
+    assert load("--log-format", "Console").log_format == "console"
+
+
+def test_folder_users_and_flags_from_their_sources() -> None:
+    config = load(
+        "--init-only",
+        MIGRATIONS_DIR="/srv/m",
+        APP_DB_USER="app",
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        DB_PASSWORD="owner-pass-1234567",
+    )
+    assert (config.migrations_dir, config.app_user, config.init_only) == (
+        Path("/srv/m"),
+        "app",
+        True,
+    )
+    assert load("--migrations-dir", "here", MIGRATIONS_DIR="/srv/m").migrations_dir == Path("here")
+    assert load("--port", "6543", DB_PORT="7000").port == 6543
+    assert config_error("--port", "x").message == (
+        "--port must be a port number from 1 to 65535, got 'x'"
+    )
+
+
+def help_by_option(text: str) -> dict[str, str]:
+    """``--flag METAVAR`` -> its help sentence, from argparse's options section."""
+    helps: dict[str, str] = {}
+    option = ""
+    for line in text.split("options:\n", 1)[1].splitlines():
+        if line.startswith("  -"):
+            option, _, rest = line.strip().partition("  ")
+            helps[option] = rest.strip()
+        elif line.strip():
+            helps[option] = line.strip()
+    return helps
+
+
+def test_help_names_the_program_its_commands_and_what_each_flag_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per flag, whatever the terminal
+    text = build_parser().format_help()
+    assert text.startswith("usage: entrypoint.py [-h] [--host HOST] [--port PORT]")
+    lines = text.splitlines()
+    assert "Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once." in lines
+    assert "  {migrate,status,wait,lint,adopt,baseline,rollback}" in lines
+    helps = help_by_option(text.split("\nenvironment variables")[0])
+    assert helps["-h, --help"] == "show this help message and exit"
+    assert helps["--url URL"] == "postgresql:// URL instead of the DB_* parts"
+    assert helps["--single-transaction"] == (
+        "apply all pending files in one transaction: all or nothing"
+    )
+    assert helps["--version BASELINE_VERSION"] == (
+        "baseline: the newest version to record; alone (no value): print the version and the "
+        "source revision, then exit"
+    )
+    assert helps["--to ROLLBACK_TO"] == "rollback: the version to return to"
+    assert helps["--steps ROLLBACK_STEPS"] == "rollback: how many files"
+    assert helps["--verify"] == "baseline: compare"
+    for option in (
+        "--host HOST",
+        "--database DBNAME",
+        "--migrations-dir MIGRATIONS_DIR",
+        "--dry-run",
+        "--allow-out-of-order",
+        "--init-only",
+        "--json",
+        "--log-format LOG_FORMAT",
+        "--log-level LOG_LEVEL",
+    ):
+        assert helps.get(option), f"{option} has no description"
+
+
+def test_flags_default_to_off() -> None:
+    config = load()
+    assert (config.status_json, config.init_only, config.single_transaction) == (False,) * 3
+    assert config.progress_interval == 5
+
+
+def test_sslmode_and_channel_binding_errors_name_their_variable() -> None:
+    assert config_error(PGSSLMODE="often").message.startswith("PGSSLMODE must be one of disable")
+    assert config_error(DB_CHANNEL_BINDING="always").message == (
+        "DB_CHANNEL_BINDING must be one of disable, prefer, require, got 'always'"
+    )
+
+
+def test_rollback_of_one_step() -> None:
+    assert load("rollback", "--steps", "1").rollback_steps == 1

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from migrator.foreign import tool_of
+from migrator.errors import EX_DATAERR, HistoryMismatchError
+from migrator.foreign import (
+    TOOLS,
+    Applied,
+    ForeignHistory,
+    dbmate_history,
+    flyway_history,
+    golang_migrate_history,
+    goose_history,
+    tool_of,
+)
+
+GOLANG, DBMATE, GOOSE, FLYWAY = TOOLS
+T1, T2, T3 = (datetime(2024, 1, day, tzinfo=UTC) for day in (1, 2, 3))
 
 
 @pytest.mark.parametrize(
@@ -43,3 +58,135 @@ def test_the_runners_own_table_is_not_another_tools() -> None:
     assert tool_of("schema_migrations", columns - {"execution_ms"}) is None
     assert tool_of("schema_migrations", columns - {"description"}) is None
     assert tool_of("goose_db_version", {"id"}) is None
+
+
+def test_a_flyway_table_with_extra_columns_is_flyways_but_missing_ones_are_not() -> None:
+    columns = {"installed_rank", "version", "type", "checksum", "success"}
+    assert tool_of("flyway_schema_history", columns | {"script"}) is FLYWAY
+    assert tool_of("flyway_schema_history", columns - {"success"}) is None
+    # dbmate's table is recognised by its exact columns only.
+    assert tool_of("schema_migrations", {"version", "extra"}) is None
+    assert tool_of("goose_db_version", {"version"}) is None
+
+
+def test_each_tool_keeps_its_table_under_a_name_of_its_own() -> None:
+    assert [(t.name, t.table, t.renamed_to) for t in TOOLS] == [
+        ("golang-migrate", "schema_migrations", "schema_migrations_golang_migrate"),
+        ("dbmate", "schema_migrations", "schema_migrations_dbmate"),
+        ("goose", "goose_db_version", "goose_db_version_adopted"),
+        ("Flyway", "flyway_schema_history", "flyway_schema_history_adopted"),
+    ]
+
+
+def test_the_query_reads_the_table_in_public_in_order() -> None:
+    assert FLYWAY.select("version", "installed_rank").as_string() == (
+        'SELECT version FROM "public"."flyway_schema_history" ORDER BY installed_rank'
+    )
+    assert (
+        DBMATE.select("version").as_string() == 'SELECT version FROM "public"."schema_migrations"'
+    )
+
+
+# --- what each tool's rows mean (the readers fetch them; these functions decide) ----------------
+
+
+def test_dbmate_rows_are_the_applied_versions() -> None:
+    found = dbmate_history(DBMATE, [("20240101120000",), ("20240102120000",)])
+    assert found == ForeignHistory(
+        DBMATE,
+        {
+            "20240101120000": Applied("20240101120000"),
+            "20240102120000": Applied("20240102120000"),
+        },
+    )
+
+
+@pytest.mark.parametrize("row", [None, (-1, False)])
+def test_golang_migrate_without_a_version_applied_nothing(row: tuple[int, bool] | None) -> None:
+    assert golang_migrate_history(GOLANG, row) == ForeignHistory(GOLANG)
+
+
+def test_golang_migrate_version_covers_every_version_up_to_it() -> None:
+    assert golang_migrate_history(GOLANG, (0, False)) == ForeignHistory(GOLANG, up_to=(0,))
+    assert golang_migrate_history(GOLANG, (20240102, False)).up_to == (20240102,)
+
+
+def test_golang_migrate_dirty_version_is_refused_with_what_to_do() -> None:
+    with pytest.raises(HistoryMismatchError) as caught:
+        golang_migrate_history(GOLANG, (7, True))
+    assert caught.value.exit_code == EX_DATAERR
+    assert caught.value.message == (
+        "golang-migrate left version 7 dirty: that migration failed part-way. Check which "
+        "of its statements ran, finish or undo them by hand, set dirty = false, then adopt"
+    )
+    assert caught.value.fields == {"version": 7}
+
+
+def test_goose_newest_row_of_a_version_decides_and_version_0_is_gooses_own() -> None:
+    rows = [
+        (0, True, T1),
+        (1, True, T1),
+        (2, True, T2),
+        (2, False, T3),
+        (3, False, T1),
+        (3, True, T3),
+    ]
+    assert goose_history(GOOSE, rows) == ForeignHistory(
+        GOOSE, {"1": Applied("1", T1), "3": Applied("3", T3)}
+    )
+
+
+def flyway_row(
+    rank: int, version: str | None, kind: str = "SQL", success: bool = True, description: str = "d"
+) -> tuple[object, ...]:
+    return (rank, version, description, kind, 100 + rank, T1, "flyway", success)
+
+
+def test_flyway_rows_in_rank_order() -> None:
+    rows = [
+        flyway_row(1, None, "SCHEMA"),  # Flyway created the schema: not a migration
+        flyway_row(2, "1.01", "BASELINE"),
+        flyway_row(3, "1.2"),
+        flyway_row(4, "1.3", "JDBC"),
+        flyway_row(5, "1.3", "UNDO_SQL"),
+        flyway_row(6, "1.4"),
+        flyway_row(7, "1.4", "DELETE"),  # flyway repair marking a missing file: kept
+        flyway_row(8, None, "SQL", description="views"),
+    ]
+    assert flyway_history(FLYWAY, rows) == ForeignHistory(
+        FLYWAY,
+        {
+            "1.2": Applied("1.2", T1, 103, "flyway"),
+            "1.4": Applied("1.4", T1, 106, "flyway"),
+            "views": Applied("views", T1, 108, "flyway"),
+        },
+        up_to=(1, 1),
+    )
+
+
+def test_flyway_undo_of_a_version_never_applied_is_harmless() -> None:
+    assert flyway_history(FLYWAY, [flyway_row(1, "2", "UNDO_SQL")]) == ForeignHistory(FLYWAY)
+
+
+@pytest.mark.parametrize(
+    ("row", "what", "version"),
+    [
+        (flyway_row(4, "1.3", success=False), "version 1.3", "1.3"),
+        (flyway_row(5, None, success=False, description="views"), "repeatable 'views'", "views"),
+    ],
+)
+def test_flyway_failed_row_is_refused_naming_it(
+    row: tuple[object, ...], what: str, version: str
+) -> None:
+    with pytest.raises(HistoryMismatchError) as caught:
+        flyway_history(FLYWAY, [flyway_row(1, "1"), row])
+    assert caught.value.message == (
+        f"flyway_schema_history has a failed row for {what} (installed_rank {row[0]}): Flyway "
+        "stopped there. Undo what of it ran, delete the row (flyway repair), then adopt"
+    )
+    assert caught.value.fields == {"version": version}
+
+
+def test_a_flyway_table_with_the_runners_column_names_is_still_flyways() -> None:
+    columns = {"installed_rank", "version", "description", "type", "checksum", "success"}
+    assert tool_of("flyway_schema_history", columns | {"applied_at"}) is FLYWAY

@@ -324,3 +324,78 @@ def test_any_sql_password_literal_is_redacted() -> None:
     stream = configured(secrets=())
     get_logger("x").error("failed", statement="CREATE ROLE a LOGIN PASSWORD 'it''s hidden99'")
     assert_clean(stream, "hidden99")
+
+
+def test_a_secret_inside_another_that_sorts_before_it_is_replaced_whole() -> None:
+    # The inner secret sorts after the outer one alphabetically: only longest-first
+    # ordering replaces the outer one before the inner one cuts it in two.
+    inner, outer = "zz-inner-pw", "aa-zz-inner-pw-outer"
+    stream = configured(secrets=(inner, outer))
+    get_logger("x").info("both", a=outer, b=inner)
+    (event,) = json_events(stream)
+    assert (event["a"], event["b"]) == ("***", "***")
+
+
+def test_redacted_output_is_exact_and_other_values_keep_their_type() -> None:
+    stream = configured()
+    get_logger("apply").warning(
+        "mixed",
+        reason=f"password {SECRET} rejected",
+        libpq="host=db password='two words' dbname=auth",
+        url="postgresql://app:UrlSecret99@db/auth",
+        count=3,
+        ok=True,
+        ratio=0.5,
+        nothing=None,
+        path=Path(f"/run/{SECRET}"),
+        pair=("user", SECRET),
+        members=frozenset({SECRET}),
+    )
+    (event,) = json_events(stream)
+    assert {key: event[key] for key in event if key != "timestamp"} == {
+        "event": "mixed",
+        "logger": "apply",
+        "level": "warning",
+        "reason": "password *** rejected",
+        "libpq": "host=db password=*** dbname=auth",
+        "url": "postgresql://app:***@db/auth",
+        "count": 3,
+        "ok": True,
+        "ratio": 0.5,
+        "nothing": None,
+        "path": "/run/***",
+        "pair": ["user", "***"],
+        "members": ["***"],
+    }
+
+
+def test_stdlib_records_below_warning_are_dropped() -> None:
+    stream = configured(level="debug")
+    logging.getLogger("psycopg").info("chatty")
+    logging.getLogger("psycopg").warning("kept")
+    assert [event["event"] for event in json_events(stream)] == ["kept"]
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [("debug", ["d", "i", "w", "e"]), ("warning", ["w", "e"]), ("error", ["e"])],
+)
+def test_each_level_shows_itself_and_above(level: str, shown: list[str]) -> None:
+    stream = configured(level=level)
+    log = get_logger("x")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    assert [event["event"] for event in json_events(stream)] == shown
+
+
+def test_a_logger_used_before_reconfiguration_follows_the_new_configuration() -> None:
+    log = get_logger("entrypoint")
+    first = configured(level="info")
+    log.info("one")
+    second = configured(level="warning")
+    log.info("dropped")
+    log.warning("two")
+    assert [event["event"] for event in json_events(first)] == ["one"]
+    assert [event["event"] for event in json_events(second)] == ["two"]

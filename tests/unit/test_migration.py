@@ -210,3 +210,101 @@ def test_looks_like_checksum(value: str | None, expected: bool) -> None:
 def test_mode_shortcut_agrees_with_the_lexer(path: Path) -> None:
     migration = read_migration(path)
     assert migration.mode_decision == transaction_mode(migration.sql, migration.statements)
+
+
+# --- cases mutation testing found unasserted (scripts/mutation.sh) ------------------------------
+
+
+def test_a_nul_byte_is_refused_at_read_time_naming_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "001_a.sql", b"SELECT 1;\nSELECT '\0';\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.message == (
+        f"{path}: line 2: contains a NUL byte (libpq would send the file only up to it)"
+    )
+    assert caught.value.fields == {"file": str(path), "line": 2}
+
+
+def test_invalid_utf8_message_names_byte_and_offset(tmp_path: Path) -> None:
+    path = write(tmp_path, "001_a.sql", b"SELECT 1;\nSELECT '\xff';\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.message == f"{path}: line 2: not valid UTF-8 (byte 0xff at offset 18)"
+    assert caught.value.fields == {"file": str(path), "line": 2}
+
+
+def test_a_bad_name_message(tmp_path: Path) -> None:
+    path = write(tmp_path, "add_feature.sql", "SELECT 1;")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.message == (
+        f"{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
+    )
+    assert caught.value.fields == {"file": str(path)}
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["-- migrate: no-transaction", "-- Migrate:No-Transaction", "--migrate:no-transaction"],
+)
+def test_no_transaction_header_spellings_at_read_time(tmp_path: Path, header: str) -> None:
+    migration = read_migration(write(tmp_path, "001_a.sql", f"{header}\nCREATE TABLE t (a int);\n"))
+    assert migration.mode_decision.mode.value == "no-transaction"
+    assert migration.mode_decision.reason == "-- migrate:no-transaction header"
+
+
+def test_a_misspelt_directive_is_refused_at_read_time(tmp_path: Path) -> None:
+    path = write(tmp_path, "001_a.sql", "-- a note\n-- migrate:no-transactoin\nVACUUM;\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.message == (
+        f"{path}: line 2: unknown marker '-- migrate:no-transactoin' (known: -- migrate:up, "
+        "-- migrate:down, -- migrate:no-transaction, -- migrate:allow)"
+    )
+
+
+def test_a_down_companion_is_read_with_its_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "001_a.sql", "CREATE TABLE a (id int);")
+    write(tmp_path, "001_a.down.sql", "DROP TABLE a;")
+    migration = read_migration(path)
+    assert migration.down is not None
+    assert (migration.down.path.name, migration.down.sql) == ("001_a.down.sql", "DROP TABLE a;")
+
+
+def test_drift_is_only_a_real_checksum_that_differs(tmp_path: Path) -> None:
+    migration = read_migration(write(tmp_path, "001_a.sql", "SELECT 1;"))
+    other = "0" * 64
+    assert migration.changed_since(other) is True
+    assert migration.changed_since(migration.checksum) is False
+    assert migration.changed_since("checksum_here") is False
+    assert migration.changed_since(None) is False
+    bootstrap = read_migration(write(tmp_path, "000_init.sql", "SELECT 0;"))
+    assert bootstrap.is_bootstrap and bootstrap.changed_since(other) is False
+
+
+def test_order_and_sort_key(tmp_path: Path) -> None:
+    migration = read_migration(write(tmp_path, "0042_a.sql", "SELECT 1;"))
+    assert (migration.number, migration.order, migration.sort_key) == (42, (), (42,))
+    assert migration.key == "0042"
+    assert (migration.title, migration.repeatable, migration.down) == (None, False, None)
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"\n-- x\nSELECT '\0';\nSELECT 2;\nSELECT '\0';\n", 3),  # the first NUL, counted from 1
+        (b"\0SELECT 1;", 1),
+    ],
+)
+def test_the_first_nul_byte_is_named(tmp_path: Path, content: bytes, line: int) -> None:
+    path = write(tmp_path, "001_a.sql", content)
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.fields == {"file": str(path), "line": line}
+
+
+def test_invalid_utf8_after_a_blank_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "001_a.sql", b"\nSELECT 1;\nSELECT '\xff';\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(path)
+    assert caught.value.message == f"{path}: line 3: not valid UTF-8 (byte 0xff at offset 19)"

@@ -193,3 +193,67 @@ def test_the_repository_migrations_folder_reads_cleanly() -> None:
     assert found.bootstrap is not None
     assert found.bootstrap.version == "000_init_database"
     assert found.versioned, "at least the initial schema"
+
+
+# --- cases mutation testing found unasserted (scripts/mutation.sh) ------------------------------
+
+
+def test_messages_name_the_files_exactly(folder: Path, tmp_path: Path) -> None:
+    add(folder, "01_a.sql", "1_b.sql")
+    error = files_error(folder)
+    assert error.message == (
+        f"{folder / '01_a.sql'} and {folder / '1_b.sql'} have the same version number 1"
+    )
+    assert error.fields == {"file": str(folder / "1_b.sql")}
+
+
+def test_a_symlink_leaving_the_folder_is_refused_exactly(folder: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.sql"
+    outside.write_text("SELECT 1;")
+    (folder / "001_a.sql").symlink_to(outside)
+    error = files_error(folder)
+    assert error.message == (
+        f"{folder / '001_a.sql'} is a symlink to {outside.resolve()}, outside {folder}: "
+        "copy the file in instead"
+    )
+    assert error.fields == {"file": str(folder / "001_a.sql")}
+
+
+def test_a_symlink_inside_the_folder_is_read(folder: Path) -> None:
+    (folder / "..data").mkdir()
+    (folder / "..data" / "001_a.sql").write_text("SELECT 1;")
+    (folder / "001_a.sql").symlink_to(folder / "..data" / "001_a.sql")
+    assert versions(folder) == ["001_a"]
+
+
+def test_the_missing_folder_message(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        find_migrations(tmp_path / "nowhere")
+    assert caught.value.message == (
+        f"MIGRATIONS_DIR {tmp_path / 'nowhere'} does not exist or is not a folder"
+    )
+
+
+def test_hidden_files_are_ignored(folder: Path) -> None:
+    add(folder, "001_a.sql", ".002_b.sql", "003_c.sql.bak")
+    assert versions(folder) == ["001_a"]
+
+
+def test_all_is_bootstrap_then_versioned_then_repeatable(folder: Path) -> None:
+    add(folder, "V2__b.sql", "V1__a.sql", "R__z.sql", "R__a.sql", "V0__zero.sql")
+    found = find_migrations(folder)
+    assert found.bootstrap is None  # V0 is Flyway's version 0, not the runner's bootstrap
+    assert [m.version for m in found.all] == ["V0__zero", "V1__a", "V2__b", "R__a", "R__z"]
+    assert list(found.by_version()) == ["V0__zero", "V1__a", "V2__b", "R__a", "R__z"]
+    assert found.format == "flyway"
+    add(folder, "V1.0__again.sql")
+    error = files_error(folder)
+    assert "have the same version 1" in error.message
+
+
+def test_runner_bootstrap_comes_first_in_all(folder: Path) -> None:
+    add(folder, "002_b.sql", "000_init.sql", "001_a.sql")
+    found = find_migrations(folder)
+    assert found.bootstrap is not None and found.bootstrap.version == "000_init"
+    assert [m.version for m in found.all] == ["000_init", "001_a", "002_b"]
+    assert [m.version for m in found.versioned] == ["001_a", "002_b"]

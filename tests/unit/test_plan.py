@@ -219,3 +219,55 @@ def test_a_pending_file_of_the_older_image_is_still_applied(folder: Path) -> Non
     plan = make_plan(found, history, tolerate_future=True)
     assert [m.version for m in plan.pending] == ["002_b"]
     assert plan.future == ("003_c",)
+
+
+# --- cases mutation testing found unasserted (scripts/mutation.sh) ------------------------------
+
+
+def test_a_repeatable_file_runs_when_new_or_changed_and_not_when_unchanged(folder: Path) -> None:
+    found = files(
+        folder, **{"V1__a": "SELECT 1;", "R__views": "SELECT 2;", "R__funcs": "SELECT 3;"}
+    )
+    # Repeatable files come after the versioned ones, by name.
+    assert pending(found, {}) == ["V1__a", "R__funcs", "R__views"]
+    history = applied(found, "V1__a", "R__views")
+    history["R__funcs"] = row("R__funcs", "0" * 64)  # applied before the file changed
+    plan = make_plan(found, history)
+    assert [m.version for m in plan.pending] == ["R__funcs"]
+    assert [m.version for m in plan.applied] == ["V1__a"]
+
+
+def test_the_missing_file_message_names_the_path_to_restore(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;"})
+    recorded = "a" * 64
+    history = {**applied(found, "001_a"), "002_gone": row("002_gone", recorded)}
+    assert mismatch(found, history) == (
+        f"002_gone is recorded as applied (checksum {recorded}) but "
+        f"{folder / '002_gone.sql'} is gone; restore the file"
+    )
+
+
+def test_the_missing_file_message_in_an_empty_folder_names_the_file(folder: Path) -> None:
+    assert mismatch(files(folder), {"001_a": row("001_a", "a" * 64)}) == (
+        f"001_a is recorded as applied (checksum {'a' * 64}) but 001_a.sql is gone; "
+        "restore the file"
+    )
+
+
+def test_the_changed_file_message_names_both_checksums(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {"001_a": row("001_a", "1" * 64), "002_b": row("002_b", "2" * 64)}
+    actual = found.by_version()["001_a"].checksum
+    assert mismatch(found, history) == (
+        f"{folder / '001_a.sql'} was changed after it was applied: recorded checksum {'1' * 64}, "
+        f"file checksum {actual}; restore the file and put the change in a new migration"
+        " (and 1 more problem(s))"
+    )
+
+
+def test_the_out_of_order_message_names_the_newest_applied(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_late": "SELECT 2;", "003_c": "SELECT 3;"})
+    assert mismatch(found, applied(found, "001_a", "003_c")) == (
+        f"{folder / '002_late.sql'} is pending but older than the newest applied migration "
+        "003_c; renumber it, or set ALLOW_OUT_OF_ORDER=true"
+    )

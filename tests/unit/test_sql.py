@@ -864,3 +864,153 @@ def test_set_local_standard_conforming_strings_runs_outside_a_transaction_as_wit
     assert decision.mode is TransactionMode.NO_TRANSACTION
     assert decision.reason.startswith("line 1: SET LOCAL standard_conforming_strings")
     assert mode("SET standard_conforming_strings = off;").mode is TransactionMode.TRANSACTION
+
+
+def test_return_case_end_body_outside_begin_atomic_does_not_swallow_the_file() -> None:
+    # CASE ... END outside a BEGIN ATOMIC body must not count: an END at depth 0 would leave
+    # the body "open" and merge every later statement into this one.
+    sql = (
+        "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql\n"
+        "RETURN CASE WHEN x > 0 THEN 1 ELSE 0 END;\n"
+        "CREATE INDEX CONCURRENTLY t_a ON t (a);\n"
+    )
+    assert texts(sql) == [
+        "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql\n"
+        "RETURN CASE WHEN x > 0 THEN 1 ELSE 0 END",
+        "CREATE INDEX CONCURRENTLY t_a ON t (a)",
+    ]
+    assert mode(sql) == ModeDecision(
+        TransactionMode.NO_TRANSACTION,
+        "line 3: CREATE INDEX CONCURRENTLY cannot run inside a transaction block",
+    )
+
+
+def test_case_inside_a_begin_atomic_body_closes_with_its_own_end() -> None:
+    body = (
+        "CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC\n"
+        "  SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END;\n"
+        "  SELECT 2;\n"
+        "END"
+    )
+    assert texts(f"{body};\nSELECT 3;") == [body, "SELECT 3"]
+
+
+def test_begin_atomic_function_that_is_not_the_first_statement() -> None:
+    function = (
+        "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql\n"
+        "BEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND"
+    )
+    sql = f"CREATE TABLE t (a int);\n{function};\nSELECT 3;\n"
+    assert split_statements(sql) == [
+        Statement("CREATE TABLE t (a int)", 0, 1),
+        Statement(function, 24, 2),
+        Statement("SELECT 3", 24 + len(function) + 2, 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    "head", ["CREATE PROCEDURE p()", "CREATE OR REPLACE PROCEDURE p()", "create function f()"]
+)
+def test_begin_atomic_in_every_routine_head(head: str) -> None:
+    body = (
+        f"{head} LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); END"
+    )
+    assert texts(f"{body};\nSELECT 3") == [body, "SELECT 3"]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE f (begin int); INSERT INTO f VALUES (1)",  # not a routine
+        "CREATE OR REPLACE VIEW v AS SELECT 1 AS begin; SELECT 2",
+        "SELECT 1 AS begin; SELECT 2",
+    ],
+)
+def test_begin_outside_a_routine_head_is_an_ordinary_word(sql: str) -> None:
+    assert len(texts(sql)) == 2
+
+
+def test_a_parameter_named_begin_does_not_open_a_body() -> None:
+    sql = "CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql RETURN 1;\nSELECT 2;"
+    assert texts(sql) == [
+        "CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql RETURN 1",
+        "SELECT 2",
+    ]
+
+
+def test_escape_string_with_a_backslash_newline_ends_at_its_quote() -> None:
+    sql = "SELECT E'one\\\ntwo;';\nSELECT 2;"
+    assert texts(sql) == ["SELECT E'one\\\ntwo;'", "SELECT 2"]
+
+
+def test_stray_semicolon_before_the_no_transaction_header() -> None:
+    sql = ";\n-- migrate:no-transaction\nCREATE TABLE t (a int);\n"
+    assert mode(sql) == ModeDecision(
+        TransactionMode.NO_TRANSACTION, "-- migrate:no-transaction header"
+    )
+    assert unknown_directive(";\n-- migrate:no-transactoin\nSELECT 1;") == (
+        2,
+        "-- migrate:no-transactoin",
+    )
+
+
+@pytest.mark.parametrize(
+    "header", ["-- migrate: no-transaction", "-- MIGRATE:NO-TRANSACTION", "-- Migrate:Up"]
+)
+def test_known_directives_in_any_spelling_are_not_refused(header: str) -> None:
+    assert unknown_directive(f"{header}\nSELECT 1;") is None
+
+
+def test_a_block_comment_does_not_end_the_header() -> None:
+    sql = "/* why */\n-- migrate:no-transactoin\nSELECT 1;"
+    assert unknown_directive(sql) == (2, "-- migrate:no-transactoin")
+
+
+@pytest.mark.parametrize("sql", ["DROP;", "REINDEX (VERBOSE);", "CLUSTER (VERBOSE", "CREATE;"])
+def test_truncated_statements_are_left_to_the_server(sql: str) -> None:
+    # PostgreSQL answers these with a syntax error; deciding the mode must not crash first.
+    expected = "CLUSTER without a table name" if sql.startswith("CLUSTER") else None
+    decision = mode(sql)
+    if expected:
+        assert decision.reason == f"line 1: {expected} cannot run inside a transaction block"
+    else:
+        assert decision == ModeDecision(TransactionMode.TRANSACTION, DEFAULT_REASON)
+
+
+def test_a_quoted_index_name_keeps_its_doubled_quotes_as_one() -> None:
+    assert concurrent_index('CREATE INDEX CONCURRENTLY "a""b" ON t (a)') == ConcurrentIndex(
+        'a"b', "t"
+    )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX CONCURRENTLY",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS",
+        "CREATE INDEX CONCURRENTLY ON app.t USING btree (a)",
+        "CREATE INDEX CONCURRENTLY i ON (a)",
+    ],
+)
+def test_concurrent_index_without_a_name_or_table_is_none(sql: str) -> None:
+    assert concurrent_index(sql) is None
+
+
+def test_concurrent_index_on_a_schema_qualified_quoted_table() -> None:
+    assert concurrent_index('CREATE INDEX CONCURRENTLY i ON "App"."T" (a)') == ConcurrentIndex(
+        "i", '"App"."T"'
+    )
+
+
+def test_a_lone_dollar_does_not_hide_the_next_character() -> None:
+    assert texts("SELECT $;SELECT 2") == ["SELECT $", "SELECT 2"]
+
+
+@pytest.mark.parametrize("literal", ["x''", "B''", "n''", "U&''"])
+def test_an_empty_prefixed_literal_ends_at_its_quote(literal: str) -> None:
+    assert texts(f"SELECT {literal};SELECT 2") == [f"SELECT {literal}", "SELECT 2"]
+
+
+@pytest.mark.parametrize("ident", ['"""a;b"', 'U&"""a;b"'])
+def test_a_quoted_identifier_starting_with_a_doubled_quote(ident: str) -> None:
+    assert texts(f"SELECT {ident};SELECT 2") == [f"SELECT {ident}", "SELECT 2"]

@@ -159,3 +159,38 @@ def test_a_future_row_needs_a_numbered_name(folder: Path) -> None:
     history = {"001_a": row("001_a", found.by_version()["001_a"].checksum),
                "add_users": row("add_users", "a" * 64)}  # fmt: skip
     assert states(status_rows(found, history))["add_users"] == "missing"
+
+
+def test_a_missing_row_has_every_key_a_file_row_has(folder: Path) -> None:
+    # status --json prints these rows: a missing version keeps the same keys, nulls where
+    # only a file could tell.
+    found = files(folder, **{"001_a": "SELECT 1;", "003_c": "SELECT 3;"})
+    history = {m.version: row(m.version, m.checksum) for m in found.versioned}
+    history["002_gone"] = row("002_gone", "a" * 64)  # below the newest file: missing, not future
+    file_row, _, missing = status_rows(found, history)
+    assert missing == {
+        "version": "002_gone",
+        "state": "missing",
+        "checksum": None,
+        "recorded_checksum": "a" * 64,
+        "applied_at": APPLIED_AT.isoformat(),
+        "mode": None,
+        "bootstrap": False,
+    }
+    assert missing.keys() == file_row.keys()
+    assert problems([file_row, missing]) == [missing]
+
+
+def test_pending_row_of_a_no_transaction_file(folder: Path) -> None:
+    found = files(folder, **{"001_a": "CREATE INDEX CONCURRENTLY i ON t (a);"})
+    (pending,) = status_rows(found, {})
+    assert pending == {
+        "version": "001_a",
+        "state": "pending",
+        "checksum": found.by_version()["001_a"].checksum,
+        "recorded_checksum": None,
+        "applied_at": None,
+        "mode": "no-transaction",
+        "bootstrap": False,
+    }
+    assert problems([pending]) == [pending]
