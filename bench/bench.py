@@ -977,7 +977,7 @@ class Bench:
                     fig.record("C5", tool, measure(db))
                     if run == 0:
                         checks.schema(tool, db)
-                        checks.history(tool, db, 2)
+                        checks.history(tool, db, 1 + len(SCHEMA_FILES))
                 finally:
                     drop_database(self.server, db)
                     execute(self.server, f'DROP ROLE IF EXISTS "{APP_ROLE}", "{OWNER_ROLE}"')
