@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS {table} (
     execution_ms integer,
     applied_by   text DEFAULT current_user
 )""").format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+# What CREATE TABLE IF NOT EXISTS raises when another session creates the same table meanwhile.
+CREATED_MEANWHILE = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DuplicateTable,
+    psycopg.errors.DuplicateObject,
+)
 COLUMNS = (
     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
 )
@@ -93,12 +99,14 @@ def ensure_history_table(conn: psycopg.Connection[Any]) -> None:
     unless another tool's history is there: it must be adopted first.
 
     The migration lock serialises runners; a creation outside it (a hand-run script, an old
-    runner) can still race CREATE TABLE IF NOT EXISTS into a unique violation on pg_type.
+    runner) can still race CREATE TABLE IF NOT EXISTS into a unique violation on pg_type, or
+    into "relation/type already exists" when the other session committed between the check and
+    the insert: each means the table is there once the other session is done.
     """
     refuse_foreign_history(conn)
     try:
         conn.execute(CREATE_TABLE)
-    except psycopg.errors.UniqueViolation:
+    except CREATED_MEANWHILE:
         in_transaction = conn.info.transaction_status != pq.TransactionStatus.IDLE
         if in_transaction or not history_table_exists(conn):
             raise
