@@ -1,16 +1,12 @@
-"""migrator/hazards.py and the lint's waivers: lock order, the hazard rule, the documented
-classification of non-transactional statements, the safe alternatives."""
+"""migrator/hazards.py: lock order, the hazard rule, the documented classification of
+non-transactional statements, the safe alternatives."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from migrator.errors import MigrationFilesError
 from migrator.hazards import Lock, documented, is_hazard, safe_alternative
-from migrator.lint import Finding, Waiver, waivers_of
-from migrator.migration import Migration, checksum_of, read_migration
+from migrator.migration import read_migration
 
 
 def test_locks_from_pg_locks_in_order():
@@ -82,43 +78,6 @@ def test_safe_alternatives(kind, statement, expected):
 
 def test_no_alternative_when_there_is_no_standard_one():
     assert safe_alternative("rewrite", "ALTER TABLE t SET UNLOGGED") is None
-
-
-def _migration(sql: str) -> Migration:
-    return Migration(Path("002_x.sql"), 2, "002_x", sql, checksum_of(sql.encode()))
-
-
-def test_waivers_are_read_from_the_header():
-    sql = (
-        "-- Description: widen ids\n"
-        "-- migrate:allow rewrite public.tokens: maintenance window, approved by ops\n"
-        "--migrate:allow scan sessions:nightly\n"
-        "ALTER TABLE tokens ALTER COLUMN id TYPE bigint;\n"
-        "-- migrate:allow index_build later: not in the header, ignored\n"
-    )
-    waivers = waivers_of(_migration(sql))
-    assert waivers == [
-        Waiver("rewrite", "public.tokens", "maintenance window, approved by ops", 2),
-        Waiver("scan", "sessions", "nightly", 3),
-    ]
-    finding = Finding("scan", "public.sessions", Lock.ACCESS_EXCLUSIVE)
-    assert waivers[1].covers(finding)
-    assert not waivers[0].covers(finding)
-    assert Waiver("scan", "*", "all of them", 1).covers(finding)
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "-- migrate:allow rewrite tokens",  # no reason
-        "-- migrate:allow rewrite tokens:   ",  # an empty reason
-        "-- migrate:allow rewrites tokens: typo in the kind",
-        "-- migrate:allow rewrite: no relation",
-    ],
-)
-def test_a_malformed_waiver_names_its_line(line):
-    with pytest.raises(MigrationFilesError, match=r"002_x.sql: line 2: .*reason is required"):
-        waivers_of(_migration(f"-- header\n{line}\nSELECT 1;"))
 
 
 def test_the_runner_accepts_the_allow_directive(tmp_path):
