@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.hazards import Lock, documented, is_hazard, safe_alternative
+from migrator.hazards import Lock, documented, is_hazard, normalized, safe_alternative
 from migrator.migration import read_migration
 
 
@@ -84,3 +84,57 @@ def test_the_runner_accepts_the_allow_directive(tmp_path):
     path = tmp_path / "002_widen.sql"
     path.write_text("-- migrate:allow rewrite tokens: approved\nALTER TABLE tokens SET UNLOGGED;")
     assert read_migration(path).version == "002_widen"
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "lock", "note"),
+    [
+        ("CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "concurrent build or drop: SHARE UPDATE EXCLUSIVE, reads and writes go on"),
+        ("REINDEX (VERBOSE) INDEX CONCURRENTLY i", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "concurrent build or drop: SHARE UPDATE EXCLUSIVE, reads and writes go on"),
+        ("ALTER TABLE t DETACH PARTITION p CONCURRENTLY", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "DETACH PARTITION CONCURRENTLY: SHARE UPDATE EXCLUSIVE on the parent"),
+        ("vacuum full t", "rewrite", Lock.ACCESS_EXCLUSIVE,
+         "VACUUM FULL rewrites the table under ACCESS EXCLUSIVE"),
+        ("VACUUM (FULL OFF) t", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "VACUUM: SHARE UPDATE EXCLUSIVE, reads and writes go on"),
+        ("CLUSTER t USING i", "rewrite", Lock.ACCESS_EXCLUSIVE,
+         "CLUSTER rewrites every clustered table under ACCESS EXCLUSIVE"),
+        ("REINDEX (VERBOSE) DATABASE", "index_build", Lock.SHARE,
+         "REINDEX DATABASE rebuilds every index under SHARE locks"),
+        ("CREATE DATABASE other", None, None, "touches no table of the database"),
+    ],
+)  # fmt: skip
+def test_documented_notes(statement, kind, lock, note):
+    doc = documented(statement)
+    assert (doc.kind, doc.lock, doc.note) == (kind, lock, note)
+
+
+@pytest.mark.parametrize(
+    ("statement", "targets"),
+    [
+        ("vacuum freeze verbose analyze app.t, s", ("app.t", "s")),
+        ("VACUUM (FULL 0, VERBOSE) t (a, b), u", ("t", "u")),
+        ("VACUUM FULL", ("(every table)",)),
+        ("REINDEX DATABASE", ("(database)",)),
+        ("REINDEX SYSTEM app", ("(system app)",)),
+    ],
+)
+def test_documented_targets(statement, targets):
+    assert documented(statement).targets == targets
+
+
+def test_the_not_null_alternative_names_the_column_when_it_can():
+    assert safe_alternative("scan", "alter table t alter email set not null") == (
+        "ADD CONSTRAINT ... CHECK (email IS NOT NULL) NOT VALID, then VALIDATE CONSTRAINT in a "
+        "later transaction; SET NOT NULL then skips the scan (drop the CHECK afterwards)"
+    )
+    assert safe_alternative("scan", 'ALTER TABLE t ALTER COLUMN "my col" SET NOT NULL') == (
+        "ADD CONSTRAINT ... CHECK (column IS NOT NULL) NOT VALID, then VALIDATE CONSTRAINT in a "
+        "later transaction; SET NOT NULL then skips the scan (drop the CHECK afterwards)"
+    )
+
+
+def test_normalized_drops_comments_case_and_spacing():
+    assert normalized("alter  table t -- why\n\tADD /* x */ c int") == "ALTER TABLE T ADD C INT"
