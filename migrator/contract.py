@@ -81,9 +81,13 @@ def compare(baseline: Catalog, before: Catalog, after: Catalog) -> list[Finding]
             change = f"{kind} changes from {value} to {now[0]}"
         found.append(_finding(BREAKING, name, change))
     known = {ident for (kind, _), (_, ident) in before.items() if kind == "column"}
+    tables = {
+        name
+        for (kind, name), (value, _) in baseline.items()
+        if kind == "table" and value in TABLE_KINDS
+    }
     for (kind, name), (value, ident) in after.items():
-        table = name.rsplit(".", 1)[0]
-        existing_table = baseline.get(("table", table), ("", ""))[0] in TABLE_KINDS
+        existing_table = name.rsplit(".", 1)[0] in tables
         new_column = kind == "column" and ident not in known and existing_table
         if new_column and value.endswith(WITHOUT_DEFAULT):
             change = "new column is NOT NULL without a default (INSERTs that omit it fail)"
@@ -108,7 +112,7 @@ def removed_rows(
     found = []
     for oid, lock in locks_after.items():
         # The table the statement writes: a lock it did not hold before, or rows gone.
-        fresh = lock >= Lock.ROW_EXCLUSIVE and locks_before.get(oid, Lock(1)) < lock
+        fresh = lock >= Lock.ROW_EXCLUSIVE and locks_before.get(oid, Lock.ACCESS_SHARE) < lock
         if fresh or deleted_after.get(oid, 0) > deleted_before.get(oid, 0):
             name = tables[oid]
             found.append(_finding(DATA_LOSS, name, f"rows removed ({command})", name))

@@ -108,12 +108,10 @@ class LockJudge:
         )
         index_build = bool(set(after.indexes) - set(before.indexes))
         scanned = after.seq_scan > before.seq_scan
-        kind = (
-            "rewrite" if rewrite else "index_build" if index_build else "scan" if scanned else None
-        )
-        if kind and is_hazard(
+        if is_hazard(
             lock, rewrite=rewrite or index_build, scanned=scanned, relkind=relation.relkind
         ):
+            kind = "rewrite" if rewrite else "index_build" if index_build else "scan"
             return Finding(kind, relation.name, lock)
         if lock is None or lock < Lock.SHARE or (already is not None and already >= lock):
             return None  # weak, or listed for an earlier statement of the file
@@ -144,11 +142,11 @@ def documented_findings(
     existed before, ``resolve`` a table name as written -> its schema-qualified name.
     """
     found = []
-    for target in doc.targets or ((built_on,) if built_on else ("",)):
+    for target in doc.targets or (built_on or "",):
         name = resolve(target) if target and not target.startswith("(") else target
         if doc.kind and name and not name.startswith("(") and name not in existing:
             continue  # created by this release: empty, not a hazard
-        found.append(Finding(doc.kind, name or "", doc.lock, observed=False, note=doc.note))
+        found.append(Finding(doc.kind, name, doc.lock, observed=False, note=doc.note))
     return found
 
 
@@ -233,13 +231,14 @@ class Report:
         waivers = waivers_of(migration)
         used: set[Waiver] = set()
         for located in found:
-            if located.finding.kind is None:
+            kind = located.finding.kind
+            if kind is None:
                 self._info(located)
                 continue
             waiver = next((w for w in waivers if w.covers(located.finding)), None)
             if waiver:
                 used.add(waiver)
-            self._hazard(located, waiver)
+            self._hazard(located, kind, waiver)
         for waiver in waivers:
             if waiver not in used:
                 log.warning(
@@ -293,17 +292,16 @@ class Report:
         event = "brief_lock" if located.finding.observed else "not_observed"
         log.info(event, **self._fields(located))
 
-    def _hazard(self, located: Located, waiver: Waiver | None) -> None:
-        finding = located.finding
+    def _hazard(self, located: Located, kind: str, waiver: Waiver | None) -> None:
         fields = self._fields(located)
-        fields["kind"] = finding.kind
-        fields["alternative"] = safe_alternative(finding.kind or "", located.statement.text)
+        fields["kind"] = kind
+        fields["alternative"] = safe_alternative(kind, located.statement.text)
         self.hazards += 1
         rows = fields["rows"]
         if waiver:
             self.waived += 1
             log.warning("hazard", waived=True, waiver=waiver.reason, **fields)
-        elif finding.kind in LOCK_KINDS and rows is not None and rows < self.min_rows:
+        elif kind in LOCK_KINDS and rows is not None and rows < self.min_rows:
             self.small += 1
             log.warning("hazard", below_min_rows=self.min_rows, **fields)
         else:

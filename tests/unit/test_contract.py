@@ -91,6 +91,8 @@ def test_a_dropped_type_is_reported_once():
         ("character varying(20)", "character varying(10)", False),
         ("character varying", "character varying(10)", False),
         ("integer", "bigint", False),
+        ("character varying(10)", "integer", False),
+        ("character varying(10)", "character varying(10)", True),
     ],
 )
 def test_widening_a_varchar_breaks_no_reader(old, new, expected):
@@ -222,3 +224,36 @@ def test_a_column_that_existed_before_the_statement_is_not_new():
     before = {**BASE, ("column", "public.tokens.tenant"): ("integer NOT NULL without a default",
                                                            "100.3")}  # fmt: skip
     assert compare(BASE, before, before) == []
+
+
+def test_a_widened_required_varchar_breaks_no_reader():
+    required = {**BASE, ("column", "public.tokens.scope"): ("character varying(10) NOT NULL "
+                                                            "without a default", "100.2")}  # fmt: skip
+    after = {**required, ("column", "public.tokens.scope"): ("character varying(20) NOT NULL "
+                                                             "without a default", "100.2")}  # fmt: skip
+    assert compare(required, required, after) == []
+
+
+def test_a_dropped_table_and_a_dropped_function_after_it():
+    after = without(("table", "public.tokens"), ("column", "public.tokens.id"),
+                    ("column", "public.tokens.scope"), ("function", "public.touch()"))  # fmt: skip
+    assert compare(BASE, BASE, after) == [
+        Finding("breaking", "public.tokens", change="table dropped"),
+        Finding("data_loss", "public.tokens", change="table dropped with its data",
+                table="public.tokens"),
+        Finding("breaking", "public.touch()", change="function dropped"),
+    ]  # fmt: skip
+
+
+def test_a_rename_then_a_drop():
+    after = without(("column", "public.tokens.scope"), ("function", "public.touch()"))
+    after[("column", "public.tokens.scopes")] = ("character varying(10)", "100.2")
+    assert changes(after) == {
+        ("breaking", "public.tokens.scope", "column renamed to public.tokens.scopes"),
+        ("breaking", "public.touch()", "function dropped"),
+    }
+
+
+def test_a_column_that_becomes_nullable_breaks_no_reader():
+    after = {**BASE, ("column", "public.tokens.id"): ("bigint", "100.1")}
+    assert changes(after) == set()

@@ -116,7 +116,11 @@ def test_a_materialized_view_is_only_hurt_by_a_lock_that_blocks_reads():
 def test_a_table_without_a_lock_or_dropped_by_the_statement_gives_nothing():
     assert judge_one(snap(100), snap(101), None) == []
     judge = LockJudge(RELATIONS)
-    assert judge.findings({TOKENS: snap(100)}, {}, {TOKENS: AE}, "DROP TABLE") == []
+    before = {TOKENS: snap(100), SESSIONS: snap(200)}
+    now = {SESSIONS: snap(201)}
+    assert judge.findings(before, now, {TOKENS: AE, SESSIONS: AE}, "DROP TABLE") == [
+        Finding("rewrite", "public.sessions", AE)
+    ]
 
 
 def test_each_table_is_judged_in_the_order_of_the_snapshots():
@@ -408,14 +412,13 @@ def test_a_lock_hazard_on_a_table_below_min_rows_is_a_warning():
             [
                 located(migration, Finding("rewrite", "public.tokens", AE)),
                 located(migration, Finding("rewrite", "public.sessions", AE)),
+                located(migration, Finding("rewrite", "public.tokens", AE)),
             ],
         )
-    assert logs == [
-        hazard_fields(rows=19, bytes=8192, below_min_rows=20, log_level="warning"),
-        hazard_fields(rows=20, bytes=8192, relation="public.sessions"),
-    ]
-    assert (report.hazards, report.waived, report.small, report.unwaived) == (2, 0, 1, 1)
-    assert report.summary.endswith("2 hazard(s), 0 waived, 1 on small tables, 1 unwaived")
+    small = hazard_fields(rows=19, bytes=8192, below_min_rows=20, log_level="warning")
+    assert logs == [small, hazard_fields(rows=20, bytes=8192, relation="public.sessions"), small]
+    assert (report.hazards, report.waived, report.small, report.unwaived) == (3, 0, 2, 1)
+    assert report.summary.endswith("3 hazard(s), 0 waived, 2 on small tables, 1 unwaived")
 
 
 def test_a_table_of_unknown_size_is_not_small():
