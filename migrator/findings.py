@@ -17,9 +17,12 @@ from typing import Any
 
 from migrator.errors import HazardsFoundError, MigrationFilesError
 from migrator.hazards import (
+    INDEX_BUILD,
     KINDS,
     LOCK_KINDS,
     NOT_OBSERVED,
+    REWRITE,
+    SCAN,
     Documented,
     Finding,
     Lock,
@@ -111,7 +114,7 @@ class LockJudge:
         if is_hazard(
             lock, rewrite=rewrite or index_build, scanned=scanned, relkind=relation.relkind
         ):
-            kind = "rewrite" if rewrite else "index_build" if index_build else "scan"
+            kind = REWRITE if rewrite else INDEX_BUILD if index_build else SCAN
             return Finding(kind, relation.name, lock)
         if lock is None or lock < Lock.SHARE or (already is not None and already >= lock):
             return None  # weak, or listed for an earlier statement of the file
