@@ -153,7 +153,7 @@ def log_waivers(pending: Sequence[Migration]) -> None:
 
     waiving = [m for m in pending if MAY_HOLD_DIRECTIVE.search(m.sql)]  # most files: none
     if waiving:
-        from migrator.lint import waivers_of
+        from migrator.findings import waivers_of
 
         for migration in waiving:
             for waiver in waivers_of(migration):

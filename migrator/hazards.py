@@ -127,10 +127,10 @@ def safe_alternative(kind: str, statement: str) -> str | None:
     text = normalized(statement)
     for candidate, pattern, alternative in ALTERNATIVES:
         if candidate == kind and pattern.search(text):
-            if "SET NOT NULL" in text and candidate == SCAN:
-                column = re.search(r"ALTER (?:COLUMN )?(\S+) SET NOT NULL", text)
-                name = column[1].lower() if column else "column"
-                return alternative.replace("(column IS", f"({name} IS")
+            # The SET NOT NULL alternative names the column when the statement does.
+            column = re.search(r"ALTER (?:COLUMN )?(\S+) SET NOT NULL", text)
+            if column:
+                return alternative.replace("(column IS", f"({column[1].lower()} IS")
             return alternative
     return None
 
@@ -150,15 +150,15 @@ class Documented:
 
 
 OPTIONS_RE = re.compile(r"^\s*\([^)]*\)")
+COLUMN_LIST_RE = re.compile(r"\([^)]*\)")
 NOT_OBSERVED = (
     "not observed (it cannot run inside a transaction): classified from the documentation"
 )
 
 
 def _targets(rest: str) -> tuple[str, ...]:
-    """Table names of ``a, b (col)`` after a VACUUM/CLUSTER/REINDEX keyword list."""
-    rest = OPTIONS_RE.sub("", rest)
-    names = (re.sub(r"\(.*", "", part).strip() for part in rest.split(","))
+    """Table names of ``a, b (col1, col2)`` after VACUUM's options: column lists dropped."""
+    names = (name.strip() for name in COLUMN_LIST_RE.sub("", rest).split(","))
     return tuple(name for name in names if name)
 
 
@@ -197,7 +197,7 @@ def documented(statement: str) -> Documented:
             options and re.search(r"\bFULL\b(?!\s+(FALSE|OFF|0)\b)", options[0], re.IGNORECASE)
         )
         rest = re.sub(
-            r"^\s*((FULL|FREEZE|VERBOSE|ANALYZE)\s+)*",
+            r"^\s*((FULL|FREEZE|VERBOSE|ANALYZE)\b\s*)*",
             "",
             OPTIONS_RE.sub("", rest),
             flags=re.IGNORECASE,

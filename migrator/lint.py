@@ -1,6 +1,8 @@
 """The hazard lint: apply the pending files on a scratch database, statement by statement, and
 let PostgreSQL say what each one locks, rewrites and scans among the tables that existed before
-(and, with migrator/contract.py, what it breaks or deletes of what the running release uses).
+and what it breaks or deletes of what the running release uses. This module talks to the
+databases and measures; what the measurements mean is decided in migrator/findings.py and
+migrator/contract.py, which also log the report.
 
 The target is only read (its history and its tables' sizes from the catalog, which takes no
 lock); the scratch database is created with the admin credentials on the target's server and
@@ -13,10 +15,9 @@ dropped afterwards, or given with ``--shadow-url``.
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,47 +34,31 @@ from migrator.bootstrap import (
     database_exists,
 )
 from migrator.config import Config
-from migrator.contract import (
-    CLEAR_STATS_SNAPSHOT,
-    NOT_HISTORY,
-    TABLE_KINDS,
-    USER_SCHEMAS,
-    Catalog,
-    ContractObserver,
-    held_locks,
-    read_catalog,
+from migrator.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
+from migrator.errors import ConfigError, MigrationFailedError
+from migrator.findings import (
+    Located,
+    LockJudge,
+    Relation,
+    Report,
+    Snapshot,
+    documented_findings,
+    is_transaction_control,
+    min_rows_of,
+    refused_in_transaction,
 )
-from migrator.errors import (
-    ConfigError,
-    HazardsFoundError,
-    MigrationFailedError,
-    MigrationFilesError,
-)
-from migrator.hazards import (
-    KINDS,
-    LOCK_KINDS,
-    NOT_OBSERVED,
-    Finding,
-    Lock,
-    documented,
-    is_hazard,
-    safe_alternative,
-)
+from migrator.hazards import Finding, Lock, documented
 from migrator.logs import get_logger
 from migrator.migration import Migration
 from migrator.migrations import MigrationSet
 from migrator.plan import make_plan
-from migrator.sql import Statement, TransactionMode, concurrent_index, transaction_mode
+from migrator.sql import Statement, TransactionMode, concurrent_index
 from migrator.wait import ERR_NO_DATABASE, connect
 
 log = get_logger("lint")
 
-DEFAULT_MIN_ROWS = 10_000  # LINT_MIN_ROWS with a target; 0 without one
-STATEMENT_EXCERPT_LENGTH = 200
 SCRATCH_SUFFIX = "_lint_"
 MAX_IDENTIFIER = 63
-TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
-ANY_RELATION = "*"
 INVALID_TRANSACTION_TERMINATION = "2D000"
 OWN_TRANSACTIONS = "it commits its own transactions (a procedure that COMMITs), so it ran bare"
 
@@ -85,15 +70,47 @@ ERR_SHADOW_NOT_EMPTY = (
     "the shadow database (LINT_SHADOW_URL / --shadow-url) is not empty, it holds {relation}: "
     "give an empty database, lint applies every file to it"
 )
-ERR_BAD_WAIVER = (
-    "{file}: line {line}: {text!r} must read -- migrate:allow <kind> <relation>: <reason> "
-    "(kinds: {kinds}; the reason is required)"
+USER_SCHEMAS = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
 )
-ERR_HAZARDS = (
-    "{count} unwaived hazard(s) in {files}: see the hazard events; use the safe alternative, "
-    "or waive one in the file's header with -- migrate:allow <kind> <relation>: <reason>"
-)
-
+NOT_HISTORY = "(n.nspname, c.relname) <> ('public', 'schema_migrations')"
+# (kind, name) -> (value, identity): the identity survives a rename, the value is the contract.
+CATALOG = f"""
+SELECT 'table', format('%I.%I', n.nspname, c.relname), c.relkind::text, c.oid::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} AND {NOT_HISTORY}
+UNION ALL
+SELECT 'column', format('%I.%I.%I', n.nspname, c.relname, a.attname),
+       format_type(a.atttypid, a.atttypmod)
+       || CASE WHEN a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+               THEN ' NOT NULL without a default' ELSE '' END,
+       c.oid::text || '.' || a.attnum::text
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND {USER_SCHEMAS} AND {NOT_HISTORY}
+UNION ALL
+SELECT 'function', format('%I.%I(%s)', n.nspname, p.proname,
+       pg_get_function_identity_arguments(p.oid)), '', p.oid::text
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE {USER_SCHEMAS} AND NOT EXISTS (SELECT 1 FROM pg_depend d
+      WHERE d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e')
+UNION ALL
+SELECT 'type', format('%I.%I', n.nspname, t.typname), t.typtype::text, t.oid::text
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype IN ('e', 'd') AND {USER_SCHEMAS}
+UNION ALL
+SELECT 'enum value', format('%I.%I', n.nspname, t.typname) || '.' || quote_literal(e.enumlabel),
+       '', e.oid::text
+FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE {USER_SCHEMAS}"""
+# pg_stat views are snapshotted inside a transaction: drop the snapshot before each read.
+CLEAR_STATS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
+ROWS_DELETED = """
+SELECT relid, n_tup_del FROM pg_stat_xact_user_tables WHERE relid = ANY(%s)"""
+HELD_LOCKS = """
+SELECT relation, mode FROM pg_locks
+WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted AND relation = ANY(%s)"""
 RELATIONS = f"""
 SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -126,25 +143,18 @@ CAN_BECOME = (
     "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s) "
     "THEN current_user <> %(role)s AND pg_has_role(%(role)s, 'MEMBER') ELSE false END"
 )
-WAIVER_RE = re.compile(r"--\s*migrate\s*:\s*allow\b(?P<body>.*)$", re.IGNORECASE)
-WAIVER_BODY_RE = re.compile(r"^\s*(?P<kind>[\w-]+)\s+(?P<relation>[^\s:]+)\s*:\s*(?P<reason>\S.*)$")
 
 
 # --- what one statement did ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Relation:
-    name: str  # schema-qualified, quoted only where needed (public.tokens)
-    relkind: str
 
 
 class Observer(Protocol):
     """Measures one kind of effect around each statement of a file, in its transaction.
 
     ``tag`` is the statement's command tag, as the server returned it (``DELETE 12``).
-    The lock, rewrite and scan observer is below; breaking changes and data loss are
-    ContractObserver's (migrator/contract.py); OBSERVERS lists them.
+    The observers read the catalog and statistics; what the readings mean is decided in
+    migrator/findings.py (locks, rewrites, scans) and migrator/contract.py (breaking changes,
+    data loss). OBSERVERS lists them.
     """
 
     def before(self, conn: psycopg.Connection[Any]) -> None: ...
@@ -154,70 +164,76 @@ class Observer(Protocol):
     ) -> list[Finding]: ...
 
 
-@dataclass
-class _Snapshot:
-    relfilenode: int
-    seq_scan: int
-    indexes: tuple[tuple[int, int], ...]  # (index oid, relfilenode)
-
-
-def _snapshot(conn: psycopg.Connection[Any], oids: Sequence[int]) -> dict[int, _Snapshot]:
+def _snapshot(conn: psycopg.Connection[Any], oids: Sequence[int]) -> dict[int, Snapshot]:
     conn.execute(CLEAR_STATS_SNAPSHOT)
     rows = conn.execute(SNAPSHOT, (list(oids),)).fetchall()
     return {
-        oid: _Snapshot(node, scans, tuple(zip(index_oids, nodes, strict=True)))
+        oid: Snapshot(node, scans, tuple(zip(index_oids, nodes, strict=True)))
         for oid, node, scans, nodes, index_oids in rows
     }
 
 
+def held_locks(conn: psycopg.Connection[Any], oids: Iterable[int]) -> dict[int, Lock]:
+    """The strongest lock this session holds on each of ``oids`` (pg_locks, granted only)."""
+    held: dict[int, Lock] = {}
+    for oid, mode in conn.execute(HELD_LOCKS, (list(oids),)).fetchall():
+        lock = Lock.from_pg_locks(mode)
+        held[oid] = max(lock, held.get(oid, lock))
+    return held
+
+
+def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
+    return {(kind, name): (value, ident) for kind, name, value, ident in conn.execute(CATALOG)}
+
+
 @dataclass
 class LockObserver:
-    """Locks held, rewrites (relfilenode changed) and full scans (seq_scan grew) per statement."""
+    """Snapshots of the tables that existed before, and the locks held, around each statement."""
 
     relations: dict[int, Relation]
-    _before: dict[int, _Snapshot] = field(default_factory=dict)
-    _reported: dict[int, Lock] = field(default_factory=dict)  # locks already listed
+    _judge: LockJudge = field(init=False)
+    _before: dict[int, Snapshot] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._judge = LockJudge(self.relations)
 
     def before(self, conn: psycopg.Connection[Any]) -> None:
         self._before = _snapshot(conn, list(self.relations))
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
         now = _snapshot(conn, list(self.relations))
-        locks = held_locks(conn, self.relations)
-        truncate = tag.startswith("TRUNCATE")  # the server's command tag
-        findings = []
-        for oid, before in self._before.items():
-            after = now.get(oid)
-            if after is None:  # dropped by the statement
-                continue
-            finding = self._finding(oid, before, after, locks.get(oid), truncate)
-            if finding:
-                findings.append(finding)
-        return findings
+        return self._judge.findings(self._before, now, held_locks(conn, self.relations), tag)
 
-    def _finding(
-        self, oid: int, before: _Snapshot, after: _Snapshot, lock: Lock | None, truncate: bool
-    ) -> Finding | None:
-        relation = self.relations[oid]
-        already = self._reported.get(oid)
-        if lock is not None:
-            self._reported[oid] = max(lock, already or lock)
-        # TRUNCATE swaps in an empty file: a new relfilenode, but nothing is copied.
-        rewrite = (
-            not truncate and before.relfilenode != 0 and after.relfilenode != before.relfilenode
-        )
-        index_build = bool(set(after.indexes) - set(before.indexes))
-        scanned = after.seq_scan > before.seq_scan
-        kind = (
-            "rewrite" if rewrite else "index_build" if index_build else "scan" if scanned else None
-        )
-        if kind and is_hazard(
-            lock, rewrite=rewrite or index_build, scanned=scanned, relkind=relation.relkind
-        ):
-            return Finding(kind, relation.name, lock)
-        if lock is None or lock < Lock.SHARE or (already is not None and already >= lock):
-            return None  # weak, or listed for an earlier statement of the file
-        return Finding(None, relation.name, lock)
+
+@dataclass
+class ContractObserver:
+    """The catalog before and after each statement; locks and deleted rows around a DELETE,
+    TRUNCATE or MERGE."""
+
+    baseline: Catalog
+    tables: dict[int, str]  # oid -> name of the tables that existed before the release
+    _before: Catalog = field(default_factory=dict)
+    _deleted: dict[int, int] = field(default_factory=dict)
+    _locks: dict[int, Lock] = field(default_factory=dict)
+
+    def before(self, conn: psycopg.Connection[Any]) -> None:
+        self._before = read_catalog(conn)
+        self._deleted = self._rows_deleted(conn)
+        self._locks = held_locks(conn, self.tables)
+
+    def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
+        changes = compare(self.baseline, self._before, read_catalog(conn))
+        command = removing_command(tag)
+        if command:
+            locks = (self._locks, held_locks(conn, self.tables))
+            deleted = (self._deleted, self._rows_deleted(conn))
+            changes += removed_rows(self.tables, command, locks, deleted)
+        return changes
+
+    def _rows_deleted(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
+        conn.execute(CLEAR_STATS_SNAPSHOT)
+        rows = conn.execute(ROWS_DELETED, (list(self.tables),)).fetchall()
+        return {oid: deleted for oid, deleted in rows}
 
 
 @dataclass(frozen=True)
@@ -243,25 +259,6 @@ OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
 
 
 # --- running a file on the scratch database ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Located:
-    migration: Migration
-    statement: Statement
-    finding: Finding
-
-
-def _is_transaction_control(statement: Statement) -> bool:
-    words = statement.text.split(None, 1)
-    return bool(words) and words[0].upper().rstrip(";") in TRANSACTION_CONTROL
-
-
-def _refused_in_transaction(statement: Statement) -> bool:
-    decision = transaction_mode(statement.text, [statement])
-    return decision.mode is TransactionMode.NO_TRANSACTION and not _is_transaction_control(
-        statement
-    )
 
 
 def _execute(
@@ -291,10 +288,10 @@ def run_file(
     if transactional:
         conn.execute("BEGIN")
     for index, statement in enumerate(migration.statements):
-        if not transactional and _refused_in_transaction(statement):
+        if not transactional and refused_in_transaction(statement):
             found += _documented(conn, migration, statement, index, baseline)
             continue
-        wrap = bool(observers) and not transactional and not _is_transaction_control(statement)
+        wrap = bool(observers) and not transactional and not is_transaction_control(statement)
         wrap = wrap and conn.info.transaction_status is pq.TransactionStatus.IDLE
         if wrap:
             conn.execute("BEGIN")
@@ -335,15 +332,11 @@ def _documented(
     if baseline is None:
         return []
     existing = {relation.name for relation in baseline.relations.values()}
-    found = []
     built = concurrent_index(statement.text)
-    for target in doc.targets or ((built.table,) if built else ("",)):
-        name = _resolve(conn, target) if target and not target.startswith("(") else target
-        if doc.kind and name and not name.startswith("(") and name not in existing:
-            continue  # created by this release: empty, not a hazard
-        finding = Finding(doc.kind, name or "", doc.lock, observed=False, note=doc.note)
-        found.append(Located(migration, statement, finding))
-    return found
+    findings = documented_findings(
+        doc, built.table if built else None, existing, lambda name: _resolve(conn, name)
+    )
+    return [Located(migration, statement, finding) for finding in findings]
 
 
 def _resolve(conn: psycopg.Connection[Any], name: str) -> str:
@@ -359,7 +352,7 @@ def existing_relations(conn: psycopg.Connection[Any]) -> dict[int, Relation]:
     return {oid: Relation(name, kind) for oid, name, kind in conn.execute(RELATIONS).fetchall()}
 
 
-# --- the scratch database, the target and the waivers --------------------------------------------
+# --- the scratch database and the target --------------------------------------------------------
 
 
 def _shadow_kwargs(config: Config) -> dict[str, Any]:
@@ -440,127 +433,6 @@ def _target_exists(config: Config) -> bool:
         return database_exists(admin, config.dbname)
 
 
-@dataclass(frozen=True)
-class Waiver:
-    kind: str
-    relation: str
-    reason: str
-    line: int
-
-    def covers(self, finding: Finding) -> bool:
-        """``tokens`` covers public.tokens; ``tokens.scope`` covers public.tokens.scope."""
-        name = finding.relation
-        return self.kind == finding.kind and (
-            self.relation in (name, ANY_RELATION) or name.endswith("." + self.relation)
-        )
-
-
-def waivers_of(migration: Migration) -> list[Waiver]:
-    """``-- migrate:allow <kind> <relation>: <reason>`` lines of the file's header."""
-    statements = migration.statements
-    header = migration.sql[: statements[0].offset] if statements else migration.sql
-    waivers = []
-    for number, text in enumerate(header.splitlines(), start=1):
-        match = WAIVER_RE.match(text.strip())
-        if not match:
-            continue
-        body = WAIVER_BODY_RE.match(match["body"])
-        if not body or body["kind"] not in KINDS:
-            message = ERR_BAD_WAIVER.format(
-                file=migration.path, line=number, text=text.strip(), kinds=", ".join(KINDS)
-            )
-            raise MigrationFilesError(message, file=str(migration.path), line=number)
-        waivers.append(Waiver(body["kind"], body["relation"], body["reason"].strip(), number))
-    return waivers
-
-
-# --- the report --------------------------------------------------------------------------------
-
-
-@dataclass
-class Report:
-    min_rows: int
-    sizes: dict[str, tuple[int | None, int | None]]
-    files: int = 0
-    hazards: int = 0
-    waived: int = 0
-    small: int = 0
-    unwaived_files: list[str] = field(default_factory=list)
-
-    @property
-    def unwaived(self) -> int:
-        return self.hazards - self.waived - self.small
-
-    @property
-    def summary(self) -> str:
-        return (
-            f"lint: {self.files} file(s), {self.hazards} hazard(s), {self.waived} waived, "
-            f"{self.small} on small tables, {self.unwaived} unwaived"
-        )
-
-    def add(self, migration: Migration, found: list[Located]) -> None:
-        self.files += 1
-        waivers = waivers_of(migration)
-        used: set[Waiver] = set()
-        for located in found:
-            if located.finding.kind is None:
-                self._info(located)
-                continue
-            waiver = next((w for w in waivers if w.covers(located.finding)), None)
-            if waiver:
-                used.add(waiver)
-            self._hazard(located, waiver)
-        for waiver in waivers:
-            if waiver not in used:
-                log.warning(
-                    "waiver_unused",
-                    version=migration.version,
-                    file=str(migration.path),
-                    line=waiver.line,
-                    kind=waiver.kind,
-                    relation=waiver.relation,
-                )
-
-    def _fields(self, located: Located) -> dict[str, Any]:
-        finding, statement = located.finding, located.statement
-        rows, size = self.sizes.get(finding.table or finding.relation, (None, None))
-        return {
-            "version": located.migration.version,
-            "file": str(located.migration.path),
-            "line": statement.line,
-            "statement": " ".join(statement.text.split())[:STATEMENT_EXCERPT_LENGTH],
-            "relation": finding.relation,
-            "lock": finding.lock.sql_name if finding.lock else None,
-            "rows": rows,
-            "bytes": size,
-            "observed": finding.observed,
-            **({"note": f"{NOT_OBSERVED}: {finding.note}"} if not finding.observed else {}),
-            **({"change": finding.change} if finding.change else {}),
-        }
-
-    def _info(self, located: Located) -> None:
-        event = "brief_lock" if located.finding.observed else "not_observed"
-        log.info(event, **self._fields(located))
-
-    def _hazard(self, located: Located, waiver: Waiver | None) -> None:
-        finding = located.finding
-        fields = self._fields(located)
-        fields["kind"] = finding.kind
-        fields["alternative"] = safe_alternative(finding.kind or "", located.statement.text)
-        self.hazards += 1
-        rows = fields["rows"]
-        if waiver:
-            self.waived += 1
-            log.warning("hazard", waived=True, waiver=waiver.reason, **fields)
-        elif finding.kind in LOCK_KINDS and rows is not None and rows < self.min_rows:
-            self.small += 1
-            log.warning("hazard", below_min_rows=self.min_rows, **fields)
-        else:
-            if fields["file"] not in self.unwaived_files:
-                self.unwaived_files.append(fields["file"])
-            log.error("hazard", **fields)
-
-
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -587,8 +459,7 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     """Lint what is pending on the target (every file when there is no target); log findings."""
     start = time.monotonic()
     target = read_target(config, files)
-    default_min_rows = DEFAULT_MIN_ROWS if target else 0
-    min_rows = config.lint_min_rows if config.lint_min_rows is not None else default_min_rows
+    min_rows = min_rows_of(config.lint_min_rows, target is not None)
     pending = target.pending if target else files.versioned
     report = Report(min_rows, target.sizes if target else {})
     log.info(
@@ -607,23 +478,10 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
             for migration in pending:
                 baseline = base if base is not None else read_baseline(conn)
                 report.add(migration, run_file(conn, migration, baseline))
-    log.info(
-        "lint_complete",
-        files=report.files,
-        hazards=report.hazards,
-        waived=report.waived,
-        below_min_rows=report.small,
-        unwaived=report.unwaived,
-        duration_ms=round((time.monotonic() - start) * 1000),
-        summary=report.summary,
-    )
+    report.complete(round((time.monotonic() - start) * 1000))
     return report
 
 
 def lint(config: Config, files: MigrationSet) -> str:
     """The ``lint`` command, and the check ``LINT_BEFORE_APPLY`` runs: exit 65 on a hazard."""
-    report = run_lint(config, files)
-    if report.unwaived:
-        message = ERR_HAZARDS.format(count=report.unwaived, files=", ".join(report.unwaived_files))
-        raise HazardsFoundError(message, hazards=report.unwaived)
-    return report.summary
+    return run_lint(config, files).verdict()

@@ -209,6 +209,14 @@ def test_what_the_same_release_creates_is_not_a_hazard(lint_env, migrations, run
     assert result.events_named("hazard") == []
 
 
+def test_vacuum_full_without_a_table_rewrites_every_table(lint_env, migrations, run_runner):
+    migrations.add({"002_vacuum.sql": "VACUUM FULL;"})
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    assert unwaived(result) == {("rewrite", "(every table)")}
+    assert result.events_named("hazard")[0]["observed"] is False
+
+
 def test_without_a_target_each_file_meets_the_files_before_it(
     unborn_database, pg_server, migrations, run_runner
 ):

@@ -1,16 +1,12 @@
-"""migrator/hazards.py and the lint's waivers: lock order, the hazard rule, the documented
-classification of non-transactional statements, the safe alternatives."""
+"""migrator/hazards.py: lock order, the hazard rule, the documented classification of
+non-transactional statements, the safe alternatives."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from migrator.errors import MigrationFilesError
-from migrator.hazards import Lock, documented, is_hazard, safe_alternative
-from migrator.lint import Finding, Waiver, waivers_of
-from migrator.migration import Migration, checksum_of, read_migration
+from migrator.hazards import Lock, documented, is_hazard, normalized, safe_alternative
+from migrator.migration import read_migration
 
 
 def test_locks_from_pg_locks_in_order():
@@ -84,44 +80,61 @@ def test_no_alternative_when_there_is_no_standard_one():
     assert safe_alternative("rewrite", "ALTER TABLE t SET UNLOGGED") is None
 
 
-def _migration(sql: str) -> Migration:
-    return Migration(Path("002_x.sql"), 2, "002_x", sql, checksum_of(sql.encode()))
-
-
-def test_waivers_are_read_from_the_header():
-    sql = (
-        "-- Description: widen ids\n"
-        "-- migrate:allow rewrite public.tokens: maintenance window, approved by ops\n"
-        "--migrate:allow scan sessions:nightly\n"
-        "ALTER TABLE tokens ALTER COLUMN id TYPE bigint;\n"
-        "-- migrate:allow index_build later: not in the header, ignored\n"
-    )
-    waivers = waivers_of(_migration(sql))
-    assert waivers == [
-        Waiver("rewrite", "public.tokens", "maintenance window, approved by ops", 2),
-        Waiver("scan", "sessions", "nightly", 3),
-    ]
-    finding = Finding("scan", "public.sessions", Lock.ACCESS_EXCLUSIVE)
-    assert waivers[1].covers(finding)
-    assert not waivers[0].covers(finding)
-    assert Waiver("scan", "*", "all of them", 1).covers(finding)
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "-- migrate:allow rewrite tokens",  # no reason
-        "-- migrate:allow rewrite tokens:   ",  # an empty reason
-        "-- migrate:allow rewrites tokens: typo in the kind",
-        "-- migrate:allow rewrite: no relation",
-    ],
-)
-def test_a_malformed_waiver_names_its_line(line):
-    with pytest.raises(MigrationFilesError, match=r"002_x.sql: line 2: .*reason is required"):
-        waivers_of(_migration(f"-- header\n{line}\nSELECT 1;"))
-
-
 def test_the_runner_accepts_the_allow_directive(tmp_path):
     path = tmp_path / "002_widen.sql"
     path.write_text("-- migrate:allow rewrite tokens: approved\nALTER TABLE tokens SET UNLOGGED;")
     assert read_migration(path).version == "002_widen"
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "lock", "note"),
+    [
+        ("CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "concurrent build or drop: SHARE UPDATE EXCLUSIVE, reads and writes go on"),
+        ("REINDEX (VERBOSE) INDEX CONCURRENTLY i", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "concurrent build or drop: SHARE UPDATE EXCLUSIVE, reads and writes go on"),
+        ("ALTER TABLE t DETACH PARTITION p CONCURRENTLY", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "DETACH PARTITION CONCURRENTLY: SHARE UPDATE EXCLUSIVE on the parent"),
+        ("vacuum full t", "rewrite", Lock.ACCESS_EXCLUSIVE,
+         "VACUUM FULL rewrites the table under ACCESS EXCLUSIVE"),
+        ("VACUUM (FULL OFF) t", None, Lock.SHARE_UPDATE_EXCLUSIVE,
+         "VACUUM: SHARE UPDATE EXCLUSIVE, reads and writes go on"),
+        ("CLUSTER t USING i", "rewrite", Lock.ACCESS_EXCLUSIVE,
+         "CLUSTER rewrites every clustered table under ACCESS EXCLUSIVE"),
+        ("REINDEX (VERBOSE) DATABASE", "index_build", Lock.SHARE,
+         "REINDEX DATABASE rebuilds every index under SHARE locks"),
+        ("CREATE DATABASE other", None, None, "touches no table of the database"),
+    ],
+)  # fmt: skip
+def test_documented_notes(statement, kind, lock, note):
+    doc = documented(statement)
+    assert (doc.kind, doc.lock, doc.note) == (kind, lock, note)
+
+
+@pytest.mark.parametrize(
+    ("statement", "targets"),
+    [
+        ("vacuum freeze verbose analyze app.t, s", ("app.t", "s")),
+        ("VACUUM (FULL 0, VERBOSE) t (a, b), u", ("t", "u")),
+        ("VACUUM FULL", ("(every table)",)),
+        ("REINDEX DATABASE", ("(database)",)),
+        ("REINDEX SYSTEM app", ("(system app)",)),
+    ],
+)
+def test_documented_targets(statement, targets):
+    assert documented(statement).targets == targets
+
+
+def test_the_not_null_alternative_names_the_column_when_it_can():
+    assert safe_alternative("scan", "alter table t alter email set not null") == (
+        "ADD CONSTRAINT ... CHECK (email IS NOT NULL) NOT VALID, then VALIDATE CONSTRAINT in a "
+        "later transaction; SET NOT NULL then skips the scan (drop the CHECK afterwards)"
+    )
+    assert safe_alternative("scan", 'ALTER TABLE t ALTER COLUMN "my col" SET NOT NULL') == (
+        "ADD CONSTRAINT ... CHECK (column IS NOT NULL) NOT VALID, then VALIDATE CONSTRAINT in a "
+        "later transaction; SET NOT NULL then skips the scan (drop the CHECK afterwards)"
+    )
+
+
+def test_normalized_drops_comments_case_and_spacing():
+    assert normalized("alter  table t -- why\n\tADD /* x */ c int") == "ALTER TABLE T ADD C INT"
