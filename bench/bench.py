@@ -527,6 +527,17 @@ def find_dbmate(explicit: str | None, install: bool) -> tuple[Path | None, str]:
     return candidate, version.removeprefix("dbmate version ")
 
 
+# Modules structlog imports at start when they are installed (its dev console renderer):
+# the image has none of them, so a venv that has them times a slower start than users get.
+STRUCTLOG_OPTIONAL = ("rich", "better_exceptions", "colorama")
+
+
+def optional_start_up_imports() -> list[str]:
+    from importlib.util import find_spec
+
+    return [name for name in STRUCTLOG_OPTIONAL if find_spec(name) is not None]
+
+
 def runner_has_single_transaction() -> bool:
     help_text = subprocess.run(
         [sys.executable, str(ENTRYPOINT), "--help"],
@@ -734,6 +745,14 @@ class Bench:
         n = len(history.files)
         checks = SchemaChecks(self.tools, fig, "W1")
         env = clean_env()
+        extras = optional_start_up_imports()
+        fig.check(
+            "W1",
+            "the runner's interpreter has none of structlog's optional imports, as in the image",
+            not extras,
+            f"found {', '.join(extras)}: structlog imports them at start; use a venv without "
+            "(scripts/mutation.sh keeps mutmut's rich in .venv-mutation)",
+        )
         with self.w1_templates() as (runner_template, dbmate_template):
             for run in self._rounds("W1"):
                 with fresh_database(self.server, "w1", runner_template) as db:
