@@ -15,9 +15,9 @@ import bisect
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,7 @@ from migrator.errors import ConnectionLostError, MigrationFailedError
 from migrator.lock import LockGuard
 from migrator.logs import get_logger
 from migrator.migration import Migration
+from migrator.prepared import PreparedQueries
 from migrator.progress import ProgressReporter
 from migrator.repair import drop_invalid_index
 from migrator.sql import (
@@ -159,21 +160,31 @@ def run_script(conn: psycopg.Connection[Any], text: str) -> list[pq.abc.PGresult
     return results
 
 
+class PreparedQueryLost(Exception):
+    """A prepared catalog query of the round trip was gone: send it again with them as text."""
+
+
 @dataclass(frozen=True)
 class Envelope:
     """Statements sent before and after a file's text, in the same round trip."""
 
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    # What is sent in place of a statement prepared on the session (``EXECUTE name``); one
+    # statement each, so results are counted and found by the statements' own texts.
+    executes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def head(self) -> str:
-        return "".join(f"{statement};\n" for statement in self.before)
+        return self._joined(self.before)
 
     def wrap(self, text: str) -> str:
         # The newline ends a trailing line comment; the lone ";" ends a last statement
         # written without one (an empty statement sends no result, so counting holds).
-        return self.head + text + "\n;\n" + "".join(f"{s};\n" for s in self.after)
+        return self.head + text + "\n;\n" + self._joined(self.after)
+
+    def _joined(self, statements: Sequence[str]) -> str:
+        return "".join(f"{self.executes.get(s, s)};\n" for s in statements)
 
 
 @dataclass(frozen=True)
@@ -218,6 +229,11 @@ class Applier:
     # Statements that put back what a caller pinned on its session (bootstrap's search_path and
     # role): the session reset after each file would otherwise undo them.
     after_reset: tuple[str, ...] = ()
+    # The catalog queries of each file's round trip, prepared on the session once.
+    queries: PreparedQueries = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queries = PreparedQueries(self.conn, enabled=not self.pooled)
 
     def apply(self, migration: Migration, record: Recorder | None = None) -> int:
         """Apply ``migration`` and record it; returns its duration in milliseconds.
@@ -263,7 +279,13 @@ class Applier:
         results: list[pq.abc.PGresult] = []
 
         def attempt() -> None:
-            results[:] = send(migration, envelope)
+            nonlocal envelope
+            try:
+                results[:] = send(migration, envelope)
+            except PreparedQueryLost:
+                # Something the file called deallocated them: it was rolled back whole.
+                envelope = replace(envelope, executes={})
+                results[:] = send(migration, envelope)
 
         self._retrying(migration, attempt)
         return _locks_held(results, envelope), statistics.stale_relations(results, envelope.after)
@@ -339,6 +361,10 @@ class Applier:
 
     def _transaction(self, migration: Migration) -> Envelope:
         remember, measure = statistics.envelope_statements(self.config, migration.sql)
+        self.queries.before_file(migration.sql)
+        self.queries.prepare(
+            (REMEMBER_NEWEST_OID, *remember, LOCKS_HELD, *measure, *self._guarded())
+        )
         after = (
             LOCKS_HELD,
             *measure,
@@ -347,7 +373,11 @@ class Applier:
             self._history_row(migration),
             "COMMIT",
         )
-        return Envelope(before=(*self._begin(), REMEMBER_NEWEST_OID, *remember), after=after)
+        return Envelope(
+            before=(*self._begin(), REMEMBER_NEWEST_OID, *remember),
+            after=after,
+            executes=dict(self.queries.executes),
+        )
 
     def _session_reset(self) -> tuple[str, ...]:
         """What gives the next file a new connection's session state, then puts back the
@@ -403,6 +433,8 @@ class Applier:
             )
         except StatementFailed as failure:
             self._end_failed_transaction()
+            if envelope.executes and self.queries.lost(failure.error):
+                raise PreparedQueryLost() from None
             count = len(migration.statements if part is None else part.statements)
             if self.guard and failure.index == _index_after(count, envelope, self.guard.sql):
                 raise self.guard.lost(migration.version) from None

@@ -17,7 +17,7 @@ from psycopg import sql
 from migrator import history, trust
 from migrator.apply import Applier
 from migrator.config import Config
-from migrator.errors import ConfigError, PermissionDeniedError
+from migrator.errors import ConfigError
 from migrator.lock import advisory_lock, lock_key
 from migrator.logs import get_logger
 from migrator.migration import Migration
@@ -35,16 +35,11 @@ DATABASE_EXISTS = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
 ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 # ROLE_PASSWORDS=on-create: only a role without a password (just created) gets one.
 ROLE_HAS_PASSWORD = "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE rolname = %s"
-CAN_CREATE_IN_PUBLIC = "SELECT has_schema_privilege('public', 'CREATE')"
 
 ERR_ROLE_MISSING = "{setting} role {role} does not exist after {file}: create it there"
 WARN_NOT_SILENCED = (
     "DB_ADMIN_USER is not a superuser and cannot keep the password statements out of the "
     "server's log; they carry SCRAM verifiers only, never the cleartext"
-)
-ERR_CANNOT_CREATE = (
-    "user {user} cannot create objects in schema public of database {dbname}: run once with "
-    "DB_ADMIN_USER and DB_ADMIN_PASSWORD (bootstrap), or GRANT CREATE ON SCHEMA public TO {user}"
 )
 
 
@@ -54,11 +49,13 @@ def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
 
 def bootstrap(
     config: Config, script: Migration | None, on_create: Callable[[], None] | None = None
-) -> None:
+) -> psycopg.Connection[Any] | None:
     """Create the database if missing and run the bootstrap script, under the bootstrap lock.
 
     Every check comes before the first change; the owner's table is written by the owner.
     ``on_create`` is called just before CREATE DATABASE (the caller reads ahead meanwhile).
+    Returns the owner's connection that recorded the script, for the migration phase to go on
+    with (the caller closes it), or None without a script.
     """
     trust.warn_owner_is_admin(config.user, config.admin_user)
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
@@ -75,8 +72,7 @@ def bootstrap(
                 trust.pin_admin_session(conn)
                 trust.refuse_planted_objects(conn)
                 execution_ms = run_bootstrap_script(conn, config, script)
-            if script is not None:
-                record_as_owner(config, script, execution_ms)
+            return record_as_owner(config, script, execution_ms) if script else None
 
 
 def create_database_if_missing(
@@ -140,26 +136,28 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
             log.info("role_password_set", role=role, method="scram-sha-256")
 
 
-def record_as_owner(config: Config, script: Migration, execution_ms: int) -> None:
+def record_as_owner(
+    config: Config, script: Migration, execution_ms: int
+) -> psycopg.Connection[Any]:
     """Record 000 in schema_migrations over the owner's own login, never the superuser's.
 
     A trigger, default or index function the owner attached to its table then runs with the
     owner's rights only. SET ROLE would not do: code running under it can RESET ROLE.
+    Returns that connection, open: the migration phase goes on with it.
     """
-    with connect(config.connect_kwargs(), config.wait_timeout) as conn, conn.transaction():
-        history.ensure_history_table(conn)
-        history.record_repeatable(conn, script, execution_ms, applied_by=config.admin_user or "")
+    conn = wait_for_connection(config.connect_kwargs(), config.wait_timeout, first=False)
+    try:
+        with conn.transaction():
+            history.ensure_history_table(conn)
+            history.record_repeatable(
+                conn, script, execution_ms, applied_by=config.admin_user or ""
+            )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _has_password(conn: psycopg.Connection[Any], role: str) -> bool:
     row = conn.execute(ROLE_HAS_PASSWORD, (role,)).fetchone()
     return bool(row and row[0])
-
-
-def check_can_create(conn: psycopg.Connection[Any], config: Config) -> None:
-    """Without bootstrap, say what to do when the migration user cannot own objects."""
-    row = conn.execute(CAN_CREATE_IN_PUBLIC).fetchone()
-    if not (row and row[0]) and not history.history_table_exists(conn):
-        raise PermissionDeniedError(
-            ERR_CANNOT_CREATE.format(user=config.user, dbname=config.dbname)
-        )

@@ -51,6 +51,7 @@ ERR_NOT_IN_ONE_TRANSACTION = (
 def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
     ahead = None
+    owner: psycopg.Connection[Any] | None = None
     if config.bootstrap_enabled:
         from migrator.bootstrap import bootstrap
         from migrator.prefetch import read_ahead
@@ -63,11 +64,14 @@ def migrate(config: Config, files: MigrationSet) -> str:
             if not config.init_only:
                 ahead = read_ahead(files.all)  # 000 first: the applier needs it first
 
-        bootstrap(config, files.bootstrap, on_create=creating)
+        owner = bootstrap(config, files.bootstrap, on_create=creating)
         if config.init_only:
+            if owner:
+                owner.close()
             return "bootstrap done (--init-only)"
     owner_first = not config.bootstrap_enabled  # else bootstrap's connection came first
-    with wait_for_connection(
+    # The owner's login that recorded 000 goes on: one connection (and login) fewer.
+    with owner or wait_for_connection(
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as lock_conn:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
@@ -89,9 +93,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
 
         # Before the lock and the first file: a file that cannot fit is refused, not OOM-killed.
         check_memory(plan.pending, config.single_transaction)
-        from migrator.bootstrap import check_can_create
-
-        check_can_create(lock_conn, config)
+        history.check_can_create(lock_conn, config.user, config.dbname)
         return apply_under_lock(config, files, lock_conn)
 
 
@@ -149,9 +151,9 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
 
 def log_waivers(pending: Sequence[Migration]) -> None:
     """The hazards a file waives (``-- migrate:allow``), and why, logged when it is applied."""
-    from migrator.migration import MAY_HOLD_DIRECTIVE
+    from migrator.migration import MAY_HOLD_WAIVER
 
-    waiving = [m for m in pending if MAY_HOLD_DIRECTIVE.search(m.sql)]  # most files: none
+    waiving = [m for m in pending if MAY_HOLD_WAIVER.search(m.sql)]  # most files: none
     if waiving:
         from migrator.findings import waivers_of
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
-from migrator.errors import HistoryMismatchError
+from migrator.errors import HistoryMismatchError, PermissionDeniedError
 from migrator.foreign import refuse_foreign_history
 from migrator.migration import Migration
 
@@ -48,11 +48,16 @@ EXPECTED_COLUMNS = (
     "execution_ms",
     "applied_by",
 )
+ERR_CANNOT_CREATE = (
+    "user {user} cannot create objects in schema public of database {dbname}: run once with "
+    "DB_ADMIN_USER and DB_ADMIN_PASSWORD (bootstrap), or GRANT CREATE ON SCHEMA public TO {user}"
+)
 ERR_ALTERED = (
     "{table} lacks the column(s) {missing}: it was altered by hand; restore it "
     "(see README, History table) before migrating"
 )
 TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+CAN_CREATE_IN_PUBLIC = "SELECT has_schema_privilege('public', 'CREATE')"
 SELECT_ROWS = sql.SQL(
     "SELECT version, description, checksum, applied_at, execution_ms, applied_by FROM {table}"
 ).format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
@@ -204,3 +209,10 @@ def record_taken_over(
 def record_again(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
     """A repeatable migration applied again: its row takes the new checksum."""
     record_repeatable(conn, migration, execution_ms, conn.info.user)
+
+
+def check_can_create(conn: psycopg.Connection[Any], user: str, dbname: str) -> None:
+    """Without bootstrap, say what to do when the migration user cannot own objects."""
+    row = conn.execute(CAN_CREATE_IN_PUBLIC).fetchone()
+    if not (row and row[0]) and not history_table_exists(conn):
+        raise PermissionDeniedError(ERR_CANNOT_CREATE.format(user=user, dbname=dbname))

@@ -27,6 +27,8 @@ BOOTSTRAP_NUMBER = 0  # 000_init_database.sql: run by the superuser, repeatable
 SHA256_HEX_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 # Most files hold no "-- migrate:" line at all: only the others are lexed for their header.
 MAY_HOLD_DIRECTIVE = re.compile(r"--\s*migrate\s*:", re.IGNORECASE)
+# Only a file that may waive a hazard (-- migrate:allow) needs the lint's waiver reader.
+MAY_HOLD_WAIVER = re.compile(r"--\s*migrate\s*:\s*allow\b", re.IGNORECASE)
 
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"

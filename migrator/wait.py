@@ -296,9 +296,10 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
 def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Connection[Any]:
     """One attempt: an autocommit connection that is safe behind a transaction pooler.
 
-    Nothing is ever prepared on the server (``prepare_threshold=None``: PgBouncer before 1.21
-    may run the next statement on a server that never saw the PREPARE), and no setting is
-    left on a pooled server session.
+    psycopg prepares nothing on the server (``prepare_threshold=None``: PgBouncer before 1.21
+    may run the next statement on a server that never saw the PREPARE; the applier prepares
+    its own catalog queries only on a direct connection, migrator/prepared.py), and no setting
+    is left on a pooled server session.
 
     >>> conn = open_connection(config.connect_kwargs(), connect_timeout=5)
     """

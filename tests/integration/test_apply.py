@@ -176,3 +176,44 @@ def test_lock_timeout_gives_up_after_the_retries(database, run_runner, migration
     assert result.returncode == 65, result
     assert len(result.events_named("lock_timeout_retry")) == 2
     assert result.events_named("migration_failed")[0]["sqlstate"] == "55P03"
+
+
+def test_the_catalog_queries_of_each_round_trip_are_prepared_once(database, run_runner, migrations):
+    migrations.add({
+        "001_t.sql": "CREATE TABLE t (id int);",
+        "002_u.sql": "ALTER TABLE t ADD COLUMN name text;",
+        "003_list.sql": "CREATE TABLE prepared_seen AS SELECT name, statement "
+        "FROM pg_prepared_statements;",
+    })  # fmt: skip
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    # The lock report still comes from the prepared query: 002 altered a table 001 made.
+    applied = {e["version"]: e for e in result.events_named("migration_applied")}
+    assert applied["002_u"]["locks"] == {"public.t": "ACCESS EXCLUSIVE"}
+    seen = database.query("SELECT name, statement FROM prepared_seen ORDER BY name")
+    assert [name.split("_")[0] for name, _ in seen] == ["migrator"] * len(seen)
+    statements = " ".join(statement for _, statement in seen)
+    assert "pg_locks" in statements and "max(oid)" in statements
+
+
+def test_a_file_that_deallocates_prepared_statements_is_applied_once(
+    database, run_runner, migrations
+):
+    # 001 defines a function that deallocates every prepared statement of the session; 002
+    # calls it (the word is not in 002's text): the runner's prepared lock report is gone
+    # after the file, its transaction rolls back, and it runs again with the queries as text.
+    migrations.add({
+        "001_f.sql": "CREATE TABLE calls (n int);\n"
+        "CREATE FUNCTION forget() RETURNS void LANGUAGE plpgsql AS "
+        "$$BEGIN EXECUTE 'DEALLOC' || 'ATE ALL'; END$$;",
+        "002_call.sql": "INSERT INTO calls VALUES (1);\nSELECT forget();",
+        "003_again.sql": "INSERT INTO calls VALUES (2);\nDEALLOCATE ALL;",
+        "004_after.sql": "ALTER TABLE calls ADD COLUMN at timestamptz;",
+    })  # fmt: skip
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    assert database.query("SELECT n FROM calls ORDER BY n") == [(1,), (2,)]
+    applied = {e["version"]: e for e in result.events_named("migration_applied")}
+    assert list(applied) == ["001_f", "002_call", "003_again", "004_after"]
+    assert applied["004_after"]["locks"] == {"public.calls": "ACCESS EXCLUSIVE"}
+    assert database.scalar("SELECT count(*) FROM schema_migrations") == 4
