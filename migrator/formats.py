@@ -590,7 +590,8 @@ def flyway_script_config(source: SourceFile) -> str | None:
             continue
         key, _, value = (part.strip() for part in setting.partition("="))
         if key == "executeInTransaction" and value.lower() in ("true", "false"):
-            reason = FLYWAY_NO_TRANSACTION.format(name=conf.name) if value == "false" else None
+            false = value.lower() == "false"  # Flyway reads booleans in any case
+            reason = FLYWAY_NO_TRANSACTION.format(name=conf.name) if false else None
             continue
         message = FLYWAY_CONF_UNKNOWN.format(path=conf, line=number, setting=setting)
         raise MigrationFilesError(message, file=str(conf), line=number)

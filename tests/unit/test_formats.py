@@ -646,6 +646,14 @@ def test_flyway_script_configuration_of_an_undo_file(tmp_path: Path) -> None:
     assert migration.down.forced_reason == "Flyway: executeInTransaction=false in U1__a.sql.conf"
 
 
+def test_flyway_script_configuration_reads_false_in_any_case(tmp_path: Path) -> None:
+    found = read(
+        tmp_path, {"V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "executeInTransaction=FALSE"}
+    )
+    assert found["V1__a"].mode_decision.mode is TransactionMode.NO_TRANSACTION
+    assert found["V1__a"].forced_reason == "Flyway: executeInTransaction=false in V1__a.sql.conf"
+
+
 def test_flyway_script_configuration_refusal_names_file_and_line(tmp_path: Path) -> None:
     error = refused_error(tmp_path, {
         "V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "# x\nexecuteInTransaction=no\n",
