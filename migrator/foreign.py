@@ -194,13 +194,15 @@ TOOLS = (
         "installed_rank",
     ),
 )
-RUNNER_COLUMNS = frozenset({"version", "description", "checksum", "applied_at"})
 
 
 def tool_of(table: str, columns: set[str]) -> Tool | None:
-    """The tool whose table this is: a schema_migrations with the runner's columns is None."""
-    if table == "schema_migrations" and columns >= RUNNER_COLUMNS:
-        return None
+    """The tool whose table this is; None for the runner's own schema_migrations (dbmate's and
+    golang-migrate's are told apart from it by their exact columns).
+
+    >>> tool_of("schema_migrations", {"version", "dirty"}).name
+    'golang-migrate'
+    """
     return next((t for t in TOOLS if t.table == table and t.matches(columns)), None)
 
 
