@@ -18,7 +18,7 @@ import psycopg
 from migrator import history
 from migrator.config import Config
 from migrator.errors import ConfigError, ConnectionLostError
-from migrator.foreign import refuse_foreign_history
+from migrator.foreign_reads import refuse_foreign_history
 from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan

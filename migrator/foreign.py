@@ -1,35 +1,27 @@
-"""Other tools' history tables: recognising them, and reading which versions they applied.
+"""Other tools' history tables: recognising them, and what their rows say was applied.
 
 One entry per tool (its table, the columns that identify it, the name it keeps once
-adopted, its reader); ``adopt`` and the refusal to migrate such a database use the table.
+adopted, what to read of it and what the rows mean); ``adopt`` and the refusal to migrate
+such a database use the table. Only decisions live here: migrator.foreign_reads fetches the
+rows and the columns from the database.
 
->>> found = find_foreign_history(conn)
->>> found.tool.name, found.tool.table
+>>> tool = tool_in([("schema_migrations", ["version"])])
+>>> tool.name, tool.table
 ('dbmate', 'schema_migrations')
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from migrator.errors import ConfigError, HistoryMismatchError
 
 SCHEMA = "public"
-# Columns of every candidate table in one query (only run when a run has work to do).
-TABLE_COLUMNS = """
-SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum)
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
-GROUP BY c.relname
-"""
 ERR_FOREIGN = (
     "{schema}.{table} was written by {tool}, not by this runner: nothing was applied; "
     "take it over with 'entrypoint.py adopt' (see README, Adopting an existing database)"
@@ -62,7 +54,9 @@ class ForeignHistory:
     up_to: tuple[int, ...] | None = None
 
 
-Reader = Callable[[psycopg.Connection[Any], "Tool"], ForeignHistory]
+Row = tuple[Any, ...]
+# What a tool's rows mean: a function of the rows alone (migrator.foreign_reads fetches them).
+Interpret = Callable[["Tool", Iterable[Row]], ForeignHistory]
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,9 @@ class Tool:
     table: str
     columns: frozenset[str]  # a table with these columns (and maybe more) is this tool's
     renamed_to: str  # the name the table keeps once adopted, so nothing is lost
-    read: Reader
+    history: Interpret
+    read: str  # the columns its history function takes, in this order
+    order: str = ""  # the order it takes the rows in
 
     def matches(self, columns: set[str]) -> bool:
         # dbmate, golang-migrate and the runner share the name schema_migrations: only the
@@ -80,17 +76,15 @@ class Tool:
             return columns == self.columns
         return self.columns <= columns
 
-    def select(self, columns: str, order: str = "") -> sql.Composed:
-        query = f"SELECT {columns} FROM {{table}}" + (f" ORDER BY {order}" if order else "")
+    def select(self) -> sql.Composed:
+        """The query for the rows its history function takes.
+
+        >>> TOOLS[1].select().as_string()
+        'SELECT version FROM "public"."schema_migrations"'
+        """
+        order = f" ORDER BY {self.order}" if self.order else ""
+        query = f"SELECT {self.read} FROM {{table}}{order}"
         return sql.SQL(query).format(table=sql.Identifier(SCHEMA, self.table))
-
-
-# Each reader fetches the rows; a function of the rows alone decides what they mean.
-Row = tuple[Any, ...]
-
-
-def read_dbmate(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    return dbmate_history(tool, conn.execute(tool.select("version")).fetchall())
 
 
 def dbmate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
@@ -102,25 +96,18 @@ def dbmate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     return ForeignHistory(tool, {row[0]: Applied(row[0]) for row in rows})
 
 
-def read_golang_migrate(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    return golang_migrate_history(tool, conn.execute(tool.select("version, dirty")).fetchone())
-
-
-def golang_migrate_history(tool: Tool, row: Row | None) -> ForeignHistory:
+def golang_migrate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     """golang-migrate keeps one row, the current version: every version up to it is applied.
 
-    >>> golang_migrate_history(tool, (3, False)).up_to
+    >>> golang_migrate_history(tool, [(3, False)]).up_to
     (3,)
     """
+    row = next(iter(rows), None)
     if row is None or row[0] < 0:  # -1: NilVersion, nothing applied
         return ForeignHistory(tool)
     if row[1]:
         raise HistoryMismatchError(ERR_GOLANG_DIRTY.format(version=row[0]), version=row[0])
     return ForeignHistory(tool, up_to=(int(row[0]),))
-
-
-def read_goose(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    return goose_history(tool, conn.execute(tool.select("version_id, is_applied, tstamp", "id")))
 
 
 def goose_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
@@ -139,14 +126,6 @@ def goose_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
         if is_applied and version != 0
     }
     return ForeignHistory(tool, applied)
-
-
-def read_flyway(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHistory:
-    query = tool.select(
-        "installed_rank, version, description, type, checksum, installed_on, installed_by, success",
-        "installed_rank",
-    )
-    return flyway_history(tool, conn.execute(query))
 
 
 def flyway_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
@@ -185,56 +164,66 @@ TOOLS = (
         "schema_migrations",
         frozenset({"version", "dirty"}),
         "schema_migrations_golang_migrate",
-        read_golang_migrate,
+        golang_migrate_history,
+        "version, dirty",
     ),
     Tool(
         "dbmate",
         "schema_migrations",
         frozenset({"version"}),
         "schema_migrations_dbmate",
-        read_dbmate,
+        dbmate_history,
+        "version",
     ),
     Tool(
         "goose",
         "goose_db_version",
         frozenset({"id", "version_id", "is_applied", "tstamp"}),
         "goose_db_version_adopted",
-        read_goose,
+        goose_history,
+        "version_id, is_applied, tstamp",
+        "id",
     ),
     Tool(
         "Flyway",
         "flyway_schema_history",
         frozenset({"installed_rank", "version", "type", "checksum", "success"}),
         "flyway_schema_history_adopted",
-        read_flyway,
+        flyway_history,
+        "installed_rank, version, description, type, checksum, installed_on, installed_by, success",
+        "installed_rank",
     ),
 )
-RUNNER_COLUMNS = frozenset({"version", "description", "checksum", "applied_at"})
 
 
 def tool_of(table: str, columns: set[str]) -> Tool | None:
-    """The tool whose table this is: a schema_migrations with the runner's columns is None."""
-    if table == "schema_migrations" and columns >= RUNNER_COLUMNS:
-        return None
+    """The tool whose table this is; None for the runner's own schema_migrations (dbmate's and
+    golang-migrate's are told apart from it by their exact columns).
+
+    >>> tool_of("schema_migrations", {"version", "dirty"}).name
+    'golang-migrate'
+    """
     return next((t for t in TOOLS if t.table == table and t.matches(columns)), None)
 
 
-def find_foreign_history(conn: psycopg.Connection[Any]) -> Tool | None:
-    """The other tool whose history this database holds, or None."""
-    tables = sorted({tool.table for tool in TOOLS})
-    for table, columns in conn.execute(TABLE_COLUMNS, (SCHEMA, tables)).fetchall():
-        tool = tool_of(table, set(columns))
-        if tool is not None:
-            return tool
-    return None
+def tool_in(tables: Iterable[tuple[str, Sequence[str]]]) -> Tool | None:
+    """The other tool whose history is among these tables (name, columns), or None.
+
+    >>> tool_in([("schema_migrations", ["version", "dirty"])]).name
+    'golang-migrate'
+    """
+    found = (tool_of(table, set(columns)) for table, columns in tables)
+    return next((tool for tool in found if tool is not None), None)
 
 
-def refuse_foreign_history(conn: psycopg.Connection[Any]) -> None:
-    """Exit 78 before anything is applied on a database another tool migrated."""
-    tool = find_foreign_history(conn)
-    if tool is not None:
-        raise ConfigError(
-            ERR_FOREIGN.format(schema=SCHEMA, table=tool.table, tool=tool.name),
-            tool=tool.name,
-            table=f"{SCHEMA}.{tool.table}",
-        )
+def foreign_history_error(tool: Tool) -> ConfigError:
+    """Exit 78 before anything is applied on a database another tool migrated.
+
+    >>> foreign_history_error(TOOLS[1]).message[:46]
+    'public.schema_migrations was written by dbmate'
+    """
+    return ConfigError(
+        ERR_FOREIGN.format(schema=SCHEMA, table=tool.table, tool=tool.name),
+        tool=tool.name,
+        table=f"{SCHEMA}.{tool.table}",
+    )

@@ -390,8 +390,6 @@ def parse_goose(source: SourceFile) -> tuple[list[tuple[int, int]], list[tuple[i
     use_transaction = True
     for offset, line in _lines(source.text):
         stripped = line.strip()
-        if section is None and not stripped:
-            continue
         if stripped.startswith("--") and "+goose" in line:
             annotation = goose_annotation(line).lower()
             if annotation not in GOOSE_ANNOTATIONS or line[:1] in (" ", "\t"):
@@ -458,9 +456,11 @@ def _goose_ends_statement(line: str) -> bool:
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """Each line with its offset. A CRLF line keeps its carriage return: every use of the line
+    strips or splits it, and the text that runs keeps the file's line endings anyway."""
     offset = 0
     for line in text.split("\n"):
-        yield offset, line.rstrip("\r")
+        yield offset, line
         offset += len(line) + 1
 
 
@@ -532,9 +532,10 @@ def flyway_order(version: str) -> tuple[int, ...]:
 
 def flyway_checksum(source: SourceFile) -> int:
     """Flyway's checksum: CRC32 over the UTF-8 bytes of each line without its line ending,
-    the BOM left out, as a signed 32-bit integer (ChecksumCalculator / LoadableResource)."""
+    the BOM left out (decoding dropped it, as Flyway drops one), as a signed 32-bit integer
+    (ChecksumCalculator / LoadableResource)."""
     crc = 0
-    for line in re.split(r"\r\n|\r|\n", source.text.removeprefix("\ufeff")):
+    for line in re.split(r"\r\n|\r|\n", source.text):
         crc = zlib.crc32(line.encode("utf-8"), crc)  # an empty last line adds nothing
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
@@ -590,7 +591,8 @@ def flyway_script_config(source: SourceFile) -> str | None:
             continue
         key, _, value = (part.strip() for part in setting.partition("="))
         if key == "executeInTransaction" and value.lower() in ("true", "false"):
-            reason = FLYWAY_NO_TRANSACTION.format(name=conf.name) if value == "false" else None
+            false = value.lower() == "false"  # Flyway reads booleans in any case
+            reason = FLYWAY_NO_TRANSACTION.format(name=conf.name) if false else None
             continue
         message = FLYWAY_CONF_UNKNOWN.format(path=conf, line=number, setting=setting)
         raise MigrationFilesError(message, file=str(conf), line=number)

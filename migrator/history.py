@@ -15,7 +15,7 @@ import psycopg
 from psycopg import pq, sql
 
 from migrator.errors import HistoryMismatchError, PermissionDeniedError
-from migrator.foreign import refuse_foreign_history
+from migrator.foreign_reads import refuse_foreign_history
 from migrator.migration import Migration
 
 HISTORY_SCHEMA = "public"

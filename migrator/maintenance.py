@@ -21,11 +21,10 @@ from psycopg import sql
 from migrator import history
 from migrator.config import Config
 from migrator.errors import ConfigError, HistoryMismatchError, MigrationFilesError, UsageError
-from migrator.foreign import (
-    Applied,
-    ForeignHistory,
-    Tool,
+from migrator.foreign import Applied, ForeignHistory, Tool
+from migrator.foreign_reads import (
     find_foreign_history,
+    read_foreign_history,
     refuse_foreign_history,
 )
 from migrator.formats import flyway_checksum, flyway_order, read_source
@@ -137,7 +136,7 @@ def adopt(config: Config, files: MigrationSet) -> str:
                 return summary
             raise ConfigError(ERR_NOTHING_TO_ADOPT.format(dbname=config.dbname))
         refuse_both_histories(session.conn, files, tool, config.dbname)
-        found = tool.read(session.conn, tool)
+        found = read_foreign_history(session.conn, tool)
         rows = adoption_rows(files, found, config)
         for version, description, checksum, applied_at, _ in rows:
             log.info(

@@ -6,15 +6,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from migrator.errors import EX_DATAERR, HistoryMismatchError
+from migrator.errors import EX_CONFIG, EX_DATAERR, HistoryMismatchError
 from migrator.foreign import (
     TOOLS,
     Applied,
     ForeignHistory,
+    Tool,
     dbmate_history,
     flyway_history,
+    foreign_history_error,
     golang_migrate_history,
     goose_history,
+    tool_in,
     tool_of,
 )
 
@@ -78,13 +81,49 @@ def test_each_tool_keeps_its_table_under_a_name_of_its_own() -> None:
     ]
 
 
-def test_the_query_reads_the_table_in_public_in_order() -> None:
-    assert FLYWAY.select("version", "installed_rank").as_string() == (
-        'SELECT version FROM "public"."flyway_schema_history" ORDER BY installed_rank'
+def test_each_tool_is_read_from_its_table_in_public_with_the_columns_its_rows_need() -> None:
+    assert [t.select().as_string() for t in TOOLS] == [
+        'SELECT version, dirty FROM "public"."schema_migrations"',
+        'SELECT version FROM "public"."schema_migrations"',
+        'SELECT version_id, is_applied, tstamp FROM "public"."goose_db_version" ORDER BY id',
+        "SELECT installed_rank, version, description, type, checksum, installed_on, "
+        'installed_by, success FROM "public"."flyway_schema_history" ORDER BY installed_rank',
+    ]
+
+
+def test_each_tool_interprets_its_own_rows() -> None:
+    assert [t.history for t in TOOLS] == [
+        golang_migrate_history,
+        dbmate_history,
+        goose_history,
+        flyway_history,
+    ]
+
+
+# --- which tool's history a database holds, from its tables' columns ---------------------------
+
+
+def test_the_first_table_another_tool_wrote_names_the_tool() -> None:
+    runners = ["version", "description", "checksum", "applied_at", "execution_ms", "applied_by"]
+    goose = ["id", "version_id", "is_applied", "tstamp"]
+    assert tool_in([]) is None
+    assert tool_in([("schema_migrations", runners)]) is None
+    assert tool_in([("goose_db_version", goose), ("schema_migrations", runners)]) is GOOSE
+    assert tool_in([("schema_migrations", runners), ("goose_db_version", goose)]) is GOOSE
+    assert tool_in([("goose_db_version", goose), ("schema_migrations", ["version"])]) is GOOSE
+    assert tool_in([("schema_migrations", ["version"]), ("goose_db_version", goose)]) is DBMATE
+
+
+@pytest.mark.parametrize("tool", TOOLS, ids=[t.name for t in TOOLS])
+def test_another_tools_history_is_refused_with_exit_78_naming_table_and_tool(tool: Tool) -> None:
+    error = foreign_history_error(tool)
+    assert error.exit_code == EX_CONFIG
+    assert error.message == (
+        f"public.{tool.table} was written by {tool.name}, not by this runner: nothing was "
+        "applied; take it over with 'entrypoint.py adopt' (see README, Adopting an existing "
+        "database)"
     )
-    assert (
-        DBMATE.select("version").as_string() == 'SELECT version FROM "public"."schema_migrations"'
-    )
+    assert error.fields == {"tool": tool.name, "table": f"public.{tool.table}"}
 
 
 # --- what each tool's rows mean (the readers fetch them; these functions decide) ----------------
@@ -101,19 +140,19 @@ def test_dbmate_rows_are_the_applied_versions() -> None:
     )
 
 
-@pytest.mark.parametrize("row", [None, (-1, False)])
-def test_golang_migrate_without_a_version_applied_nothing(row: tuple[int, bool] | None) -> None:
-    assert golang_migrate_history(GOLANG, row) == ForeignHistory(GOLANG)
+@pytest.mark.parametrize("rows", [[], [(-1, False)], [(-1, True)]])
+def test_golang_migrate_without_a_version_applied_nothing(rows: list[tuple[int, bool]]) -> None:
+    assert golang_migrate_history(GOLANG, rows) == ForeignHistory(GOLANG)
 
 
 def test_golang_migrate_version_covers_every_version_up_to_it() -> None:
-    assert golang_migrate_history(GOLANG, (0, False)) == ForeignHistory(GOLANG, up_to=(0,))
-    assert golang_migrate_history(GOLANG, (20240102, False)).up_to == (20240102,)
+    assert golang_migrate_history(GOLANG, [(0, False)]) == ForeignHistory(GOLANG, up_to=(0,))
+    assert golang_migrate_history(GOLANG, [(20240102, False)]).up_to == (20240102,)
 
 
 def test_golang_migrate_dirty_version_is_refused_with_what_to_do() -> None:
     with pytest.raises(HistoryMismatchError) as caught:
-        golang_migrate_history(GOLANG, (7, True))
+        golang_migrate_history(GOLANG, [(7, True)])
     assert caught.value.exit_code == EX_DATAERR
     assert caught.value.message == (
         "golang-migrate left version 7 dirty: that migration failed part-way. Check which "

@@ -191,6 +191,7 @@ def test_goose_no_transaction(tmp_path: Path) -> None:
         ("-- +goose Up\nSELECT 1\n", "line 2: the statement starting here does not end"),
         ("-- +goose Up\n-- +goose StatementEnd\n", "StatementEnd without StatementBegin"),
         ("-- +goose Up\n-- +goose Sideways\n", "'-- +goose Sideways' is not understood"),
+        ("-- +goose Up +goose\nSELECT 1;", "line 1: '-- +goose Up +goose' is not understood"),
     ],
 )
 def test_goose_annotations_not_understood(tmp_path: Path, text: str, expected: str) -> None:
@@ -271,6 +272,20 @@ def test_flyway_checksum_is_crc32_of_lines_without_line_endings(tmp_path: Path) 
     assert checksum(b"CREATE TABLE a (id int);\r\nSELECT 1;") == expected
     assert checksum(b"\xef\xbb\xbfCREATE TABLE a (id int);\rSELECT 1;\r\n") == expected
     assert -(1 << 31) <= checksum(b"x" * 1000) < (1 << 31)
+    # Flyway drops one byte order mark: a second one is part of the first line.
+    twice = zlib.crc32("\ufeffSELECT 1;".encode()) - (1 << 32)
+    assert checksum(b"\xef\xbb\xbf\xef\xbb\xbfSELECT 1;\n") == twice
+    # The line below has CRC32 2**31 exactly: the smallest value that reads as negative.
+    assert zlib.crc32(b"SELECT 45; -- F/%x") == 1 << 31
+    assert checksum(b"SELECT 45; -- F/%x\n") == -(1 << 31)
+
+
+def test_only_a_down_sql_file_is_taken_for_a_down_part(tmp_path: Path) -> None:
+    """1_a.sql beside 1_a.sql.sql is a migration, not a down part: both read, same number."""
+    folder = tmp_path / "migrations"
+    assert refused(tmp_path, {"1_a.sql": "SELECT 1;", "1_a.sql.sql": "SELECT 2;"}) == (
+        f"{folder / '1_a.sql'} and {folder / '1_a.sql.sql'} have the same version number 1"
+    )
 
 
 def test_mixed_folder_names_two_files(tmp_path: Path) -> None:
@@ -644,6 +659,14 @@ def test_flyway_script_configuration_of_an_undo_file(tmp_path: Path) -> None:
     assert migration.forced_reason is None
     assert migration.down is not None
     assert migration.down.forced_reason == "Flyway: executeInTransaction=false in U1__a.sql.conf"
+
+
+def test_flyway_script_configuration_reads_false_in_any_case(tmp_path: Path) -> None:
+    found = read(
+        tmp_path, {"V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "executeInTransaction=FALSE"}
+    )
+    assert found["V1__a"].mode_decision.mode is TransactionMode.NO_TRANSACTION
+    assert found["V1__a"].forced_reason == "Flyway: executeInTransaction=false in V1__a.sql.conf"
 
 
 def test_flyway_script_configuration_refusal_names_file_and_line(tmp_path: Path) -> None:

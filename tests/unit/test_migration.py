@@ -308,3 +308,62 @@ def test_invalid_utf8_after_a_blank_first_line(tmp_path: Path) -> None:
     with pytest.raises(MigrationFilesError) as caught:
         read_migration(path)
     assert caught.value.message == f"{path}: line 3: not valid UTF-8 (byte 0xff at offset 19)"
+
+
+# --- what the runner will not run: refused before anything is applied ---------------------------
+
+REFUSED_CASES = [
+    (
+        "CREATE TABLE t (a int);\nPREPARE TRANSACTION 'x';\n",
+        2,
+        "PREPARE TRANSACTION leaves the file's work uncommitted, so it could never be recorded",
+    ),
+    (
+        "SELECT 1;\n\n\\connect other\nSELECT 2;\n",
+        3,
+        "psql meta-command \\connect: the runner sends SQL only, never psql's commands",
+    ),
+    (
+        "CREATE TABLE t (a int);\nINSERT INTO t VALUES (:'USER');\n",
+        2,
+        "psql variable :'USER': psql replaces it with its own value, the runner sends SQL as it is",
+    ),
+    (
+        "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);\n",
+        2,
+        "BEGIN here is not ended by COMMIT: psql would roll the file's work back when it ends, "
+        "the runner will not record work it cannot commit",
+    ),
+    (  # what the file cannot send is named before a BEGIN left open
+        "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);\n\\gset\n",
+        4,
+        "psql meta-command \\gset: the runner sends SQL only, never psql's commands",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "line", "reason"), REFUSED_CASES)
+def test_what_the_runner_will_not_run_is_refused_naming_the_line(
+    tmp_path: Path, content: str, line: int, reason: str
+) -> None:
+    path = write(tmp_path, "003_refused.sql", content)
+    migration = read_migration(path)
+    with pytest.raises(MigrationFilesError) as caught:
+        migration.refuse_unsupported()
+    assert caught.value.exit_code == EX_DATAERR
+    assert caught.value.message == f"{path}: line {line}: {reason}; nothing of it was run"
+    assert caught.value.fields == {"file": str(path), "line": line}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "CREATE TABLE t (a int);\n",
+        "BEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\n",
+        "SELECT ':value', :value;\n",  # a variable psql does not define is left as it is
+        "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\nVACUUM;\n",
+        "COMMENT ON TABLE t IS 'a \\ backslash and copy';\n",
+    ],
+)
+def test_what_the_runner_can_run_is_not_refused(tmp_path: Path, content: str) -> None:
+    read_migration(write(tmp_path, "003_fine.sql", content)).refuse_unsupported()

@@ -271,3 +271,26 @@ def test_the_out_of_order_message_names_the_newest_applied(folder: Path) -> None
         f"{folder / '002_late.sql'} is pending but older than the newest applied migration "
         "003_c; renumber it, or set ALLOW_OUT_OF_ORDER=true"
     )
+
+
+def test_a_newer_releases_version_does_not_hide_drift_sorted_after_it(folder: Path) -> None:
+    """10_c sorts before 9_b as text: the changed 9_b is still found."""
+    found = files(folder, **{"1_a": "SELECT 1;", "9_b": "SELECT 9;"})
+    history = {**applied(found, "1_a"), "9_b": row("9_b", "9" * 64),
+               "10_c": row("10_c", "1" * 64)}  # fmt: skip
+    assert mismatch(found, history, tolerate_future=True) == (
+        f"{folder / '9_b.sql'} was changed after it was applied: recorded checksum {'9' * 64}, "
+        f"file checksum {found.by_version()['9_b'].checksum}; restore the file and put the "
+        "change in a new migration"
+    )
+
+
+def test_a_version_numbered_like_the_newest_file_is_a_lost_file_not_a_newer_one(
+    folder: Path,
+) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;"})
+    history = {**applied(found, "001_a", "002_b"), "002_c": row("002_c", "2" * 64)}
+    assert mismatch(found, history, tolerate_future=True) == (
+        f"002_c is recorded as applied (checksum {'2' * 64}) but {folder / '002_c.sql'} is gone; "
+        "restore the file"
+    )
