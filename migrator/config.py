@@ -455,7 +455,7 @@ def load_config(
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
         application_name=url_parts.get("application_name") or DEFAULT_APPLICATION_NAME,
         **_lint_settings(args, reader),
-        **_rollout_settings(reader, args.migrations_wait_timeout, environ),
+        **_rollout_settings(args, reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -551,16 +551,26 @@ def _steps(value: str | None) -> int | None:
     return int(value)
 
 
-def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any]:
-    shadow_name = "--shadow-url" if args.shadow_url else "LINT_SHADOW_URL"
-    shadow_url = args.shadow_url or reader.optional_text("LINT_SHADOW_URL")
+# The settings of one concern, read by one function of (flags, variables) each, unpacked into
+# Config by load_config.
+class _LintSettings(TypedDict):
+    shadow_url: str | None
+    lint_min_rows: int | None
+    lint_before_apply: bool
+
+
+def _lint_settings(args: argparse.Namespace, reader: _Settings) -> _LintSettings:
+    """The hazard lint's settings: the shadow database, its row threshold, lint before apply."""
+    shadow_name, shadow_url = _first_set(
+        ("--shadow-url", args.shadow_url),
+        ("LINT_SHADOW_URL", reader.environ.get("LINT_SHADOW_URL")),
+    )
     _parse_url(shadow_url, shadow_name)  # a bad URL fails here, without echoing it
-    min_rows = reader.optional_text("LINT_MIN_ROWS")
-    return {
-        "shadow_url": shadow_url,
-        "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
-        "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
-    }
+    return _LintSettings(
+        shadow_url=shadow_url or None,
+        lint_min_rows=reader.optional_count("LINT_MIN_ROWS"),
+        lint_before_apply=reader.boolean("LINT_BEFORE_APPLY"),
+    )
 
 
 class _RolloutSettings(TypedDict):
@@ -571,14 +581,11 @@ class _RolloutSettings(TypedDict):
     revision: str
 
 
-def _rollout_settings(
-    reader: _Settings, timeout_flag: str | None, environ: Mapping[str, str]
-) -> _RolloutSettings:
+def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:
     """The settings of rollouts and rollbacks: future versions, role passwords, `wait`."""
-    wait_timeout = (
-        _Settings({"--timeout": timeout_flag}).duration("--timeout", 0.0)
-        if timeout_flag is not None
-        else reader.duration("MIGRATIONS_WAIT_TIMEOUT", DEFAULT_MIGRATIONS_WAIT_TIMEOUT)
+    timeout_name, timeout = _first_set(
+        ("--timeout", args.migrations_wait_timeout),
+        ("MIGRATIONS_WAIT_TIMEOUT", reader.environ.get("MIGRATIONS_WAIT_TIMEOUT")),
     )
     return _RolloutSettings(
         future_migrations=_one_of(
@@ -591,9 +598,11 @@ def _rollout_settings(
             reader.text("ROLE_PASSWORDS", DEFAULT_ROLE_PASSWORDS).lower(),
             ROLE_PASSWORDS_MODES,
         ),
-        migrations_wait_timeout=wait_timeout,
+        migrations_wait_timeout=_Settings({timeout_name: timeout}).duration(
+            timeout_name, DEFAULT_MIGRATIONS_WAIT_TIMEOUT
+        ),
         version=VERSION,
-        revision=revision(environ),
+        revision=revision(reader.environ),
     )
 
 
@@ -683,9 +692,13 @@ class _Settings:
         return float(match[1]) * DURATION_UNITS[match[2] or "s"]
 
     def count(self, name: str, default: int) -> int:
+        found = self.optional_count(name)
+        return default if found is None else found
+
+    def optional_count(self, name: str) -> int | None:
         value = self.environ.get(name)
-        if value is None or value == "":
-            return default
+        if not value:
+            return None
         if not _is_ascii_number(value.strip()):
             raise ConfigError(ERR_NOT_A_COUNT.format(name=name, value=value))
         return int(value)
