@@ -1348,6 +1348,18 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
         "--log-level LOG_LEVEL",
     ):
         assert helps.get(option), f"{option} has no description"
+    assert helps["--shadow-url SHADOW_URL"] == "lint: a scratch database to use (it is changed)"
+    assert helps["--timeout MIGRATIONS_WAIT_TIMEOUT"] == (
+        "wait: give up after this long, exit 75 (MIGRATIONS_WAIT_TIMEOUT, default 600s)"
+    )
+    # The variables and exit codes after the flags, laid out line by line as written.
+    epilog = text.split("\nenvironment variables (flags win over them):\n")[1].splitlines()
+    assert epilog[0] == "  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)"
+    assert "  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)" in epilog
+    assert epilog[-1] == (
+        "  130 / 143 interrupted / terminated   137 killed (e.g. out of memory: not the "
+        "runner's choice)"
+    )
 
 
 def test_flags_default_to_off() -> None:
