@@ -433,3 +433,16 @@ def test_a_logger_used_before_reconfiguration_follows_the_new_configuration() ->
     log.warning("two")
     assert [event["event"] for event in json_events(first)] == ["one"]
     assert [event["event"] for event in json_events(second)] == ["two"]
+
+
+def test_configuration_replaces_an_earlier_one_that_cached_its_loggers() -> None:
+    # Whatever configured structlog before (a library, a test harness) may have asked for
+    # cached loggers: the runner's loggers must still follow each configure_logging.
+    structlog.configure(cache_logger_on_first_use=True)
+    log = get_logger("entrypoint")
+    first = configured(level="info")
+    log.info("one")
+    second = configured(level="warning")
+    log.warning("two")
+    assert [event["event"] for event in json_events(first)] == ["one"]
+    assert [event["event"] for event in json_events(second)] == ["two"]
