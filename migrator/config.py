@@ -580,7 +580,6 @@ class _RolloutSettings(TypedDict):
     future_migrations: str
     role_passwords: str
     migrations_wait_timeout: float
-    version: str
     revision: str
 
 
@@ -604,7 +603,6 @@ def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSe
         migrations_wait_timeout=_Settings({timeout_name: timeout}).duration(
             timeout_name, DEFAULT_MIGRATIONS_WAIT_TIMEOUT
         ),
-        version=VERSION,
         revision=revision(reader.environ),
     )
 
