@@ -46,6 +46,8 @@ DEFAULT_ROLE_PASSWORDS = "always"
 DEFAULT_MIGRATIONS_WAIT_TIMEOUT = 600.0
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LOG_FORMAT = "json"  # on a terminal: console
+DEFAULT_LOG_LEVEL = "info"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # Only verify-full checks both the CA and the host name; the others log tls_not_verified.
 VERIFIED_SSLMODE = "verify-full"
@@ -182,8 +184,8 @@ class Config:
     ddl_lock_retries: int = DEFAULT_DDL_LOCK_RETRIES
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
-    log_format: str = "json"
-    log_level: str = "info"
+    log_format: str = DEFAULT_LOG_FORMAT
+    log_level: str = DEFAULT_LOG_LEVEL
     termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
     application_name: str = DEFAULT_APPLICATION_NAME
     # The hazard lint (migrator/lint.py): a scratch database instead of one created by the
@@ -270,16 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user")
     parser.add_argument("--url", help="postgresql:// URL instead of the DB_* parts")
     parser.add_argument("--migrations-dir")
-    parser.add_argument("--dry-run", action="store_true", default=None)
-    parser.add_argument("--allow-out-of-order", action="store_true", default=None)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--allow-out-of-order", action="store_true")
     parser.add_argument(
         "--single-transaction",
         action="store_true",
-        default=None,
         help="apply all pending files in one transaction: all or nothing",
     )
-    parser.add_argument("--init-only", action="store_true", default=False)
-    parser.add_argument("--json", dest="status_json", action="store_true", default=False)
+    parser.add_argument("--init-only", action="store_true")
+    parser.add_argument("--json", dest="status_json", action="store_true")
     parser.add_argument(
         "--version",
         dest="baseline_version",
@@ -320,7 +321,6 @@ FLAG_HELP = {
     "log_level": "debug, info, warning or error (LOG_LEVEL, default info)",
     "migrations_wait_timeout": "wait: give up after this long, exit 75 (MIGRATIONS_WAIT_TIMEOUT, "
     "default 600s)",
-    "version": "print the version and the source revision, then exit",
 }
 HELP_EPILOG = """environment variables (flags win over them):
   DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)
@@ -350,9 +350,12 @@ exit codes:
 
 
 def describe_flags(parser: argparse.ArgumentParser) -> None:
-    """Give every flag its description from FLAG_HELP (flags with their own help keep it)."""
+    """Give every flag its description from FLAG_HELP (flags with their own help keep it).
+
+    A flag with neither is a KeyError here: every flag is described.
+    """
     for action in parser._actions:
-        if action.help is None and action.dest in FLAG_HELP:
+        if action.help is None:
             action.help = FLAG_HELP[action.dest]
 
 
@@ -377,7 +380,10 @@ def load_config(
         raise ConfigError(ERR_ADMIN_WITHOUT_PASSWORD)
     if args.init_only and not admin_user:
         raise ConfigError(ERR_INIT_ONLY_WITHOUT_ADMIN)
-    log_format = args.log_format or environ.get("LOG_FORMAT") or _default_log_format()
+    log_format = _first_set(
+        ("--log-format", args.log_format), ("LOG_FORMAT", environ.get("LOG_FORMAT"))
+    )
+    log_level = _first_set(("--log-level", args.log_level), ("LOG_LEVEL", environ.get("LOG_LEVEL")))
     port_source = _first_set(
         ("--port", args.port),
         (url_name, url_parts.get("port")),
@@ -444,18 +450,15 @@ def load_config(
         statement_timeout=reader.duration("STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
         progress_interval=reader.duration("PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
         analyze_after_migrate=reader.boolean("ANALYZE_AFTER_MIGRATE", default=True),
+        # The defaults are not lower-cased: they are written as they must be.
         log_format=_one_of(
-            "--log-format" if args.log_format else "LOG_FORMAT", log_format.lower(), LOG_FORMATS
+            log_format[0], log_format[1].lower() or _default_log_format(), LOG_FORMATS
         ),
-        log_level=_one_of(
-            "--log-level" if args.log_level else "LOG_LEVEL",
-            (args.log_level or reader.text("LOG_LEVEL", "info")).lower(),
-            LOG_LEVELS,
-        ),
+        log_level=_one_of(log_level[0], log_level[1].lower() or DEFAULT_LOG_LEVEL, LOG_LEVELS),
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
         application_name=url_parts.get("application_name") or DEFAULT_APPLICATION_NAME,
         **_lint_settings(args, reader),
-        **_rollout_settings(reader, args.migrations_wait_timeout, environ),
+        **_rollout_settings(args, reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -551,34 +554,40 @@ def _steps(value: str | None) -> int | None:
     return int(value)
 
 
-def _lint_settings(args: argparse.Namespace, reader: _Settings) -> dict[str, Any]:
-    shadow_name = "--shadow-url" if args.shadow_url else "LINT_SHADOW_URL"
-    shadow_url = args.shadow_url or reader.optional_text("LINT_SHADOW_URL")
+# The settings of one concern, read by one function of (flags, variables) each, unpacked into
+# Config by load_config.
+class _LintSettings(TypedDict):
+    shadow_url: str | None
+    lint_min_rows: int | None
+    lint_before_apply: bool
+
+
+def _lint_settings(args: argparse.Namespace, reader: _Settings) -> _LintSettings:
+    """The hazard lint's settings: the shadow database, its row threshold, lint before apply."""
+    shadow_name, shadow_url = _first_set(
+        ("--shadow-url", args.shadow_url),
+        ("LINT_SHADOW_URL", reader.environ.get("LINT_SHADOW_URL")),
+    )
     _parse_url(shadow_url, shadow_name)  # a bad URL fails here, without echoing it
-    min_rows = reader.optional_text("LINT_MIN_ROWS")
-    return {
-        "shadow_url": shadow_url,
-        "lint_min_rows": None if min_rows is None else reader.count("LINT_MIN_ROWS", 0),
-        "lint_before_apply": reader.boolean("LINT_BEFORE_APPLY"),
-    }
+    return _LintSettings(
+        shadow_url=shadow_url or None,
+        lint_min_rows=reader.optional_count("LINT_MIN_ROWS"),
+        lint_before_apply=reader.boolean("LINT_BEFORE_APPLY"),
+    )
 
 
 class _RolloutSettings(TypedDict):
     future_migrations: str
     role_passwords: str
     migrations_wait_timeout: float
-    version: str
     revision: str
 
 
-def _rollout_settings(
-    reader: _Settings, timeout_flag: str | None, environ: Mapping[str, str]
-) -> _RolloutSettings:
+def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:
     """The settings of rollouts and rollbacks: future versions, role passwords, `wait`."""
-    wait_timeout = (
-        _Settings({"--timeout": timeout_flag}).duration("--timeout", 0.0)
-        if timeout_flag is not None
-        else reader.duration("MIGRATIONS_WAIT_TIMEOUT", DEFAULT_MIGRATIONS_WAIT_TIMEOUT)
+    timeout_name, timeout = _first_set(
+        ("--timeout", args.migrations_wait_timeout),
+        ("MIGRATIONS_WAIT_TIMEOUT", reader.environ.get("MIGRATIONS_WAIT_TIMEOUT")),
     )
     return _RolloutSettings(
         future_migrations=_one_of(
@@ -591,14 +600,15 @@ def _rollout_settings(
             reader.text("ROLE_PASSWORDS", DEFAULT_ROLE_PASSWORDS).lower(),
             ROLE_PASSWORDS_MODES,
         ),
-        migrations_wait_timeout=wait_timeout,
-        version=VERSION,
-        revision=revision(environ),
+        migrations_wait_timeout=_Settings({timeout_name: timeout}).duration(
+            timeout_name, DEFAULT_MIGRATIONS_WAIT_TIMEOUT
+        ),
+        revision=revision(reader.environ),
     )
 
 
 def _default_log_format() -> str:
-    return "console" if sys.stdout.isatty() else "json"
+    return "console" if sys.stdout.isatty() else DEFAULT_LOG_FORMAT
 
 
 def _prompt(user: str, interactive: bool) -> str | None:
@@ -683,9 +693,13 @@ class _Settings:
         return float(match[1]) * DURATION_UNITS[match[2] or "s"]
 
     def count(self, name: str, default: int) -> int:
+        found = self.optional_count(name)
+        return default if found is None else found
+
+    def optional_count(self, name: str) -> int | None:
         value = self.environ.get(name)
-        if value is None or value == "":
-            return default
+        if not value:
+            return None
         if not _is_ascii_number(value.strip()):
             raise ConfigError(ERR_NOT_A_COUNT.format(name=name, value=value))
         return int(value)

@@ -29,6 +29,8 @@ SECRET_PATTERNS = (
 MIN_EMBEDDED_SECRET_LENGTH = 8
 # Names the logs show as names (the maintenance database is always "postgres").
 ALWAYS_PUBLIC_NAMES = ("postgres",)
+# The part of a secret pattern's match that is not the secret (the "=" after "password").
+KEPT_GROUP = "kept"
 # One scan that tells whether any pattern above can match: most values are plain words.
 MIGHT_HOLD_SECRET_RE = re.compile(r"(?i)password|postgres(?:ql)?://")
 LEVELS = {
@@ -49,7 +51,9 @@ def _secret_pattern(secret: str, public_names: frozenset[str]) -> re.Pattern[str
     """
     quoted = re.escape(secret)
     if secret in public_names:
-        return re.compile(rf"(?<=')({quoted})(?=')|(?i:(?<=password)[\s=:]+)({quoted})(?!\w)")
+        return re.compile(
+            rf"(?<='){quoted}(?=')|(?i:(?<=password)(?P<{KEPT_GROUP}>[\s=:]+)){quoted}(?!\w)"
+        )
     if len(secret) < MIN_EMBEDDED_SECRET_LENGTH:
         before = r"(?<!\w)" if re.match(r"\w", secret) else ""
         after = r"(?!\w)" if re.search(r"\w$", secret) else ""
@@ -67,8 +71,8 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = (), public_names: Iterable[str] = ()) -> None:
         names = frozenset(name for name in (*public_names, *ALWAYS_PUBLIC_NAMES) if name)
         # Longest first, so that a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self.patterns = [_secret_pattern(secret, names) for secret in self.secrets]
+        longest_first = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.patterns = [(secret, _secret_pattern(secret, names)) for secret in longest_first]
 
     def redact(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -83,7 +87,7 @@ class Redactor:
         return self.redact_text(str(value))
 
     def redact_text(self, text: str) -> str:
-        for secret, pattern in zip(self.secrets, self.patterns, strict=True):
+        for secret, pattern in self.patterns:
             if secret in text:  # the common case costs one substring search
                 text = pattern.sub(_masked, text)
         if MIGHT_HOLD_SECRET_RE.search(text):
@@ -96,14 +100,8 @@ class Redactor:
 
 
 def _masked(match: re.Match[str]) -> str:
-    """The match with its secret group (or the whole of it) replaced."""
-    for group in range(1, (match.re.groups or 0) + 1):
-        if match.group(group) is not None:
-            start, end = match.span(group)
-            whole_start = match.start()
-            text = match.group()
-            return text[: start - whole_start] + REDACTED + text[end - whole_start :]
-    return REDACTED
+    """The match with its secret replaced; the text before the secret (KEPT_GROUP) stays."""
+    return (match.groupdict().get(KEPT_GROUP) or "") + REDACTED
 
 
 def configure_logging(

@@ -15,6 +15,7 @@ import pytest
 
 from migrator.config import Config, build_parser, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
+from migrator.version import VERSION
 
 PASSWORD = "pw-Unit-7f3a-9b41e0"
 ADMIN_PASSWORD = "admin-Unit-91c2-44d7"
@@ -1001,6 +1002,22 @@ def test_each_command_takes_its_own_flags() -> None:
             {"DB_ADMIN_USER": "postgres"},
             "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE",
         ),
+        (
+            {"FUTURE_MIGRATIONS": "Refuse"},
+            "FUTURE_MIGRATIONS must be one of warn, fail, got 'refuse'",
+        ),
+        (
+            {"ROLE_PASSWORDS": "never"},
+            "ROLE_PASSWORDS must be one of always, on-create, got 'never'",
+        ),
+        (
+            {"MIGRATIONS_WAIT_TIMEOUT": "soon"},
+            "MIGRATIONS_WAIT_TIMEOUT must be a duration like 30, 30s, 500ms or 2min, got 'soon'",
+        ),
+        (
+            {"LINT_SHADOW_URL": "mysql://u:p@h/db"},
+            "LINT_SHADOW_URL must start with postgresql:// or postgres://, not mysql://",
+        ),
     ],
 )
 def test_configuration_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
@@ -1008,6 +1025,49 @@ def test_configuration_mistakes_are_named_exactly(environ: dict[str, str], messa
     with pytest.raises(ConfigError) as caught:
         load_config([], environ, interactive=False)
     assert caught.value.message == message
+
+
+def test_rollout_settings_from_their_defaults_variables_and_flag() -> None:
+    config = load()
+    assert (config.future_migrations, config.tolerate_future) == ("warn", True)
+    assert config.role_passwords == "always"
+    assert config.migrations_wait_timeout == 600
+    assert config.version == VERSION
+    config = load(
+        FUTURE_MIGRATIONS="FAIL",
+        ROLE_PASSWORDS="On-Create",
+        MIGRATIONS_WAIT_TIMEOUT="90s",
+        MIGRATOR_REVISION="0123abc",
+    )
+    assert (config.future_migrations, config.tolerate_future) == ("fail", False)
+    assert config.role_passwords == "on-create"
+    assert (config.migrations_wait_timeout, config.revision) == (90, "0123abc")
+    # The flag wins (even over a variable it makes unused); an empty one is unset.
+    assert (
+        load("wait", "--timeout", "2min", MIGRATIONS_WAIT_TIMEOUT="x").migrations_wait_timeout
+        == 120
+    )
+    assert load("wait", "--timeout", "", MIGRATIONS_WAIT_TIMEOUT="45").migrations_wait_timeout == 45
+    assert load("wait", "--timeout", "0").migrations_wait_timeout == 0
+
+
+def test_the_timeout_and_shadow_url_flags_are_named_in_their_errors() -> None:
+    assert config_error("wait", "--timeout", "later", MIGRATIONS_WAIT_TIMEOUT="5").message == (
+        "--timeout must be a duration like 30, 30s, 500ms or 2min, got 'later'"
+    )
+    assert (
+        config_error(
+            "lint", "--shadow-url", "mysql://u:p@h/db", LINT_SHADOW_URL="postgresql://h/db"
+        ).message
+        == "--shadow-url must start with postgresql:// or postgres://, not mysql://"
+    )
+
+
+def test_lint_min_rows_zero_is_a_value_and_empty_is_unset() -> None:
+    assert load(LINT_MIN_ROWS="0").lint_min_rows == 0
+    assert load(LINT_MIN_ROWS="").lint_min_rows is None
+    assert load(LINT_MIN_ROWS=" 7 ").lint_min_rows == 7
+    assert load(LINT_SHADOW_URL="").shadow_url is None
 
 
 def test_the_url_flag_is_named_in_its_errors() -> None:
@@ -1288,6 +1348,18 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
         "--log-level LOG_LEVEL",
     ):
         assert helps.get(option), f"{option} has no description"
+    assert helps["--shadow-url SHADOW_URL"] == "lint: a scratch database to use (it is changed)"
+    assert helps["--timeout MIGRATIONS_WAIT_TIMEOUT"] == (
+        "wait: give up after this long, exit 75 (MIGRATIONS_WAIT_TIMEOUT, default 600s)"
+    )
+    # The variables and exit codes after the flags, laid out line by line as written.
+    epilog = text.split("\nenvironment variables (flags win over them):\n")[1].splitlines()
+    assert epilog[0] == "  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)"
+    assert "  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)" in epilog
+    assert epilog[-1] == (
+        "  130 / 143 interrupted / terminated   137 killed (e.g. out of memory: not the "
+        "runner's choice)"
+    )
 
 
 def test_flags_default_to_off() -> None:

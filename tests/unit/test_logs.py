@@ -156,10 +156,20 @@ def test_secrets_in_nested_dicts_and_lists_are_redacted() -> None:
     assert event["settings"]["list"][0] == 1
 
 
-def test_every_secret_is_redacted_including_one_inside_another() -> None:
-    stream = configured(secrets=(SECRET, OTHER_SECRET, f"{SECRET}-suffix"))
-    get_logger("x").info("both", a=SECRET, b=OTHER_SECRET, c=f"{SECRET}-suffix")
-    assert_clean(stream, SECRET, OTHER_SECRET, "-suffix")
+@pytest.mark.parametrize(
+    ("inner", "outer"),
+    [
+        # The inner secret sorts before the outer one alphabetically ...
+        (SECRET, f"{SECRET}-suffix"),
+        # ... and after it: only longest-first ordering replaces the outer one whole in both.
+        ("zz-inner-pw", "aa-zz-inner-pw-outer"),
+    ],
+)
+def test_every_secret_is_redacted_including_one_inside_another(inner: str, outer: str) -> None:
+    stream = configured(secrets=(inner, OTHER_SECRET, outer))
+    get_logger("x").info("all", a=inner, b=OTHER_SECRET, c=outer, d=f"{outer}, {inner}.")
+    (event,) = json_events(stream)
+    assert (event["a"], event["b"], event["c"], event["d"]) == ("***", "***", "***", "***, ***.")
 
 
 def test_secret_in_an_exception_traceback_is_redacted() -> None:
@@ -290,6 +300,40 @@ def test_a_short_password_is_not_redacted_inside_other_words() -> None:
     assert event["reason"] == "(***)"
 
 
+@pytest.mark.parametrize(
+    ("secret", "text", "shown"),
+    [
+        # A short secret of letters only counts where no letter or digit touches it ...
+        ("x", "xor x, x1 (x)", "xor ***, x1 (***)"),
+        ("pw7", "pw7a apw7 pw7", "pw7a apw7 ***"),
+        # ... an edge that is punctuation needs no such check on that side ...
+        ("#pw", "a#pw #pwb", "a*** #pwb"),
+        ("pw!", "pw!a apw!", "***a apw!"),
+        ("!!", "a!!b", "a***b"),
+        # ... and from 8 characters on it is hidden wherever it appears.
+        ("abcd123", "xabcd123 abcd123", "xabcd123 ***"),
+        ("abcd1234", "xabcd1234y abcd1234", "x***y ***"),
+    ],
+)
+def test_where_a_secret_counts_depends_on_its_length_and_edges(
+    secret: str, text: str, shown: str
+) -> None:
+    stream = configured(secrets=(secret,))
+    get_logger("x").info("echo", detail=text)
+    (event,) = json_events(stream)
+    assert event["detail"] == shown
+
+
+def test_a_password_equal_to_another_public_name_leaves_that_name_readable() -> None:
+    stream = io.StringIO()
+    name = "auth_service"  # long enough to be hidden everywhere, were it not a name
+    configure_logging("json", "info", (name,), stream=stream, public_names=(name, ""))
+    log = get_logger("x")
+    log.info("database_ready", user=name, conninfo=f"user={name} password={name}")
+    (event,) = json_events(stream)
+    assert (event["user"], event["conninfo"]) == (name, f"user={name} password=***")
+
+
 def test_a_password_equal_to_the_user_name_leaves_the_names_readable() -> None:
     stream = io.StringIO()
     configure_logging("json", "info", ("postgres",), stream=stream, public_names=("postgres",))
@@ -324,16 +368,6 @@ def test_any_sql_password_literal_is_redacted() -> None:
     stream = configured(secrets=())
     get_logger("x").error("failed", statement="CREATE ROLE a LOGIN PASSWORD 'it''s hidden99'")
     assert_clean(stream, "hidden99")
-
-
-def test_a_secret_inside_another_that_sorts_before_it_is_replaced_whole() -> None:
-    # The inner secret sorts after the outer one alphabetically: only longest-first
-    # ordering replaces the outer one before the inner one cuts it in two.
-    inner, outer = "zz-inner-pw", "aa-zz-inner-pw-outer"
-    stream = configured(secrets=(inner, outer))
-    get_logger("x").info("both", a=outer, b=inner)
-    (event,) = json_events(stream)
-    assert (event["a"], event["b"]) == ("***", "***")
 
 
 def test_redacted_output_is_exact_and_other_values_keep_their_type() -> None:
@@ -396,6 +430,19 @@ def test_a_logger_used_before_reconfiguration_follows_the_new_configuration() ->
     log.info("one")
     second = configured(level="warning")
     log.info("dropped")
+    log.warning("two")
+    assert [event["event"] for event in json_events(first)] == ["one"]
+    assert [event["event"] for event in json_events(second)] == ["two"]
+
+
+def test_configuration_replaces_an_earlier_one_that_cached_its_loggers() -> None:
+    # Whatever configured structlog before (a library, a test harness) may have asked for
+    # cached loggers: the runner's loggers must still follow each configure_logging.
+    structlog.configure(cache_logger_on_first_use=True)
+    log = get_logger("entrypoint")
+    first = configured(level="info")
+    log.info("one")
+    second = configured(level="warning")
     log.warning("two")
     assert [event["event"] for event in json_events(first)] == ["one"]
     assert [event["event"] for event in json_events(second)] == ["two"]

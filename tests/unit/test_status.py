@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
+from migrator.logs import configure_logging
 from migrator.migrations import MigrationSet
-from migrator.status import future_rows, problems, status_document, status_rows
+from migrator.status import (
+    FUTURE_HINT,
+    future_rows,
+    problems,
+    status_document,
+    status_rows,
+    warn_future,
+)
 from tests.conftest import applied_row, write_migration_set
 
 APPLIED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
@@ -194,3 +206,67 @@ def test_pending_row_of_a_no_transaction_file(folder: Path) -> None:
         "bootstrap": False,
     }
     assert problems([pending]) == [pending]
+
+
+def test_the_status_document_in_full(folder: Path) -> None:
+    """What `status --json` prints, key by key: scripts read it with jq."""
+    found = files(folder, **{"001_a": "SELECT 1;", "002_b": "SELECT 2;", "004_d": "SELECT 4;"})
+    history = {
+        "001_a": row("001_a", found.by_version()["001_a"].checksum),
+        "003_gone": row("003_gone", "c" * 64),
+        "005_newer": row("005_newer", "e" * 64),
+    }
+    rows = status_rows(found, history)
+    runner = {"version": "0.1.0", "revision": "abc123"}
+    document = status_document(rows, "auth_db", False, runner)
+    assert document == {
+        "database": "auth_db",
+        "up_to_date": False,
+        "pending": ["002_b", "004_d"],
+        "future": ["005_newer"],
+        "problems": [
+            {"version": "002_b", "state": "pending"},
+            {"version": "004_d", "state": "pending"},
+            {"version": "003_gone", "state": "missing"},
+            {"version": "005_newer", "state": "future"},
+        ],
+        "migrations": rows,
+        "runner": runner,
+    }
+    tolerant = status_document(rows, "auth_db", True, runner)
+    assert [problem["version"] for problem in tolerant["problems"]] == [
+        "002_b",
+        "004_d",
+        "003_gone",
+    ]
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The runner's JSON log, into a buffer (configure_logging changes process-wide state)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+
+
+def test_one_warning_names_the_versions_a_newer_release_applied(json_log: io.StringIO) -> None:
+    warn_future(iter(["005_newer", "006_newest"]))
+    (event,) = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    del event["timestamp"]
+    assert event == {
+        "event": "future_migrations",
+        "level": "warning",
+        "logger": "status",
+        "versions": ["005_newer", "006_newest"],
+        "hint": FUTURE_HINT,
+    }
+    assert "FUTURE_MIGRATIONS=fail" in FUTURE_HINT
+
+
+def test_no_warning_without_future_versions(json_log: io.StringIO) -> None:
+    warn_future([])
+    assert json_log.getvalue() == ""
