@@ -41,7 +41,6 @@ __all__ = [
     "standard_strings_after",
     "strip_comments",
     "transaction_mode",
-    "unknown_directive",
     "unterminated_transaction",
 ]
 
@@ -805,29 +804,6 @@ def _has_no_transaction_header(sql: str) -> bool:
         NO_TRANSACTION_HEADER_RE.fullmatch(sql[token.start : token.end].rstrip())
         for token in _header_line_comments(sql)
     )
-
-
-DIRECTIVE_RE = re.compile(r"--\s*migrate\s*:\s*(?P<name>\S*)", re.IGNORECASE)
-# dbmate's "-- migrate:up" marker is accepted so that dbmate-style files run unchanged;
-# "-- migrate:allow <kind> <relation>: <reason>" waives a hazard of the lint (migrator/lint.py).
-KNOWN_DIRECTIVES = frozenset({"no-transaction", "up", "allow"})
-
-
-def unknown_directive(sql: str) -> tuple[int, str] | None:
-    """(line, text) of a ``-- migrate:`` header comment the runner does not know (a typo would
-    otherwise be silently ignored); None when there is none.
-
-        >>> unknown_directive("-- migrate:no-transactoin\nVACUUM;")
-        (1, '-- migrate:no-transactoin')
-    """
-    if DIRECTIVE_RE.search(sql) is None:  # most files: no directive at all, nothing to lex
-        return None
-    for token in _header_line_comments(sql):
-        comment = sql[token.start : token.end]
-        match = DIRECTIVE_RE.match(comment)
-        if match and match["name"].lower() not in KNOWN_DIRECTIVES:
-            return position_to_line_column(sql, token.start)[0], comment.strip()
-    return None
 
 
 # First words of the statements the two checks below look at; any other statement (the

@@ -23,7 +23,6 @@ from migrator.sql import (
     standard_strings_after,
     strip_comments,
     transaction_mode,
-    unknown_directive,
     unterminated_transaction,
 )
 
@@ -563,6 +562,8 @@ def test_first_reason_in_file_order_wins() -> None:
         "-- migrate:no-transaction",
         "--migrate:no-transaction",
         "-- MIGRATE:No-Transaction",
+        "-- MIGRATE:NO-TRANSACTION",
+        "-- migrate: no-transaction",
         "--   migrate : no-transaction   ",
         "-- migrate:no-transaction (index build on a big table)",
     ],
@@ -628,7 +629,7 @@ def test_mode_words_are_found_in_any_case(sql: str) -> None:
     assert may_leave_default_mode(sql)
 
 
-# --- CREATE INDEX CONCURRENTLY targets and -- migrate: directives -------------------------------
+# --- CREATE INDEX CONCURRENTLY targets ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -649,23 +650,6 @@ def test_concurrent_index_names_the_index_and_table(
     sql: str, expected: ConcurrentIndex | None
 ) -> None:
     assert concurrent_index(sql) == expected
-
-
-@pytest.mark.parametrize(
-    ("sql", "expected"),
-    [
-        ("-- migrate:no-transactoin\nVACUUM;", (1, "-- migrate:no-transactoin")),
-        ("-- a comment\n-- migrate: bogus\nSELECT 1;", (2, "-- migrate: bogus")),
-        ("-- migrate:no-transaction\nVACUUM;", None),
-        ("-- migrate:up\nSELECT 1;\n-- migrate:down\n", None),
-        ("SELECT 1;\n-- migrate:later, after a statement: not a header\n", None),
-        ("SELECT '-- migrate:bogus';", None),
-    ],
-)
-def test_unknown_directives_in_the_header_are_found(
-    sql: str, expected: tuple[int, str] | None
-) -> None:
-    assert unknown_directive(sql) == expected
 
 
 # --- reading as psql -f reads: COPY data, standard_conforming_strings, meta-commands ------------
@@ -948,22 +932,6 @@ def test_stray_semicolon_before_the_no_transaction_header() -> None:
     assert mode(sql) == ModeDecision(
         TransactionMode.NO_TRANSACTION, "-- migrate:no-transaction header"
     )
-    assert unknown_directive(";\n-- migrate:no-transactoin\nSELECT 1;") == (
-        2,
-        "-- migrate:no-transactoin",
-    )
-
-
-@pytest.mark.parametrize(
-    "header", ["-- migrate: no-transaction", "-- MIGRATE:NO-TRANSACTION", "-- Migrate:Up"]
-)
-def test_known_directives_in_any_spelling_are_not_refused(header: str) -> None:
-    assert unknown_directive(f"{header}\nSELECT 1;") is None
-
-
-def test_a_block_comment_does_not_end_the_header() -> None:
-    sql = "/* why */\n-- migrate:no-transactoin\nSELECT 1;"
-    assert unknown_directive(sql) == (2, "-- migrate:no-transactoin")
 
 
 @pytest.mark.parametrize("sql", ["DROP;", "REINDEX (VERBOSE);", "CLUSTER (VERBOSE", "CREATE;"])
