@@ -730,7 +730,7 @@ def test_a_file_read_from_the_middle_with_the_setting_off() -> None:
     ],
 )
 def test_which_statements_change_standard_conforming_strings(text: str, after: bool | None) -> None:
-    assert standard_strings_after(text, True) is after
+    assert standard_strings_after(text) is after
 
 
 def test_pg_dump_restrict_lines_are_accepted_and_not_statements() -> None:
