@@ -914,20 +914,20 @@ def unterminated_transaction(statements: list[Statement]) -> tuple[int, str] | N
     >>> unterminated_transaction(split_statements("BEGIN;\\nCREATE TABLE t ();"))
     (1, "BEGIN here is not ended by COMMIT: ...")
     """
-    opened: Statement | None = None
-    control = ""
+    opened: tuple[int, str] | None = None  # line and statement of the open BEGIN
     for statement in statements:
         if not TRANSACTION_HEAD_RE.match(statement.text):
             continue
         words = _words(statement.text)
         found = _transaction_control(words)
         if found in OPENING:
-            opened, control = statement, found
+            opened = statement.line, found
         elif found in CLOSING and "CHAIN" not in words:
             opened = None
     if opened is None:
         return None
-    return opened.line, REFUSED_OPEN_TRANSACTION.format(control=control)
+    line, control = opened
+    return line, REFUSED_OPEN_TRANSACTION.format(control=control)
 
 
 TRANSACTION_HEAD_RE = re.compile(r"(?:begin|start|commit|end|rollback|abort)\b", re.IGNORECASE)
