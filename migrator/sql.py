@@ -41,7 +41,6 @@ __all__ = [
     "standard_strings_after",
     "strip_comments",
     "transaction_mode",
-    "unknown_directive",
     "unterminated_transaction",
 ]
 
@@ -84,7 +83,7 @@ IDENT_CONT = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9
 DOLLAR_TAG_CONT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9, never $
 
 WHITESPACE_RE = re.compile(r"[ \t\n\r\f]+")
-LINE_COMMENT_RE = re.compile(r"--[^\n\r]*")
+LINE_END_RE = re.compile(r"[\n\r]")
 WORD_RE = re.compile(rf"{IDENT_START}{IDENT_CONT}*")
 # Digits, then (PostgreSQL 15+ "junk" or older "number then identifier") any identifier
 # glued to them: either way a "$" right after is part of that token, never a dollar quote.
@@ -97,7 +96,6 @@ STANDARD_STRING_BODY_RE = re.compile(r"[^']*(?:''[^']*)*'")
 ESCAPE_STRING_BODY_RE = re.compile(r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'", re.DOTALL)
 QUOTED_IDENT_BODY_RE = re.compile(r'[^"]*(?:""[^"]*)*"')
 BLOCK_COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
-META_RE = re.compile(r"\\[^\n\r]*")
 # The line that ends the inline data of COPY ... FROM stdin, as psql reads it.
 COPY_DATA_END_RE = re.compile(r"^\\\.\r?(?:\n|\Z)", re.MULTILINE)
 # SQL continues a string literal across whitespace that contains a newline:
@@ -136,11 +134,8 @@ class _Lexer:
                 self.skip = None
                 continue
             blank = WHITESPACE_RE.match(sql, self.pos)
-            if blank:
-                end = blank.end()
-                if self.skip is not None and end > self.skip[0]:
-                    end = self.skip[0]  # the data may begin with blanks: they are data
-                self.pos = end
+            if blank:  # blanks that run into COPY data are skipped with it just above
+                self.pos = blank.end()
                 continue
             start = self.pos
             kind = self._scan_token()
@@ -150,7 +145,7 @@ class _Lexer:
         sql, pos = self.sql, self.pos
         char = sql[pos]
         if sql.startswith("--", pos):
-            return self._consume(LINE_COMMENT_RE, _Kind.LINE_COMMENT)
+            return self._rest_of_line(_Kind.LINE_COMMENT)
         if sql.startswith("/*", pos):
             return self._block_comment()
         if sql.startswith(ESCAPE_STRING_PREFIXES, pos):
@@ -164,7 +159,7 @@ class _Lexer:
         if char == "'":
             return self._quoted(pos + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
         if char == "\\":
-            return self._consume(META_RE, _Kind.META)
+            return self._rest_of_line(_Kind.META)
         if char == '"':
             return self._quoted(pos + 1, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
         if char == "$":
@@ -183,9 +178,10 @@ class _Lexer:
         self.pos += 1
         return {"(": _Kind.LPAREN, ")": _Kind.RPAREN, ";": _Kind.SEMICOLON}.get(char, _Kind.OTHER)
 
-    def _consume(self, pattern: re.Pattern[str], kind: _Kind) -> _Kind:
-        match = pattern.match(self.sql, self.pos)
-        self.pos = match.end() if match else self.pos + 1
+    def _rest_of_line(self, kind: _Kind) -> _Kind:
+        """A line comment or a meta-command: up to the end of the line, its newline excluded."""
+        line_end = LINE_END_RE.search(self.sql, self.pos)
+        self.pos = line_end.start() if line_end else len(self.sql)
         return kind
 
     def _quoted(self, body_start: int, body: re.Pattern[str], kind: _Kind) -> _Kind:
@@ -195,10 +191,7 @@ class _Lexer:
 
     def _escape_string(self, body_start: int) -> _Kind:
         self._quoted(body_start, ESCAPE_STRING_BODY_RE, _Kind.STRING)
-        while self.pos < len(self.sql):
-            continuation = STRING_CONTINUATION_RE.match(self.sql, self.pos)
-            if not continuation:
-                break
+        while continuation := STRING_CONTINUATION_RE.match(self.sql, self.pos):
             self._quoted(continuation.end(), ESCAPE_STRING_BODY_RE, _Kind.STRING)
         return _Kind.STRING
 
@@ -224,7 +217,7 @@ class _Lexer:
             return _Kind.OTHER
         # The body is opaque and ends at the first identical delimiter, so $a$ inside $fn$ is text.
         close = self.sql.find(delimiter.group(), delimiter.end())
-        self.pos = len(self.sql) if close < 0 else close + len(delimiter.group())
+        self.pos = len(self.sql) if close == -1 else close + len(delimiter.group())
         return _Kind.DOLLAR
 
 
@@ -454,7 +447,7 @@ class _ScriptReader:
         sql = self.sql
         if before.end != token.start or sql[before.start : before.end] != ":":
             return
-        if before.start > 0 and sql[before.start - 1] == ":":
+        if sql[before.start - 1 : before.start] == ":":  # the second colon of a cast
             return
         text = sql[token.start : token.end]
         name = text[1:-1] if token.kind is not _Kind.WORD else text
@@ -481,7 +474,7 @@ class _ScriptReader:
         copy = None
         if _reads_copy_data(text):
             copy, end = self._copy_data(end)
-        changed = standard_strings_after(text, reading_with)
+        changed = standard_strings_after(text)
         if changed is not None:
             self.lexer.standard_strings = changed
         line = self.lines.locate(first.start)[0]
@@ -491,13 +484,13 @@ class _ScriptReader:
         """psql sends the statement, then reads the data from the file's next line on."""
         sql = self.sql
         newline = sql.find("\n", after_semicolon)
-        start = len(sql) if newline < 0 else newline + 1
+        start = len(sql) if newline == -1 else newline + 1
         terminator = COPY_DATA_END_RE.search(sql, start)
         data_end, resume = (
             (terminator.start(), terminator.end()) if terminator else (len(sql), len(sql))
         )
         self.lexer.skip = (start, resume)  # the rest of the statement's line is still SQL
-        line = self.lines.locate(min(start, len(sql)))[0] if sql else 1
+        line = self.lines.locate(start)[0]
         return CopyData(sql[start:data_end], line), resume
 
 
@@ -558,12 +551,12 @@ def mentions_standard_strings(text: str) -> bool:
     return SCS_NAME in text.lower() or SCS_RESET_RE.match(text) is not None
 
 
-def standard_strings_after(text: str, before: bool) -> bool | None:
+def standard_strings_after(text: str) -> bool | None:
     """The value psql would see after ``text`` ran, when the text alone tells; None otherwise.
 
     The server's default is assumed on (the runner checks it when it runs the file).
 
-        >>> standard_strings_after("SET standard_conforming_strings = off", True)
+        >>> standard_strings_after("SET standard_conforming_strings = off")
         False
     """
     if not mentions_standard_strings(text):
@@ -729,10 +722,9 @@ def _alter_refused(words: list[str]) -> str | None:
     pairs = list(itertools.pairwise(words))
     if words[1:2] == ["DATABASE"] and ("SET", "TABLESPACE") in pairs:
         return "ALTER DATABASE ... SET TABLESPACE"
-    if words[1:2] == ["TABLE"] and ("DETACH", "PARTITION") in pairs:
-        detach = pairs.index(("DETACH", "PARTITION"))
-        if "CONCURRENTLY" in words[detach:]:
-            return "DETACH PARTITION ... CONCURRENTLY"
+    # CONCURRENTLY is reserved as a table name: it can only be DETACH's option.
+    if words[1:2] == ["TABLE"] and ("DETACH", "PARTITION") in pairs and "CONCURRENTLY" in words:
+        return "DETACH PARTITION ... CONCURRENTLY"
     return None
 
 
@@ -757,7 +749,7 @@ def _cluster_refused(words: list[str]) -> str | None:
 
 def _refused_in_transaction(words: list[str]) -> str | None:
     """Name the construct if PostgreSQL refuses this statement inside a transaction block."""
-    head = words[0] if words else ""
+    head = words[0]  # one of INTERESTING_HEADS
     if head == "VACUUM":
         return "VACUUM"
     if _starts(words, "DISCARD", "ALL"):
@@ -802,32 +794,9 @@ def _header_line_comments(sql: str) -> Iterator[_Token]:
 
 def _has_no_transaction_header(sql: str) -> bool:
     return any(
-        NO_TRANSACTION_HEADER_RE.fullmatch(sql[token.start : token.end].rstrip())
+        NO_TRANSACTION_HEADER_RE.fullmatch(sql[token.start : token.end])
         for token in _header_line_comments(sql)
     )
-
-
-DIRECTIVE_RE = re.compile(r"--\s*migrate\s*:\s*(?P<name>\S*)", re.IGNORECASE)
-# dbmate's "-- migrate:up" marker is accepted so that dbmate-style files run unchanged;
-# "-- migrate:allow <kind> <relation>: <reason>" waives a hazard of the lint (migrator/lint.py).
-KNOWN_DIRECTIVES = frozenset({"no-transaction", "up", "allow"})
-
-
-def unknown_directive(sql: str) -> tuple[int, str] | None:
-    """(line, text) of a ``-- migrate:`` header comment the runner does not know (a typo would
-    otherwise be silently ignored); None when there is none.
-
-        >>> unknown_directive("-- migrate:no-transactoin\nVACUUM;")
-        (1, '-- migrate:no-transactoin')
-    """
-    if DIRECTIVE_RE.search(sql) is None:  # most files: no directive at all, nothing to lex
-        return None
-    for token in _header_line_comments(sql):
-        comment = sql[token.start : token.end]
-        match = DIRECTIVE_RE.match(comment)
-        if match and match["name"].lower() not in KNOWN_DIRECTIVES:
-            return position_to_line_column(sql, token.start)[0], comment.strip()
-    return None
 
 
 # First words of the statements the two checks below look at; any other statement (the
@@ -945,20 +914,20 @@ def unterminated_transaction(statements: list[Statement]) -> tuple[int, str] | N
     >>> unterminated_transaction(split_statements("BEGIN;\\nCREATE TABLE t ();"))
     (1, "BEGIN here is not ended by COMMIT: ...")
     """
-    opened: Statement | None = None
-    control = ""
+    opened: tuple[int, str] | None = None  # line and statement of the open BEGIN
     for statement in statements:
         if not TRANSACTION_HEAD_RE.match(statement.text):
             continue
         words = _words(statement.text)
         found = _transaction_control(words)
         if found in OPENING:
-            opened, control = statement, found
+            opened = statement.line, found
         elif found in CLOSING and "CHAIN" not in words:
             opened = None
     if opened is None:
         return None
-    return opened.line, REFUSED_OPEN_TRANSACTION.format(control=control)
+    line, control = opened
+    return line, REFUSED_OPEN_TRANSACTION.format(control=control)
 
 
 TRANSACTION_HEAD_RE = re.compile(r"(?:begin|start|commit|end|rollback|abort)\b", re.IGNORECASE)

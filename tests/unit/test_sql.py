@@ -9,12 +9,14 @@ import pytest
 from migrator.sql import (
     DEFAULT_REASON,
     ConcurrentIndex,
+    CopyData,
     ModeDecision,
     Statement,
     TransactionMode,
     concurrent_index,
     copy_direction,
     may_leave_default_mode,
+    may_run_in_transaction_block,
     needs_reading,
     position_to_line_column,
     read_script,
@@ -23,7 +25,6 @@ from migrator.sql import (
     standard_strings_after,
     strip_comments,
     transaction_mode,
-    unknown_directive,
     unterminated_transaction,
 )
 
@@ -563,6 +564,8 @@ def test_first_reason_in_file_order_wins() -> None:
         "-- migrate:no-transaction",
         "--migrate:no-transaction",
         "-- MIGRATE:No-Transaction",
+        "-- MIGRATE:NO-TRANSACTION",
+        "-- migrate: no-transaction",
         "--   migrate : no-transaction   ",
         "-- migrate:no-transaction (index build on a big table)",
     ],
@@ -628,7 +631,7 @@ def test_mode_words_are_found_in_any_case(sql: str) -> None:
     assert may_leave_default_mode(sql)
 
 
-# --- CREATE INDEX CONCURRENTLY targets and -- migrate: directives -------------------------------
+# --- CREATE INDEX CONCURRENTLY targets ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -649,23 +652,6 @@ def test_concurrent_index_names_the_index_and_table(
     sql: str, expected: ConcurrentIndex | None
 ) -> None:
     assert concurrent_index(sql) == expected
-
-
-@pytest.mark.parametrize(
-    ("sql", "expected"),
-    [
-        ("-- migrate:no-transactoin\nVACUUM;", (1, "-- migrate:no-transactoin")),
-        ("-- a comment\n-- migrate: bogus\nSELECT 1;", (2, "-- migrate: bogus")),
-        ("-- migrate:no-transaction\nVACUUM;", None),
-        ("-- migrate:up\nSELECT 1;\n-- migrate:down\n", None),
-        ("SELECT 1;\n-- migrate:later, after a statement: not a header\n", None),
-        ("SELECT '-- migrate:bogus';", None),
-    ],
-)
-def test_unknown_directives_in_the_header_are_found(
-    sql: str, expected: tuple[int, str] | None
-) -> None:
-    assert unknown_directive(sql) == expected
 
 
 # --- reading as psql -f reads: COPY data, standard_conforming_strings, meta-commands ------------
@@ -739,11 +725,12 @@ def test_a_file_read_from_the_middle_with_the_setting_off() -> None:
         ("RESET ALL", True),
         ("SET standard_conforming_strings = DEFAULT", True),
         ("SET search_path = x", None),
+        ("SET standard_conforming_strings = maybe", None),  # the server refuses it
         ("DO $$ BEGIN SET standard_conforming_strings = off; END $$", None),
     ],
 )
 def test_which_statements_change_standard_conforming_strings(text: str, after: bool | None) -> None:
-    assert standard_strings_after(text, True) is after
+    assert standard_strings_after(text) is after
 
 
 def test_pg_dump_restrict_lines_are_accepted_and_not_statements() -> None:
@@ -836,7 +823,12 @@ def test_psql_variables_psql_defines_are_refused(sql: str, reference: str) -> No
 
 
 @pytest.mark.parametrize(
-    "sql", ["SELECT 1::int, x::VERSION;", "SELECT a[1:2], :foo, ':DBNAME', $$ :USER $$;"]
+    "sql",
+    [
+        "SELECT 1::int, x::VERSION;",
+        "SELECT a[1:2], :foo, ':DBNAME', $$ :USER $$;",
+        "SELECT t.DBNAME, 1 : USER FROM t;",  # glued to something else, or not glued
+    ],
 )
 def test_casts_slices_and_undefined_variables_are_not_psql_variables(sql: str) -> None:
     assert refusal(read_script(sql)) is None
@@ -948,22 +940,6 @@ def test_stray_semicolon_before_the_no_transaction_header() -> None:
     assert mode(sql) == ModeDecision(
         TransactionMode.NO_TRANSACTION, "-- migrate:no-transaction header"
     )
-    assert unknown_directive(";\n-- migrate:no-transactoin\nSELECT 1;") == (
-        2,
-        "-- migrate:no-transactoin",
-    )
-
-
-@pytest.mark.parametrize(
-    "header", ["-- migrate: no-transaction", "-- MIGRATE:NO-TRANSACTION", "-- Migrate:Up"]
-)
-def test_known_directives_in_any_spelling_are_not_refused(header: str) -> None:
-    assert unknown_directive(f"{header}\nSELECT 1;") is None
-
-
-def test_a_block_comment_does_not_end_the_header() -> None:
-    sql = "/* why */\n-- migrate:no-transactoin\nSELECT 1;"
-    assert unknown_directive(sql) == (2, "-- migrate:no-transactoin")
 
 
 @pytest.mark.parametrize("sql", ["DROP;", "REINDEX (VERBOSE);", "CLUSTER (VERBOSE", "CREATE;"])
@@ -1014,3 +990,168 @@ def test_an_empty_prefixed_literal_ends_at_its_quote(literal: str) -> None:
 @pytest.mark.parametrize("ident", ['"""a;b"', 'U&"""a;b"'])
 def test_a_quoted_identifier_starting_with_a_doubled_quote(ident: str) -> None:
     assert texts(f"SELECT {ident};SELECT 2") == [f"SELECT {ident}", "SELECT 2"]
+
+
+# --- exact refusals, COPY data placement, hand-made statements ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT 1;\n\\connect other\n",
+            (2, "psql meta-command \\connect: the runner sends SQL only, never psql's commands"),
+        ),
+        (
+            "SELECT 1\n\\gset\n",
+            (2, "psql meta-command \\gset inside a statement: the runner sends SQL only"),
+        ),
+        (
+            # pg_dump's \restrict is harmless between statements only.
+            "SELECT 1\n\\restrict abc\n;",
+            (2, "psql meta-command \\restrict inside a statement: the runner sends SQL only"),
+        ),
+        (
+            "SELECT 1;\nSELECT :'DBNAME';",
+            (
+                2,
+                "psql variable :'DBNAME': psql replaces it with its own value, the runner sends "
+                "SQL as it is",
+            ),
+        ),
+        (
+            "BEGIN;\nPREPARE TRANSACTION 'x';",
+            (
+                2,
+                "PREPARE TRANSACTION leaves the file's work uncommitted, so it could never be "
+                "recorded",
+            ),
+        ),
+    ],
+)
+def test_refusals_read_exactly(sql: str, expected: tuple[int, str]) -> None:
+    assert refusal(read_script(sql)) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "BEGIN;\nCREATE TABLE t ();\n",
+            (
+                1,
+                "BEGIN here is not ended by COMMIT: psql would roll the file's work back when it "
+                "ends, the runner will not record work it cannot commit",
+            ),
+        ),
+        (
+            "CREATE TABLE t ();\nSTART TRANSACTION;\n",
+            (
+                2,
+                "START TRANSACTION here is not ended by COMMIT: psql would roll the file's work "
+                "back when it ends, the runner will not record work it cannot commit",
+            ),
+        ),
+        ("CREATE TABLE t ();\nINSERT INTO t DEFAULT VALUES;\n", None),
+    ],
+)
+def test_an_open_transaction_reads_exactly(sql: str, expected: tuple[int, str] | None) -> None:
+    assert unterminated_transaction(split_statements(sql)) == expected
+
+
+def test_copy_data_of_a_copy_after_other_statements_starts_on_its_next_line() -> None:
+    sql = "SELECT 1;\nCOPY a FROM stdin;\n1\n\\.\nCOPY b FROM stdin;\n2\n\\.\nSELECT 3;\n"
+    statements = read_script(sql).statements
+    assert [(s.text, s.line, s.copy) for s in statements] == [
+        ("SELECT 1", 1, None),
+        ("COPY a FROM stdin", 2, CopyData("1\n", 3)),
+        ("COPY b FROM stdin", 5, CopyData("2\n", 6)),
+        ("SELECT 3", 8, None),
+    ]
+
+
+def test_copy_as_the_last_line_without_a_newline_has_no_data() -> None:
+    statements = read_script("SELECT 1;\nCOPY t FROM stdin;").statements
+    assert [(s.text, s.copy) for s in statements] == [
+        ("SELECT 1", None),
+        ("COPY t FROM stdin", CopyData("", 2)),
+    ]
+
+
+def test_a_table_named_stdin_inside_a_copy_query_is_not_copy_data() -> None:
+    sql = "COPY (SELECT a FROM stdin) TO STDOUT;\nSELECT 2;\n"
+    assert copy_direction(sql.split(";")[0]) == "out"
+    assert [(s.text, s.copy) for s in read_script(sql).statements] == [
+        ("COPY (SELECT a FROM stdin) TO STDOUT", None),
+        ("SELECT 2", None),
+    ]
+
+
+def test_a_statement_of_comments_only_stays_in_the_transaction() -> None:
+    # goose's StatementBegin blocks are cut by formats.py, not by the splitter: one may hold
+    # only a comment.
+    statement = Statement("-- nothing to run", 0, 1)
+    assert may_run_in_transaction_block(statement)
+    assert transaction_mode("", [statement]) == ModeDecision(
+        TransactionMode.TRANSACTION, DEFAULT_REASON
+    )
+
+
+def test_a_file_read_from_the_middle_skips_no_byte_order_mark_again() -> None:
+    sql = "\ufeffSELECT 1;\nSELECT 2;"
+    assert read_script(sql, start=sql.index("\n")).statements == [Statement("SELECT 2", 11, 2)]
+
+
+def test_each_statement_ends_where_reading_may_resume() -> None:
+    # The runner reads the rest of a file again from a statement's end when the server's
+    # standard_conforming_strings differs from what the text predicted (apply.py).
+    sql = "SELECT 1;\nCOPY t FROM stdin;\n1\n\\.\nSELECT 2 ;\nSELECT 3"
+    statements = read_script(sql).statements
+    assert [s.end for s in statements] == [9, 34, 44, len(sql)]
+    assert read_script(sql, statements[1].end).statements == statements[2:]
+
+
+def test_a_number_glued_to_a_dollar_quote_ends_before_it_as_in_psql() -> None:
+    assert texts("SELECT 1.5e3$a$;$a$; SELECT 2") == ["SELECT 1.5e3$a$;$a$", "SELECT 2"]
+
+
+@pytest.mark.parametrize("literal", ["'\\';x'", "n'\\';x'", "N'\\';x'"])
+def test_with_standard_conforming_strings_off_every_plain_string_escapes(literal: str) -> None:
+    sql = f"SET standard_conforming_strings = off;\nSELECT 'a\\'';\nSELECT {literal};\nSELECT 2;"
+    assert texts(sql) == [
+        "SET standard_conforming_strings = off",
+        "SELECT 'a\\''",
+        f"SELECT {literal}",
+        "SELECT 2",
+    ]
+
+
+@pytest.mark.parametrize("first", ["X'1F'", 'U&"a"', "$1", "1"])
+def test_text_that_begins_with_a_literal_or_parameter(first: str) -> None:
+    # psql splits whatever it is given; the server judges the statements.
+    assert texts(f"{first};\nSELECT 'b';\nSELECT $a$;$a$;\nSELECT 2") == [
+        first,
+        "SELECT 'b'",
+        "SELECT $a$;$a$",
+        "SELECT 2",
+    ]
+
+
+def test_copy_data_may_begin_with_blanks() -> None:
+    statements = read_script("COPY t FROM stdin;\n  1\n\n\\.\nSELECT 2;").statements
+    assert [(s.text, s.copy) for s in statements] == [
+        ("COPY t FROM stdin", CopyData("  1\n\n", 2)),
+        ("SELECT 2", None),
+    ]
+
+
+def test_strip_comments_reads_backslashes_as_psql_does_by_default() -> None:
+    assert strip_comments("SELECT 'C:\\' /* x */") == "SELECT 'C:\\'  "
+
+
+def test_a_publication_named_connect_is_not_an_option() -> None:
+    sql = "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION connect;"
+    assert mode(sql) == ModeDecision(
+        TransactionMode.NO_TRANSACTION,
+        "line 1: CREATE SUBSCRIPTION cannot run inside a transaction block",
+    )
