@@ -974,12 +974,28 @@ class ConcurrentIndex:
     table: str  # as written (possibly quoted or schema-qualified), for to_regclass
 
 
-def _identifier(text: str, token: _Token) -> str:
-    """The catalog name of an identifier token: quoted ones verbatim, others in lower case."""
+def _identifier(text: str, token: _Token, escape: str = "\\") -> str:
+    """The catalog name of an identifier token: quoted ones verbatim, ``U&"..."`` ones with
+    their escapes decoded (``escape`` from a ``UESCAPE`` clause), others in lower case."""
     raw = text[token.start : token.end]
-    if token.kind is _Kind.QUOTED_IDENT and raw.startswith('"'):
+    if token.kind is not _Kind.QUOTED_IDENT:
+        return raw.lower()
+    if raw.startswith('"'):
         return raw[1:-1].replace('""', '"')
-    return raw.lower()
+    return _unicode_escapes(raw[3:-1].replace('""', '"'), escape)
+
+
+def _unicode_escapes(body: str, escape: str) -> str:
+    """PostgreSQL's Unicode escapes: ``\\XXXX``, ``\\+XXXXXX``, a doubled escape character;
+    UTF-16 surrogate pairs combine into one character.
+
+        >>> _unicode_escapes("d\\0061t\\+000061", "\\")
+        'data'
+    """
+    quoted = re.escape(escape)
+    pattern = re.compile(rf"{quoted}(?:({quoted})|\+([0-9A-Fa-f]{{6}})|([0-9A-Fa-f]{{4}}))")
+    decoded = pattern.sub(lambda m: escape if m[1] else chr(int(m[2] or m[3], 16)), body)
+    return decoded.encode("utf-16", "surrogatepass").decode("utf-16")
 
 
 def concurrent_index(text: str) -> ConcurrentIndex | None:
@@ -1003,7 +1019,11 @@ def concurrent_index(text: str) -> ConcurrentIndex | None:
         index += 3
     if index >= len(words) or words[index] == "ON":
         return None  # no name: PostgreSQL picks a new one each time
-    name = _identifier(text, tokens[index])
+    escape = "\\"
+    if words[index + 1 : index + 2] == ["UESCAPE"] and index + 2 < len(tokens):
+        escape = text[tokens[index + 2].start + 1 : tokens[index + 2].end - 1]
+        del tokens[index + 1 : index + 3], words[index + 1 : index + 3]
+    name = _identifier(text, tokens[index], escape)
     table_at = index + (3 if words[index + 2 : index + 3] == ["ONLY"] else 2)
     table_end = next(
         (i for i in range(table_at, len(words)) if words[i] in ("(", "USING")), len(words)

@@ -147,3 +147,27 @@ def test_an_index_left_invalid_is_rebuilt_by_the_rerun(
     result = run_runner(env=other_database.env(MIGRATIONS_DIR=str(clean.path)))
     assert result.returncode == 0, result
     assert database.pg_dump("--schema-only") == other_database.pg_dump("--schema-only")
+
+
+def test_an_index_left_invalid_under_a_unicode_escaped_name_is_rebuilt(
+    database, run_runner, migrations
+):
+    """U&"..." names: the leftover is found by the name PostgreSQL decoded, not the spelling."""
+    files = {
+        **INVALID_INDEX_FILES,
+        "002_logins_email_key.sql": "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "
+        "U&\"l!006Fgins_!0065mail\" UESCAPE '!' ON logins (email);",
+    }
+    migrations.add(files)
+    env = database.env(MIGRATIONS_DIR=str(migrations.path))
+    assert run_runner(env=env).returncode == 65
+    assert invalid_indexes(database) == ["logins_email"]
+
+    database.query("DELETE FROM logins WHERE id = 2 RETURNING id")
+    rerun = run_runner(env=env)
+    assert rerun.returncode == 0, rerun
+    dropped = rerun.events_named("invalid_index_dropped")
+    assert [e["index"] for e in dropped] == ["public.logins_email"]
+    assert invalid_indexes(database) == []
+    assert database.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = %s",
+                           "logins_email") == 1  # fmt: skip

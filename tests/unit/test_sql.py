@@ -643,6 +643,16 @@ def test_mode_words_are_found_in_any_case(sql: str) -> None:
             ConcurrentIndex("i", "app.t"),
         ),
         ('CREATE INDEX CONCURRENTLY "Ix" ON ONLY "T" USING gin (a)', ConcurrentIndex("Ix", '"T"')),
+        # Unicode escapes: PostgreSQL names the index by the decoded text, as the drop must.
+        ('CREATE INDEX CONCURRENTLY U&"d\\0061t\\+000061" ON t (a)', ConcurrentIndex("data", "t")),
+        (
+            "CREATE INDEX CONCURRENTLY U&\"d!0061t!!\" UESCAPE '!' ON ONLY t (a)",
+            ConcurrentIndex("dat!", "t"),
+        ),
+        (
+            'CREATE INDEX CONCURRENTLY u&"\\00E9\\D83D\\DE00""" ON t (a)',
+            ConcurrentIndex('\u00e9\U0001f600"', "t"),
+        ),
         ("CREATE INDEX CONCURRENTLY ON t (a)", None),
         ("CREATE INDEX i ON t (a)", None),
         ("DROP INDEX CONCURRENTLY i", None),
