@@ -974,7 +974,7 @@ class ConcurrentIndex:
     table: str  # as written (possibly quoted or schema-qualified), for to_regclass
 
 
-def _identifier(text: str, token: _Token, escape: str = "\\") -> str:
+def _identifier(text: str, token: _Token, escape: str) -> str:
     """The catalog name of an identifier token: quoted ones verbatim, ``U&"..."`` ones with
     their escapes decoded (``escape`` from a ``UESCAPE`` clause), others in lower case."""
     raw = text[token.start : token.end]

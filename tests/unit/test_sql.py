@@ -664,6 +664,11 @@ def test_concurrent_index_names_the_index_and_table(
     assert concurrent_index(sql) == expected
 
 
+def test_an_unterminated_uescape_clause_is_left_to_the_server() -> None:
+    # PostgreSQL answers it with a syntax error; finding the index must not crash first.
+    assert concurrent_index('CREATE INDEX CONCURRENTLY U&"x" UESCAPE') is None
+
+
 # --- reading as psql -f reads: COPY data, standard_conforming_strings, meta-commands ------------
 
 
