@@ -14,12 +14,31 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Database, PgServer
-from tests.faults.conftest import start_watched  # noqa: F401  (the fault suite's fixture)
+from tests.conftest import Database, MigrationsFolder, PgServer
+from tests.faults.conftest import (
+    Snapshot,
+    clean_run,
+    start_watched,  # noqa: F401  (the fault suite's fixture)
+)
+from tests.faults.migration_sets import many_files
 from tests.pooler.pgbouncer import PGBOUNCER, PgBouncer
 
 POOL_SIZE = 3
 POOL_MODES = ("transaction", "session")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> MigrationsFolder:
+    """34 files: tables, views, functions, seeds, CREATE INDEX CONCURRENTLY, VACUUM."""
+    return MigrationsFolder(tmp_path_factory.mktemp("pooled") / "migrations").add(many_files())
+
+
+@pytest.fixture(scope="module")
+def reference(
+    pg_server: PgServer, files: MigrationsFolder, tmp_path_factory: pytest.TempPathFactory
+) -> Snapshot:
+    """The schema and history of ``files`` applied by one runner on a direct connection."""
+    return clean_run(pg_server, files, tmp_path_factory.mktemp("reference"))
 
 
 def require_pgbouncer() -> None:

@@ -6,24 +6,11 @@ import threading
 
 import pytest
 
-from tests.conftest import MigrationsFolder
-from tests.faults.conftest import Snapshot, assert_converged, clean_run
-from tests.faults.migration_sets import many_files
+from tests.faults.conftest import assert_converged
 from tests.pooler.conftest import POOL_SIZE
 
 RUNNERS = 6
 ROUNDS = 2
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> MigrationsFolder:
-    """34 files: tables, views, functions, seeds, CREATE INDEX CONCURRENTLY, VACUUM."""
-    return MigrationsFolder(tmp_path_factory.mktemp("pooled") / "migrations").add(many_files())
-
-
-@pytest.fixture(scope="module")
-def reference(pg_server, files, tmp_path_factory) -> Snapshot:
-    return clean_run(pg_server, files, tmp_path_factory.mktemp("reference"))
 
 
 @pytest.mark.parametrize("round_number", range(ROUNDS))

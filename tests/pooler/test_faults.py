@@ -13,7 +13,7 @@ from migrator.history import QUALIFIED_NAME
 from migrator.lock import lock_key
 from tests.conftest import MigrationsFolder, create_database, drop_database
 from tests.faults.conftest import Snapshot, assert_converged, clean_run, wait_until
-from tests.faults.migration_sets import NON_TRANSACTIONAL, many_files
+from tests.faults.migration_sets import NON_TRANSACTIONAL
 from tests.faults.test_lock_holder_death import FILES as HOLDER_FILES
 from tests.faults.test_lock_holder_death import LOCK_HOLDER, _sleeping
 
@@ -23,16 +23,6 @@ EXIT_BUDGET = 2.0
 ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
 LONG_FILE = {"001_long.sql": "CREATE TABLE long_one (id int);\nSELECT pg_sleep(60);"}
 SLEEPING = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s"
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> MigrationsFolder:
-    return MigrationsFolder(tmp_path_factory.mktemp("pooled") / "migrations").add(many_files())
-
-
-@pytest.fixture(scope="module")
-def reference(pg_server, files, tmp_path_factory) -> Snapshot:
-    return clean_run(pg_server, files, tmp_path_factory.mktemp("reference"))
 
 
 def test_kill_9_then_the_next_run_converges(pooled, pg_server, start_watched, run_runner, files,
