@@ -361,15 +361,15 @@ class Applier:
 
     def _transaction(self, migration: Migration) -> Envelope:
         remember, measure = statistics.envelope_statements(self.config, migration.sql)
-        self.queries.before_file(migration.sql)
+        guarded = self._guarded()
         self.queries.prepare(
-            (REMEMBER_NEWEST_OID, *remember, LOCKS_HELD, *measure, *self._guarded())
+            (REMEMBER_NEWEST_OID, *remember, LOCKS_HELD, *measure, *guarded), migration.sql
         )
         after = (
             LOCKS_HELD,
             *measure,
             *self._session_reset(),
-            *self._guarded(),
+            *guarded,
             self._history_row(migration),
             "COMMIT",
         )

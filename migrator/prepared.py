@@ -6,7 +6,7 @@ server time per file as text, 0.3 ms prepared, against 0.3 ms for a ``CREATE TAB
 pooler nothing is prepared: the next transaction may run on another server session.
 
     >>> queries = PreparedQueries(conn, enabled=not pooled)
-    >>> queries.prepare([LOCKS_HELD])           # one round trip, the first time only
+    >>> queries.prepare([LOCKS_HELD], migration.sql)   # one round trip, the first time only
     >>> queries.executes[LOCKS_HELD]
     'EXECUTE migrator_3f9a0c1b_0'
 """
@@ -40,8 +40,11 @@ class PreparedQueries:
     # collide with the names.
     _prefix: str = field(default_factory=lambda: f"{NAME_PREFIX}{secrets.token_hex(4)}_")
 
-    def prepare(self, queries: Iterable[str]) -> None:
-        """Prepare those of ``queries`` not prepared yet, in one round trip."""
+    def prepare(self, queries: Iterable[str], file_text: str) -> None:
+        """Prepare those of ``queries`` not prepared yet, in one round trip, for the file
+        ``file_text``; from a file that may deallocate them on, they go as text."""
+        if self.enabled and DEALLOCATES.search(file_text):
+            self.give_up()
         if not self.enabled:
             return
         missing = [query for query in dict.fromkeys(queries) if query not in self.executes]
@@ -52,11 +55,6 @@ class PreparedQueries:
         }
         self.conn.execute(";\n".join(f"PREPARE {name} AS {query}" for query, name in named.items()))
         self.executes.update((query, f"EXECUTE {name}") for query, name in named.items())
-
-    def before_file(self, text: str) -> None:
-        """Stop using prepared queries from a file that may deallocate them on."""
-        if self.enabled and DEALLOCATES.search(text):
-            self.give_up()
 
     def lost(self, error: psycopg.Error) -> bool:
         """True when ``error`` says one of the runner's prepared statements is gone (a function
