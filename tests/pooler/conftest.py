@@ -51,20 +51,21 @@ def require_pgbouncer() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def transaction_pooler(pg_server: PgServer) -> Iterator[PgBouncer]:
+def running_pooler(pg_server: PgServer, mode: str) -> Iterator[PgBouncer]:
     require_pgbouncer()
-    bouncer = PgBouncer.start(pg_server, "transaction", POOL_SIZE)
+    bouncer = PgBouncer.start(pg_server, mode, POOL_SIZE)
     yield bouncer
     bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def transaction_pooler(pg_server: PgServer) -> Iterator[PgBouncer]:
+    yield from running_pooler(pg_server, "transaction")
 
 
 @pytest.fixture(scope="session")
 def session_pooler(pg_server: PgServer) -> Iterator[PgBouncer]:
-    require_pgbouncer()
-    bouncer = PgBouncer.start(pg_server, "session", POOL_SIZE)
-    yield bouncer
-    bouncer.stop()
+    yield from running_pooler(pg_server, "session")
 
 
 @dataclass(frozen=True)
