@@ -41,7 +41,13 @@ def test_bench_quick_runs_the_container_workloads_beside_the_image_floors(
     assert added["unit"] == "MB" and added["value"] > 0 and isinstance(added["met"], bool)
     assert ratios[("images", "its base size")]["value"] > 0
     if dbmate:
-        assert ("C5", "(runner - its C1) / (dbmate - its C1)") in ratios
+        # One sample of a container start can outweigh dbmate's whole C5 work: the row is
+        # then there with no value and says why, never silently missing.
+        per_file = ratios[("C5", "(runner - its C1) / (dbmate - its C1)")]
+        if per_file["value"] is None:
+            assert per_file["note"] == "dbmate's C5 was not slower than its C1", per_file
+        else:
+            assert isinstance(per_file["value"], float) and per_file["note"] == "", per_file
 
     checks = by_type["check"]
     assert [c for c in checks if not c["ok"]] == []

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent.parent
 BENCH = REPO / "bench" / "bench.py"
 WORKLOADS = {"W1", "W2", "W3", "W4", "W5"}
@@ -107,12 +109,18 @@ def test_bench_quick_runs_every_workload_and_its_checks_pass() -> None:
     assert summary["checks_passed"] is True
 
 
-def test_bench_markdown_and_text_share_one_renderer() -> None:
+def load_bench() -> Any:
+    """bench/bench.py as a module (it is a script, not a package)."""
     spec = importlib.util.spec_from_file_location("bench_script", BENCH)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_markdown_and_text_share_one_renderer() -> None:
+    bench = load_bench()
     table = bench.Table(["tool", "median"], [["runner", "0.250"], ["dbmate", "0.030"]])
     assert table.markdown().splitlines() == [
         "| tool | median |",
@@ -121,6 +129,29 @@ def test_bench_markdown_and_text_share_one_renderer() -> None:
         "| dbmate | 0.030 |",
     ]
     assert table.text().splitlines()[1] == "runner   0.250"
+
+
+def test_a_per_file_ratio_dbmate_did_not_pay_for_is_shown_with_its_reason_not_dropped() -> None:
+    bench = load_bench()
+    lost = bench.work_only_row("C5", "C1", {"runner": 0.2, "dbmate": -0.01})
+    assert lost.as_json() == {
+        "type": "ratio",
+        "workload": "C5",
+        "name": "(runner - its C1) / (dbmate - its C1)",
+        "value": None,
+        "unit": "",
+        "target": "",
+        "met": None,
+        "note": "dbmate's C5 was not slower than its C1",
+    }
+    row = bench.ratio_table([lost]).markdown().splitlines()[2]
+    assert row == (
+        "| C5 | (runner - its C1) / (dbmate - its C1) "
+        "| n/a (dbmate's C5 was not slower than its C1) |  |  |"
+    )
+    measured = bench.work_only_row("W2", "W1", {"runner": 0.06, "dbmate": 0.05})
+    assert (measured.value, measured.target, measured.met) == (pytest.approx(1.2), "<= 1.0", False)
+    assert measured.shown() == "1.20"
 
 
 def test_bench_says_why_the_container_workloads_cannot_run_and_runs_the_rest() -> None:
