@@ -53,6 +53,10 @@ log = get_logger("apply")
 LOCK_RETRY_FIRST_DELAY = 0.5
 LOCK_RETRY_MAX_DELAY = 5.0
 LOCK_RETRY_JITTER = 0.25
+# As the connection's retries (migrator.wait): the jitter survives the cap.
+LOCK_RETRY_WAIT = tenacity.wait_exponential(
+    multiplier=LOCK_RETRY_FIRST_DELAY, max=LOCK_RETRY_MAX_DELAY - LOCK_RETRY_JITTER
+) + tenacity.wait_random(0, LOCK_RETRY_JITTER)
 LOCK_NOT_AVAILABLE = "55P03"
 STATEMENT_EXCERPT_LENGTH = 200
 POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
@@ -600,9 +604,7 @@ class Applier:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_lock_timeout),
             stop=tenacity.stop_after_attempt(self.config.ddl_lock_retries + 1),
-            wait=tenacity.wait_exponential_jitter(
-                initial=LOCK_RETRY_FIRST_DELAY, max=LOCK_RETRY_MAX_DELAY, jitter=LOCK_RETRY_JITTER
-            ),
+            wait=LOCK_RETRY_WAIT,
             before_sleep=log_retry,
             reraise=True,
         )

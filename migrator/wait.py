@@ -22,6 +22,11 @@ log = get_logger("wait")
 FIRST_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 0.2
 RETRY_JITTER = 0.05
+# Jitter added after the cap, not absorbed by it (as wait_exponential_jitter's is): replicas
+# that started together still spread out once their waits reach the longest one.
+CONNECT_RETRY_WAIT = tenacity.wait_exponential(
+    multiplier=FIRST_RETRY_DELAY, max=MAX_RETRY_DELAY - RETRY_JITTER
+) + tenacity.wait_random(0, RETRY_JITTER)
 MAX_CONNECT_TIMEOUT = 5  # seconds per attempt, for hosts that drop packets
 REPORT_INTERVAL = 10.0  # seconds between two database_not_ready lines
 
@@ -270,9 +275,7 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential_jitter(
-            initial=FIRST_RETRY_DELAY, max=MAX_RETRY_DELAY, jitter=RETRY_JITTER
-        ),
+        wait=CONNECT_RETRY_WAIT,
         stop=tenacity.stop_after_delay(timeout),
         before_sleep=_RetryLog(),
         reraise=True,

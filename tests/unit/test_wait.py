@@ -5,9 +5,25 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+import tenacity
 
+from migrator.apply import (
+    LOCK_RETRY_FIRST_DELAY,
+    LOCK_RETRY_JITTER,
+    LOCK_RETRY_MAX_DELAY,
+    LOCK_RETRY_WAIT,
+)
 from migrator.errors import EX_CONFIG, EX_NOPERM
-from migrator.wait import is_transient, permanent_error, pooler_refused, with_connect_timeout
+from migrator.wait import (
+    CONNECT_RETRY_WAIT,
+    FIRST_RETRY_DELAY,
+    MAX_RETRY_DELAY,
+    RETRY_JITTER,
+    is_transient,
+    permanent_error,
+    pooler_refused,
+    with_connect_timeout,
+)
 
 KWARGS = {"host": "db", "port": 5432, "user": "owner", "dbname": "auth", "sslmode": "verify-full"}
 # libpq tries every address of a name: the first refused, the second with a bad certificate.
@@ -80,3 +96,27 @@ def test_postgresql_refusals_are_not_the_poolers(message: str) -> None:
     error = psycopg.OperationalError(message)
     assert not pooler_refused(error)
     assert not is_transient(error)
+
+
+@pytest.mark.parametrize(
+    ("policy", "first", "longest", "jitter"),
+    [
+        (CONNECT_RETRY_WAIT, FIRST_RETRY_DELAY, MAX_RETRY_DELAY, RETRY_JITTER),
+        (LOCK_RETRY_WAIT, LOCK_RETRY_FIRST_DELAY, LOCK_RETRY_MAX_DELAY, LOCK_RETRY_JITTER),
+    ],
+)
+def test_backoff_doubles_up_to_its_cap_and_keeps_its_jitter_there(
+    policy: tenacity.wait.wait_base, first: float, longest: float, jitter: float
+) -> None:
+    """Replicas started together must not retry in step once their waits reach the cap."""
+
+    def waits(attempt: int) -> list[float]:
+        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+        state.attempt_number = attempt
+        return [policy(state) for _ in range(200)]
+
+    assert first <= min(waits(1)) and max(waits(1)) <= first + jitter
+    assert 2 * first <= min(waits(2)) and max(waits(2)) <= 2 * first + jitter
+    capped = waits(30)
+    assert longest - jitter <= min(capped) and max(capped) <= longest
+    assert len(set(capped)) > 100  # spread, not one value absorbed by the cap
