@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import psycopg
@@ -90,10 +90,19 @@ LOCK_STRENGTH = (
     "ARRAY['AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', "
     "'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock']"
 )
+# pg_locks' AccessExclusiveLock as SQL writes it: ACCESS EXCLUSIVE. An E'' string reads the
+# same whatever standard_conforming_strings says.
+SQL_LOCK_NAME = (
+    "upper(regexp_replace(regexp_replace({mode}, 'Lock$', ''), '([a-z])([A-Z])', "
+    "E'\\\\1 \\\\2', 'g'))"
+)
 LOCKS_HELD = (
     "SELECT (SELECT json_object_agg(relation, mode) FROM ("
     "SELECT format('%I.%I', n.nspname, c.relname) AS relation, "
-    f"(array_agg(l.mode ORDER BY array_position({LOCK_STRENGTH}, l.mode) DESC))[1] AS mode "
+    + SQL_LOCK_NAME.format(
+        mode=f"(array_agg(l.mode ORDER BY array_position({LOCK_STRENGTH}, l.mode) DESC))[1]"
+    )
+    + " AS mode "
     "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted "
@@ -334,11 +343,11 @@ class Applier:
                 start = time.monotonic()
                 last = position == len(migrations) - 1
                 envelope = Envelope(
-                    before=self._begin() if position == 0 else (),
+                    before=self._begin if position == 0 else (),
                     # The lock is checked once, before COMMIT: the locks of every file stay
                     # held until then, so a check per file would scan a growing pg_locks.
                     after=(
-                        *self._session_reset(),
+                        *self._session_reset,
                         *(self._guarded() if last else ()),
                         self._history_row(migration),
                     )
@@ -372,23 +381,24 @@ class Applier:
         after = (
             LOCKS_HELD,
             *measure,
-            *self._session_reset(),
+            *self._session_reset,
             *guarded,
             self._history_row(migration),
             "COMMIT",
         )
         return Envelope(
-            before=(*self._begin(), REMEMBER_NEWEST_OID, *remember),
+            before=(*self._begin, REMEMBER_NEWEST_OID, *remember),
             after=after,
             executes=dict(self.queries.executes),
         )
 
+    @cached_property  # the same for every file of the run: built once
     def _session_reset(self) -> tuple[str, ...]:
         """What gives the next file a new connection's session state, then puts back the
         runner's own session settings (which RESET ALL undid). Behind a pooler the runner
         keeps no session setting: the reset alone leaves the pooled server session clean.
 
-            >>> Applier(conn, config)._session_reset()[-1]
+            >>> Applier(conn, config)._session_reset[-1]
             "SET client_connection_check_interval = '1s'"
         """
         if self.pooled:
@@ -399,6 +409,7 @@ class Applier:
             own += (CLIENT_CHECK_INTERVAL,)
         return (*SESSION_RESET, *own, *self.after_reset)
 
+    @cached_property
     def _begin(self) -> tuple[str, ...]:
         return ("BEGIN", *self._timeouts("SET LOCAL"), *self._pooled_check())
 
@@ -515,9 +526,9 @@ class Applier:
             for setting in self._timeouts("SET LOCAL"):
                 self.conn.execute(setting)
             if migration.needs_reading:
-                self._send_read(migration, Envelope(after=self._session_reset()))
+                self._send_read(migration, Envelope(after=self._session_reset))
             elif not migration.is_empty:
-                self._send(migration, Envelope(after=self._session_reset()))
+                self._send(migration, Envelope(after=self._session_reset))
             self._ensure_lock(migration)
             record(self.conn, migration, _ms_since(start))
 
@@ -542,7 +553,7 @@ class Applier:
                 ERR_OPEN_TRANSACTION.format(file=migration.path), file=str(migration.path)
             )
         self._ensure_lock(migration)
-        run_script(self.conn, Envelope(after=self._session_reset()).wrap(""))
+        run_script(self.conn, Envelope(after=self._session_reset).wrap(""))
         (record or history.record)(self.conn, migration, _ms_since(start))
 
     def _timeouts(self, command: str) -> tuple[str, str]:
@@ -786,13 +797,10 @@ def _index_after(count: int, envelope: Envelope, statement: str) -> int | None:
 def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str, Any]:
     """``locks`` (relation: strongest mode) and ``transaction_ms`` from the LOCKS_HELD result,
     counted from the end of the round trip (the file's own statements are not counted)."""
-    from migrator.hazards import Lock
-
     result = results[envelope.after.index(LOCKS_HELD) - len(envelope.after)]
     held, duration = result.get_value(0, 0), result.get_value(0, 1)
-    modes = json.loads(held) if held else {}
     return {
-        "locks": {relation: Lock.from_pg_locks(mode).sql_name for relation, mode in modes.items()},
+        "locks": json.loads(held) if held else {},
         "transaction_ms": int(duration) if duration else None,
     }
 

@@ -196,6 +196,29 @@ def test_the_catalog_queries_of_each_round_trip_are_prepared_once(database, run_
     assert "pg_locks" in statements and "max(oid)" in statements
 
 
+def test_migration_applied_names_each_tables_strongest_lock_as_sql_writes_it(
+    database, run_runner, migrations
+):
+    # The database reads strings without standard_conforming_strings, as an old application
+    # may have set it: the report's own query must not read differently.
+    with database.connect() as conn:
+        conn.execute(f'ALTER DATABASE "{database.name}" SET standard_conforming_strings = off')
+    migrations.add({
+        "001_t.sql": "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\nCREATE TABLE c (id int);",
+        "002_locks.sql": "LOCK TABLE a IN SHARE ROW EXCLUSIVE MODE;\n"
+        "CREATE INDEX ON b (id);\nLOCK TABLE c IN ROW SHARE MODE;\nSELECT count(*) FROM a;",
+    })  # fmt: skip
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    applied = {e["version"]: e for e in result.events_named("migration_applied")}
+    assert applied["002_locks"]["locks"] == {
+        "public.a": "SHARE ROW EXCLUSIVE",
+        "public.b": "SHARE",
+        "public.c": "ROW SHARE",
+    }
+    assert applied["001_t"]["locks"] == {}  # its own new tables are not reported
+
+
 def test_a_file_that_deallocates_prepared_statements_is_applied_once(
     database, run_runner, migrations
 ):
