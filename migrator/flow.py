@@ -23,6 +23,7 @@ from migrator.logs import get_logger
 from migrator.migrations import MigrationSet, find_migrations
 from migrator.plan import Plan, make_plan
 from migrator.wait import (
+    ConnectionAhead,
     behind_pooler,
     connect,
     open_connection,
@@ -81,26 +82,34 @@ def migrate(config: Config, files: MigrationSet) -> str:
         )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
-        for migration in plan.pending:  # refused before anything runs (exit 65)
-            migration.refuse_unsupported()
-        if config.lint_before_apply:
-            lint(config, files)  # HazardsFoundError (65) before anything is applied
-        if ahead is None:  # lexing overlaps the lock, the second connection, the first files
-            from migrator.prefetch import read_ahead
+        # The applying connection logs in meanwhile (the checks below, the lock, the imports).
+        reconnect = partial(connect, config.connect_kwargs(), config.wait_timeout)
+        with ConnectionAhead(reconnect) as apply_conn:
+            for migration in plan.pending:  # refused before anything runs (exit 65)
+                migration.refuse_unsupported()
+            if config.lint_before_apply:
+                lint(config, files)  # HazardsFoundError (65) before anything is applied
+            if ahead is None:  # lexing overlaps the lock, the second connection, the first files
+                from migrator.prefetch import read_ahead
 
-            ahead = read_ahead(plan.pending)
-        from migrator.memory import check_memory
+                ahead = read_ahead(plan.pending)
+            from migrator.memory import check_memory
 
-        # Before the lock and the first file: a file that cannot fit is refused, not OOM-killed.
-        check_memory(plan.pending, config.single_transaction)
-        history.check_can_create(lock_conn, config.user, config.dbname)
-        return apply_under_lock(config, files, lock_conn)
+            # Before the lock and the first file: a file that cannot fit is refused, not
+            # OOM-killed.
+            check_memory(plan.pending, config.single_transaction)
+            history.check_can_create(lock_conn, config.user, config.dbname)
+            return apply_under_lock(config, files, lock_conn, apply_conn)
 
 
 def apply_under_lock(
-    config: Config, files: MigrationSet, lock_conn: psycopg.Connection[Any]
+    config: Config,
+    files: MigrationSet,
+    lock_conn: psycopg.Connection[Any],
+    apply_conn: ConnectionAhead,
 ) -> str:
-    """Take the migration lock on ``lock_conn``, read the history again, apply the plan."""
+    """Take the migration lock on ``lock_conn``, read the history again, apply the plan on
+    ``apply_conn`` (given up while the lock is busy: a waiting runner holds one connection)."""
     from migrator.apply import Applier
     from migrator.lock import LockGuard, lock_key, transaction_lock
     from migrator.progress import ProgressReporter
@@ -116,8 +125,9 @@ def apply_under_lock(
             config.migration_lock_timeout,
             reconnect=reconnect if pooled else None,
             application_name=config.application_name,
+            on_busy=apply_conn.drop,
         ) as held,
-        reconnect() as conn,
+        apply_conn.take() as conn,
     ):
         # Read again under the lock: a runner that waited usually finds nothing to do.
         history.ensure_history_table(conn)

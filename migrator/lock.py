@@ -181,11 +181,13 @@ def transaction_lock(
     reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
     application_name: str = "",
     name: str = "migrations",
+    on_busy: Callable[[], None] | None = None,
 ) -> Iterator[HeldLock]:
     """Hold ``pg_try_advisory_xact_lock(key)`` in a transaction open on ``conn`` for the block.
 
     ``reconnect`` (behind a pooler): a waiter closes its connection between polls, so that it
     holds no server session while it waits; in session pooling the holder needs a second one.
+    ``on_busy`` is called once, when the first try finds the lock taken (before any wait).
 
     >>> with transaction_lock(conn, key, 600, reconnect=None) as held:
     ...     held.pid
@@ -197,6 +199,9 @@ def transaction_lock(
     opened: psycopg.Connection[Any] | None = None  # a connection of ours, closed at the end
     try:
         while (pid := _try_transaction_lock(conn, key, application_name)) is None:
+            if on_busy is not None:
+                on_busy()
+                on_busy = None
             now = time.monotonic()
             if now - start >= timeout:
                 raise LockTimeoutError(

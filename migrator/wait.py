@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -27,6 +29,7 @@ RETRY_JITTER = 0.05
 CONNECT_RETRY_WAIT = tenacity.wait_exponential(
     multiplier=FIRST_RETRY_DELAY, max=MAX_RETRY_DELAY - RETRY_JITTER
 ) + tenacity.wait_random(0, RETRY_JITTER)
+AHEAD_THREAD_NAME = "connect-ahead"
 MAX_CONNECT_TIMEOUT = 5  # seconds per attempt, for hosts that drop packets
 REPORT_INTERVAL = 10.0  # seconds between two database_not_ready lines
 
@@ -321,3 +324,63 @@ def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Con
         conn.close()
         raise
     return conn
+
+
+class ConnectionAhead:
+    """A connection that logs in on a thread while the caller does other work.
+
+    The login's round trips and the server's new backend overlap the caller's own work (the
+    lock, the lexing, the imports of the apply path). ``drop`` gives it up at once, without
+    waiting: a runner that queues for the lock holds one connection, not two.
+
+    >>> with ConnectionAhead(partial(connect, kwargs, 30)) as ahead:
+    ...     conn = ahead.take()   # the login from the thread, or a new one if it was dropped
+    """
+
+    def __init__(self, opener: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._opener = opener
+        self._lock = threading.Lock()
+        self._dropped = False
+        self._result: psycopg.Connection[Any] | BaseException | None = None
+        self._thread = threading.Thread(target=self._open, name=AHEAD_THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        result: psycopg.Connection[Any] | BaseException
+        try:
+            result = self._opener()
+        except BaseException as error:  # handed to the caller by take()
+            result = error
+        with self._lock:
+            if not self._dropped:
+                self._result = result
+                return
+        if isinstance(result, psycopg.Connection):
+            result.close()
+
+    def take(self) -> psycopg.Connection[Any]:
+        """The connection; its login's error is raised here, in the caller's thread."""
+        with self._lock:
+            dropped = self._dropped
+        if dropped:
+            return self._opener()
+        self._thread.join()
+        with self._lock:
+            result, self._result, self._dropped = self._result, None, True
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None  # the thread always leaves a result before it ends
+        return result
+
+    def drop(self) -> None:
+        """Close it, or have the thread close it when its login ends; never waits."""
+        with self._lock:
+            result, self._result, self._dropped = self._result, None, True
+        if isinstance(result, psycopg.Connection):
+            result.close()
+
+    def __enter__(self) -> ConnectionAhead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.drop()

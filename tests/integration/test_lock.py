@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from migrator.history import QUALIFIED_NAME
 from migrator.lock import lock_key
 
@@ -68,3 +70,39 @@ def test_lock_timeout_exits_75_and_names_the_holder(database, run_runner, migrat
     assert "could not get the migration lock within 1s" in error and "someone-else" in error
     assert result.events_named("lock_waiting")[0]["holder"]["pid"] == holder_pid
     assert database.scalar("SELECT to_regclass('t')") is None
+
+
+# The runner's sessions on the database, the test's own excepted.
+RUNNER_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type = 'client backend'
+  AND pid <> pg_backend_pid() AND pid <> %s
+"""
+
+
+def test_a_runner_queued_for_the_lock_holds_one_connection(database, start_runner, migrations):
+    """The applying connection logs in ahead, beside the lock; it is given up while the lock is
+    busy, so that ten queued replicas hold ten server sessions, not twenty."""
+    migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
+    key = lock_key(database.name, QUALIFIED_NAME)
+    with database.connect() as holder, database.connect() as observer:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        holder_pid = holder.info.backend_pid
+        runner = start_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+        deadline = time.monotonic() + 30
+        while observer.execute(RUNNER_SESSIONS, (holder_pid,)).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the runner never connected"
+            time.sleep(0.02)
+        time.sleep(0.5)  # past its first try of the lock and any login still under way
+        samples = []
+        for _ in range(25):
+            samples.append(observer.execute(RUNNER_SESSIONS, (holder_pid,)).fetchone()[0])
+            time.sleep(0.02)
+        holder.execute("COMMIT")
+        result = runner.wait(60)
+    assert samples == [1] * 25, samples
+    assert result.returncode == 0, result
+    assert result.events_named("lock_waiting")[0]["holder"]["pid"] == holder_pid
+    assert result.events_named("migrations_complete")[0]["applied"] == ["001_t"]
+    assert database.scalar("SELECT count(*) FROM schema_migrations WHERE version = '001_t'") == 1
