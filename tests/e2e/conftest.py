@@ -19,10 +19,12 @@ that skip is a failure. Images:
 
 from __future__ import annotations
 
+import datetime
 import functools
 import http.server
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -91,6 +93,33 @@ def image_exists(name: str) -> bool:
 # --- session: engine, base images, wheels, the image ------------------------------------------
 
 
+# A test's stack outlives it only when its run was killed before the teardown; the production
+# services restart with the engine ("unless-stopped") and would load every later run.
+STALE_STACK_AGE = datetime.timedelta(hours=2)  # no e2e test runs this long
+PROJECT_NAME_RE = re.compile(r"e2e[0-9a-f]{10}")
+
+
+def remove_stacks_of_killed_runs() -> None:
+    """Remove the containers and volumes of e2e projects older than STALE_STACK_AGE."""
+    label = "com.docker.compose.project"
+    listed = run(["docker", "ps", "-a", "--filter", f"label={label}",
+                  "--format", f'{{{{.ID}}}}|{{{{.Label "{label}"}}}}|{{{{.CreatedAt}}}}'],
+                 timeout=60).stdout  # fmt: skip
+    now = datetime.datetime.now(datetime.UTC)
+    stale: dict[str, list[str]] = {}
+    for line in listed.splitlines():
+        container, project, created = line.split("|")
+        when = datetime.datetime.strptime(created.rsplit(" ", 1)[0], "%Y-%m-%d %H:%M:%S %z")
+        if PROJECT_NAME_RE.fullmatch(project) and now - when > STALE_STACK_AGE:
+            stale.setdefault(project, []).append(container)
+    for project, containers in stale.items():
+        run(["docker", "rm", "-f", "-v", *containers], timeout=120, check=False)
+        volumes = run(["docker", "volume", "ls", "-q", "--filter", f"label={label}={project}"],
+                      timeout=60).stdout.split()  # fmt: skip
+        if volumes:
+            run(["docker", "volume", "rm", "-f", *volumes], timeout=120, check=False)
+
+
 @pytest.fixture(scope="session")
 def compose_cmd() -> list[str]:
     if not shutil.which("docker"):
@@ -98,6 +127,7 @@ def compose_cmd() -> list[str]:
     info = run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, timeout=30)
     if info.returncode != 0:
         unavailable(f"no engine answers `docker info`: {info.stderr.strip()[:200]}")
+    remove_stacks_of_killed_runs()
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     if run(["docker", "compose", "version"], check=False).returncode == 0:
