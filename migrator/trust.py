@@ -151,11 +151,10 @@ WARN_OWNER_IS_ADMIN = "DB_USER is DB_ADMIN_USER: the schema is owned by the supe
 
 
 def pin_admin_session(conn: psycopg.Connection[Any]) -> None:
-    """Run first on every superuser connection, before anything else is sent."""
-    conn.execute(PINNED_ROLE)
-    conn.execute(PINNED_SEARCH_PATH)
-    if is_superuser(conn):
-        conn.execute(NO_TRANSACTION_SAMPLING)
+    """Run first on every superuser connection, before anything else is sent (one round trip:
+    without parameters psycopg sends the statements as one simple query)."""
+    sampling = (NO_TRANSACTION_SAMPLING,) if is_superuser(conn) else ()
+    conn.execute("; ".join((*ADMIN_SESSION_PIN, *sampling)))
 
 
 def is_superuser(conn: psycopg.Connection[Any]) -> bool:
@@ -171,8 +170,7 @@ def quiet_transaction(conn: psycopg.Connection[Any]) -> bool:
     """
     if not is_superuser(conn):
         return False
-    for setting in QUIET_TRANSACTION:
-        conn.execute(setting)
+    conn.execute("; ".join(QUIET_TRANSACTION))
     return True
 
 
