@@ -50,6 +50,16 @@ def widens(old: str, new: str) -> bool:
     )
 
 
+def relaxes(old: str, new: str) -> bool:
+    """The same type (a column that now takes NULLs, or got a default) or a widened one: every
+    INSERT of the running release still works, and it reads the values it wrote.
+
+    >>> relaxes("bigint", "bigint"), relaxes("character varying(10)", "text")
+    (True, True)
+    """
+    return old == new or widens(old, new)
+
+
 def compare(baseline: Catalog, before: Catalog, after: Catalog) -> list[Finding]:
     """What a statement changed (``before`` -> ``after``) of what existed at ``baseline``."""
     gone = [key for key in before if key in baseline and key not in after]
@@ -70,12 +80,16 @@ def compare(baseline: Catalog, before: Catalog, after: Catalog) -> list[Finding]
             found.append(_finding(DATA_LOSS, name, f"{kind} dropped with its data", table))
     for key, (value, _) in before.items():
         now = after.get(key)
-        if key not in baseline or now is None or now[0] == value:
+        if key not in baseline or now is None:
             continue
         kind, name = key
+        old_type, new_type = (
+            value.removesuffix(WITHOUT_DEFAULT),
+            now[0].removesuffix(WITHOUT_DEFAULT),
+        )
         if now[0].endswith(WITHOUT_DEFAULT) and not value.endswith(WITHOUT_DEFAULT):
             change = "column becomes NOT NULL without a default (INSERTs that omit it fail)"
-        elif widens(value.removesuffix(WITHOUT_DEFAULT), now[0].removesuffix(WITHOUT_DEFAULT)):
+        elif relaxes(old_type, new_type):
             continue
         else:
             change = f"{kind} changes from {value} to {now[0]}"

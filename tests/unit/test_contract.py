@@ -209,6 +209,26 @@ def test_a_required_column_that_stays_required_changes_type():
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("column", ["public.tokens.id", "public.tokens.scope"])
+def test_a_required_column_that_takes_nulls_or_gets_a_default_breaks_nothing(column):
+    """DROP NOT NULL and SET DEFAULT relax a column whatever its type: the running release's
+    INSERTs still work. (bigint and varchar were told apart before.)"""
+    required = {**BASE, ("column", "public.tokens.scope"):
+                ("character varying(10) NOT NULL without a default", "100.2")}  # fmt: skip
+    after = dict(required)
+    after[("column", column)] = (required[("column", column)][0].split(" NOT NULL")[0],
+                                 required[("column", column)][1])  # fmt: skip
+    assert compare(required, required, after) == []
+
+
+def test_a_column_that_takes_nulls_and_changes_type_is_still_a_type_change():
+    after = {**BASE, ("column", "public.tokens.id"): ("integer", "100.1")}
+    assert changes(after) == {
+        ("breaking", "public.tokens.id",
+         "column changes from bigint NOT NULL without a default to integer")
+    }  # fmt: skip
+
+
 def test_a_new_column_with_a_default_or_on_a_view_or_new_table_breaks_nothing():
     after = {
         **BASE,
@@ -251,4 +271,19 @@ def test_a_rename_then_a_drop():
     assert changes(after) == {
         ("breaking", "public.tokens.scope", "column renamed to public.tokens.scopes"),
         ("breaking", "public.touch()", "function dropped"),
+    }
+
+
+def test_a_change_after_a_dropped_or_new_object_is_still_found():
+    # The release adds tokens.tenant (first in the loop's order), drops tokens.id, then
+    # changes names.id and its own new column: each is looked at, none stops the rest.
+    created = {("column", "public.tokens.tenant"): ("integer", "100.3"), **BASE}
+    after = {k: v for k, v in created.items() if k != ("column", "public.tokens.id")}
+    after[("column", "public.names.id")] = ("integer", "200.1")
+    after[("column", "public.tokens.tenant")] = ("text", "100.3")
+    found = compare(BASE, created, after)
+    assert {(f.kind, f.relation, f.change) for f in found} == {
+        ("breaking", "public.tokens.id", "column dropped"),
+        ("data_loss", "public.tokens.id", "column dropped with its data"),
+        ("breaking", "public.names.id", "column changes from bigint to integer"),
     }
