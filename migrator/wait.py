@@ -114,12 +114,16 @@ ERR_POOLER = (
 # INDEX CONCURRENTLY the next runner is repairing; with it (PostgreSQL 14+) the server checks
 # the socket every second. Behind a pooler neither is set: it would stay on the pool's server
 # for its next client (the pooler's own disconnect of a dead client ends that backend anyway).
+# Every name is qualified: this runs before bootstrap pins the superuser's session, with the
+# search path the database sets, and the database's owner can ALTER DATABASE ... SET
+# search_path = public, pg_catalog over a public.pg_backend_pid() of its own.
 SESSION_SETUP = """
-SELECT pg_backend_pid() <> %(client_pid)s,
-  CASE WHEN pg_backend_pid() = %(client_pid)s THEN
-    set_config('application_name', %(application_name)s, false) END,
-  CASE WHEN pg_backend_pid() = %(client_pid)s AND %(check_interval)s THEN
-    set_config('client_connection_check_interval', '1s', false) END
+SELECT pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.<>) %(client_pid)s,
+  CASE WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) %(client_pid)s THEN
+    pg_catalog.set_config('application_name', %(application_name)s, false) END,
+  CASE WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) %(client_pid)s
+    AND %(check_interval)s THEN
+    pg_catalog.set_config('client_connection_check_interval', '1s', false) END
 """
 CLIENT_CHECK_MIN_VERSION = 140000
 
@@ -157,7 +161,7 @@ def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
     PgBouncer, PgCat and Supavisor answer the startup with a process id of their own (they
     route cancel requests themselves); PostgreSQL and Pgpool-II give the backend's.
     """
-    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    row = conn.execute("SELECT pg_catalog.pg_backend_pid()").fetchone()
     return row is not None and row[0] != conn.info.backend_pid
 
 
