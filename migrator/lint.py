@@ -35,7 +35,7 @@ from migrator.bootstrap import (
 )
 from migrator.config import Config
 from migrator.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
-from migrator.errors import ConfigError, MigrationFailedError
+from migrator.errors import ConfigError, MigrationFailedError, MigratorError
 from migrator.findings import (
     Located,
     LockJudge,
@@ -65,6 +65,11 @@ OWN_TRANSACTIONS = "it commits its own transactions (a procedure that COMMITs), 
 ERR_NO_SCRATCH = (
     "lint needs a scratch database: set DB_ADMIN_USER and its password (a database is created "
     "on the target's server and dropped afterwards), or --shadow-url / LINT_SHADOW_URL"
+)
+ERR_OWNER_LOGIN = (
+    "lint runs the files over the owner's own login (DB_USER {owner}) in the scratch database, "
+    "as migrate does, never in the admin's session: {reason}; bootstrap the target first (it "
+    "creates the owner and sets its password) or lint with LINT_SHADOW_URL"
 )
 ERR_SHADOW_NOT_EMPTY = (
     "the shadow database (LINT_SHADOW_URL / --shadow-url) is not empty, it holds {relation}: "
@@ -139,10 +144,7 @@ SELECT c.oid, c.relfilenode, coalesce(s.seq_scan, 0),
              ORDER BY i.indexrelid)
 FROM pg_class c LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
 WHERE c.oid = ANY(%s)"""
-CAN_BECOME = (
-    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s) "
-    "THEN current_user <> %(role)s AND pg_has_role(%(role)s, 'MEMBER') ELSE false END"
-)
+ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 
 
 # --- what one statement did ------------------------------------------------------------------
@@ -366,13 +368,17 @@ def _shadow_kwargs(config: Config) -> dict[str, Any]:
 
 
 @contextmanager
-def scratch_database(config: Config) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to an empty database that may be changed at will, dropped at the end."""
+def scratch_database(
+    config: Config,
+) -> Iterator[tuple[psycopg.Connection[Any], dict[str, Any]]]:
+    """A connection to an empty database that may be changed at will, dropped at the end, and
+    the keyword arguments it was opened with."""
     if config.shadow_url:
-        with connect(_shadow_kwargs(config), config.wait_timeout) as conn:
+        kwargs = _shadow_kwargs(config)
+        with connect(kwargs, config.wait_timeout) as conn:
             conn.prepare_threshold = None  # nothing prepared: the server may sit behind a pooler
             refuse_filled_shadow(conn)
-            yield conn
+            yield conn, kwargs
         return
     if not config.admin_user:
         raise ConfigError(ERR_NO_SCRATCH)
@@ -385,7 +391,7 @@ def scratch_database(config: Config) -> Iterator[psycopg.Connection[Any]]:
             kwargs = config.connect_kwargs(admin=True, dbname=name)
             with connect(kwargs, config.wait_timeout) as conn:
                 conn.prepare_threshold = None
-                yield conn
+                yield conn, kwargs
         finally:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -436,23 +442,61 @@ def _target_exists(config: Config) -> bool:
 # --- the command -------------------------------------------------------------------------------
 
 
-def _build(
-    conn: psycopg.Connection[Any], config: Config, files: MigrationSet, applied: Sequence[Migration]
-) -> None:
-    """The bootstrap script as the admin, then the files as the owner when possible."""
+@contextmanager
+def files_session(
+    scratch: psycopg.Connection[Any],
+    kwargs: dict[str, Any],
+    config: Config,
+    files: MigrationSet,
+    applied: Sequence[Migration],
+) -> Iterator[psycopg.Connection[Any]]:
+    """The bootstrap script on the scratch session, then the applied files, on the session the
+    pending ones are linted in: the owner's own login, as migrate runs them. Never SET ROLE in
+    the admin's session: a file would leave it with RESET ROLE and run as the superuser."""
     if files.bootstrap:
         for setting, value in (
             (OWNER_ROLE_SETTING, config.user),
             (APP_ROLE_SETTING, config.app_user),
         ):
-            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
-        run_file(conn, files.bootstrap)
-    row = conn.execute(CAN_BECOME, {"role": config.user}).fetchone()
-    if row and row[0]:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(config.user)))
-    history.ensure_history_table(conn)  # files may grant on it, as on the target
-    for migration in applied:
-        run_file(conn, migration)
+            scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
+        run_file(scratch, files.bootstrap)
+    with owner_session(scratch, kwargs, config) as owner:
+        history.ensure_history_table(owner)  # files may grant on it, as on the target
+        for migration in applied:
+            run_file(owner, migration)
+        yield owner
+
+
+@contextmanager
+def owner_session(
+    scratch: psycopg.Connection[Any], kwargs: dict[str, Any], config: Config
+) -> Iterator[psycopg.Connection[Any]]:
+    """The scratch session itself when its user is the owner; else the owner's own login to
+    the scratch database, which it then owns as bootstrap makes it own the target (a shadow
+    database is used as it is given)."""
+    if scratch.info.user == config.user:
+        yield scratch
+        return
+    if not config.shadow_url and scratch.execute(ROLE_EXISTS, (config.user,)).fetchone():
+        owner = sql.Identifier(config.user)
+        try:
+            scratch.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}; ALTER SCHEMA public OWNER TO {}").format(
+                    sql.Identifier(kwargs["dbname"]), owner, owner
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege as error:  # an admin that is no superuser
+            log.warning("lint_scratch_not_handed_over", reason=error.diag.message_primary)
+    login = {**kwargs, "user": config.user, "password": config.password}
+    if config.password is None:
+        del login["password"]
+    try:
+        conn = connect(login, config.wait_timeout)
+    except MigratorError as error:
+        raise ConfigError(ERR_OWNER_LOGIN.format(owner=config.user, reason=error.message)) from None
+    with conn:
+        conn.prepare_threshold = None
+        yield conn
 
 
 def run_lint(config: Config, files: MigrationSet) -> Report:
@@ -470,8 +514,11 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         scratch="shadow" if config.shadow_url else "created",
     )
     if pending:  # else no scratch database, nothing to build
-        with scratch_database(config) as conn:
-            _build(conn, config, files, target.applied if target else ())
+        applied = target.applied if target else ()
+        with (
+            scratch_database(config) as (scratch, kwargs),
+            files_session(scratch, kwargs, config, files, applied) as conn,
+        ):
             # With a target, what the pending files create is new and empty for all of them;
             # without one, each file is linted as if the files before it were in production.
             base = read_baseline(conn) if target else None
