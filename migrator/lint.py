@@ -32,6 +32,7 @@ from migrator.bootstrap import (
     MAINTENANCE_DATABASE,
     OWNER_ROLE_SETTING,
     database_exists,
+    set_role_passwords,
 )
 from migrator.config import Config
 from migrator.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
@@ -454,12 +455,17 @@ def files_session(
     pending ones are linted in: the owner's own login, as migrate runs them. Never SET ROLE in
     the admin's session: a file would leave it with RESET ROLE and run as the superuser."""
     if files.bootstrap:
+        new_owner = not _role_exists(scratch, config.user)
         for setting, value in (
             (OWNER_ROLE_SETTING, config.user),
             (APP_ROLE_SETTING, config.app_user),
         ):
             scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
         run_file(scratch, files.bootstrap)
+        if new_owner and _role_exists(scratch, config.user):
+            # 000 created the roles (they are cluster-wide): they get the passwords bootstrap
+            # will give them, so that the owner can log in. An existing role is left as it is.
+            set_role_passwords(scratch, config, files.bootstrap)
     with owner_session(scratch, kwargs, config) as owner:
         history.ensure_history_table(owner)  # files may grant on it, as on the target
         for migration in applied:
@@ -477,7 +483,7 @@ def owner_session(
     if scratch.info.user == config.user:
         yield scratch
         return
-    if not config.shadow_url and scratch.execute(ROLE_EXISTS, (config.user,)).fetchone():
+    if not config.shadow_url and _role_exists(scratch, config.user):
         owner = sql.Identifier(config.user)
         try:
             scratch.execute(
@@ -497,6 +503,10 @@ def owner_session(
     with conn:
         conn.prepare_threshold = None
         yield conn
+
+
+def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
+    return conn.execute(ROLE_EXISTS, (role,)).fetchone() is not None
 
 
 def run_lint(config: Config, files: MigrationSet) -> Report:

@@ -30,3 +30,16 @@ def test_the_lint_of_a_clean_file_succeeds_over_the_owners_login(site: Site) -> 
         assert result.events_named("lint_complete"), result
     finally:
         (site.migrations / "002_clean.sql").unlink()
+
+
+def test_an_owner_that_cannot_log_in_is_refused_not_run_as_the_admin(site: Site) -> None:
+    """No target yet, an existing owner whose password the lint was not given: the files are
+    not applied in the admin's session instead (exit 78, naming DB_USER)."""
+    result = site.run("lint", DB_NAME="not_created_yet", DB_PASSWORD="not-the-owners-password")
+    assert result.returncode == 78, result
+    (error,) = result.events_named("invalid_configuration")
+    assert error["error"].startswith(
+        f"lint runs the files over the owner's own login (DB_USER {OWNER}) in the scratch "
+        "database, as migrate does, never in the admin's session: authentication failed"
+    ), error
+    assert site.superusers() == ["postgres"]
