@@ -47,6 +47,10 @@ def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
     return conn.execute(DATABASE_EXISTS, (dbname,)).fetchone() is not None
 
 
+def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
+    return conn.execute(ROLE_EXISTS, (role,)).fetchone() is not None
+
+
 def bootstrap(
     config: Config, script: Migration | None, on_create: Callable[[], None] | None = None
 ) -> psycopg.Connection[Any] | None:
@@ -122,7 +126,7 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
         ):
             if password is None:
                 continue
-            if conn.execute(ROLE_EXISTS, (role,)).fetchone() is None:
+            if not role_exists(conn, role):
                 message = ERR_ROLE_MISSING.format(setting=setting, role=role, file=script.path)
                 raise ConfigError(message)
             if config.role_passwords == "on-create" and _has_password(conn, role):

@@ -32,6 +32,7 @@ from migrator.bootstrap import (
     MAINTENANCE_DATABASE,
     OWNER_ROLE_SETTING,
     database_exists,
+    role_exists,
     set_role_passwords,
 )
 from migrator.config import Config
@@ -145,7 +146,6 @@ SELECT c.oid, c.relfilenode, coalesce(s.seq_scan, 0),
              ORDER BY i.indexrelid)
 FROM pg_class c LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
 WHERE c.oid = ANY(%s)"""
-ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 
 
 # --- what one statement did ------------------------------------------------------------------
@@ -455,14 +455,14 @@ def files_session(
     pending ones are linted in: the owner's own login, as migrate runs them. Never SET ROLE in
     the admin's session: a file would leave it with RESET ROLE and run as the superuser."""
     if files.bootstrap:
-        new_owner = not _role_exists(scratch, config.user)
+        new_owner = not role_exists(scratch, config.user)
         for setting, value in (
             (OWNER_ROLE_SETTING, config.user),
             (APP_ROLE_SETTING, config.app_user),
         ):
             scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
         run_file(scratch, files.bootstrap)
-        if new_owner and _role_exists(scratch, config.user):
+        if new_owner and role_exists(scratch, config.user):
             # 000 created the roles (they are cluster-wide): they get the passwords bootstrap
             # will give them, so that the owner can log in. An existing role is left as it is.
             set_role_passwords(scratch, config, files.bootstrap)
@@ -483,7 +483,7 @@ def owner_session(
     if scratch.info.user == config.user:
         yield scratch
         return
-    if not config.shadow_url and _role_exists(scratch, config.user):
+    if not config.shadow_url and role_exists(scratch, config.user):
         owner = sql.Identifier(config.user)
         try:
             scratch.execute(
@@ -493,9 +493,7 @@ def owner_session(
             )
         except psycopg.errors.InsufficientPrivilege as error:  # an admin that is no superuser
             log.warning("lint_scratch_not_handed_over", reason=error.diag.message_primary)
-    login = {**kwargs, "user": config.user, "password": config.password}
-    if config.password is None:
-        del login["password"]
+    login = {**kwargs, "user": config.user, "password": config.password}  # None: libpq's own
     try:
         conn = connect(login, config.wait_timeout)
     except MigratorError as error:
@@ -503,10 +501,6 @@ def owner_session(
     with conn:
         conn.prepare_threshold = None
         yield conn
-
-
-def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
-    return conn.execute(ROLE_EXISTS, (role,)).fetchone() is not None
 
 
 def run_lint(config: Config, files: MigrationSet) -> Report:
