@@ -51,7 +51,6 @@ ERR_NOT_IN_ONE_TRANSACTION = (
 
 def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
-    ahead = None
     owner: psycopg.Connection[Any] | None = None
     if config.bootstrap_enabled:
         from migrator.bootstrap import bootstrap
@@ -61,9 +60,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
             files.bootstrap.refuse_unsupported()
 
         def creating() -> None:  # a new database: every file is pending, lex them meanwhile
-            nonlocal ahead
             if not config.init_only:
-                ahead = read_ahead(files.all)  # 000 first: the applier needs it first
+                read_ahead(files.all)  # 000 first: the applier needs it first
 
         owner = bootstrap(config, files.bootstrap, on_create=creating)
         if config.init_only:
@@ -85,14 +83,12 @@ def migrate(config: Config, files: MigrationSet) -> str:
         # The applying connection logs in meanwhile (the checks below, the lock, the imports).
         reconnect = partial(connect, config.connect_kwargs(), config.wait_timeout)
         with ConnectionAhead(reconnect) as apply_conn:
-            for migration in plan.pending:  # refused before anything runs (exit 65)
+            # Refused before anything runs (exit 65); this decides every file's mode too, so
+            # no file is lexed again later.
+            for migration in plan.pending:
                 migration.refuse_unsupported()
             if config.lint_before_apply:
                 lint(config, files)  # HazardsFoundError (65) before anything is applied
-            if ahead is None:  # lexing overlaps the lock, the second connection, the first files
-                from migrator.prefetch import read_ahead
-
-                ahead = read_ahead(plan.pending)
             from migrator.memory import check_memory
 
             # Before the lock and the first file: a file that cannot fit is refused, not
