@@ -3,9 +3,9 @@
 Deciding a file's transaction mode can mean lexing it (a file with plpgsql bodies: 25 ms for
 the shipped schema). When bootstrap creates the database, a thread works out the decisions in
 order while the main thread waits for the server (CREATE DATABASE, the bootstrap script), so
-that the refusal check and the applier find them made; otherwise that check makes them first. Nothing is
-shared but the migrations' cached properties: the applier computes a decision itself when
-the thread has not reached it yet, and meets any error itself too.
+that the refusal check and the applier find them made; otherwise that check makes them
+first. Nothing is shared but the migrations' cached properties: the applier computes a
+decision itself when the thread has not reached it yet, and meets any error itself too.
 
 >>> read_ahead(files.all)
 <Thread(read-ahead, started daemon ...)>
