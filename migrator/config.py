@@ -24,6 +24,9 @@ from migrator.version import VERSION, revision
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
 DEFAULT_DBNAME = "auth_service"
+# NAMEDATALEN - 1 in every stock build: the server cuts a longer database or role name, the
+# startup packet's too, so two settings that differ past it would name one object.
+MAX_NAME_BYTES = 63
 DEFAULT_USER = "auth_service"
 DEFAULT_APP_USER = "auth_service_app"
 DEFAULT_SSLMODE = "prefer"
@@ -132,6 +135,10 @@ ERR_PASSWORD_TOO_SHORT = (
 ERR_NO_PASSWORD = (
     "no password for {user}: set DB_PASSWORD or DB_PASSWORD_FILE "
     "(no terminal is attached to prompt for it)"
+)
+ERR_NAME_TOO_LONG = (
+    "{name} is {length} bytes long; PostgreSQL keeps only the first {limit} bytes of a name, so "
+    "it would silently mean {cut!r}: choose a name of at most {limit} bytes"
 )
 ERR_ADMIN_WITHOUT_PASSWORD = (
     "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE"
@@ -373,8 +380,14 @@ def load_config(
     reader = _Settings(environ)
     url_name = "--url" if args.url else "DATABASE_URL"
     url_parts = _parse_url(args.url or environ.get("DATABASE_URL"), url_name)
-    user = args.user or url_parts.get("user") or reader.text("DB_USER", DEFAULT_USER)
+    user = _name(
+        ("--user", args.user),
+        (url_name, url_parts.get("user")),
+        ("DB_USER", reader.text("DB_USER", DEFAULT_USER)),
+    )
     admin_user = reader.optional_text("DB_ADMIN_USER")
+    if admin_user:
+        _name(("DB_ADMIN_USER", admin_user))
     admin_password = reader.secret("DB_ADMIN_PASSWORD")
     if admin_user and admin_password is None:
         raise ConfigError(ERR_ADMIN_WITHOUT_PASSWORD)
@@ -410,7 +423,11 @@ def load_config(
         command=args.command,
         host=args.host or url_parts.get("host") or reader.text("DB_HOST", DEFAULT_HOST),
         port=_port(*port_source),
-        dbname=args.dbname or url_parts.get("dbname") or reader.text("DB_NAME", DEFAULT_DBNAME),
+        dbname=_name(
+            ("--database", args.dbname),
+            (url_name, url_parts.get("dbname")),
+            ("DB_NAME", reader.text("DB_NAME", DEFAULT_DBNAME)),
+        ),
         user=user,
         password=password[1] if password else None,
         admin_user=admin_user,
@@ -419,7 +436,7 @@ def load_config(
         admin_port=_port("DB_ADMIN_PORT", environ["DB_ADMIN_PORT"])
         if environ.get("DB_ADMIN_PORT")
         else None,
-        app_user=reader.text("APP_DB_USER", DEFAULT_APP_USER),
+        app_user=_name(("APP_DB_USER", reader.text("APP_DB_USER", DEFAULT_APP_USER))),
         app_password=reader.secret("APP_DB_PASSWORD"),
         sslmode=_one_of(*sslmode_source, SSLMODES),
         sslrootcert=tls_files["sslrootcert"],
@@ -642,6 +659,22 @@ def _first_set(*candidates: tuple[str, str | None]) -> tuple[str, str]:
         if value:
             return name, value
     return candidates[-1][0], ""
+
+
+def _name(*candidates: tuple[str, str | None]) -> str:
+    """The first candidate that is set, refused when the server would cut it to another name.
+
+    >>> _name(("--database", None), ("DB_NAME", "auth_service"))
+    'auth_service'
+    """
+    name, value = _first_set(*candidates)
+    length = len(value.encode())
+    if length > MAX_NAME_BYTES:
+        cut = value.encode()[:MAX_NAME_BYTES].decode(errors="ignore")  # as pg_mbcliplen cuts
+        raise ConfigError(
+            ERR_NAME_TOO_LONG.format(name=name, length=length, limit=MAX_NAME_BYTES, cut=cut)
+        )
+    return value
 
 
 def _is_ascii_number(value: str) -> bool:

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,24 @@ def test_nothing_pending_needs_no_scratch_database(lint_env, run_runner):
     assert result.returncode == 0, result
     assert result.events_named("lint_complete")[0]["files"] == 0
     assert result.events_named("lint_scratch_created") == []
+
+
+def test_a_database_name_of_many_byte_characters_gets_a_scratch_name_the_server_keeps(
+    pg_server, migrations, run_runner
+):
+    # 25 'ü' (two bytes each) and 12 hex digits: 62 bytes, a valid name. The scratch name keeps
+    # 47 bytes of it, in whole characters, and its random part. Cut at 47 characters it was 78
+    # bytes: the server kept 63, so the random part was lost (two lints of one database would
+    # meet on one scratch name) and the log named a database that did not exist.
+    name = "ü" * 25 + uuid.uuid4().hex[:12]
+    migrations.add({"001_tokens.sql": "CREATE TABLE tokens (id int);"})
+    env = Database(pg_server, name).env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+    result = run_runner("lint", env=env)
+    assert result.returncode == 0, result
+    [created] = result.events_named("lint_scratch_created")
+    assert re.fullmatch("ü{23}_lint_[0-9a-f]{10}", created["scratch"])
+    assert scratch_databases(pg_server) == []

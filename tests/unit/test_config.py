@@ -307,6 +307,49 @@ def test_invalid_port_inside_the_url_names_database_url() -> None:
     assert PASSWORD not in caught.value.message
 
 
+# --- names the server would cut ----------------------------------------------------------------
+
+ADMIN = {"DB_ADMIN_USER": "postgres", "DB_ADMIN_PASSWORD": ADMIN_PASSWORD}
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "setting"),
+    [
+        ((), {"DB_NAME": "n" * 64}, "DB_NAME"),
+        (("--database", "n" * 64), {"DB_NAME": "auth"}, "--database"),
+        ((), {"DB_USER": "n" * 64}, "DB_USER"),
+        (("--user", "n" * 64), {}, "--user"),
+        ((), {"DATABASE_URL": f"postgresql://{'n' * 64}@db/auth"}, "DATABASE_URL"),
+        ((), {"DATABASE_URL": f"postgresql://owner@db/{'n' * 64}"}, "DATABASE_URL"),
+        (("--url", f"postgresql://owner@db/{'n' * 64}"), {}, "--url"),
+        ((), {"APP_DB_USER": "n" * 64}, "APP_DB_USER"),
+        ((), {**ADMIN, "DB_ADMIN_USER": "n" * 64}, "DB_ADMIN_USER"),
+    ],
+)
+def test_a_name_over_63_bytes_is_refused_naming_its_setting(
+    argv: tuple[str, ...], environ: dict[str, str], setting: str
+) -> None:
+    """PostgreSQL keeps 63 bytes of a name, at creation and at login: a longer one would mean
+    another database or role than the one configured, silently."""
+    assert config_error(*argv, **environ).message == (
+        f"{setting} is 64 bytes long; PostgreSQL keeps only the first 63 bytes of a name, so it "
+        f"would silently mean {'n' * 63!r}: choose a name of at most 63 bytes"
+    )
+
+
+def test_names_of_63_bytes_are_kept_whole() -> None:
+    config = load(DB_NAME="d" * 63, DB_USER="o" * 63, APP_DB_USER="a" * 63)
+    assert (config.dbname, config.user, config.app_user) == ("d" * 63, "o" * 63, "a" * 63)
+
+
+def test_bytes_not_characters_are_counted_and_the_cut_keeps_whole_characters() -> None:
+    assert load(DB_NAME="ü" * 31 + "x").dbname == "ü" * 31 + "x"  # 63 bytes
+    assert config_error(DB_NAME="ü" * 32).message.startswith(
+        f"DB_NAME is 64 bytes long; PostgreSQL keeps only the first 63 bytes of a name, so it "
+        f"would silently mean {'ü' * 31!r}:"
+    )
+
+
 # --- password files -----------------------------------------------------------------------------
 
 
