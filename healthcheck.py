@@ -40,7 +40,7 @@ def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
         return UNHEALTHY, f"unhealthy: {error.message}"
     try:
         # No retries here, but the runner's pooler-safe connection (nothing prepared or left set).
-        with open_connection(config.connect_kwargs(), CONNECT_TIMEOUT) as conn:
+        with open_connection(config.connect_kwargs(read_only=True), CONNECT_TIMEOUT) as conn:
             recorded = history.select_history(conn)
     except psycopg.errors.UndefinedTable:
         recorded = {}

@@ -90,6 +90,10 @@ PLACEHOLDER_PASSWORDS = frozenset(
 # Passwords that bootstrap sets on a role must be at least this long.
 MIN_ROLE_PASSWORD_LENGTH = 16
 COMMANDS = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback")
+# Commands that only read: any server will do, a hot standby too. Every other command's
+# connections ask libpq for one that takes writes (WRITABLE_SESSION).
+READ_ONLY_COMMANDS = ("status", "wait")
+WRITABLE_SESSION = {"target_session_attrs": "read-write"}
 # The commands that need a flag, and the flags only they take: (flag, dest, required by).
 COMMAND_FLAGS = (
     ("--version", "baseline_version", "baseline"),
@@ -234,12 +238,20 @@ class Config:
     def shadow_password(self) -> str | None:
         return _parse_url(self.shadow_url, "LINT_SHADOW_URL").get("password")
 
-    def connect_kwargs(self, *, admin: bool = False, dbname: str | None = None) -> dict[str, Any]:
+    def connect_kwargs(
+        self, *, admin: bool = False, dbname: str | None = None, read_only: bool = False
+    ) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect, as the migration user or the superuser.
+
+        A command that writes (and is not ``read_only``) asks libpq for a server that takes
+        writes, unless DATABASE_URL says otherwise: a hot standby behind DB_HOST (a replica,
+        or the old primary while a failover settles) is then waited for like a server that
+        is starting, and of several hosts in DB_HOST the primary is taken.
 
         >>> Config(password="x").connect_kwargs()["user"]
         'auth_service'
         """
+        writes = not read_only and self.command not in READ_ONLY_COMMANDS
         tls = {
             "sslrootcert": self.sslrootcert,
             "sslcert": self.sslcert,
@@ -248,6 +260,7 @@ class Config:
             "channel_binding": self.channel_binding,
         }
         return {
+            **(WRITABLE_SESSION if writes else {}),
             **dict(self.libpq_options),
             "host": (admin and self.admin_host) or self.host,
             "port": (admin and self.admin_port) or self.port,

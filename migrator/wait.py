@@ -49,6 +49,11 @@ TRANSIENT_MESSAGES = re.compile(
     r"server closed the connection unexpectedly|no such file or directory",
     re.IGNORECASE,
 )
+# libpq's words for a server that takes no writes (target_session_attrs=read-write): retried
+# like the rest, since a failover promotes a standby within seconds, and explained at the end.
+READ_ONLY_MESSAGES = re.compile(
+    r"session is read-only|server is in hot standby mode", re.IGNORECASE
+)
 AUTH_MESSAGES = re.compile(
     r"password authentication failed|authentication failed|no pg_hba\.conf entry|"
     r"no password supplied|role \".*\" does not exist|pg_hba\.conf rejects|"
@@ -93,6 +98,12 @@ ERR_AUTH = "authentication failed for user {user} on {host}:{port}: {reason}"
 ERR_NO_DATABASE = (
     "database {dbname} does not exist on {host}:{port}: create it, or set DB_ADMIN_USER "
     "and DB_ADMIN_PASSWORD so that the bootstrap phase creates it"
+)
+ERR_READ_ONLY = (
+    "PostgreSQL at {host}:{port} took no writes within {timeout:g}s ({reason}): it is a hot "
+    "standby (a replica, or the old primary while a failover settles) or its database has "
+    "default_transaction_read_only = on; point DB_HOST at the primary, or list every node "
+    "(DB_HOST=db-1,db-2): the runner takes the one that accepts writes"
 )
 ERR_TLS = "TLS connection to {host}:{port} failed (DB_SSLMODE={sslmode}): {reason}"
 ERR_TLS_HINT = "{message}; {hint}"
@@ -147,7 +158,7 @@ def is_transient(error: BaseException) -> bool:
         return False
     if TLS_FAILURES.search(text):
         return False
-    return bool(TRANSIENT_MESSAGES.search(text))
+    return bool(TRANSIENT_MESSAGES.search(text) or READ_ONLY_MESSAGES.search(text))
 
 
 def pooler_refused(error: BaseException) -> bool:
@@ -291,7 +302,11 @@ def connect(kwargs: dict[str, Any], timeout: float) -> psycopg.Connection[Any]:
         return retrying(attempt)
     except psycopg.OperationalError as error:
         if is_transient(error):
-            template = ERR_POOLER if pooler_refused(error) else ERR_UNREACHABLE
+            template = ERR_UNREACHABLE
+            if pooler_refused(error):
+                template = ERR_POOLER
+            elif READ_ONLY_MESSAGES.search(str(error)):
+                template = ERR_READ_ONLY
             raise UnreachableError(
                 template.format(
                     host=kwargs["host"],

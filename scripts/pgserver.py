@@ -219,10 +219,34 @@ class PgServer:
             hba.write_text("".join(f"{line}\n" for line in hba_lines) + hba.read_text())
         return server
 
-    def _run(self, tool: str, *args: str) -> None:
+    @classmethod
+    def standby_of(cls, primary: PgServer) -> PgServer:
+        """A hot standby streaming from ``primary`` (running), not started yet: a base backup
+        with its recovery settings (pg_basebackup -R), the primary's superuser and password.
+
+        >>> standby = PgServer.standby_of(server); standby.start(); standby.promote()
+        """
+        root = Path(tempfile.mkdtemp(prefix="pgtest-standby-"))
+        if os.geteuid() == 0:
+            os.chmod(root, 0o755)
+            os.chown(root, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        server = cls(root, primary.bin_dir, free_port(), primary.password)
+        server._run(
+            "pg_basebackup", "-D", str(server.data_dir), "-R", "-X", "stream", "-c", "fast", "-d",
+            f"{primary.dsn()} application_name=standby",
+            env={"PGPASSWORD": primary.password},  # -R then writes it into primary_conninfo
+        )  # fmt: skip
+        return server
+
+    def promote(self) -> None:
+        """End recovery: the standby becomes a primary that takes writes (a failover)."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "promote")
+
+    def _run(self, tool: str, *args: str, env: Mapping[str, str] | None = None) -> None:
         subprocess.run(
             [str(self.bin_dir / tool), *args],
             check=True,
+            env={**os.environ, **env} if env else None,
             stdout=subprocess.DEVNULL,
             cwd=self.root,
             **_drop_privileges_kwargs(),  # type: ignore[arg-type]

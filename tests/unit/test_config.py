@@ -1201,6 +1201,7 @@ def test_connect_kwargs_as_owner_and_as_superuser() -> None:
         DB_CHANNEL_BINDING="require",
     )
     assert config.connect_kwargs() == {
+        "target_session_attrs": "read-write",
         "host": "db",
         "port": 6432,
         "dbname": "accounts",
@@ -1217,6 +1218,39 @@ def test_connect_kwargs_as_owner_and_as_superuser() -> None:
         "postgres",
     )
     assert config.secrets == (PASSWORD, ADMIN_PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("argv", "writes"),
+    [
+        ((), True),
+        (("--dry-run",), True),
+        (("lint",), True),
+        (("adopt",), True),
+        (("baseline", "--version", "1"), True),
+        (("rollback", "--steps", "1"), True),
+        (("status",), False),
+        (("wait",), False),
+    ],
+)
+def test_commands_that_write_ask_for_a_server_that_takes_writes(
+    argv: tuple[str, ...], writes: bool
+) -> None:
+    """A hot standby behind DB_HOST is then waited for (a failover), and of several hosts in
+    DB_HOST the primary is taken; status and wait read, any server will do."""
+    config = load(*argv)
+    expected = "read-write" if writes else None
+    assert config.connect_kwargs().get("target_session_attrs") == expected
+    assert config.connect_kwargs(admin=True).get("target_session_attrs") == expected
+    # The health check reads only, whatever the command line says.
+    assert "target_session_attrs" not in config.connect_kwargs(read_only=True)
+
+
+def test_the_urls_target_session_attrs_wins() -> None:
+    url = "postgresql://owner@db/accounts?target_session_attrs=any"
+    config = load(DATABASE_URL=url)
+    assert config.connect_kwargs()["target_session_attrs"] == "any"
+    assert config.connect_kwargs(admin=True)["target_session_attrs"] == "any"
 
 
 def test_url_options_and_their_secrets() -> None:

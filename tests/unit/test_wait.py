@@ -99,6 +99,17 @@ def test_postgresql_refusals_are_not_the_poolers(message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "message",
+    ['connection to server at "10.0.0.5", port 5432 failed: session is read-only',
+     'connection to server at "10.0.0.5", port 5432 failed: server is in hot standby mode'],
+)  # fmt: skip
+def test_a_server_that_takes_no_writes_is_waited_for(message: str) -> None:
+    """libpq's words under target_session_attrs: a standby, promoted within seconds by a
+    failover, or the old primary while the failover settles."""
+    assert is_transient(psycopg.OperationalError(message))
+
+
+@pytest.mark.parametrize(
     ("policy", "first", "longest", "jitter"),
     [
         (CONNECT_RETRY_WAIT, FIRST_RETRY_DELAY, MAX_RETRY_DELAY, RETRY_JITTER),
