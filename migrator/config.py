@@ -91,7 +91,8 @@ PLACEHOLDER_PASSWORDS = frozenset(
 MIN_ROLE_PASSWORD_LENGTH = 16
 COMMANDS = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback")
 # Commands that only read: any server will do, a hot standby too. Every other command's
-# connections ask libpq for one that takes writes (WRITABLE_SESSION).
+# connections ask for one that takes writes (WRITABLE_SESSION, libpq's words; with one host
+# the server itself is asked, migrator/wait.py open_connection).
 READ_ONLY_COMMANDS = ("status", "wait")
 WRITABLE_SESSION = {"target_session_attrs": "read-write"}
 # The commands that need a flag, and the flags only they take: (flag, dest, required by).
@@ -243,10 +244,10 @@ class Config:
     ) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect, as the migration user or the superuser.
 
-        A command that writes (and is not ``read_only``) asks libpq for a server that takes
-        writes, unless DATABASE_URL says otherwise: a hot standby behind DB_HOST (a replica,
-        or the old primary while a failover settles) is then waited for like a server that
-        is starting, and of several hosts in DB_HOST the primary is taken.
+        A command that writes (and is not ``read_only``) asks for a server that takes writes,
+        unless DATABASE_URL says otherwise: a hot standby behind DB_HOST (a replica, or the
+        old primary while a failover settles) is then waited for like a server that is
+        starting, and of several hosts in DB_HOST the primary is taken.
 
         >>> Config(password="x").connect_kwargs()["user"]
         'auth_service'

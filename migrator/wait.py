@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import tenacity
 
-from migrator.config import DEFAULT_SSLMODE, VERIFIED_SSLMODE
+from migrator.config import DEFAULT_SSLMODE, VERIFIED_SSLMODE, WRITABLE_SESSION
 from migrator.errors import ConfigError, MigratorError, PermissionDeniedError, UnreachableError
 from migrator.logs import get_logger
 
@@ -100,10 +100,9 @@ ERR_NO_DATABASE = (
     "and DB_ADMIN_PASSWORD so that the bootstrap phase creates it"
 )
 ERR_READ_ONLY = (
-    "PostgreSQL at {host}:{port} took no writes within {timeout:g}s ({reason}): it is a hot "
-    "standby (a replica, or the old primary while a failover settles) or its database has "
-    "default_transaction_read_only = on; point DB_HOST at the primary, or list every node "
-    "(DB_HOST=db-1,db-2): the runner takes the one that accepts writes"
+    "PostgreSQL at {host}:{port} took no writes within {timeout:g}s ({reason}); point DB_HOST "
+    "at the primary, or list every node (DB_HOST=db-1,db-2) and the runner takes the one that "
+    "accepts writes"
 )
 ERR_TLS = "TLS connection to {host}:{port} failed (DB_SSLMODE={sslmode}): {reason}"
 ERR_TLS_HINT = "{message}; {hint}"
@@ -128,14 +127,24 @@ ERR_POOLER = (
 # Every name is qualified: this runs before bootstrap pins the superuser's session, with the
 # search path the database sets, and the database's owner can ALTER DATABASE ... SET
 # search_path = public, pg_catalog over a public.pg_backend_pid() of its own.
+# The last column says whether the session takes writes, asked of the server itself: libpq's
+# target_session_attrs=read-write trusts the login's reported in_hot_standby, which PgBouncer
+# replays from its cache, stale after its server was promoted (measured with 1.18).
 SESSION_SETUP = """
 SELECT pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.<>) %(client_pid)s,
   CASE WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) %(client_pid)s THEN
     pg_catalog.set_config('application_name', %(application_name)s, false) END,
   CASE WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) %(client_pid)s
     AND %(check_interval)s THEN
-    pg_catalog.set_config('client_connection_check_interval', '1s', false) END
+    pg_catalog.set_config('client_connection_check_interval', '1s', false) END,
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'a hot standby: in recovery'
+    WHEN pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on'
+    THEN 'default_transaction_read_only is on' END
 """
+# Raised as libpq words it, so that it is retried and explained like libpq's own refusal.
+ERR_SESSION_READ_ONLY = (
+    'connection to server at "{host}", port {port} failed: session is read-only ({why})'
+)
 CLIENT_CHECK_MIN_VERSION = 140000
 
 
@@ -329,6 +338,10 @@ def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Con
     >>> conn = open_connection(config.connect_kwargs(), connect_timeout=5)
     """
     startup = {key: value for key, value in kwargs.items() if key != "application_name"}
+    writable = WRITABLE_SESSION.items() <= startup.items()
+    if writable and "," not in str(startup.get("host", "")):
+        # One host: asked of the server below. Several: libpq's check picks the primary.
+        del startup["target_session_attrs"]
     conn = psycopg.connect(
         **with_connect_timeout(startup, connect_timeout), autocommit=True, prepare_threshold=None
     )
@@ -338,7 +351,11 @@ def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Con
             "application_name": kwargs.get("application_name") or "",
             "check_interval": conn.info.server_version >= CLIENT_CHECK_MIN_VERSION,
         }
-        conn.execute(SESSION_SETUP, setup)
+        row = conn.execute(SESSION_SETUP, setup).fetchone()
+        read_only = row[-1] if row else None
+        if writable and read_only:
+            where = {"host": conn.info.host, "port": conn.info.port, "why": read_only}
+            raise psycopg.OperationalError(ERR_SESSION_READ_ONLY.format(**where))
     except BaseException:
         conn.close()
         raise

@@ -80,6 +80,14 @@ SHADOWING_SET_CONFIG = """
 CREATE FUNCTION public.set_config(text, text, boolean) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN PERFORM public.escalate(); RETURN pg_catalog.set_config($1, $2, $3); END $$;
 """
+SHADOWING_PG_IS_IN_RECOVERY = """
+CREATE FUNCTION public.pg_is_in_recovery() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.escalate(); RETURN pg_catalog.pg_is_in_recovery(); END $$;
+"""
+SHADOWING_CURRENT_SETTING = """
+CREATE FUNCTION public.current_setting(text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.escalate(); RETURN pg_catalog.current_setting($1); END $$;
+"""
 
 PLANTED = [
     pytest.param(TRIGGER, "DROP TRIGGER sneaky ON public.schema_migrations;"
@@ -104,6 +112,12 @@ PLANTED = [
     pytest.param(SHADOWING_SET_CONFIG + OWNERS_SEARCH_PATH,
                  UNDO_SEARCH_PATH + "DROP FUNCTION public.set_config(text, text, boolean);",
                  "function public.set_config(text,text,boolean)", id="session-setup-set_config"),
+    pytest.param(SHADOWING_PG_IS_IN_RECOVERY + OWNERS_SEARCH_PATH,
+                 UNDO_SEARCH_PATH + "DROP FUNCTION public.pg_is_in_recovery();",
+                 "function public.pg_is_in_recovery()", id="session-setup-pg_is_in_recovery"),
+    pytest.param(SHADOWING_CURRENT_SETTING + OWNERS_SEARCH_PATH,
+                 UNDO_SEARCH_PATH + "DROP FUNCTION public.current_setting(text);",
+                 "function public.current_setting(text)", id="session-setup-current_setting"),
 ]  # fmt: skip
 
 
