@@ -69,6 +69,22 @@ BEGIN
                   HINT = pg_catalog.format('ALTER ROLE %I NOSUPERUSER', owner_role);
     END IF;
 
+    -- An admin that is not a superuser (a managed service's: CREATEROLE and CREATEDB, as
+    -- Amazon RDS, Cloud SQL and Azure give) may hand the database to the owner and set the
+    -- owner's default privileges only as a member of the owner. The owner gains nothing by it.
+    -- PostgreSQL 16 gives a role's creator ADMIN OPTION only: SET and INHERIT are asked for.
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        NULL;
+    ELSIF pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 160000 THEN
+        IF NOT (pg_catalog.pg_has_role(current_user, owner_role, 'SET')
+                AND pg_catalog.pg_has_role(current_user, owner_role, 'USAGE')) THEN
+            EXECUTE pg_catalog.format('GRANT %I TO %I WITH INHERIT TRUE, SET TRUE',
+                                      owner_role, current_user);
+        END IF;
+    ELSIF NOT pg_catalog.pg_has_role(current_user, owner_role, 'MEMBER') THEN
+        EXECUTE pg_catalog.format('GRANT %I TO %I', owner_role, current_user);
+    END IF;
+
     -- The owner owns the database and schema public, so it can create the schema
     -- objects; nobody else can create anything in it.
     EXECUTE pg_catalog.format('ALTER DATABASE %I OWNER TO %I', pg_catalog.current_database(), owner_role);

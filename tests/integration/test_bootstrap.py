@@ -7,6 +7,8 @@ import hashlib
 import psycopg
 import pytest
 
+from tests.conftest import REPO
+
 BOOTSTRAP_SQL = """
 DO $$
 BEGIN
@@ -142,3 +144,64 @@ def test_without_admin_a_user_that_cannot_create_objects_is_told_what_to_do(
     assert "cannot create objects in schema public" in error and "DB_ADMIN_USER" in error
     with pytest.raises(psycopg.errors.UndefinedTable):
         database.query("SELECT * FROM t")
+
+
+@pytest.fixture
+def managed_admin(pg_server, unborn_database):
+    """An admin as managed services give one (Amazon RDS, Cloud SQL, Azure): CREATEROLE and
+    CREATEDB, no SUPERUSER. The roles the shipped 000 creates for it are dropped at the end."""
+    suffix = unborn_database.name
+    names = {"admin": f"admin_{suffix}", "owner": f"owner_{suffix}", "app": f"app_{suffix}"}
+    password = f"Managed-{suffix}-admin"
+    with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
+        conn.execute(
+            f"CREATE ROLE {names['admin']} LOGIN CREATEROLE CREATEDB PASSWORD '{password}'"
+        )
+    yield {**names, "password": password}
+    with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{unborn_database.name}" WITH (FORCE)')
+        for role in ("app", "owner", "admin"):
+            conn.execute(f"DROP ROLE IF EXISTS {names[role]}")
+
+
+def test_the_shipped_schema_bootstraps_with_a_managed_services_admin(
+    managed_admin, unborn_database, run_runner
+):
+    # ALTER DATABASE ... OWNER TO and ALTER DEFAULT PRIVILEGES FOR ROLE need the admin to be
+    # able to SET ROLE to the owner; 000 grants it that (PostgreSQL 16+ gives a role's creator
+    # ADMIN OPTION only). It used to stop at 000 with 42501, exit 65.
+    env = unborn_database.env(
+        MIGRATIONS_DIR=str(REPO / "migrations"),
+        DB_ADMIN_USER=managed_admin["admin"],
+        DB_ADMIN_PASSWORD=managed_admin["password"],
+        DB_USER=managed_admin["owner"],
+        DB_PASSWORD=OWNER_PASSWORD,
+        APP_DB_USER=managed_admin["app"],
+        APP_DB_PASSWORD=APP_PASSWORD,
+    )
+    result = run_runner(env=env)
+    assert result.returncode == 0, result
+    # It cannot set the log settings only a superuser may; the verifiers go anyway.
+    assert result.events_named("server_log_not_silenced")
+    versions = unborn_database.query("SELECT version FROM schema_migrations ORDER BY 1")
+    assert versions == [
+        ("000_init_database",),
+        ("001_initial_production_schema",),
+        ("002_security_invariants",),
+    ]
+    owners = unborn_database.query(
+        "SELECT pg_get_userbyid(datdba), (SELECT pg_get_userbyid(nspowner) FROM pg_namespace"
+        " WHERE nspname = 'public') FROM pg_database WHERE datname = current_database()"
+    )
+    assert owners == [(managed_admin["owner"], managed_admin["owner"])]
+    # The admin became a member of the owner, never the other way round.
+    assert unborn_database.query(
+        "SELECT pg_has_role(%s, %s, 'MEMBER'), pg_has_role(%s, %s, 'MEMBER')",
+        managed_admin["admin"],
+        managed_admin["owner"],
+        managed_admin["owner"],
+        managed_admin["admin"],
+    ) == [(True, False)]
+    second = run_runner(env=env)
+    assert second.returncode == 0, second
+    assert second.events_named("migrations_complete")[0]["applied"] == []
