@@ -4,6 +4,8 @@ owner attaches to its own history table runs in the owner's own session only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -72,22 +74,21 @@ UNDO_SEARCH_PATH = """
 DO $$ BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I RESET ALL',
                                       pg_catalog.current_database()); END $$;
 """
-SHADOWING_PG_BACKEND_PID = """
-CREATE FUNCTION public.pg_backend_pid() RETURNS integer LANGUAGE plpgsql AS $$
-BEGIN PERFORM public.escalate(); RETURN pg_catalog.pg_backend_pid(); END $$;
-"""
-SHADOWING_SET_CONFIG = """
-CREATE FUNCTION public.set_config(text, text, boolean) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN PERFORM public.escalate(); RETURN pg_catalog.set_config($1, $2, $3); END $$;
-"""
-SHADOWING_PG_IS_IN_RECOVERY = """
-CREATE FUNCTION public.pg_is_in_recovery() RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN PERFORM public.escalate(); RETURN pg_catalog.pg_is_in_recovery(); END $$;
-"""
-SHADOWING_CURRENT_SETTING = """
-CREATE FUNCTION public.current_setting(text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN PERFORM public.escalate(); RETURN pg_catalog.current_setting($1); END $$;
-"""
+
+
+def shadowing_session_setup(function: str, arguments: str, returns: str, passed: str) -> Any:
+    """A case: the owner's ``public.<function>`` that the session setup would call (it escalates
+    and then calls the real one), found first behind the search path the owner sets."""
+    plant = (
+        f"CREATE FUNCTION public.{function}({arguments}) RETURNS {returns} LANGUAGE plpgsql AS $$\n"
+        f"BEGIN PERFORM public.escalate(); RETURN pg_catalog.{function}({passed}); END $$;\n"
+    )
+    undo = f"DROP FUNCTION public.{function}({arguments});"
+    named = f"function public.{function}({arguments.replace(', ', ',')})"
+    return pytest.param(
+        plant + OWNERS_SEARCH_PATH, UNDO_SEARCH_PATH + undo, named, id=f"session-setup-{function}"
+    )
+
 
 PLANTED = [
     pytest.param(TRIGGER, "DROP TRIGGER sneaky ON public.schema_migrations;"
@@ -106,18 +107,10 @@ PLANTED = [
     pytest.param(SHADOWING_OPERATOR, "DROP OPERATOR public.= (name, text);"
                  "DROP FUNCTION public.name_eq_text(name, text);",
                  "operator public.=(name,text)", id="shadowing-operator"),
-    pytest.param(SHADOWING_PG_BACKEND_PID + OWNERS_SEARCH_PATH,
-                 UNDO_SEARCH_PATH + "DROP FUNCTION public.pg_backend_pid();",
-                 "function public.pg_backend_pid()", id="session-setup-pg_backend_pid"),
-    pytest.param(SHADOWING_SET_CONFIG + OWNERS_SEARCH_PATH,
-                 UNDO_SEARCH_PATH + "DROP FUNCTION public.set_config(text, text, boolean);",
-                 "function public.set_config(text,text,boolean)", id="session-setup-set_config"),
-    pytest.param(SHADOWING_PG_IS_IN_RECOVERY + OWNERS_SEARCH_PATH,
-                 UNDO_SEARCH_PATH + "DROP FUNCTION public.pg_is_in_recovery();",
-                 "function public.pg_is_in_recovery()", id="session-setup-pg_is_in_recovery"),
-    pytest.param(SHADOWING_CURRENT_SETTING + OWNERS_SEARCH_PATH,
-                 UNDO_SEARCH_PATH + "DROP FUNCTION public.current_setting(text);",
-                 "function public.current_setting(text)", id="session-setup-current_setting"),
+    shadowing_session_setup("pg_backend_pid", "", "integer", ""),
+    shadowing_session_setup("set_config", "text, text, boolean", "text", "$1, $2, $3"),
+    shadowing_session_setup("pg_is_in_recovery", "", "boolean", ""),
+    shadowing_session_setup("current_setting", "text", "text", "$1"),
 ]  # fmt: skip
 
 
