@@ -146,6 +146,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _hand_to_server_user(root: Path, *files: Path) -> None:
+    """Under root the server runs as nobody: its directory (readable by all) and ``files``
+    become nobody's."""
+    if os.geteuid() != 0:
+        return
+    os.chmod(root, 0o755)
+    for path in (*files, root):
+        os.chown(path, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+
+
 def _drop_privileges_kwargs() -> dict[str, object]:
     if os.geteuid() != 0:
         return {}
@@ -194,10 +204,7 @@ class PgServer:
         bin_dir = reachable_by_server_user(found)
         server = cls(root, bin_dir, port or free_port(), secrets.token_urlsafe(18))
         server.password_file.write_text(server.password)
-        if os.geteuid() == 0:
-            os.chmod(root, 0o755)
-            os.chown(server.password_file, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
-            os.chown(root, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        _hand_to_server_user(root, server.password_file)
         os.chmod(server.password_file, 0o600)
         server._run(
             "initdb",
@@ -227,9 +234,7 @@ class PgServer:
         >>> standby = PgServer.standby_of(server); standby.start(); standby.promote()
         """
         root = Path(tempfile.mkdtemp(prefix="pgtest-standby-"))
-        if os.geteuid() == 0:
-            os.chmod(root, 0o755)
-            os.chown(root, UNPRIVILEGED_UID, UNPRIVILEGED_GID)
+        _hand_to_server_user(root)
         server = cls(root, primary.bin_dir, free_port(), primary.password)
         server._run(
             "pg_basebackup", "-D", str(server.data_dir), "-R", "-X", "stream", "-c", "fast", "-d",
