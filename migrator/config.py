@@ -684,11 +684,21 @@ def _name(*candidates: tuple[str, str | None]) -> str:
     name, value = _first_set(*candidates)
     length = len(value.encode())
     if length > MAX_NAME_BYTES:
-        cut = value.encode()[:MAX_NAME_BYTES].decode(errors="ignore")  # as pg_mbcliplen cuts
+        cut = name_prefix(value)
         raise ConfigError(
             ERR_NAME_TOO_LONG.format(name=name, length=length, limit=MAX_NAME_BYTES, cut=cut)
         )
     return value
+
+
+def name_prefix(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """The longest start of ``name`` within ``limit`` bytes, in whole characters, as the server
+    cuts a name (pg_mbcliplen): it counts bytes, and 'ü' takes two.
+
+    >>> name_prefix("ü" * 40)
+    'üüüüüüüüüüüüüüüüüüüüüüüüüüüüüüü'
+    """
+    return name.encode()[:limit].decode(errors="ignore")
 
 
 def _is_ascii_number(value: str) -> bool:

@@ -35,7 +35,7 @@ from migrator.bootstrap import (
     role_exists,
     set_role_passwords,
 )
-from migrator.config import MAX_NAME_BYTES, Config
+from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
 from migrator.errors import ConfigError, MigrationFailedError, MigratorError
 from migrator.findings import (
@@ -383,8 +383,10 @@ def scratch_database(
         return
     if not config.admin_user:
         raise ConfigError(ERR_NO_SCRATCH)
+    # Cut in bytes, whole characters: cut by the server, the name would lose its random part.
     room = MAX_NAME_BYTES - len(SCRATCH_SUFFIX) - 2 * SCRATCH_TOKEN_BYTES
-    name = f"{_prefix(config.dbname, room)}{SCRATCH_SUFFIX}{secrets.token_hex(SCRATCH_TOKEN_BYTES)}"
+    prefix = name_prefix(config.dbname, room)
+    name = f"{prefix}{SCRATCH_SUFFIX}{secrets.token_hex(SCRATCH_TOKEN_BYTES)}"
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
     with connect(admin_kwargs, config.wait_timeout) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -399,12 +401,6 @@ def scratch_database(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
             log.info("lint_scratch_dropped", scratch=name)
-
-
-def _prefix(name: str, limit: int) -> str:
-    """The longest start of name within limit bytes, whole characters only: the server counts
-    bytes (a name of 47 'ü' is 94) and would cut the scratch name where it pleases."""
-    return name.encode()[:limit].decode(errors="ignore")
 
 
 def refuse_filled_shadow(conn: psycopg.Connection[Any]) -> None:
