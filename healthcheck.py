@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 
 import psycopg
 
-from migrator import history
+from migrator.commands.status import future_rows, problems, status_rows
 from migrator.config import load_config
+from migrator.database.connect import open_connection, reason_of
 from migrator.errors import MigratorError
+from migrator.files.folder import find_migrations
+from migrator.history import table as history
 from migrator.logs import Redactor
-from migrator.migrations import find_migrations
-from migrator.status import future_rows, problems, status_rows
-from migrator.wait import open_connection, reason_of
 
 HEALTHY = 0
 UNHEALTHY = 1

@@ -71,8 +71,8 @@ from containers import (  # noqa: E402
 from histories import History, HistoryWriter, TinyHistoryWriter  # noqa: E402
 from pgserver import SERVER_SETTINGS, UNPRIVILEGED_GID, UNPRIVILEGED_UID, PgServer, free_port  # noqa: E402
 
-from migrator.migrations import find_migrations  # noqa: E402
-from migrator.sql import TransactionMode  # noqa: E402
+from migrator.files.folder import find_migrations  # noqa: E402
+from migrator.files.sql import TransactionMode  # noqa: E402
 
 ENTRYPOINT = REPO / "entrypoint.py"
 SHIPPED_MIGRATIONS = REPO / "migrations"

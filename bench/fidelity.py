@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from pgserver import PgServer  # noqa: E402
 
-from migrator.sql import read_script  # noqa: E402
+from migrator.files.sql import read_script  # noqa: E402
 from tests.fidelity.compare import Target, dump_difference  # noqa: E402
 
 MAX_CLEANING_ROUNDS = 8

@@ -92,7 +92,7 @@ MIN_ROLE_PASSWORD_LENGTH = 16
 COMMANDS = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback")
 # Commands that only read: any server will do, a hot standby too. Every other command's
 # connections ask for one that takes writes (WRITABLE_SESSION, libpq's words; with one host
-# the server itself is asked, migrator/wait.py open_connection).
+# the server itself is asked, migrator/database/connect.py open_connection).
 READ_ONLY_COMMANDS = ("status", "wait")
 WRITABLE_SESSION = {"target_session_attrs": "read-write"}
 # The commands that need a flag, and the flags only they take: (flag, dest, required by).
@@ -200,13 +200,13 @@ class Config:
     log_level: str = DEFAULT_LOG_LEVEL
     termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
     application_name: str = DEFAULT_APPLICATION_NAME
-    # The hazard lint (migrator/lint.py): a scratch database instead of one created by the
+    # The hazard lint (migrator/lint/linter.py): a scratch database instead of one created by the
     # admin, the rows below which a table's hazards pass (None: 10,000 with a target, else 0),
     # and whether migrate lints before applying.
     shadow_url: str | None = field(default=None, repr=False)
     lint_min_rows: int | None = None
     lint_before_apply: bool = False
-    # ANALYZE what a transactional file rewrote or filled, after it (migrator/statistics.py).
+    # ANALYZE what a transactional file rewrote or filled, after it (migrator/apply/statistics.py).
     analyze_after_migrate: bool = True
     future_migrations: str = DEFAULT_FUTURE_MIGRATIONS
     role_passwords: str = DEFAULT_ROLE_PASSWORDS

@@ -2,7 +2,7 @@
 # Mutation testing of the modules that decide (statement splitting, transaction modes, plans,
 # configuration, status, redaction, other tools' folders, and the hazard lint's conclusions:
 # findings, hazards, contract): a developer's tool, not part of CI. The lint's driver
-# (migrator/lint.py: the scratch database, the observers' reads) is left to tests/lint.
+# (migrator/lint/linter.py: the scratch database, the observers' reads) is left to tests/lint.
 #
 #   bash scripts/mutation.sh              # all of DECISION_MODULES, from scratch
 #   bash scripts/mutation.sh plan sql     # only these modules (quicker, while writing tests)
@@ -24,7 +24,8 @@ cd "$(dirname "$0")/.."
 
 # The modules that decide, as names under migrator/. A name whose file does not exist on the
 # branch is reported and skipped, so the list can run ahead.
-DECISION_MODULES=(sql plan migration migrations config status logs formats foreign findings hazards contract)
+DECISION_MODULES=(files/sql history/plan files/migration files/folder config commands/status logs
+    files/formats history/foreign lint/findings lint/hazards lint/contract)
 MUTMUT_VERSION=3.8.1
 MIN_SCORE=${MIN_SCORE:-93}
 # A venv of its own: mutmut brings rich, which structlog imports when it finds it, and the
@@ -57,7 +58,7 @@ patterns=()
 for module in "${DECISION_MODULES[@]}"; do
     if [[ -f migrator/$module.py ]]; then
         modules+=("$module")
-        patterns+=("migrator.$module.*")
+        patterns+=("migrator.${module//\//.}.*")
     else
         echo "skipped: migrator/$module.py does not exist on this branch"
     fi

@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from migrator.history import AppliedMigration
-from migrator.migrations import MigrationSet, find_migrations
+from migrator.files.folder import MigrationSet, find_migrations
+from migrator.history.table import AppliedMigration
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))

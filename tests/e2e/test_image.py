@@ -145,7 +145,11 @@ def test_a_run_loads_every_module_from_its_pyc_and_compiles_nothing(
     compiled = [p for p in SOURCE_COMPILED.findall(result.stderr) if p != "/app/entrypoint.py"]
     assert compiled == [], f"compiled from source at run time: {compiled[:10]}"
     used = {source for _, source in PYC_USED.findall(result.stderr)}
-    for module in ("/app/migrator/bootstrap.py", "/app/migrator/apply.py", "/app/migrator/lock.py"):
+    for module in (
+        "/app/migrator/database/bootstrap.py",
+        "/app/migrator/apply/applier.py",
+        "/app/migrator/database/lock.py",
+    ):
         assert module in used, f"{module} was not loaded from its pyc"
     assert any(path.startswith("/opt/venv/") and "/psycopg/" in path for path in used)
     assert "Read-only file system" not in result.stderr

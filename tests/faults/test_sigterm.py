@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from migrator.database.lock import lock_key
 from migrator.errors import EX_TERMINATED
-from migrator.history import QUALIFIED_NAME
-from migrator.lock import lock_key
+from migrator.history.table import QUALIFIED_NAME
 from tests.conftest import PgServer
 from tests.faults.conftest import runner_backends, wait_until
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.sql import read_script
+from migrator.files.sql import read_script
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CORPUS_FILES = sorted(CORPUS.glob("*.sql"))

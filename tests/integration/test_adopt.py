@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.formats import flyway_checksum, read_source
+from migrator.files.formats import flyway_checksum, read_source
 
 DBMATE_FOLDER = {
     "20240101000000_accounts.sql": (

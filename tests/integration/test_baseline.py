@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from migrator.migrations import find_migrations
+from migrator.files.folder import find_migrations
 from tests.conftest import REPO
 from tests.integration import schema_fixtures
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from migrator.sql import TransactionMode, split_statements, transaction_mode
+from migrator.files.sql import TransactionMode, split_statements, transaction_mode
 from tests.conftest import Database
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"

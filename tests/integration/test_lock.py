@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from migrator.history import QUALIFIED_NAME
-from migrator.lock import lock_key
+from migrator.database.lock import lock_key
+from migrator.history.table import QUALIFIED_NAME
 
 RUNNERS = 10
 

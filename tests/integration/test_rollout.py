@@ -10,8 +10,8 @@ import uuid
 import psycopg
 import pytest
 
-from migrator import history
-from migrator.lock import lock_key
+from migrator.database.lock import lock_key
+from migrator.history import table as history
 from migrator.version import VERSION
 from tests.conftest import RunResult
 from tests.integration.test_bootstrap import BOOTSTRAP_SQL

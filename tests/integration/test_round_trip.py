@@ -3,8 +3,8 @@ the no-lock start when nothing is pending, and the opt-in single transaction."""
 
 from __future__ import annotations
 
-from migrator.history import QUALIFIED_NAME
-from migrator.lock import lock_key
+from migrator.database.lock import lock_key
+from migrator.history.table import QUALIFIED_NAME
 
 THREE_FILES = {
     "001_a.sql": "CREATE TABLE a (id int PRIMARY KEY);",

@@ -1,4 +1,4 @@
-"""migrate analyzes what a file rewrote or filled (migrator/statistics.py), with autovacuum off
+"""migrate analyzes what a file rewrote or filled (migrator/apply/statistics.py), with autovacuum off
 on the tables so that only the runner can have analyzed them."""
 
 from __future__ import annotations

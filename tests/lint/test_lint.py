@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.hazards import KINDS, LOCK_KINDS
+from migrator.lint.hazards import KINDS, LOCK_KINDS
 from tests.conftest import REPO, Database, create_database, drop_database, launch
 
 HERE = Path(__file__).parent

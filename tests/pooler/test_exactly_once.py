@@ -62,7 +62,7 @@ CREATORS = POOL_SIZE  # in session pooling each creator holds one of the pool's 
 
 def test_the_history_table_is_created_once_when_creators_race(route, database):
     """CREATE TABLE IF NOT EXISTS from many sessions at once: no unique violation on pg_type."""
-    from migrator.history import ensure_history_table
+    from migrator.history.table import ensure_history_table
 
     connections = [route.connect(database) for _ in range(CREATORS)]
     barrier = threading.Barrier(CREATORS)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from migrator.database.lock import lock_key
 from migrator.errors import EX_OK, EX_TEMPFAIL, EX_TERMINATED, EX_UNAVAILABLE
-from migrator.history import QUALIFIED_NAME
-from migrator.lock import lock_key
+from migrator.history.table import QUALIFIED_NAME
 from tests.conftest import MigrationsFolder, create_database, drop_database
 from tests.faults.conftest import Snapshot, assert_converged, clean_run, wait_until
 from tests.faults.migration_sets import NON_TRANSACTIONAL

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from migrator.lock import lock_key
+from migrator.database.lock import lock_key
 from tests.security.conftest import APP, NOBODY, Site
 
 SQUATTER_EVENT = "bootstrap_lock_squatter_terminated"

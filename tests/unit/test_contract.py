@@ -1,12 +1,12 @@
-"""migrator/contract.py: what counts as a breaking change or data loss between two catalogs,
+"""migrator/lint/contract.py: what counts as a breaking change or data loss between two catalogs,
 and which tables a DELETE, TRUNCATE or MERGE removed rows from."""
 
 from __future__ import annotations
 
 import pytest
 
-from migrator.contract import compare, removed_rows, removing_command, widens
-from migrator.hazards import Finding, Lock
+from migrator.lint.contract import compare, removed_rows, removing_command, widens
+from migrator.lint.hazards import Finding, Lock
 
 BASE = {
     ("table", "public.tokens"): ("r", "100"),

@@ -1,4 +1,4 @@
-"""migrator/findings.py: what the lint concludes from its measurements (the finding for a table
+"""migrator/lint/findings.py: what the lint concludes from its measurements (the finding for a table
 from two snapshots and the locks held), the documented statements, the waivers, and the report:
 its counts, summary line, events and their fields, and the exit-65 message."""
 
@@ -10,7 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from migrator.errors import HazardsFoundError, MigrationFilesError
-from migrator.findings import (
+from migrator.files.migration import Migration, checksum_of
+from migrator.files.sql import Statement
+from migrator.lint.findings import (
     Located,
     LockJudge,
     Relation,
@@ -23,9 +25,7 @@ from migrator.findings import (
     refused_in_transaction,
     waivers_of,
 )
-from migrator.hazards import NOT_OBSERVED, Documented, Finding, Lock, documented
-from migrator.migration import Migration, checksum_of
-from migrator.sql import Statement
+from migrator.lint.hazards import NOT_OBSERVED, Documented, Finding, Lock, documented
 
 TOKENS, SESSIONS, VIEW = 10, 20, 30
 RELATIONS = {

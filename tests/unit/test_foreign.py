@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from migrator.errors import EX_CONFIG, EX_DATAERR, HistoryMismatchError
-from migrator.foreign import (
+from migrator.history.foreign import (
     TOOLS,
     Applied,
     ForeignHistory,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import EX_DATAERR, MigrationFilesError
-from migrator.formats import flyway_checksum, flyway_order, read_source
-from migrator.migration import Migration
-from migrator.migrations import find_migrations
-from migrator.sql import TransactionMode
+from migrator.files.folder import find_migrations
+from migrator.files.formats import flyway_checksum, flyway_order, read_source
+from migrator.files.migration import Migration
+from migrator.files.sql import TransactionMode
 
 REPO = Path(__file__).resolve().parents[2]
 

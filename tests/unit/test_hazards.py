@@ -1,12 +1,12 @@
-"""migrator/hazards.py: lock order, the hazard rule, the documented classification of
+"""migrator/lint/hazards.py: lock order, the hazard rule, the documented classification of
 non-transactional statements, the safe alternatives."""
 
 from __future__ import annotations
 
 import pytest
 
-from migrator.hazards import Lock, documented, is_hazard, normalized, safe_alternative
-from migrator.migration import read_migration
+from migrator.files.migration import read_migration
+from migrator.lint.hazards import Lock, documented, is_hazard, normalized, safe_alternative
 
 
 def test_locks_from_pg_locks_in_order():

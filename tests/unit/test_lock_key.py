@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from migrator.lock import lock_key
+from migrator.database.lock import lock_key
 
 REPO = Path(__file__).resolve().parents[2]
 HISTORY = "public.schema_migrations"
@@ -24,7 +24,9 @@ def test_key_is_stable_across_calls_and_processes() -> None:
     """Python's hash() is salted per process; the key must not be."""
     here = lock_key("auth_service", HISTORY)
     assert lock_key("auth_service", HISTORY) == here
-    code = f"from migrator.lock import lock_key; print(lock_key('auth_service', {HISTORY!r}))"
+    code = (
+        f"from migrator.database.lock import lock_key; print(lock_key('auth_service', {HISTORY!r}))"
+    )
     other = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from migrator.apply.memory import check_memory, memory_limit, resident_bytes
 from migrator.errors import EX_DATAERR, MemoryLimitError
-from migrator.memory import check_memory, memory_limit, resident_bytes
 from tests.conftest import write_migration_set
 
 MIB = 1024 * 1024

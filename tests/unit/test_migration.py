@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import EX_DATAERR, MigrationFilesError
-from migrator.migration import (
+from migrator.files.migration import (
     checksum_of,
     looks_like_checksum,
     parse_file_name,
     read_migration,
 )
-from migrator.sql import transaction_mode
+from migrator.files.sql import transaction_mode
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import EX_CONFIG, EX_DATAERR, ConfigError, MigrationFilesError
-from migrator.migrations import find_migrations
+from migrator.files.folder import find_migrations
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import EX_DATAERR, HistoryMismatchError
-from migrator.history import AppliedMigration
-from migrator.migrations import MigrationSet
-from migrator.plan import make_plan
+from migrator.files.folder import MigrationSet
+from migrator.history.plan import make_plan
+from migrator.history.table import AppliedMigration
 from tests.conftest import applied_row, write_migration_set
 
 SEED_CHECKSUM = "checksum_here"  # what SEED.md's manual INSERT records

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from migrator.migration import read_migration
-from migrator.prefetch import THREAD_NAME, read_ahead
-from migrator.sql import TransactionMode
+from migrator.files.migration import read_migration
+from migrator.files.prefetch import THREAD_NAME, read_ahead
+from migrator.files.sql import TransactionMode
 
 REPO = Path(__file__).resolve().parents[2]
 

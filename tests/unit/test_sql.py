@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from migrator.sql import (
+from migrator.files.sql import (
     DEFAULT_REASON,
     ConcurrentIndex,
     CopyData,

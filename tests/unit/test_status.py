@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from migrator.logs import configure_logging
-from migrator.migrations import MigrationSet
-from migrator.status import (
+from migrator.commands.status import (
     FUTURE_HINT,
     future_rows,
     problems,
@@ -22,6 +20,8 @@ from migrator.status import (
     status_rows,
     warn_future,
 )
+from migrator.files.folder import MigrationSet
+from migrator.logs import configure_logging
 from tests.conftest import applied_row, write_migration_set
 
 APPLIED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)

@@ -7,14 +7,13 @@ import psycopg
 import pytest
 import tenacity
 
-from migrator.apply import (
+from migrator.apply.applier import (
     LOCK_RETRY_FIRST_DELAY,
     LOCK_RETRY_JITTER,
     LOCK_RETRY_MAX_DELAY,
     LOCK_RETRY_WAIT,
 )
-from migrator.errors import EX_CONFIG, EX_NOPERM
-from migrator.wait import (
+from migrator.database.connect import (
     CONNECT_RETRY_WAIT,
     FIRST_RETRY_DELAY,
     MAX_RETRY_DELAY,
@@ -24,6 +23,7 @@ from migrator.wait import (
     pooler_refused,
     with_connect_timeout,
 )
+from migrator.errors import EX_CONFIG, EX_NOPERM
 
 KWARGS = {"host": "db", "port": 5432, "user": "owner", "dbname": "auth", "sslmode": "verify-full"}
 # libpq tries every address of a name: the first refused, the second with a bad certificate.

@@ -135,7 +135,7 @@ def flyway_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     >>> flyway_history(tool, [(1, "1", "init", "BASELINE", None, t, "me", True)]).up_to
     (1,)
     """
-    from migrator.formats import flyway_order
+    from migrator.files.formats import flyway_order
 
     applied: dict[str, Applied] = {}
     up_to: tuple[int, ...] | None = None

@@ -18,22 +18,22 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migrator import history
 from migrator.config import Config
+from migrator.database.connect import connect, wait_for_connection
+from migrator.database.lock import LockGuard, advisory_lock, lock_key
 from migrator.errors import ConfigError, HistoryMismatchError, MigrationFilesError, UsageError
-from migrator.foreign import Applied, ForeignHistory, Tool
-from migrator.foreign_reads import (
+from migrator.files.folder import MigrationSet
+from migrator.files.formats import flyway_checksum, flyway_order, read_source
+from migrator.files.migration import Migration
+from migrator.history import table as history
+from migrator.history.foreign import Applied, ForeignHistory, Tool
+from migrator.history.foreign_reads import (
     find_foreign_history,
     read_foreign_history,
     refuse_foreign_history,
 )
-from migrator.formats import flyway_checksum, flyway_order, read_source
-from migrator.lock import LockGuard, advisory_lock, lock_key
+from migrator.history.plan import make_plan
 from migrator.logs import get_logger
-from migrator.migration import Migration
-from migrator.migrations import MigrationSet
-from migrator.plan import make_plan
-from migrator.wait import connect, wait_for_connection
 
 log = get_logger("maintenance")
 
@@ -263,7 +263,7 @@ def baseline(config: Config, files: MigrationSet) -> str:
                 ERR_BASELINE_HISTORY.format(count=len(rows), newest=rows[-1])
             )
         if config.verify:
-            from migrator.verify import verify_baseline
+            from migrator.commands.verify import verify_baseline
 
             verify_baseline(config, session.conn, chosen)
         event = "plan_baseline_version" if config.dry_run else "baseline_version"
@@ -328,7 +328,7 @@ def forgetting(version: str) -> Callable[[psycopg.Connection[Any], Migration, in
 
 def rollback(config: Config, files: MigrationSet) -> str:
     """Run the down parts newest first, each with its history row deleted in its transaction."""
-    from migrator.apply import Applier
+    from migrator.apply.applier import Applier
 
     with locked(config) as session:
         chosen = rollback_targets(config, files, history.read_history(session.conn))

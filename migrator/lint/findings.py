@@ -1,4 +1,4 @@
-"""What the hazard lint concludes from what it observed (migrator/lint.py drives the scratch
+"""What the hazard lint concludes from what it observed (migrator/lint/linter.py drives the scratch
 database and measures; this module decides): the finding for a table from its snapshots and
 locks, the documented statements' findings, the waivers, and the report with its events.
 
@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.errors import HazardsFoundError, MigrationFilesError
-from migrator.hazards import (
+from migrator.files.migration import Migration
+from migrator.files.sql import Statement, TransactionMode, transaction_mode
+from migrator.lint.hazards import (
     INDEX_BUILD,
     KINDS,
     LOCK_KINDS,
@@ -30,8 +32,6 @@ from migrator.hazards import (
     safe_alternative,
 )
 from migrator.logs import get_logger
-from migrator.migration import Migration
-from migrator.sql import Statement, TransactionMode, transaction_mode
 
 log = get_logger("lint")
 

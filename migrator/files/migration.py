@@ -19,7 +19,7 @@ from migrator.errors import MigrationFilesError
 # The lexer (migrator.sql) is imported when a file is first parsed: a start with nothing
 # pending reads and checksums every file but parses none.
 if TYPE_CHECKING:
-    from migrator.sql import ModeDecision, Script, Statement
+    from migrator.files.sql import ModeDecision, Script, Statement
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
 DESCRIPTION_PATTERN = re.compile(r"^--\s*Description:\s*(?P<text>.+?)\s*$", re.MULTILINE)
@@ -76,7 +76,7 @@ class Migration:
     @cached_property
     def script(self) -> Script:
         """The file read as ``psql -f`` reads it (statements, COPY data, meta-commands)."""
-        from migrator.sql import read_script
+        from migrator.files.sql import read_script
 
         return read_script(self.sql)
 
@@ -91,7 +91,7 @@ class Migration:
     def needs_reading(self) -> bool:
         """True when the file cannot be sent whole (COPY data, meta-commands, a setting that
         changes how later strings read); most files are sent as they are, never lexed."""
-        from migrator.sql import needs_reading
+        from migrator.files.sql import needs_reading
 
         return needs_reading(self.sql)
 
@@ -99,7 +99,7 @@ class Migration:
         """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
         a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
         variable psql defines, a ``BEGIN`` the file leaves open."""
-        from migrator.sql import TransactionMode, refusal, unterminated_transaction
+        from migrator.files.sql import TransactionMode, refusal, unterminated_transaction
 
         found = refusal(self.script) if self.needs_reading else None
         if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
@@ -114,7 +114,7 @@ class Migration:
 
     @cached_property
     def mode_decision(self) -> ModeDecision:
-        from migrator.sql import (
+        from migrator.files.sql import (
             DEFAULT_REASON,
             ModeDecision,
             TransactionMode,
@@ -166,7 +166,7 @@ def read_migration(path: Path) -> Migration:
     parsed = parse_file_name(path)
     if parsed is None:
         raise MigrationFilesError(ERR_BAD_NAME.format(path=path), file=str(path))
-    from migrator.formats import read_runner_file, read_source
+    from migrator.files.formats import read_runner_file, read_source
 
     _, version = parsed
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from migrator.errors import MemoryLimitError
+from migrator.files.migration import Migration
 from migrator.logs import get_logger
-from migrator.migration import Migration
 
 log = get_logger("memory")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from migrator.errors import MigrationFilesError
-from migrator.migration import (
+from migrator.files.migration import (
     ERR_BAD_NAME,
     ERR_UNREADABLE,
     FILE_NAME_PATTERN,
@@ -32,7 +32,7 @@ from migrator.migration import (
 )
 
 if TYPE_CHECKING:
-    from migrator.sql import Statement
+    from migrator.files.sql import Statement
 
 BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 
@@ -469,7 +469,7 @@ def goose_part(
 ) -> tuple[str, tuple[Statement, ...]]:
     """The text that runs (other lines left empty, so lines keep their numbers) and its
     statements, one per goose statement however many semicolons a StatementBegin block has."""
-    from migrator.sql import Statement
+    from migrator.files.sql import Statement
 
     chars = [c if c in "\r\n" else " " for c in source.text]
     for start, end in spans:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrator.errors import HistoryMismatchError
-from migrator.history import AppliedMigration
-from migrator.migration import Migration, looks_like_checksum, parse_file_name
-from migrator.migrations import MigrationSet
+from migrator.files.folder import MigrationSet
+from migrator.files.migration import Migration, looks_like_checksum, parse_file_name
+from migrator.history.table import AppliedMigration
 
 ERR_CHANGED = (
     "{file} was changed after it was applied: recorded checksum {recorded}, "

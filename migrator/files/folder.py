@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrator.errors import ConfigError, MigrationFilesError
-from migrator.formats import RUNNER, read_folder
-from migrator.migration import Migration, parse_file_name
+from migrator.files.formats import RUNNER, read_folder
+from migrator.files.migration import Migration, parse_file_name
 
 ERR_NO_FOLDER = "MIGRATIONS_DIR {path} does not exist or is not a folder"
 ERR_OUTSIDE = "{path} is a symlink to {target}, outside {directory}: copy the file in instead"

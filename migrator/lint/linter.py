@@ -1,8 +1,8 @@
 """The hazard lint: apply the pending files on a scratch database, statement by statement, and
 let PostgreSQL say what each one locks, rewrites and scans among the tables that existed before
 and what it breaks or deletes of what the running release uses. This module talks to the
-databases and measures; what the measurements mean is decided in migrator/findings.py and
-migrator/contract.py, which also log the report.
+databases and measures; what the measurements mean is decided in migrator/lint/findings.py and
+migrator/lint/contract.py, which also log the report.
 
 The target is only read (its history and its tables' sizes from the catalog, which takes no
 lock); the scratch database is created with the admin credentials on the target's server and
@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import pq, sql
 
-from migrator import history
-from migrator.apply import StatementFailed, migration_failed, run_script
-from migrator.bootstrap import (
+from migrator.apply.applier import StatementFailed, migration_failed, run_script
+from migrator.config import MAX_NAME_BYTES, Config, name_prefix
+from migrator.database.bootstrap import (
     APP_ROLE_SETTING,
     MAINTENANCE_DATABASE,
     OWNER_ROLE_SETTING,
@@ -35,10 +35,15 @@ from migrator.bootstrap import (
     role_exists,
     set_role_passwords,
 )
-from migrator.config import MAX_NAME_BYTES, Config, name_prefix
-from migrator.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
+from migrator.database.connect import ERR_NO_DATABASE, connect
 from migrator.errors import ConfigError, MigrationFailedError, MigratorError
-from migrator.findings import (
+from migrator.files.folder import MigrationSet
+from migrator.files.migration import Migration
+from migrator.files.sql import Statement, TransactionMode, concurrent_index
+from migrator.history import table as history
+from migrator.history.plan import make_plan
+from migrator.lint.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
+from migrator.lint.findings import (
     Located,
     LockJudge,
     Relation,
@@ -49,13 +54,8 @@ from migrator.findings import (
     min_rows_of,
     refused_in_transaction,
 )
-from migrator.hazards import Finding, Lock, documented
+from migrator.lint.hazards import Finding, Lock, documented
 from migrator.logs import get_logger
-from migrator.migration import Migration
-from migrator.migrations import MigrationSet
-from migrator.plan import make_plan
-from migrator.sql import Statement, TransactionMode, concurrent_index
-from migrator.wait import ERR_NO_DATABASE, connect
 
 log = get_logger("lint")
 
@@ -156,7 +156,7 @@ class Observer(Protocol):
 
     ``tag`` is the statement's command tag, as the server returned it (``DELETE 12``).
     The observers read the catalog and statistics; what the readings mean is decided in
-    migrator/findings.py (locks, rewrites, scans) and migrator/contract.py (breaking changes,
+    findings.py (locks, rewrites, scans) and contract.py (breaking changes,
     data loss). OBSERVERS lists them.
     """
 

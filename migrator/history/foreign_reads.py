@@ -12,7 +12,14 @@ from typing import Any
 
 import psycopg
 
-from migrator.foreign import SCHEMA, TOOLS, ForeignHistory, Tool, foreign_history_error, tool_in
+from migrator.history.foreign import (
+    SCHEMA,
+    TOOLS,
+    ForeignHistory,
+    Tool,
+    foreign_history_error,
+    tool_in,
+)
 
 # Columns of every candidate table in one query (only run when a run has work to do).
 TABLE_COLUMNS = """

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migrator.database.lock import _key_halves
 from migrator.errors import PermissionDeniedError
-from migrator.lock import _key_halves
 from migrator.logs import get_logger
 
 log = get_logger("trust")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from migrator.migration import Migration
+from migrator.files.migration import Migration
 
 THREAD_NAME = "read-ahead"
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
-from migrator.sql import strip_comments
+from migrator.files.sql import strip_comments
 
 
 class Lock(IntEnum):

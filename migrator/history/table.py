@@ -15,8 +15,8 @@ import psycopg
 from psycopg import pq, sql
 
 from migrator.errors import HistoryMismatchError, PermissionDeniedError
-from migrator.foreign_reads import refuse_foreign_history
-from migrator.migration import Migration
+from migrator.files.migration import Migration
+from migrator.history.foreign_reads import refuse_foreign_history
 
 HISTORY_SCHEMA = "public"
 HISTORY_TABLE = "schema_migrations"

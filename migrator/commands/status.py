@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from migrator.history import AppliedMigration
+from migrator.files.folder import MigrationSet
+from migrator.files.migration import looks_like_checksum
+from migrator.history.plan import future_versions
+from migrator.history.table import AppliedMigration
 from migrator.logs import get_logger
-from migrator.migration import looks_like_checksum
-from migrator.migrations import MigrationSet
-from migrator.plan import future_versions
 
 log = get_logger("status")
 

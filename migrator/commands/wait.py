@@ -13,14 +13,14 @@ from typing import Any
 
 import psycopg
 
-from migrator import history
+from migrator.commands.status import warn_future
 from migrator.config import Config
+from migrator.database.connect import wait_for_connection
 from migrator.errors import WaitTimeoutError
+from migrator.files.folder import MigrationSet
+from migrator.history import table as history
+from migrator.history.plan import Plan, make_plan
 from migrator.logs import get_logger
-from migrator.migrations import MigrationSet
-from migrator.plan import Plan, make_plan
-from migrator.status import warn_future
-from migrator.wait import wait_for_connection
 
 log = get_logger("ready")
 

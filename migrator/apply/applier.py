@@ -27,16 +27,16 @@ from psycopg import errors as pg_errors
 from psycopg import generators, pq
 from psycopg.sql import Literal
 
-from migrator import history, statistics
+from migrator.apply import statistics
+from migrator.apply.prepared import PreparedQueries
+from migrator.apply.progress import ProgressReporter
+from migrator.apply.repair import drop_invalid_index
 from migrator.config import Config
+from migrator.database.connect import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
+from migrator.database.lock import LockGuard
 from migrator.errors import ConnectionLostError, MigrationFailedError
-from migrator.lock import LockGuard
-from migrator.logs import get_logger
-from migrator.migration import Migration
-from migrator.prepared import PreparedQueries
-from migrator.progress import ProgressReporter
-from migrator.repair import drop_invalid_index
-from migrator.sql import (
+from migrator.files.migration import Migration
+from migrator.files.sql import (
     Statement,
     TransactionMode,
     concurrent_index,
@@ -46,7 +46,8 @@ from migrator.sql import (
     position_to_line_column,
     read_script,
 )
-from migrator.wait import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
+from migrator.history import table as history
+from migrator.logs import get_logger
 
 log = get_logger("apply")
 

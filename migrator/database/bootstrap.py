@@ -14,14 +14,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migrator import history, trust
-from migrator.apply import Applier
+from migrator.apply.applier import Applier
 from migrator.config import Config
+from migrator.database import trust
+from migrator.database.connect import connect, wait_for_connection
+from migrator.database.lock import advisory_lock, lock_key
 from migrator.errors import ConfigError
-from migrator.lock import advisory_lock, lock_key
+from migrator.files.migration import Migration
+from migrator.history import table as history
 from migrator.logs import get_logger
-from migrator.migration import Migration
-from migrator.wait import connect, wait_for_connection
 
 log = get_logger("bootstrap")
 

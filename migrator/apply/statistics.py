@@ -26,8 +26,8 @@ import psycopg
 from psycopg import pq, sql
 
 from migrator.config import Config
+from migrator.database.connect import session_lost
 from migrator.logs import get_logger
-from migrator.wait import session_lost
 
 log = get_logger("statistics")
 

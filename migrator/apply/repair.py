@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migrator.files.sql import ConcurrentIndex
 from migrator.logs import get_logger
-from migrator.sql import ConcurrentIndex
 
 log = get_logger("repair")
 

@@ -14,12 +14,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migrator import history
 from migrator.config import Config
+from migrator.database.connect import connect
 from migrator.errors import HistoryMismatchError, PermissionDeniedError
+from migrator.files.migration import Migration
+from migrator.history import table as history
 from migrator.logs import get_logger
-from migrator.migration import Migration
-from migrator.wait import connect
 
 log = get_logger("verify")
 
@@ -127,7 +127,7 @@ def verify_baseline(
 ) -> None:
     """Build ``chosen`` on a throwaway database (the live extensions first, standing in for the
     bootstrap script) and refuse (exit 65) when its schema differs from the live one."""
-    from migrator.apply import Applier
+    from migrator.apply.applier import Applier
 
     extensions = [row[0] for row in live.execute(LIVE_EXTENSIONS)]
     with (

@@ -15,14 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from migrator import history
 from migrator.config import Config
-from migrator.errors import ConfigError, ConnectionLostError
-from migrator.foreign_reads import refuse_foreign_history
-from migrator.logs import get_logger
-from migrator.migrations import MigrationSet, find_migrations
-from migrator.plan import Plan, make_plan
-from migrator.wait import (
+from migrator.database.connect import (
     ConnectionAhead,
     behind_pooler,
     connect,
@@ -31,13 +25,19 @@ from migrator.wait import (
     reason_of,
     wait_for_connection,
 )
+from migrator.errors import ConfigError, ConnectionLostError
+from migrator.files.folder import MigrationSet, find_migrations
+from migrator.history import table as history
+from migrator.history.foreign_reads import refuse_foreign_history
+from migrator.history.plan import Plan, make_plan
+from migrator.logs import get_logger
 
 # The modules that do work (bootstrap, lock, apply, progress, status, the SQL lexer) are
 # imported where they are used: a start with nothing to do, every pod start but one, does not
 # pay for importing them (about 15 ms of a 200 ms start).
 if TYPE_CHECKING:
-    from migrator.apply import Applier
-    from migrator.migration import Migration
+    from migrator.apply.applier import Applier
+    from migrator.files.migration import Migration
 
 log = get_logger("flow")
 
@@ -53,8 +53,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
     owner: psycopg.Connection[Any] | None = None
     if config.bootstrap_enabled:
-        from migrator.bootstrap import bootstrap
-        from migrator.prefetch import read_ahead
+        from migrator.database.bootstrap import bootstrap
+        from migrator.files.prefetch import read_ahead
 
         if files.bootstrap:
             files.bootstrap.refuse_unsupported()
@@ -89,7 +89,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
                 migration.refuse_unsupported()
             if config.lint_before_apply:
                 lint(config, files)  # HazardsFoundError (65) before anything is applied
-            from migrator.memory import check_memory
+            from migrator.apply.memory import check_memory
 
             # Before the lock and the first file: a file that cannot fit is refused, not
             # OOM-killed.
@@ -106,9 +106,9 @@ def apply_under_lock(
 ) -> str:
     """Take the migration lock on ``lock_conn``, read the history again, apply the plan on
     ``apply_conn`` (given up while the lock is busy: a waiting runner holds one connection)."""
-    from migrator.apply import Applier
-    from migrator.lock import LockGuard, lock_key, transaction_lock
-    from migrator.progress import ProgressReporter
+    from migrator.apply.applier import Applier
+    from migrator.apply.progress import ProgressReporter
+    from migrator.database.lock import LockGuard, lock_key, transaction_lock
 
     key = lock_key(config.dbname, history.QUALIFIED_NAME)
     kwargs = config.connect_kwargs()
@@ -157,11 +157,11 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
 
 def log_waivers(pending: Sequence[Migration]) -> None:
     """The hazards a file waives (``-- migrate:allow``), and why, logged when it is applied."""
-    from migrator.migration import MAY_HOLD_WAIVER
+    from migrator.files.migration import MAY_HOLD_WAIVER
 
     waiving = [m for m in pending if MAY_HOLD_WAIVER.search(m.sql)]  # most files: none
     if waiving:
-        from migrator.findings import waivers_of
+        from migrator.lint.findings import waivers_of
 
         for migration in waiving:
             for waiver in waivers_of(migration):
@@ -177,7 +177,7 @@ def log_waivers(pending: Sequence[Migration]) -> None:
 
 def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
     """--single-transaction cannot hold a file PostgreSQL runs only outside a transaction."""
-    from migrator.sql import TransactionMode
+    from migrator.files.sql import TransactionMode
 
     for migration in pending:
         decision = migration.mode_decision
@@ -188,7 +188,7 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
 
 
 def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
-    from migrator.status import warn_future
+    from migrator.commands.status import warn_future
 
     warn_future(plan.future)
     for migration in plan.unverified:
@@ -212,7 +212,7 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
 def dry_run(config: Config, files: MigrationSet) -> str:
     """Print the plan; read only (no lock, no table created, nothing applied)."""
     if config.bootstrap_enabled:
-        from migrator.bootstrap import MAINTENANCE_DATABASE, database_exists
+        from migrator.database.bootstrap import MAINTENANCE_DATABASE, database_exists
 
         admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
         with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
@@ -236,7 +236,7 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.
-        from migrator.lint import run_lint
+        from migrator.lint.linter import run_lint
 
         summary += "; " + run_lint(config, files).summary
     return summary
@@ -251,7 +251,7 @@ def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.Applied
 
 
 def plan_summary(plan: Plan) -> str:
-    from migrator.status import warn_future
+    from migrator.commands.status import warn_future
 
     warn_future(plan.future)
     for migration in plan.pending:
@@ -272,7 +272,13 @@ def plan_summary(plan: Plan) -> str:
 
 
 def status(config: Config, files: MigrationSet) -> str:
-    from migrator.status import future_rows, problems, status_document, status_rows, warn_future
+    from migrator.commands.status import (
+        future_rows,
+        problems,
+        status_document,
+        status_rows,
+        warn_future,
+    )
 
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
         rows = status_rows(files, read_own_history(conn))
@@ -293,7 +299,7 @@ def status(config: Config, files: MigrationSet) -> str:
 
 
 def wait(config: Config, files: MigrationSet) -> str:
-    from migrator.ready import wait_until_applied
+    from migrator.commands.wait import wait_until_applied
 
     return wait_until_applied(config, files)
 
@@ -302,7 +308,7 @@ def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
     """A command of migrator.maintenance (adopt, baseline, rollback), imported when used."""
 
     def command(config: Config, files: MigrationSet) -> str:
-        from migrator import maintenance
+        from migrator.commands import maintenance
 
         function: Callable[[Config, MigrationSet], str] = getattr(maintenance, name)
         return function(config, files)
@@ -311,7 +317,7 @@ def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
 
 
 def lint(config: Config, files: MigrationSet) -> str:
-    from migrator.lint import lint as lint_files
+    from migrator.lint.linter import lint as lint_files
 
     return lint_files(config, files)
 

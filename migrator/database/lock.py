@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 
+from migrator.database.connect import reason_of
 from migrator.errors import LockLostError, LockTimeoutError
 from migrator.logs import get_logger
-from migrator.wait import reason_of
 
 log = get_logger("lock")
 

@@ -1,5 +1,5 @@
 """Breaking changes and data loss: what a statement changed, between two readings of the scratch
-database's catalog (migrator/lint.py reads them), of the objects the running application may use
+database's catalog (lint/linter.py reads them), of the objects the running application may use
 (tables, views, columns, functions, types, enum values), and the rows a statement removes.
 
 >>> compare(baseline, before, after)
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from migrator.hazards import BREAKING, DATA_LOSS, Finding, Lock
+from migrator.lint.hazards import BREAKING, DATA_LOSS, Finding, Lock
 
 # Command tags (from the server, not the SQL text) of statements that remove rows.
 REMOVING_TAGS = ("DELETE", "TRUNCATE", "MERGE")

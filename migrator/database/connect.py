@@ -332,7 +332,7 @@ def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Con
 
     psycopg prepares nothing on the server (``prepare_threshold=None``: PgBouncer before 1.21
     may run the next statement on a server that never saw the PREPARE; the applier prepares
-    its own catalog queries only on a direct connection, migrator/prepared.py), and no setting
+    its own catalog queries only on a direct connection, migrator/apply/prepared.py), and no setting
     is left on a pooled server session.
 
     >>> conn = open_connection(config.connect_kwargs(), connect_timeout=5)
