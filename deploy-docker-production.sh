@@ -17,7 +17,7 @@
 # Before it replaces a healthy application, the script tags the images it runs (the
 # migrate and app containers') as <repository>:previous-<project>; --rollback deploys
 # those again: the older runner accepts the versions the newer one applied (a
-# future_migrations warning; docs: README, "Upgrades and rollbacks"), then the older
+# future_migrations warning; docs/operations.md, "Upgrades and rollbacks"), then the older
 # application starts and must become healthy. A release that removed or renamed
 # something the older application uses cannot be rolled back this way (expand/contract).
 #
