@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from migrator.cli.report import write_termination_message
+from migrator.cli.run import run
 from migrator.cli.signals import install_signal_handlers
-from migrator.commands.migrate import run
 from migrator.config import DEFAULT_TERMINATION_LOG, Config, load_config
 from migrator.errors import EX_OK, EX_SOFTWARE, Interrupted, MigratorError
 from migrator.logs import Redactor, configure_logging, get_logger

@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 
 import psycopg
 
-from migrator.commands.status import future_rows, problems, status_rows
 from migrator.config import load_config
 from migrator.database.connect import open_connection, reason_of
 from migrator.errors import MigratorError
 from migrator.files.folder import find_migrations
 from migrator.history import table as history
+from migrator.history.status import future_rows, problems, status_rows
 from migrator.logs import Redactor
 
 HEALTHY = 0

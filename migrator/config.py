@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypedDict
 
 from psycopg.conninfo import conninfo_to_dict
 
+from migrator import commands
 from migrator.errors import ConfigError, UsageError
 from migrator.version import VERSION, revision
 
@@ -89,11 +90,9 @@ PLACEHOLDER_PASSWORDS = frozenset(
 )  # fmt: skip
 # Passwords that bootstrap sets on a role must be at least this long.
 MIN_ROLE_PASSWORD_LENGTH = 16
-COMMANDS = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback")
 # Commands that only read: any server will do, a hot standby too. Every other command's
 # connections ask for one that takes writes (WRITABLE_SESSION, libpq's words; with one host
 # the server itself is asked, migrator/database/connect.py open_connection).
-READ_ONLY_COMMANDS = ("status", "wait")
 WRITABLE_SESSION = {"target_session_attrs": "read-write"}
 # The commands that need a flag, and the flags only they take: (flag, dest, required by).
 COMMAND_FLAGS = (
@@ -252,7 +251,7 @@ class Config:
         >>> Config(password="x").connect_kwargs()["user"]
         'auth_service'
         """
-        writes = not read_only and self.command not in READ_ONLY_COMMANDS
+        writes = not read_only and self.command not in commands.READ_ONLY
         tls = {
             "sslrootcert": self.sslrootcert,
             "sslcert": self.sslcert,
@@ -286,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", choices=COMMANDS, default="migrate")
+    parser.add_argument("command", nargs="?", choices=commands.NAMES, default="migrate")
     parser.add_argument("--host")
     parser.add_argument("--port")
     parser.add_argument("--database", dest="dbname")

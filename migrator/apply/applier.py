@@ -429,12 +429,8 @@ class Applier:
 
     def _ensure_lock(self, migration: Migration) -> None:
         """The guard on its own, between the statements of a non-transactional file."""
-        if self.guard is None:
-            return
-        try:
-            run_script(self.conn, self.guard.sql)
-        except StatementFailed:
-            raise self.guard.lost(migration.version) from None
+        if self.guard is not None:
+            self.guard.check(self.conn, migration.version)
 
     def _history_row(self, migration: Migration) -> str:
         return history.insert_row(self.conn, migration)

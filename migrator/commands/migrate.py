@@ -1,15 +1,14 @@
-"""The flow of a run: bootstrap, lock, plan and apply; the dry run; the status report.
+"""The migrate command: bootstrap when asked, then the pending files under the migration lock;
+with ``--dry-run`` the plan, read only.
 
->>> summary = run(load_config(sys.argv[1:], os.environ))
+>>> run(load_config([], os.environ), find_migrations(Path("migrations")))
 'applied 2 migration(s), 0 already applied'
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -18,17 +17,13 @@ import psycopg
 from migrator.config import Config
 from migrator.database.connect import (
     ConnectionAhead,
-    behind_pooler,
     connect,
     open_connection,
-    pooler_refused,
-    reason_of,
     wait_for_connection,
 )
-from migrator.errors import ConfigError, ConnectionLostError
-from migrator.files.folder import MigrationSet, find_migrations
+from migrator.errors import ConfigError
+from migrator.files.folder import MigrationSet
 from migrator.history import table as history
-from migrator.history.foreign_reads import refuse_foreign_history
 from migrator.history.plan import Plan, make_plan
 from migrator.logs import get_logger
 
@@ -88,6 +83,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
             for migration in plan.pending:
                 migration.refuse_unsupported()
             if config.lint_before_apply:
+                from migrator.lint.linter import lint
+
                 lint(config, files)  # HazardsFoundError (65) before anything is applied
             from migrator.apply.memory import check_memory
 
@@ -108,23 +105,11 @@ def apply_under_lock(
     ``apply_conn`` (given up while the lock is busy: a waiting runner holds one connection)."""
     from migrator.apply.applier import Applier
     from migrator.apply.progress import ProgressReporter
-    from migrator.database.lock import LockGuard, lock_key, transaction_lock
+    from migrator.commands.shared import lock_settings
+    from migrator.database.lock import migration_lock
 
-    key = lock_key(config.dbname, history.QUALIFIED_NAME)
-    kwargs = config.connect_kwargs()
-    reconnect = partial(connect, kwargs, config.wait_timeout)
-    pooled = behind_pooler(lock_conn)
-    with (
-        transaction_lock(
-            lock_conn,
-            key,
-            config.migration_lock_timeout,
-            reconnect=reconnect if pooled else None,
-            application_name=config.application_name,
-            on_busy=apply_conn.drop,
-        ) as held,
-        apply_conn.take() as conn,
-    ):
+    with migration_lock(lock_settings(config), lock_conn, apply_conn) as held:
+        conn = held.conn
         # Read again under the lock: a runner that waited usually finds nothing to do.
         history.ensure_history_table(conn)
         plan = make_plan(
@@ -132,11 +117,11 @@ def apply_under_lock(
         )
         # Behind a pooler the applying backend changes between transactions: progress looks
         # for the index build of this database instead of a pid.
-        backend = None if pooled else conn.info.backend_pid
+        backend = None if held.pooled else conn.info.backend_pid
         # One attempt for the monitor: progress is a log line, not worth a wait.
-        open_monitor = partial(open_connection, kwargs, MONITOR_CONNECT_TIMEOUT)
+        open_monitor = partial(open_connection, config.connect_kwargs(), MONITOR_CONNECT_TIMEOUT)
         with ProgressReporter(open_monitor, backend, config.progress_interval) as progress:
-            applier = Applier(conn, config, progress, LockGuard(held.pid, key), pooled=pooled)
+            applier = Applier(conn, config, progress, held.guard, pooled=held.pooled)
             return apply_plan(applier, plan, config.single_transaction)
 
 
@@ -188,7 +173,7 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
 
 
 def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
-    from migrator.commands.status import warn_future
+    from migrator.history.status import warn_future
 
     warn_future(plan.future)
     for migration in plan.unverified:
@@ -231,7 +216,7 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
         plan = make_plan(
-            files, read_own_history(conn), config.allow_out_of_order, config.tolerate_future
+            files, history.read_own_history(conn), config.allow_out_of_order, config.tolerate_future
         )
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
@@ -242,16 +227,8 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     return summary
 
 
-def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, history.AppliedMigration]:
-    """The history, for a report; an empty one next to another tool's is refused (exit 78)."""
-    recorded = history.read_history(conn)
-    if not recorded:  # another tool's history must be adopted, not reported as all pending
-        refuse_foreign_history(conn)
-    return recorded
-
-
 def plan_summary(plan: Plan) -> str:
-    from migrator.commands.status import warn_future
+    from migrator.history.status import warn_future
 
     warn_future(plan.future)
     for migration in plan.pending:
@@ -271,82 +248,5 @@ def plan_summary(plan: Plan) -> str:
     return summary
 
 
-def status(config: Config, files: MigrationSet) -> str:
-    from migrator.commands.status import (
-        future_rows,
-        problems,
-        status_document,
-        status_rows,
-        warn_future,
-    )
-
-    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        rows = status_rows(files, read_own_history(conn))
-    pending = [row["version"] for row in rows if row["state"] == "pending"]
-    summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
-    up_to_date = not problems(rows, config.tolerate_future)
-    warn_future(future_rows(rows))
-    if config.status_json:
-        # The one document on stdout (the log went to stderr): `status --json | jq`.
-        runner = {"version": config.version, "revision": config.revision}
-        document = status_document(rows, config.dbname, config.tolerate_future, runner)
-        sys.stdout.write(json.dumps(document, default=str) + "\n")
-    else:
-        for row in rows:
-            log.info("migration_status", **row)
-    log.info("status_summary", summary=summary, up_to_date=up_to_date)
-    return summary
-
-
-def wait(config: Config, files: MigrationSet) -> str:
-    from migrator.commands.wait import wait_until_applied
-
-    return wait_until_applied(config, files)
-
-
-def maintenance(name: str) -> Callable[[Config, MigrationSet], str]:
-    """A command of migrator.maintenance (adopt, baseline, rollback), imported when used."""
-
-    def command(config: Config, files: MigrationSet) -> str:
-        from migrator.commands import maintenance
-
-        function: Callable[[Config, MigrationSet], str] = getattr(maintenance, name)
-        return function(config, files)
-
-    return command
-
-
-def lint(config: Config, files: MigrationSet) -> str:
-    from migrator.lint.linter import lint as lint_files
-
-    return lint_files(config, files)
-
-
-COMMANDS = {
-    "migrate": migrate,
-    "status": status,
-    "wait": wait,
-    "lint": lint,
-    **{name: maintenance(name) for name in ("adopt", "baseline", "rollback")},
-}
-
-
-ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
-ERR_POOLER_DROPPED = (
-    "the connection pooler ended the runner's connection ({reason}): its pool is exhausted "
-    "or it lost PostgreSQL; nothing half-applied is recorded — run again"
-)
-
-
-def run(config: Config) -> str:
-    files = find_migrations(config.migrations_dir)  # bad files fail before touching the database
-    try:
-        if config.dry_run and config.command == "migrate":
-            return dry_run(config, files)
-        return COMMANDS[config.command](config, files)
-    except psycopg.OperationalError as error:
-        # Between files (reading the history, polling the lock): the session simply ended.
-        if error.sqlstate and not error.sqlstate.startswith(("08", "57P")):
-            raise
-        template = ERR_POOLER_DROPPED if pooler_refused(error) else ERR_CONNECTION_LOST
-        raise ConnectionLostError(template.format(reason=reason_of(error))) from None
+def run(config: Config, files: MigrationSet) -> str:
+    return dry_run(config, files) if config.dry_run else migrate(config, files)

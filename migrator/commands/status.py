@@ -1,119 +1,44 @@
-"""The status command: which versions are applied, pending, changed or missing.
+"""The status command: applied and pending versions, as log events or one JSON document.
 
->>> rows = status_rows(files, read_history(conn))
->>> rows[0]
-{'version': '001_initial_production_schema', 'state': 'applied', ...}
+>>> run(config, find_migrations(Path("migrations")))
+'3 applied or recorded, 0 pending'
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import json
+import sys
 
+from migrator.config import Config
+from migrator.database.connect import wait_for_connection
 from migrator.files.folder import MigrationSet
-from migrator.files.migration import looks_like_checksum
-from migrator.history.plan import future_versions
-from migrator.history.table import AppliedMigration
+from migrator.history import table as history
+from migrator.history.status import (
+    future_rows,
+    problems,
+    status_document,
+    status_rows,
+    warn_future,
+)
 from migrator.logs import get_logger
 
-log = get_logger("status")
-
-FUTURE_HINT = (
-    "applied by a newer release whose files this image does not have: fine while rolling "
-    "back an expand-only release; set FUTURE_MIGRATIONS=fail to refuse it"
-)
-
-APPLIED = "applied"
-PENDING = "pending"
-CHANGED = "changed"
-MISSING = "missing"
-UNVERIFIED = "applied-unverified"
-FUTURE = "future"  # applied by a newer release: numbered above every file of this image
+log = get_logger("flow")
 
 
-def status_rows(
-    files: MigrationSet, history: Mapping[str, AppliedMigration]
-) -> list[dict[str, Any]]:
-    """One row per file and per recorded version without a file, in version order."""
-    rows: list[dict[str, Any]] = []
-    for migration in files.all:
-        row = history.get(migration.version)
-        state = PENDING
-        if row is not None:
-            state = APPLIED
-            if not looks_like_checksum(row.checksum):
-                state = UNVERIFIED
-            elif migration.changed_since(row.checksum):
-                state = CHANGED
-        rows.append(
-            {
-                "version": migration.version,
-                "state": state,
-                "checksum": migration.checksum,
-                "recorded_checksum": row.checksum if row else None,
-                "applied_at": row.applied_at.isoformat() if row else None,
-                "mode": migration.mode_decision.mode.value,
-                "bootstrap": migration.is_bootstrap,
-            }
-        )
-    known = files.by_version()
-    future = set(future_versions(files, history))
-    for version, row in sorted(history.items()):
-        if version not in known:
-            rows.append(
-                {
-                    "version": version,
-                    "state": FUTURE if version in future else MISSING,
-                    "checksum": None,
-                    "recorded_checksum": row.checksum,
-                    "applied_at": row.applied_at.isoformat(),
-                    "mode": None,
-                    "bootstrap": False,
-                }
-            )
-    return rows
-
-
-def problems(rows: list[dict[str, Any]], tolerate_future: bool = True) -> list[dict[str, Any]]:
-    """Rows that keep the database from being up to date.
-
-    The bootstrap script is left out: it belongs to the superuser's phase, which a
-    deployment without admin credentials never runs. A newer release's versions (``future``)
-    count only when they are not tolerated (FUTURE_MIGRATIONS=fail).
-    """
-    fine = (APPLIED, UNVERIFIED, FUTURE) if tolerate_future else (APPLIED, UNVERIFIED)
-    return [row for row in rows if row["state"] not in fine and not row["bootstrap"]]
-
-
-def future_rows(rows: list[dict[str, Any]]) -> list[str]:
-    """The versions a newer release applied, for the ``future_migrations`` warning."""
-    return [row["version"] for row in rows if row["state"] == FUTURE]
-
-
-def warn_future(versions: Iterable[str]) -> None:
-    """One ``future_migrations`` warning naming the versions a newer release applied."""
-    listed = list(versions)
-    if listed:
-        log.warning("future_migrations", versions=listed, hint=FUTURE_HINT)
-
-
-def status_document(
-    rows: list[dict[str, Any]], dbname: str, tolerate_future: bool, runner: dict[str, str]
-) -> dict[str, Any]:
-    """What `status --json` prints: one document, for `json.load` and `jq`.
-
-    >>> status_document(rows, "auth_service", True, {"version": "0.1.0"})["up_to_date"]
-    True
-    """
-    return {
-        "database": dbname,
-        "up_to_date": not problems(rows, tolerate_future),
-        "pending": [row["version"] for row in rows if row["state"] == PENDING],
-        "future": future_rows(rows),
-        "problems": [
-            {"version": row["version"], "state": row["state"]}
-            for row in problems(rows, tolerate_future)
-        ],
-        "migrations": rows,
-        "runner": runner,
-    }
+def run(config: Config, files: MigrationSet) -> str:
+    with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
+        rows = status_rows(files, history.read_own_history(conn))
+    pending = [row["version"] for row in rows if row["state"] == "pending"]
+    summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
+    up_to_date = not problems(rows, config.tolerate_future)
+    warn_future(future_rows(rows))
+    if config.status_json:
+        # The one document on stdout (the log went to stderr): `status --json | jq`.
+        runner = {"version": config.version, "revision": config.revision}
+        document = status_document(rows, config.dbname, config.tolerate_future, runner)
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
+    else:
+        for row in rows:
+            log.info("migration_status", **row)
+    log.info("status_summary", summary=summary, up_to_date=up_to_date)
+    return summary

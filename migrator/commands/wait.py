@@ -13,13 +13,13 @@ from typing import Any
 
 import psycopg
 
-from migrator.commands.status import warn_future
 from migrator.config import Config
 from migrator.database.connect import wait_for_connection
 from migrator.errors import WaitTimeoutError
 from migrator.files.folder import MigrationSet
 from migrator.history import table as history
 from migrator.history.plan import Plan, make_plan
+from migrator.history.status import warn_future
 from migrator.logs import get_logger
 
 log = get_logger("ready")
@@ -89,3 +89,7 @@ def ready(plan: Plan, waited: float) -> str:
         summary=summary,
     )
     return summary
+
+
+def run(config: Config, files: MigrationSet) -> str:
+    return wait_until_applied(config, files)

@@ -1,26 +1,37 @@
-"""The migration lock: an advisory lock on one dedicated connection, direct or through a pooler.
+"""The migration lock: one protocol for every command that writes (migrate, adopt, baseline,
+rollback), direct or through a pooler.
 
-The migrations' lock is transaction-level (``transaction_lock``): taken in a transaction left
-open on the lock connection for the whole run, because a transaction is the one thing a
-transaction pooler never splits across server sessions. The bootstrap's is session-level
-(``advisory_lock``): it runs directly or through session pooling (README, Behind a pooler).
+The lock is transaction-level: taken in a transaction left open on a dedicated connection for
+the whole run, because a transaction is the one thing a transaction pooler never splits across
+server sessions, and it ends with its session. The holder's backend pid is read inside that
+transaction, so the guard that each commit checks names the right server session even behind a
+pooler. A waiter gives up its work connection and, behind a pooler, its lock connection between
+polls: it holds no pooled server connection while it waits. The bootstrap's lock is a separate,
+session-level lock in the maintenance database (``advisory_lock``).
 
->>> with transaction_lock(conn, lock_key("auth_service", "schema_migrations"), 600) as held:
-...     apply_everything(guard=LockGuard(held.pid, held.key))
+>>> with locked(settings) as held:
+...     held.guard.check(held.conn, "baseline")
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
 
-from migrator.database.connect import reason_of
+from migrator.database.connect import (
+    ConnectionAhead,
+    behind_pooler,
+    connect,
+    reason_of,
+    wait_for_connection,
+)
 from migrator.errors import LockLostError, LockTimeoutError
 from migrator.logs import get_logger
 
@@ -110,6 +121,14 @@ class LockGuard:
 
     def lost(self, version: str) -> LockLostError:
         return LockLostError(ERR_LOST.format(version=version, reason=LOST_REASON))
+
+    def check(self, conn: psycopg.Connection[Any], what: str) -> None:
+        """Before recording ``what``, on its own: raises LockLostError unless the lock's session
+        still holds it (the division by zero aborts the transaction it is sent in)."""
+        try:
+            conn.execute(self.sql)
+        except psycopg.errors.DivisionByZero:
+            raise self.lost(what) from None
 
 
 def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
@@ -288,3 +307,57 @@ def _release(conn: psycopg.Connection[Any], key: int, name: str) -> None:
         log.info("lock_released", lock=name)
     except psycopg.OperationalError as error:
         log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION, reason=reason_of(error))
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    """What the migration lock needs of the configuration: how to log in, how long to wait."""
+
+    connect_kwargs: Mapping[str, Any]
+    wait_timeout: float
+    timeout: float  # MIGRATION_LOCK_TIMEOUT
+    application_name: str
+    key: int
+
+
+@dataclass(frozen=True)
+class Locked:
+    """The migration lock, held; ``conn`` (autocommit) does the work under it."""
+
+    conn: psycopg.Connection[Any]
+    guard: LockGuard
+    pooled: bool  # behind a pooler: the work connection keeps no session state
+
+
+@contextmanager
+def migration_lock(
+    settings: LockSettings, lock_conn: psycopg.Connection[Any], work: ConnectionAhead
+) -> Iterator[Locked]:
+    """Take the migration lock on ``lock_conn``; ``work`` (logging in meanwhile) is given up
+    while the lock is busy, so a waiting runner holds at most one connection."""
+    reconnect = partial(connect, dict(settings.connect_kwargs), settings.wait_timeout)
+    pooled = behind_pooler(lock_conn)
+    with (
+        transaction_lock(
+            lock_conn,
+            settings.key,
+            settings.timeout,
+            reconnect=reconnect if pooled else None,
+            application_name=settings.application_name,
+            on_busy=work.drop,
+        ) as held,
+        work.take() as conn,
+    ):
+        yield Locked(conn, LockGuard(held.pid, settings.key), pooled)
+
+
+@contextmanager
+def locked(settings: LockSettings) -> Iterator[Locked]:
+    """The migration lock for a command that has no connection yet (adopt, baseline, rollback)."""
+    reconnect = partial(connect, dict(settings.connect_kwargs), settings.wait_timeout)
+    with (
+        wait_for_connection(dict(settings.connect_kwargs), settings.wait_timeout) as lock_conn,
+        ConnectionAhead(reconnect) as work,
+        migration_lock(settings, lock_conn, work) as held,
+    ):
+        yield held

@@ -29,6 +29,7 @@ from migrator.files.migration import (
     Migration,
     checksum_of,
     decode,
+    parse_file_name,
 )
 
 if TYPE_CHECKING:
@@ -217,6 +218,20 @@ def read_folder(paths: Sequence[Path]) -> tuple[str, list[Migration]]:
 
 
 # --- the runner's own files, and dbmate's ------------------------------------------------------
+
+
+def read_migration(path: Path) -> Migration:
+    """Read one file of the runner's format (and its ``.down.sql`` companion), or raise
+    MigrationFilesError naming it. Folders of other tools' files: read_folder."""
+    parsed = parse_file_name(path)
+    if parsed is None:
+        raise MigrationFilesError(ERR_BAD_NAME.format(path=path), file=str(path))
+    _, version = parsed
+
+    companion = path.with_name(version + ".down.sql")
+    return read_runner_file(
+        read_source(path), read_source(companion) if companion.exists() else None
+    )
 
 
 def read_runner_files(sources: Sequence[SourceFile]) -> list[Migration]:

@@ -1,8 +1,8 @@
 """One migration file: its version, checksum, SQL text, statements and transaction mode.
 
->>> m = read_migration(Path("migrations/002_add_feature.sql"))
->>> m.version, m.number, m.mode
-('002_add_feature', 2, <TransactionMode.TRANSACTION: 'transaction'>)
+>>> m = read_migration(Path("migrations/002_security_invariants.sql"))  # files.formats
+>>> m.version, m.sort_key, m.mode_decision.mode
+('002_security_invariants', (2,), <TransactionMode.TRANSACTION: 'transaction'>)
 """
 
 from __future__ import annotations
@@ -158,22 +158,6 @@ def checksum_of(content: bytes) -> str:
 def looks_like_checksum(value: str | None) -> bool:
     """Rows inserted by hand (SEED.md's 'checksum_here') carry no verifiable checksum."""
     return value is not None and SHA256_HEX_PATTERN.fullmatch(value) is not None
-
-
-def read_migration(path: Path) -> Migration:
-    """Read one file of the runner's format (and its ``.down.sql`` companion), or raise
-    MigrationFilesError naming it. Folders of other tools' files: migrator.formats."""
-    parsed = parse_file_name(path)
-    if parsed is None:
-        raise MigrationFilesError(ERR_BAD_NAME.format(path=path), file=str(path))
-    from migrator.files.formats import read_runner_file, read_source
-
-    _, version = parsed
-
-    companion = path.with_name(version + ".down.sql")
-    return read_runner_file(
-        read_source(path), read_source(companion) if companion.exists() else None
-    )
 
 
 def decode(path: Path, content: bytes) -> str:

@@ -22,15 +22,41 @@ HISTORY_SCHEMA = "public"
 HISTORY_TABLE = "schema_migrations"
 QUALIFIED_NAME = f"{HISTORY_SCHEMA}.{HISTORY_TABLE}"
 
-CREATE_TABLE = sql.SQL("""
-CREATE TABLE IF NOT EXISTS {table} (
-    version      text PRIMARY KEY,
-    description  text,
-    checksum     text,
-    applied_at   timestamptz NOT NULL DEFAULT now(),
-    execution_ms integer,
-    applied_by   text DEFAULT current_user
-)""").format(table=sql.Identifier(HISTORY_SCHEMA, HISTORY_TABLE))
+# The one statement that creates the history table, whichever command comes first (migrate,
+# bootstrap, baseline, adopt, the lint's scratch database). The owner's default privileges
+# (000 grants the runtime role INSERT, UPDATE, DELETE on new tables) must not reach it: a role
+# that writes the history can have a pending file skipped or a release blocked. So, in the
+# same statement, every privilege but SELECT of a role other than the owner is revoked; it also
+# mends a table an older release created. A session that cannot act as the owner changes none.
+CREATE_TABLE = """
+DO $migrator$
+DECLARE
+    granted record;
+BEGIN
+    CREATE TABLE IF NOT EXISTS public.schema_migrations (
+        version      text PRIMARY KEY,
+        description  text,
+        checksum     text,
+        applied_at   timestamptz NOT NULL DEFAULT now(),
+        execution_ms integer,
+        applied_by   text DEFAULT current_user
+    );
+    FOR granted IN
+        SELECT a.grantee, a.privilege_type
+        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+        WHERE c.oid = pg_catalog.to_regclass('public.schema_migrations')
+          AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+          AND a.privilege_type OPERATOR(pg_catalog.<>) 'SELECT'
+          AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
+    LOOP
+        EXECUTE pg_catalog.format(
+            'REVOKE %s ON public.schema_migrations FROM %s',
+            granted.privilege_type,
+            CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                 ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
+    END LOOP;
+END
+$migrator$"""
 # What CREATE TABLE IF NOT EXISTS raises when another session creates the same table meanwhile.
 CREATED_MEANWHILE = (
     psycopg.errors.UniqueViolation,
@@ -110,11 +136,16 @@ def ensure_history_table(conn: psycopg.Connection[Any]) -> None:
     """
     refuse_foreign_history(conn)
     try:
-        conn.execute(CREATE_TABLE)
+        create_table(conn)
     except CREATED_MEANWHILE:
         in_transaction = conn.info.transaction_status != pq.TransactionStatus.IDLE
         if in_transaction or not history_table_exists(conn):
             raise
+
+
+def create_table(conn: psycopg.Connection[Any]) -> None:
+    """Create the history table if missing; only its owner may write it (see CREATE_TABLE)."""
+    conn.execute(CREATE_TABLE)
 
 
 def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
@@ -126,6 +157,14 @@ def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
     except psycopg.errors.UndefinedColumn:
         check_columns(conn)  # only now: the common read pays no catalog query for it
         raise
+
+
+def read_own_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
+    """The history, for a report; an empty one next to another tool's is refused (exit 78)."""
+    recorded = read_history(conn)
+    if not recorded:  # another tool's history must be adopted, not reported as all pending
+        refuse_foreign_history(conn)
+    return recorded
 
 
 def check_columns(conn: psycopg.Connection[Any]) -> None:

@@ -57,6 +57,18 @@ def test_baseline_is_refused_when_history_has_rows(database, run_runner, migrati
     assert database.query("SELECT version FROM schema_migrations") == [("001_accounts",)]
 
 
+def test_baseline_run_again_finds_its_work_done(database, run_runner, migrations):
+    """A retried Job: the same baseline again exits 0 and records nothing more."""
+    env = built_by_hand(database, migrations)
+    assert run_runner("baseline", "--version", "2", env=env).returncode == 0
+    before = database.query("SELECT * FROM schema_migrations ORDER BY version")
+    again = run_runner("baseline", "--version", "002_sessions", env=env)
+    assert again.returncode == 0, again.stdout
+    assert again.events_named("baseline_nothing_to_do"), again.stdout
+    assert not again.events_named("baseline_recorded")
+    assert database.query("SELECT * FROM schema_migrations ORDER BY version") == before
+
+
 def test_baseline_needs_a_known_version(database, run_runner, migrations):
     env = built_by_hand(database, migrations)
     assert run_runner("baseline", env=env).returncode == 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.files.migration import read_migration
+from migrator.files.formats import read_migration
 from migrator.lint.hazards import Lock, documented, is_hazard, normalized, safe_alternative
 
 

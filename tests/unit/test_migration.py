@@ -8,12 +8,8 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import EX_DATAERR, MigrationFilesError
-from migrator.files.migration import (
-    checksum_of,
-    looks_like_checksum,
-    parse_file_name,
-    read_migration,
-)
+from migrator.files.formats import read_migration
+from migrator.files.migration import checksum_of, looks_like_checksum, parse_file_name
 from migrator.files.sql import transaction_mode
 
 REPO = Path(__file__).resolve().parents[2]

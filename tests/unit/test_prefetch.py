@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from migrator.files.migration import read_migration
+from migrator.files.formats import read_migration
 from migrator.files.prefetch import THREAD_NAME, read_ahead
 from migrator.files.sql import TransactionMode
 

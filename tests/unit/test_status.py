@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from migrator.commands.status import (
+from migrator.files.folder import MigrationSet
+from migrator.history.status import (
     FUTURE_HINT,
     future_rows,
     problems,
@@ -20,7 +21,6 @@ from migrator.commands.status import (
     status_rows,
     warn_future,
 )
-from migrator.files.folder import MigrationSet
 from migrator.logs import configure_logging
 from tests.conftest import applied_row, write_migration_set
 

@@ -1,0 +1,51 @@
+"""Running the chosen command: the files read first, a lost session made the user's error.
+
+>>> run(load_config(["status"], os.environ))
+'3 applied or recorded, 0 pending'
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import cast
+
+import psycopg
+
+from migrator import commands
+from migrator.config import Config
+from migrator.database.connect import pooler_refused, reason_of
+from migrator.errors import ConnectionLostError
+from migrator.files.folder import MigrationSet, find_migrations
+
+Command = Callable[[Config, MigrationSet], str]
+
+ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
+ERR_POOLER_DROPPED = (
+    "the connection pooler ended the runner's connection ({reason}): its pool is exhausted "
+    "or it lost PostgreSQL; nothing half-applied is recorded — run again"
+)
+
+
+def run(config: Config) -> str:
+    files = find_migrations(config.migrations_dir)  # bad files fail before touching the database
+    try:
+        return load(config.command)(config, files)
+    except psycopg.OperationalError as error:
+        # Between files (reading the history, polling the lock): the session simply ended.
+        if error.sqlstate and not error.sqlstate.startswith(("08", "57P")):
+            raise
+        template = ERR_POOLER_DROPPED if pooler_refused(error) else ERR_CONNECTION_LOST
+        raise ConnectionLostError(template.format(reason=reason_of(error))) from None
+
+
+def load(name: str) -> Command:
+    """The ``run`` of command ``name``, its module imported now: a start with nothing to do
+    loads the migrate path alone.
+
+    >>> load("status").__module__
+    'migrator.commands.status'
+    """
+    if name not in commands.NAMES:
+        raise ValueError(f"unknown command {name!r}")
+    return cast(Command, importlib.import_module(f"{commands.__name__}.{name}").run)

@@ -1,0 +1,171 @@
+"""The adopt command: take over the history another tool wrote (dbmate, golang-migrate, goose,
+Flyway), under the migration lock, keeping its table under a new name.
+
+>>> run(config, find_migrations(Path("migrations")))
+'adopted 12 version(s) from dbmate; schema_migrations kept as schema_migrations_dbmate'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migrator.commands.shared import lock_settings, versioned_rows
+from migrator.config import Config
+from migrator.database.lock import Locked, locked
+from migrator.errors import ConfigError, HistoryMismatchError
+from migrator.files.folder import MigrationSet
+from migrator.files.formats import flyway_checksum, read_source
+from migrator.files.migration import Migration
+from migrator.history import table as history
+from migrator.history.foreign import Applied, ForeignHistory, Tool
+from migrator.history.foreign_reads import find_foreign_history, read_foreign_history
+from migrator.logs import get_logger
+
+log = get_logger("maintenance")
+
+ADOPTED_BY = "{tool} (adopted)"
+# A repeatable file changed since Flyway ran it: a checksum that differs makes migrate rerun it.
+FLYWAY_CHECKSUM = "flyway-crc32:{crc}"
+
+ERR_NOTHING_TO_ADOPT = (
+    "no other tool's history (dbmate, golang-migrate, goose, Flyway) in {dbname}: for a "
+    "database built without a tool, record its files with 'baseline --version V'"
+)
+ERR_BOTH_HISTORIES = (
+    "{dbname} has both {table} ({tool}) and this runner's history with {count} row(s): "
+    "adopt only into an empty history"
+)
+ERR_NOT_IN_FOLDER = (
+    "{tool} recorded version {key} as applied, but no file of {folder} has that version: "
+    "restore the file before adopting{more}"
+)
+MORE_MISSING = " ({count} more such version(s))"
+ERR_FLYWAY_CHECKSUM = (
+    "{file} differs from what Flyway applied: Flyway's checksum {recorded}, the file's {actual}; "
+    "restore the file as it was applied"
+)
+ERR_RENAMED_EXISTS = "{table} exists already: cannot keep {tool}'s table under that name"
+
+
+def run(config: Config, files: MigrationSet) -> str:
+    """Take over the history another tool wrote: the runner's rows for every version it
+    applied, its table renamed, in one transaction. A no-op once adopted."""
+    with locked(lock_settings(config)) as session:
+        tool = find_foreign_history(session.conn)
+        recorded = history.read_history(session.conn) if tool is None else {}
+        if tool is None:
+            if history.history_table_exists(session.conn):
+                summary = f"nothing to adopt: {config.dbname} already uses this runner's history"
+                log.info("adopt_nothing_to_do", summary=summary, recorded=len(recorded))
+                return summary
+            raise ConfigError(ERR_NOTHING_TO_ADOPT.format(dbname=config.dbname))
+        refuse_both_histories(session.conn, files, tool, config.dbname)
+        found = read_foreign_history(session.conn, tool)
+        rows = adoption_rows(files, found, config)
+        for version, description, checksum, applied_at, _ in rows:
+            log.info(
+                "adopt_version" if not config.dry_run else "plan_adopt_version",
+                tool=tool.name,
+                version=version,
+                description=description,
+                checksum=checksum,
+                applied_at=applied_at.isoformat() if applied_at else None,
+            )
+        if config.dry_run:
+            summary = f"dry run: would adopt {len(rows)} version(s) from {tool.name}"
+            log.info("plan_complete", tool=tool.name, versions=len(rows), summary=summary)
+            return summary
+        take_over(session, tool, rows)
+    summary = (
+        f"adopted {len(rows)} version(s) from {tool.name}; {tool.table} kept as {tool.renamed_to}"
+    )
+    log.info(
+        "adopted",
+        tool=tool.name,
+        table=tool.table,
+        renamed_to=tool.renamed_to,
+        versions=[row[0] for row in rows],
+        summary=summary,
+    )
+    return summary
+
+
+def refuse_both_histories(
+    conn: psycopg.Connection[Any], files: MigrationSet, tool: Tool, dbname: str
+) -> None:
+    """goose and Flyway tables leave the runner's name free: it may hold only bootstrap's row."""
+    if tool.table == history.HISTORY_TABLE or not history.history_table_exists(conn):
+        return
+    rows = versioned_rows(history.read_history(conn), files)
+    if rows:
+        raise HistoryMismatchError(
+            ERR_BOTH_HISTORIES.format(
+                dbname=dbname, table=tool.table, tool=tool.name, count=len(rows)
+            )
+        )
+
+
+def adoption_rows(
+    files: MigrationSet, found: ForeignHistory, config: Config
+) -> list[tuple[str, str, str, datetime | None, str]]:
+    """(version, description, checksum, applied_at, applied_by) for each file the tool applied."""
+    candidates = [*files.versioned, *files.repeatable]
+    by_key = {m.key: m for m in candidates}
+    missing = sorted(key for key in found.applied if key not in by_key)
+    if missing:
+        raise HistoryMismatchError(
+            ERR_NOT_IN_FOLDER.format(
+                tool=found.tool.name,
+                key=missing[0],
+                folder=config.migrations_dir,
+                more=MORE_MISSING.format(count=len(missing) - 1) if missing[1:] else "",
+            ),
+            missing=missing,
+        )
+    rows = []
+    applied_by = ADOPTED_BY.format(tool=found.tool.name)
+    for migration in candidates:
+        applied = found.applied.get(migration.key)
+        covered = found.up_to is not None and not migration.repeatable
+        if applied is None and not (covered and migration.sort_key <= (found.up_to or ())):
+            continue
+        checksum = checked_checksum(migration, applied)
+        when = applied.applied_at if applied else None
+        rows.append((migration.version, migration.description, checksum, when, applied_by))
+    return rows
+
+
+def checked_checksum(migration: Migration, applied: Applied | None) -> str:
+    """The file's checksum, once Flyway's CRC32 (when recorded) says it is the file applied."""
+    if applied is None or applied.checksum is None:
+        return migration.checksum
+    actual = flyway_checksum(read_source(migration.path))
+    if actual == applied.checksum:
+        return migration.checksum
+    if migration.repeatable:  # Flyway would run it again: so will migrate
+        return FLYWAY_CHECKSUM.format(crc=applied.checksum)
+    raise HistoryMismatchError(
+        ERR_FLYWAY_CHECKSUM.format(file=migration.path, recorded=applied.checksum, actual=actual),
+        file=str(migration.path),
+    )
+
+
+def take_over(
+    session: Locked, tool: Tool, rows: list[tuple[str, str, str, datetime | None, str]]
+) -> None:
+    conn = session.conn
+    if history.table_exists(conn, f"public.{tool.renamed_to}"):
+        raise ConfigError(ERR_RENAMED_EXISTS.format(table=tool.renamed_to, tool=tool.name))
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier("public", tool.table), sql.Identifier(tool.renamed_to)
+            )
+        )
+        history.create_table(conn)
+        history.record_taken_over(conn, rows)
+        session.guard.check(conn, "adopt")

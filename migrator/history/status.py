@@ -1,0 +1,119 @@
+"""Status rows: which versions are applied, pending, changed or missing (status, wait, health).
+
+>>> rows = status_rows(files, read_history(conn))
+>>> rows[0]
+{'version': '001_initial_production_schema', 'state': 'applied', ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from migrator.files.folder import MigrationSet
+from migrator.files.migration import looks_like_checksum
+from migrator.history.plan import future_versions
+from migrator.history.table import AppliedMigration
+from migrator.logs import get_logger
+
+log = get_logger("status")
+
+FUTURE_HINT = (
+    "applied by a newer release whose files this image does not have: fine while rolling "
+    "back an expand-only release; set FUTURE_MIGRATIONS=fail to refuse it"
+)
+
+APPLIED = "applied"
+PENDING = "pending"
+CHANGED = "changed"
+MISSING = "missing"
+UNVERIFIED = "applied-unverified"
+FUTURE = "future"  # applied by a newer release: numbered above every file of this image
+
+
+def status_rows(
+    files: MigrationSet, history: Mapping[str, AppliedMigration]
+) -> list[dict[str, Any]]:
+    """One row per file and per recorded version without a file, in version order."""
+    rows: list[dict[str, Any]] = []
+    for migration in files.all:
+        row = history.get(migration.version)
+        state = PENDING
+        if row is not None:
+            state = APPLIED
+            if not looks_like_checksum(row.checksum):
+                state = UNVERIFIED
+            elif migration.changed_since(row.checksum):
+                state = CHANGED
+        rows.append(
+            {
+                "version": migration.version,
+                "state": state,
+                "checksum": migration.checksum,
+                "recorded_checksum": row.checksum if row else None,
+                "applied_at": row.applied_at.isoformat() if row else None,
+                "mode": migration.mode_decision.mode.value,
+                "bootstrap": migration.is_bootstrap,
+            }
+        )
+    known = files.by_version()
+    future = set(future_versions(files, history))
+    for version, row in sorted(history.items()):
+        if version not in known:
+            rows.append(
+                {
+                    "version": version,
+                    "state": FUTURE if version in future else MISSING,
+                    "checksum": None,
+                    "recorded_checksum": row.checksum,
+                    "applied_at": row.applied_at.isoformat(),
+                    "mode": None,
+                    "bootstrap": False,
+                }
+            )
+    return rows
+
+
+def problems(rows: list[dict[str, Any]], tolerate_future: bool = True) -> list[dict[str, Any]]:
+    """Rows that keep the database from being up to date.
+
+    The bootstrap script is left out: it belongs to the superuser's phase, which a
+    deployment without admin credentials never runs. A newer release's versions (``future``)
+    count only when they are not tolerated (FUTURE_MIGRATIONS=fail).
+    """
+    fine = (APPLIED, UNVERIFIED, FUTURE) if tolerate_future else (APPLIED, UNVERIFIED)
+    return [row for row in rows if row["state"] not in fine and not row["bootstrap"]]
+
+
+def future_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The versions a newer release applied, for the ``future_migrations`` warning."""
+    return [row["version"] for row in rows if row["state"] == FUTURE]
+
+
+def warn_future(versions: Iterable[str]) -> None:
+    """One ``future_migrations`` warning naming the versions a newer release applied."""
+    listed = list(versions)
+    if listed:
+        log.warning("future_migrations", versions=listed, hint=FUTURE_HINT)
+
+
+def status_document(
+    rows: list[dict[str, Any]], dbname: str, tolerate_future: bool, runner: dict[str, str]
+) -> dict[str, Any]:
+    """What `status --json` prints: one document, for `json.load` and `jq`.
+
+    >>> status_document(rows, "auth_service", True, {"version": "0.1.0"})["up_to_date"]
+    True
+    """
+    return {
+        "database": dbname,
+        "up_to_date": not problems(rows, tolerate_future),
+        "pending": [row["version"] for row in rows if row["state"] == PENDING],
+        "future": future_rows(rows),
+        "problems": [
+            {"version": row["version"], "state": row["state"]}
+            for row in problems(rows, tolerate_future)
+        ],
+        "migrations": rows,
+        "runner": runner,
+    }

@@ -1,0 +1,116 @@
+"""Only the owner writes schema_migrations, whichever command created it.
+
+The owner's default privileges (000 grants the runtime role INSERT, UPDATE, DELETE on new
+tables) reached the history table when ``baseline`` or ``adopt`` created it, and no later
+file revoked them: the runtime role could then record a pending file as applied (the release
+silently skipped it while status and the health check said up to date) or delete a row and
+block the next deploy. Each path that creates the table is checked here as the runtime role.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.conftest import create_database, drop_database
+from tests.security.conftest import APP, NOBODY, OWNER, Site
+
+WRITES = (
+    "INSERT INTO public.schema_migrations (version, checksum) VALUES ('999_forged', 'x')",
+    "UPDATE public.schema_migrations SET checksum = 'x'",
+    "DELETE FROM public.schema_migrations",
+    "TRUNCATE public.schema_migrations",
+)
+# Every privilege on the history table held by a role other than its owner, except SELECT.
+OTHERS_WRITE = """
+SELECT coalesce(nullif(a.grantee, 0)::regrole::text, 'PUBLIC') || ' ' || a.privilege_type
+FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.oid = 'public.schema_migrations'::regclass
+  AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'
+ORDER BY 1
+"""
+GOLANG_MIGRATE_HISTORY = (
+    "CREATE TABLE public.schema_migrations (version bigint NOT NULL PRIMARY KEY, "
+    "dirty boolean NOT NULL); INSERT INTO public.schema_migrations VALUES (1, false)"
+)
+
+
+def assert_only_the_owner_writes(site: Site) -> None:
+    for role in (APP, NOBODY):
+        for statement in WRITES:
+            with site.login(role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with site.login(APP) as conn:  # the application may read it (status pages, support)
+        assert conn.execute("SELECT count(*) FROM public.schema_migrations").fetchone()
+    assert site.query(OTHERS_WRITE) == []
+    assert site.query("SELECT relowner::regrole::text FROM pg_class "
+                      "WHERE oid = 'public.schema_migrations'::regclass") == [(OWNER,)]  # fmt: skip
+
+
+@pytest.fixture
+def without_history(site: Site):
+    """The site with its history table gone: the next command that writes creates it."""
+    site.as_admin("ALTER TABLE public.schema_migrations RENAME TO schema_migrations_saved")
+    yield site
+    site.as_admin(
+        "DROP TABLE IF EXISTS public.schema_migrations, public.schema_migrations_golang_migrate;"
+        "ALTER TABLE public.schema_migrations_saved RENAME TO schema_migrations"
+    )
+
+
+def test_created_by_bootstrap_and_migrate(site):
+    assert_only_the_owner_writes(site)
+
+
+def test_created_by_baseline(without_history):
+    site = without_history
+    result = site.run("baseline", "--version", "001_things", DB_ADMIN_USER="",
+                      DB_ADMIN_PASSWORD="", APP_DB_USER="", APP_DB_PASSWORD="")  # fmt: skip
+    assert result.returncode == 0, result
+    assert site.query("SELECT version FROM public.schema_migrations") == [("001_things",)]
+    assert_only_the_owner_writes(site)
+
+
+def test_created_by_adopt(without_history):
+    site = without_history
+    site.as_role(OWNER, GOLANG_MIGRATE_HISTORY)
+    result = site.run("adopt", DB_ADMIN_USER="", DB_ADMIN_PASSWORD="", APP_DB_USER="",
+                      APP_DB_PASSWORD="")  # fmt: skip
+    assert result.returncode == 0, result
+    assert result.events_named("adopted")[0]["versions"] == ["001_things"]
+    assert_only_the_owner_writes(site)
+
+
+def test_mended_when_an_older_release_left_it_writable(site):
+    """A table an older baseline created keeps its grants until a run that writes mends it."""
+    site.as_admin(f"GRANT INSERT, UPDATE, DELETE, TRUNCATE ON public.schema_migrations TO {APP}")
+    site.migrations.joinpath("002_more.sql").write_text("CREATE TABLE more_things (id int);\n")
+    try:
+        result = site.run()
+        assert result.returncode == 0, result
+        assert_only_the_owner_writes(site)
+    finally:
+        site.migrations.joinpath("002_more.sql").unlink()
+        site.as_admin("DROP TABLE IF EXISTS more_things; "
+                      "DELETE FROM public.schema_migrations WHERE version = '002_more'")  # fmt: skip
+
+
+def test_created_in_the_lints_scratch_database(site):
+    """The lint builds the history in its scratch database as migrate does on the target."""
+    shadow = create_database(site.server)
+    try:
+        url = (
+            f"postgresql://postgres:{site.server.password}@127.0.0.1:{site.server.port}/"
+            f"{shadow.name}"
+        )
+        site.migrations.joinpath("002_more.sql").write_text("CREATE TABLE more_things (id int);\n")
+        result = site.run("lint", DB_ADMIN_USER="", DB_ADMIN_PASSWORD="", LINT_SHADOW_URL=url)
+        assert result.returncode == 0, result
+        with site.admin(shadow.name) as conn:
+            assert conn.execute(OTHERS_WRITE).fetchall() == []
+            owner = conn.execute("SELECT relowner::regrole::text FROM pg_class "
+                                 "WHERE oid = 'public.schema_migrations'::regclass").fetchone()  # fmt: skip
+        assert owner == (OWNER,)
+    finally:
+        site.migrations.joinpath("002_more.sql").unlink()
+        drop_database(shadow)
