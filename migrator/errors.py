@@ -41,6 +41,10 @@ class ConfigError(MigratorError):
     event = "invalid_configuration"
 
 
+class DatabaseMissingError(ConfigError):
+    """DB_NAME names no database on the server (and nothing here creates it)."""
+
+
 class MigrationFilesError(MigratorError):
     """A file in migrations/ cannot be used (bad name, duplicate, unreadable, not UTF-8)."""
 

@@ -197,7 +197,7 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
 def dry_run(config: Config, files: MigrationSet) -> str:
     """Print the plan; read only (no lock, no table created, nothing applied)."""
     if config.bootstrap_enabled:
-        from migrator.database.bootstrap import MAINTENANCE_DATABASE, database_exists
+        from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists
 
         admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
         with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:

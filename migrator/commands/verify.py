@@ -7,23 +7,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from migrator.config import Config
+from migrator.database.catalog import MAINTENANCE_DATABASE
 from migrator.database.connect import connect
-from migrator.errors import HistoryMismatchError, PermissionDeniedError
+from migrator.database.scratch import scratch_database
+from migrator.errors import HistoryMismatchError
 from migrator.files.migration import Migration
 from migrator.history import table as history
 from migrator.logs import get_logger
 
 log = get_logger("verify")
 
-MAINTENANCE_DATABASE = "postgres"
 SCRATCH_PREFIX = "baseline_verify_"
 SHOWN_DIFFERENCES = 3
 # One line per object of the user's schemas, in a form two databases can be compared on.
@@ -77,10 +77,7 @@ FROM pg_policy pol JOIN relations r ON r.oid = pol.polrelid
 """
 LIVE_EXTENSIONS = "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'"
 
-ERR_CANNOT_CREATE = (
-    "baseline --verify needs a throwaway database and {user} cannot create one ({reason}): "
-    "grant CREATEDB, set DB_ADMIN_USER, or run baseline without --verify"
-)
+REMEDY = "grant CREATEDB, set DB_ADMIN_USER, or run baseline without --verify"
 ERR_DIFFERENT = (
     "the live schema differs from what the files up to {version} build, so nothing was "
     "recorded: {shown}{more}"
@@ -97,31 +94,6 @@ def differences(live: psycopg.Connection[Any], scratch: psycopg.Connection[Any])
     ]
 
 
-@contextmanager
-def scratch_database(config: Config) -> Iterator[dict[str, Any]]:
-    """A new empty database for the run, dropped afterwards; yields its connection kwargs."""
-    admin = config.bootstrap_enabled
-    kwargs = config.connect_kwargs(admin=admin, dbname=MAINTENANCE_DATABASE)
-    name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
-    with connect(kwargs, config.wait_timeout) as conn:
-        try:
-            owner = (
-                sql.SQL(" OWNER {}").format(sql.Identifier(config.user)) if admin else sql.SQL("")
-            )
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)) + owner)
-        except psycopg.errors.InsufficientPrivilege as error:
-            user = kwargs["user"]
-            raise PermissionDeniedError(
-                ERR_CANNOT_CREATE.format(user=user, reason=error.diag.message_primary)
-            ) from None
-        try:
-            yield config.connect_kwargs(dbname=name)
-        finally:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 def verify_baseline(
     config: Config, live: psycopg.Connection[Any], chosen: Sequence[Migration]
 ) -> None:
@@ -130,9 +102,18 @@ def verify_baseline(
     from migrator.apply.applier import Applier
 
     extensions = [row[0] for row in live.execute(LIVE_EXTENSIONS)]
+    admin = config.bootstrap_enabled
     with (
-        scratch_database(config) as kwargs,
-        connect(kwargs, config.wait_timeout) as scratch,
+        scratch_database(
+            config.connect_kwargs(admin=admin, dbname=MAINTENANCE_DATABASE),
+            SCRATCH_PREFIX + uuid.uuid4().hex[:12],
+            config.wait_timeout,
+            "baseline --verify",
+            events="baseline_verify",
+            owner=config.user if admin else None,
+            remedy=REMEDY,
+        ) as name,
+        connect(config.connect_kwargs(dbname=name), config.wait_timeout) as scratch,
     ):
         for extension in extensions:
             scratch.execute(

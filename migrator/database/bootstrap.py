@@ -17,6 +17,7 @@ from psycopg import sql
 from migrator.apply.applier import Applier
 from migrator.config import Config
 from migrator.database import trust
+from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
 from migrator.database.connect import connect, wait_for_connection
 from migrator.database.lock import advisory_lock, lock_key
 from migrator.errors import ConfigError
@@ -26,14 +27,11 @@ from migrator.logs import get_logger
 
 log = get_logger("bootstrap")
 
-MAINTENANCE_DATABASE = "postgres"
 PASSWORD_ALGORITHM = b"scram-sha-256"
 # 000_init_database.sql reads the role names from these settings (psql users get defaults).
 OWNER_ROLE_SETTING = "migrator.owner_role"
 APP_ROLE_SETTING = "migrator.app_role"
 
-DATABASE_EXISTS = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
-ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 # ROLE_PASSWORDS=on-create: only a role without a password (just created) gets one.
 ROLE_HAS_PASSWORD = "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE rolname = %s"
 
@@ -42,14 +40,6 @@ WARN_NOT_SILENCED = (
     "DB_ADMIN_USER is not a superuser and cannot keep the password statements out of the "
     "server's log; they carry SCRAM verifiers only, never the cleartext"
 )
-
-
-def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
-    return conn.execute(DATABASE_EXISTS, (dbname,)).fetchone() is not None
-
-
-def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
-    return conn.execute(ROLE_EXISTS, (role,)).fetchone() is not None
 
 
 def bootstrap(

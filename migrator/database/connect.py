@@ -15,7 +15,13 @@ import psycopg
 import tenacity
 
 from migrator.config import DEFAULT_SSLMODE, VERIFIED_SSLMODE, WRITABLE_SESSION
-from migrator.errors import ConfigError, MigratorError, PermissionDeniedError, UnreachableError
+from migrator.errors import (
+    ConfigError,
+    DatabaseMissingError,
+    MigratorError,
+    PermissionDeniedError,
+    UnreachableError,
+)
 from migrator.logs import get_logger
 
 log = get_logger("wait")
@@ -200,7 +206,7 @@ def permanent_error(error: psycopg.Error, kwargs: dict[str, Any]) -> MigratorErr
     if state in AUTH_SQLSTATES or AUTH_MESSAGES.search(text):
         return PermissionDeniedError(ERR_AUTH.format(user=kwargs["user"], **where))
     if state == MISSING_DATABASE_SQLSTATE or MISSING_DATABASE_MESSAGE.search(text):
-        return ConfigError(ERR_NO_DATABASE.format(dbname=kwargs["dbname"], **where))
+        return DatabaseMissingError(ERR_NO_DATABASE.format(dbname=kwargs["dbname"], **where))
     if TLS_MESSAGES.search(text):
         return ConfigError(
             tls_message(text, ERR_TLS.format(sslmode=kwargs.get("sslmode"), **where))

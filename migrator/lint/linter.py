@@ -27,16 +27,11 @@ from psycopg import pq, sql
 
 from migrator.apply.applier import StatementFailed, migration_failed, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
-from migrator.database.bootstrap import (
-    APP_ROLE_SETTING,
-    MAINTENANCE_DATABASE,
-    OWNER_ROLE_SETTING,
-    database_exists,
-    role_exists,
-    set_role_passwords,
-)
-from migrator.database.connect import ERR_NO_DATABASE, connect
-from migrator.errors import ConfigError, MigrationFailedError, MigratorError
+from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
+from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
+from migrator.database.connect import connect
+from migrator.database.scratch import scratch_database
+from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index
@@ -369,7 +364,7 @@ def _shadow_kwargs(config: Config) -> dict[str, Any]:
 
 
 @contextmanager
-def scratch_database(
+def lint_database(
     config: Config,
 ) -> Iterator[tuple[psycopg.Connection[Any], dict[str, Any]]]:
     """A connection to an empty database that may be changed at will, dropped at the end, and
@@ -388,19 +383,11 @@ def scratch_database(
     prefix = name_prefix(config.dbname, room)
     name = f"{prefix}{SCRATCH_SUFFIX}{secrets.token_hex(SCRATCH_TOKEN_BYTES)}"
     admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
-    with connect(admin_kwargs, config.wait_timeout) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        log.info("lint_scratch_created", scratch=name)
-        try:
-            kwargs = config.connect_kwargs(admin=True, dbname=name)
-            with connect(kwargs, config.wait_timeout) as conn:
-                conn.prepare_threshold = None
-                yield conn, kwargs
-        finally:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            log.info("lint_scratch_dropped", scratch=name)
+    with scratch_database(admin_kwargs, name, config.wait_timeout, "lint"):
+        kwargs = config.connect_kwargs(admin=True, dbname=name)
+        with connect(kwargs, config.wait_timeout) as conn:
+            conn.prepare_threshold = None
+            yield conn, kwargs
 
 
 def refuse_filled_shadow(conn: psycopg.Connection[Any]) -> None:
@@ -427,12 +414,7 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
         with connect(kwargs, config.wait_timeout) as conn:
             plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
-    except ConfigError as error:
-        missing = ERR_NO_DATABASE.format(
-            dbname=kwargs["dbname"], host=kwargs["host"], port=kwargs["port"]
-        )
-        if error.message != missing:
-            raise
+    except DatabaseMissingError:
         return None
     return Target(plan.applied, plan.pending, sizes)
 
@@ -523,7 +505,7 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     if pending:  # else no scratch database, nothing to build
         applied = target.applied if target else ()
         with (
-            scratch_database(config) as (scratch, kwargs),
+            lint_database(config) as (scratch, kwargs),
             files_session(scratch, kwargs, config, files, applied) as conn,
         ):
             # With a target, what the pending files create is new and empty for all of them;
