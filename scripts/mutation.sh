@@ -12,7 +12,7 @@
 #
 # mutmut copies the project into mutants/ (git-ignored), changes one thing at a time in each
 # function of the listed modules and runs the unit tests that reach that function
-# (tests/unit without the manifest and lock-key tests: [tool.mutmut] in pyproject.toml). A
+# (tests/unit without the manifest, lock-key and docs tests: [tool.mutmut] in pyproject.toml). A
 # mutant no test notices "survived": a behaviour nothing asserts. "no tests": only the
 # database suites reach that code. Both count against the score. The script prints the
 # score per module and every mutant not killed with its diff, and exits 1 when the overall

@@ -11,11 +11,9 @@ and its COMMIT; the server measures its execution time.
 
 from __future__ import annotations
 
-import bisect
 import json
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
@@ -23,14 +21,28 @@ from typing import Any
 
 import psycopg
 import tenacity
-from psycopg import errors as pg_errors
-from psycopg import generators, pq
+from psycopg import pq
 from psycopg.sql import Literal
 
 from migrator.apply import statistics
+from migrator.apply.location import migration_failed
 from migrator.apply.prepared import PreparedQueries
 from migrator.apply.progress import ProgressReporter
 from migrator.apply.repair import drop_invalid_index
+from migrator.apply.retry import (
+    FALLBACK_SQLSTATES,
+    LOCK_RETRY_WAIT,
+    MODE_CHANGED_REASON,
+    is_lock_timeout,
+)
+from migrator.apply.transport import (
+    Envelope,
+    Part,
+    PreparedQueryLost,
+    StatementFailed,
+    index_after,
+    run_script,
+)
 from migrator.config import Config
 from migrator.database.connect import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
 from migrator.database.lock import LockGuard
@@ -43,7 +55,6 @@ from migrator.files.sql import (
     copy_direction,
     may_run_in_transaction_block,
     mentions_standard_strings,
-    position_to_line_column,
     read_script,
 )
 from migrator.history import table as history
@@ -51,20 +62,9 @@ from migrator.logs import get_logger
 
 log = get_logger("apply")
 
-LOCK_RETRY_FIRST_DELAY = 0.5
-LOCK_RETRY_MAX_DELAY = 5.0
-LOCK_RETRY_JITTER = 0.25
-# As the connection's retries (migrator.wait): the jitter survives the cap.
-LOCK_RETRY_WAIT = tenacity.wait_exponential(
-    multiplier=LOCK_RETRY_FIRST_DELAY, max=LOCK_RETRY_MAX_DELAY - LOCK_RETRY_JITTER
-) + tenacity.wait_random(0, LOCK_RETRY_JITTER)
-LOCK_NOT_AVAILABLE = "55P03"
-STATEMENT_EXCERPT_LENGTH = 200
 POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
 CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
 
-ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
-ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
 ERR_CONNECTION_LOST = (
     "lost the connection to PostgreSQL while applying {file} ({reason}): {outcome}"
 )
@@ -126,104 +126,8 @@ SESSION_RESET = (
     "CLOSE ALL",
     "UNLISTEN *",
 )
-# PostgreSQL refuses these in the runner's transaction but runs them in autocommit, as psql
-# does; the failed transaction was rolled back whole, so the file runs again statement by
-# statement (mode_changed).  Text alone cannot tell: a partitioned table, a procedure that
-# commits, an enum value used after ALTER TYPE ... ADD VALUE.
-FALLBACK_SQLSTATES = {
-    "25001": "PostgreSQL refuses it inside a transaction block",
-    "2D000": "it ends the transaction itself (COMMIT or ROLLBACK in a procedure or DO block)",
-    "55P04": "a new enum value cannot be used in the transaction that added it",
-}
-MODE_CHANGED_REASON = "line {line}: {sqlstate} {message}: {why}; run again statement by statement"
-COPY_DATA_LINE_RE = re.compile(r"^COPY [^,]+, line (\d+)")
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
-
-
-class StatementFailed(Exception):
-    """The server rejected statement ``index`` of what was sent (a file in its envelope)."""
-
-    def __init__(
-        self,
-        error: psycopg.Error,
-        index: int,
-        envelope: Envelope | None = None,
-        migration: Migration | None = None,
-        part: Part | None = None,
-    ) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.index = index
-        self.envelope = envelope or Envelope()
-        self.migration = migration  # set when the failure came from a file's round trip
-        self.part = part  # the statements that round trip carried; None: the whole file
-
-
-def run_script(conn: psycopg.Connection[Any], text: str) -> list[pq.abc.PGresult]:
-    """Send ``text`` (one or many statements) in one round trip, the simple query protocol.
-
-    Counting the results that came back before the error tells which statement failed,
-    even when the server gives no error position.
-    """
-    conn.pgconn.send_query(text.encode(conn.info.encoding))
-    results: list[pq.abc.PGresult] = conn.wait(generators.execute(conn.pgconn))
-    for index, result in enumerate(results):
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            raise StatementFailed(pg_errors.error_from_result(result, conn.info.encoding), index)
-    return results
-
-
-class PreparedQueryLost(Exception):
-    """A prepared catalog query of the round trip was gone: send it again with them as text."""
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """Statements sent before and after a file's text, in the same round trip."""
-
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    # What is sent in place of a statement prepared on the session (``EXECUTE name``); one
-    # statement each, so results are counted and found by the statements' own texts.
-    executes: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def head(self) -> str:
-        return self._joined(self.before)
-
-    def wrap(self, text: str) -> str:
-        # The newline ends a trailing line comment; the lone ";" ends a last statement
-        # written without one (an empty statement sends no result, so counting holds).
-        return self.head + text + "\n;\n" + self._joined(self.after)
-
-    def _joined(self, statements: Sequence[str]) -> str:
-        return "".join(f"{self.executes.get(s, s)};\n" for s in statements)
-
-
-@dataclass(frozen=True)
-class Part:
-    """Some statements of a file sent in one round trip, joined; knows where each came from."""
-
-    statements: Sequence[Statement]
-
-    @property
-    def text(self) -> str:
-        return ";\n".join(statement.text for statement in self.statements)
-
-    def locate(self, offset: int) -> tuple[Statement, int] | None:
-        """The statement at ``offset`` of ``text`` and the same place as a file offset."""
-        start = 0
-        for statement in self.statements:
-            end = start + len(statement.text)
-            if offset <= end:
-                return statement, statement.offset + max(offset - start, 0)
-            start = end + 2  # ";\n"
-        return None
-
-
-def _is_lock_timeout(error: BaseException) -> bool:
-    return isinstance(error, StatementFailed) and error.error.sqlstate == LOCK_NOT_AVAILABLE
 
 
 @dataclass
@@ -448,7 +352,7 @@ class Applier:
             if envelope.executes and self.queries.lost(failure.error):
                 raise PreparedQueryLost() from None
             count = len(migration.statements if part is None else part.statements)
-            if self.guard and failure.index == _index_after(count, envelope, self.guard.sql):
+            if self.guard and failure.index == index_after(count, envelope, self.guard.sql):
                 raise self.guard.lost(migration.version) from None
             raise StatementFailed(failure.error, failure.index, envelope, migration, part) from None
 
@@ -610,7 +514,7 @@ class Applier:
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_lock_timeout),
+            retry=tenacity.retry_if_exception(is_lock_timeout),
             stop=tenacity.stop_after_attempt(self.config.ddl_lock_retries + 1),
             wait=LOCK_RETRY_WAIT,
             before_sleep=log_retry,
@@ -670,125 +574,6 @@ class Applier:
             yield
         finally:
             self.conn.remove_notice_handler(handler)
-
-
-def migration_failed(
-    migration: Migration,
-    failure: StatementFailed,
-    statement: Statement | None,
-    index: int,
-) -> MigrationFailedError:
-    """The user's error: file, line and column from the server's position, SQLSTATE, message."""
-    diag = failure.error.diag
-    if statement is None and failure.part is not None and len(failure.part.statements) == 1:
-        statement = failure.part.statements[0]  # a COPY, sent on its own
-    if statement is not None:  # sent on its own: the server's position is the statement's
-        base = statement.offset - len(failure.envelope.head)  # after its SET LOCALs, if any
-        line, column = _line_column(migration, base, diag.statement_position, statement.offset)
-        line = _copy_data_line(statement, diag.context) or line
-    else:
-        located = _locate_in_file(migration, failure)
-        if located is None:
-            return _failed_around_file(migration, failure)
-        statement, (line, column) = located
-    fields = {
-        "file": str(migration.path),
-        "version": migration.version,
-        "line": line,
-        "column": column,
-        "sqlstate": diag.sqlstate,
-        "server_message": diag.message_primary,
-        "detail": diag.message_detail,
-        "hint": diag.message_hint,
-        "context": diag.context,
-        "statement": statement.text[:STATEMENT_EXCERPT_LENGTH],
-    }
-    message = ERR_FAILED.format(
-        file=migration.path,
-        line=line,
-        column=column,
-        sqlstate=diag.sqlstate,
-        message=diag.message_primary,
-    )
-    return MigrationFailedError(message, **{k: v for k, v in fields.items() if v is not None})
-
-
-def _copy_data_line(statement: Statement, context: str | None) -> int | None:
-    """The file line of the COPY data row the server names ("COPY t, line 3")."""
-    match = COPY_DATA_LINE_RE.match(context or "")
-    if statement.copy is None or match is None:
-        return None
-    return statement.copy.line + int(match[1]) - 1
-
-
-def _line_column(
-    migration: Migration, base: int, position: str | None, start: int
-) -> tuple[int, int]:
-    """From the server's position counted from ``base``; the statement's ``start`` without one."""
-    offset = base + int(position) - 1 if position else start
-    return position_to_line_column(migration.sql, offset)
-
-
-def _locate_in_file(
-    migration: Migration, failure: StatementFailed
-) -> tuple[Statement, tuple[int, int]] | None:
-    """The failing statement of the file and its line/column, or None when it is not the file's.
-
-    The server's position counts from the start of what was sent, envelope included; without
-    one, the count of results before the error says which statement failed.
-    """
-    part = failure.part
-    statements = migration.statements if part is None else part.statements
-    if not statements:
-        return None
-    position = failure.error.diag.statement_position
-    if position:
-        offset = int(position) - 1 - len(failure.envelope.head)
-        if part is not None:
-            located = part.locate(offset) if offset >= 0 else None
-            if located is not None:
-                return located[0], position_to_line_column(migration.sql, located[1])
-        elif 0 <= offset < len(migration.sql):
-            starts = [s.offset for s in statements]
-            statement = statements[max(bisect.bisect_right(starts, offset) - 1, 0)]
-            return statement, position_to_line_column(migration.sql, offset)
-    file_index = failure.index - len(failure.envelope.before)
-    if 0 <= file_index < len(statements):
-        statement = statements[file_index]
-        return statement, position_to_line_column(migration.sql, statement.offset)
-    return None
-
-
-def _failed_around_file(migration: Migration, failure: StatementFailed) -> MigrationFailedError:
-    """A statement of the envelope failed: the history row, or the COMMIT (deferred checks)."""
-    envelope = failure.envelope
-    statements = migration.statements if failure.part is None else failure.part.statements
-    sent = [*envelope.before, *(s.text for s in statements), *envelope.after]
-    statement = sent[min(failure.index, len(sent) - 1)]
-    diag = failure.error.diag
-    message = ERR_AROUND_FILE.format(
-        file=migration.path,
-        statement=" ".join(statement.split()[:4]),
-        sqlstate=diag.sqlstate,
-        message=diag.message_primary,
-    )
-    return MigrationFailedError(
-        message,
-        file=str(migration.path),
-        version=migration.version,
-        sqlstate=diag.sqlstate,
-        server_message=diag.message_primary,
-        detail=diag.message_detail,
-        statement=statement[:STATEMENT_EXCERPT_LENGTH],
-    )
-
-
-def _index_after(count: int, envelope: Envelope, statement: str) -> int | None:
-    """Where ``statement`` of the envelope's tail counts among the results of the round trip
-    that carried ``count`` statements of the file."""
-    if statement not in envelope.after:
-        return None
-    return len(envelope.before) + count + envelope.after.index(statement)
 
 
 def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str, Any]:

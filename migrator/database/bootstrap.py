@@ -1,6 +1,6 @@
 """Bootstrap as the superuser: create the database, run 000_init_database.sql, set role passwords.
 
-The superuser's sessions are pinned and checked by migrator.trust first; 000's history row is
+The superuser's sessions are pinned and checked by database.trust first; 000's history row is
 written by the owner.
 
 >>> bootstrap(config, files.bootstrap)   # only when DB_ADMIN_USER is set

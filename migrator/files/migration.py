@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from migrator.errors import MigrationFilesError
 
-# The lexer (migrator.sql) is imported when a file is first parsed: a start with nothing
+# The lexer (migrator.files.sql) is imported when a file is first parsed: a start with nothing
 # pending reads and checksums every file but parses none.
 if TYPE_CHECKING:
     from migrator.files.sql import ModeDecision, Script, Statement

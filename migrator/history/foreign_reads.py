@@ -1,4 +1,4 @@
-"""Reading other tools' history tables from the database; migrator.foreign decides what the
+"""Reading other tools' history tables from the database; migrator.history.foreign decides what the
 tables and their rows mean.
 
 >>> tool = find_foreign_history(conn)

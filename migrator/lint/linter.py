@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import pq, sql
 
-from migrator.apply.applier import StatementFailed, migration_failed, run_script
+from migrator.apply.location import migration_failed
+from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
 from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists

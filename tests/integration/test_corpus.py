@@ -2,7 +2,7 @@
 
 Database A is migrated by entrypoint.py, database B by ``psql -v ON_ERROR_STOP=1 -X -q -f``
 one file at a time, and ``pg_dump --schema-only`` of both must be identical. A third test
-applies the corpus with migrator.sql alone (split, then one transaction or autocommit as
+applies the corpus with migrator.files.sql alone (split, then one transaction or autocommit as
 transaction_mode decides) to check the splitter against the server, runner aside.
 """
 

@@ -63,7 +63,7 @@ ALTER TABLE public.schema_migrations NO FORCE ROW LEVEL SECURITY, DISABLE ROW LE
 DROP FUNCTION public.allow();
 """
 
-# What every new connection runs first (migrator.wait.SESSION_SETUP), shadowed behind the search
+# What every new connection runs first (migrator.database.connect.SESSION_SETUP), shadowed behind the search
 # path the owner sets on its database: the superuser's connection runs that query before
 # bootstrap pins its own. Before the fix the owner became superuser at bootstrap's login.
 OWNERS_SEARCH_PATH = """

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.wait's classification of connection failures: TLS cases are
+"""Unit tests for migrator.database.connect's classification of connection failures: TLS cases are
 configuration errors with a hint; PgBouncer's refusals are transient, and said so."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import psycopg
 import pytest
 import tenacity
 
-from migrator.apply.applier import (
+from migrator.apply.retry import (
     LOCK_RETRY_FIRST_DELAY,
     LOCK_RETRY_JITTER,
     LOCK_RETRY_MAX_DELAY,

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.plan: validating the files against hand-built history rows."""
+"""Unit tests for migrator.history.plan: validating the files against hand-built history rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.sql: the statement splitter and transaction-mode detection."""
+"""Unit tests for migrator.files.sql: the statement splitter and transaction-mode detection."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.lock.lock_key: every runner, of any version, must derive the same key."""
+"""Unit tests for migrator.database.lock.lock_key: every runner, of any version, must derive the same key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from migrator.database.lock import lock_key
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HISTORY = "public.schema_migrations"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.status: the rows of the status command and what counts as a problem."""
+"""Unit tests for migrator.history.status: the rows of the status command and what counts as a problem."""
 
 from __future__ import annotations
 

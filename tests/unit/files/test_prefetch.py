@@ -1,4 +1,4 @@
-"""Unit tests for migrator.prefetch: the read-ahead thread decides the files' modes in order."""
+"""Unit tests for migrator.files.prefetch: the read-ahead thread decides the files' modes in order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from migrator.files.formats import read_migration
 from migrator.files.prefetch import THREAD_NAME, read_ahead
 from migrator.files.sql import TransactionMode
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_read_ahead_leaves_every_decision_made_and_equal_to_the_applier_s(tmp_path: Path) -> None:

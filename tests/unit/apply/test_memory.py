@@ -1,4 +1,4 @@
-"""Unit tests for migrator.memory: the cgroup limit, and refusing a file that cannot fit."""
+"""Unit tests for migrator.apply.memory: the cgroup limit, and refusing a file that cannot fit."""
 
 from __future__ import annotations
 

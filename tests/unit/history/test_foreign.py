@@ -1,4 +1,4 @@
-"""Unit tests for migrator.foreign: which tool a history table belongs to, by its columns."""
+"""Unit tests for migrator.history.foreign: which tool a history table belongs to, by its columns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.formats: one reader per tool, each giving the same Migration objects."""
+"""Unit tests for migrator.files.formats: one reader per tool, each giving the same Migration objects."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from migrator.files.formats import flyway_checksum, flyway_order, read_source
 from migrator.files.migration import Migration
 from migrator.files.sql import TransactionMode
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def folder_of(tmp_path: Path, files: dict[str, str | bytes]) -> Path:

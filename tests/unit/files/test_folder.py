@@ -1,4 +1,4 @@
-"""Unit tests for migrator.migrations: reading a folder, ordering, duplicates, what is ignored."""
+"""Unit tests for migrator.files.folder: reading a folder, ordering, duplicates, what is ignored."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_empty_and_comment_only_files_are_valid_no_ops(folder: Path) -> None:
 
 
 def test_the_repository_migrations_folder_reads_cleanly() -> None:
-    repo_migrations = Path(__file__).resolve().parents[2] / "migrations"
+    repo_migrations = Path(__file__).resolve().parents[3] / "migrations"
     found = find_migrations(repo_migrations)
     assert found.bootstrap is not None
     assert found.bootstrap.version == "000_init_database"

@@ -1,4 +1,4 @@
-"""Unit tests for migrator.migration: one file's name, version, checksum, description, emptiness."""
+"""Unit tests for migrator.files.migration: one file's name, version, checksum, description, emptiness."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from migrator.files.formats import read_migration
 from migrator.files.migration import checksum_of, looks_like_checksum, parse_file_name
 from migrator.files.sql import transaction_mode
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write(folder: Path, name: str, content: str | bytes) -> Path:
