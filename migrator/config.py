@@ -14,12 +14,23 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypedDict
-
-from psycopg.conninfo import conninfo_to_dict
+from typing import Any, TypedDict
 
 from migrator import commands
-from migrator.errors import ConfigError, UsageError
+from migrator.cli.arguments import build_parser, check_command_flags, steps
+from migrator.database.conninfo import (
+    CHANNEL_BINDINGS,
+    DEFAULT_SSLMODE,
+    SECRET_PARAMETERS,
+    SSLMODES,
+    TLS_FILE_SETTINGS,
+    URL_FIELDS,
+    VERIFIED_SSLMODE,
+    WRITABLE_SESSION,
+    parse_url,
+    tls_file,
+)
+from migrator.errors import ConfigError
 from migrator.version import VERSION, revision
 
 DEFAULT_HOST = "localhost"
@@ -30,7 +41,7 @@ DEFAULT_DBNAME = "auth_service"
 MAX_NAME_BYTES = 63
 DEFAULT_USER = "auth_service"
 DEFAULT_APP_USER = "auth_service_app"
-DEFAULT_SSLMODE = "prefer"
+
 DEFAULT_MIGRATIONS_DIR = "./migrations"
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_MIGRATION_LOCK_TIMEOUT = 600.0
@@ -52,33 +63,6 @@ LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_FORMAT = "json"  # on a terminal: console
 DEFAULT_LOG_LEVEL = "info"
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-# Only verify-full checks both the CA and the host name; the others log tls_not_verified.
-VERIFIED_SSLMODE = "verify-full"
-CHANNEL_BINDINGS = ("disable", "prefer", "require")
-# Certificate files: (libpq parameter, our variable, libpq's own variable), in that precedence
-# after DATABASE_URL.
-TLS_FILE_SETTINGS = (
-    ("sslrootcert", "DB_SSLROOTCERT", "PGSSLROOTCERT"),
-    ("sslcert", "DB_SSLCERT", "PGSSLCERT"),
-    ("sslkey", "DB_SSLKEY", "PGSSLKEY"),
-    ("sslcrl", "DB_SSLCRL", "PGSSLCRL"),
-)
-# Values libpq understands without a file: the system's trust store (libpq 16+).
-SSLROOTCERT_SYSTEM = "system"
-# URL parameters that Config holds in fields of its own; the other libpq ones pass through.
-URL_FIELDS = frozenset(
-    {"host", "port", "dbname", "user", "password", "sslmode", "channel_binding", "application_name"}
-    | {setting[0] for setting in TLS_FILE_SETTINGS}
-)
-# libpq parameters whose values are secrets: kept out of repr and redacted from the logs.
-SECRET_PARAMETERS = frozenset(
-    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
-)
-# libpq names the parameter it does not know (never its value) in these messages.
-UNKNOWN_PARAMETER_RE = re.compile(
-    r'invalid (?:URI query parameter:?|connection option) "(?P<name>[A-Za-z0-9_.-]{1,64})"'
-)
 # Passwords that are somebody's example, refused wherever they come from (compared lowercased).
 PLACEHOLDER_PASSWORDS = frozenset(
     {
@@ -90,17 +74,6 @@ PLACEHOLDER_PASSWORDS = frozenset(
 )  # fmt: skip
 # Passwords that bootstrap sets on a role must be at least this long.
 MIN_ROLE_PASSWORD_LENGTH = 16
-# Commands that only read: any server will do, a hot standby too. Every other command's
-# connections ask for one that takes writes (WRITABLE_SESSION, libpq's words; with one host
-# the server itself is asked, migrator/database/connect.py open_connection).
-WRITABLE_SESSION = {"target_session_attrs": "read-write"}
-# The commands that need a flag, and the flags only they take: (flag, dest, required by).
-COMMAND_FLAGS = (
-    ("--version", "baseline_version", "baseline"),
-    ("--to", "rollback_to", "rollback"),
-    ("--steps", "rollback_steps", "rollback"),
-    ("--verify", "verify", "baseline"),
-)
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
@@ -113,15 +86,6 @@ ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
 ERR_PASSWORD_FILE = "{name} points to {path}, which {problem}"
 ERR_BOTH_PASSWORD_AND_FILE = "set {name} or {name}_FILE, not both"
-URL_SCHEMES = ("postgresql://", "postgres://")
-URL_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
-ERR_URL_SCHEME = "{name} must start with postgresql:// or postgres://, not {scheme}://"
-ERR_BAD_URL = "DATABASE_URL is not a valid PostgreSQL URL or connection string"
-ERR_UNKNOWN_URL_PARAMETER = (
-    "{name} has the parameter {parameter}, which libpq does not know: remove it or fix its "
-    "spelling (the parameters are listed in PostgreSQL's libpq documentation)"
-)
-ERR_TLS_FILE = "{name} points to {path}, which {problem}"
 ERR_PASSWORD_EMPTY = "{name} is empty: set the password (a file's single final newline is ignored)"
 ERR_PASSWORD_BLANK = "{name} holds only whitespace: set a real password"
 ERR_PASSWORD_CONTROL = (
@@ -147,10 +111,6 @@ ERR_NAME_TOO_LONG = (
 ERR_ADMIN_WITHOUT_PASSWORD = (
     "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE"
 )
-ERR_FLAG_FOR_OTHER_COMMAND = "{flag} belongs to the {command} command"
-ERR_BASELINE_WITHOUT_VERSION = "baseline needs --version V: the newest file the database has"
-ERR_ROLLBACK_TARGET = "rollback needs one of --to V or --steps N"
-ERR_STEPS = "--steps must be a whole number >= 1, got {value!r}"
 ERR_INIT_ONLY_WITHOUT_ADMIN = "--init-only needs the superuser: set DB_ADMIN_USER and its password"
 
 
@@ -236,7 +196,7 @@ class Config:
 
     @property
     def shadow_password(self) -> str | None:
-        return _parse_url(self.shadow_url, "LINT_SHADOW_URL").get("password")
+        return parse_url(self.shadow_url, "LINT_SHADOW_URL").get("password")
 
     def connect_kwargs(
         self, *, admin: bool = False, dbname: str | None = None, read_only: bool = False
@@ -273,112 +233,6 @@ class Config:
         }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="entrypoint.py",
-        description="Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once.",
-        epilog=HELP_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("command", nargs="?", choices=commands.NAMES, default="migrate")
-    parser.add_argument("--host")
-    parser.add_argument("--port")
-    parser.add_argument("--database", dest="dbname")
-    parser.add_argument("--user")
-    parser.add_argument("--url", help="postgresql:// URL instead of the DB_* parts")
-    parser.add_argument("--migrations-dir")
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--allow-out-of-order", action="store_true")
-    parser.add_argument(
-        "--single-transaction",
-        action="store_true",
-        help="apply all pending files in one transaction: all or nothing",
-    )
-    parser.add_argument("--init-only", action="store_true")
-    parser.add_argument("--json", dest="status_json", action="store_true")
-    parser.add_argument(
-        "--version",
-        dest="baseline_version",
-        help="baseline: the newest version to record; alone (no value): print the version and "
-        "the source revision, then exit",
-    )
-    parser.add_argument("--to", dest="rollback_to", help="rollback: the version to return to")
-    parser.add_argument("--steps", dest="rollback_steps", help="rollback: how many files")
-    parser.add_argument("--verify", action="store_true", default=None, help="baseline: compare")
-    parser.add_argument("--log-format")
-    parser.add_argument("--log-level")
-    parser.add_argument("--shadow-url", help="lint: a scratch database to use (it is changed)")
-    parser.add_argument("--timeout", dest="migrations_wait_timeout")
-    describe_flags(parser)
-    return parser
-
-
-# --help: what each flag does (by its destination), then the variables and the exit codes.
-FLAG_HELP = {
-    "command": "migrate (default): bootstrap when admin credentials are set, then apply what is "
-    "pending; status: applied and pending versions; wait: exit 0 once every file of this "
-    "image is applied (read only, no lock), 75 after --timeout; lint: what the pending files "
-    "lock, rewrite and scan, measured on a scratch database; adopt: take over another tool's "
-    "history; baseline --version V: record files up to V; rollback --to V | --steps N: run "
-    "down parts",
-    "host": "server host (DB_HOST, default localhost)",
-    "port": "server port (DB_PORT, default 5432)",
-    "dbname": "database to migrate (DB_NAME, default auth_service)",
-    "user": "owner of the schema, runs the migrations (DB_USER, default auth_service)",
-    "migrations_dir": "folder of <number>_<name>.sql files (MIGRATIONS_DIR, default ./migrations)",
-    "dry_run": "print the plan (bootstrap steps, pending files, checksums, modes), change nothing "
-    "(DRY_RUN)",
-    "allow_out_of_order": "apply a pending file older than the newest applied one "
-    "(ALLOW_OUT_OF_ORDER)",
-    "init_only": "bootstrap only (database, roles, 000_*.sql); needs DB_ADMIN_USER",
-    "status_json": "status: one JSON document on stdout (logs go to stderr)",
-    "log_format": "json or console (LOG_FORMAT; default json, console on a terminal)",
-    "log_level": "debug, info, warning or error (LOG_LEVEL, default info)",
-    "migrations_wait_timeout": "wait: give up after this long, exit 75 (MIGRATIONS_WAIT_TIMEOUT, "
-    "default 600s)",
-}
-HELP_EPILOG = """environment variables (flags win over them):
-  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)
-  DB_PASSWORD(_FILE)                the owner's password (a file: Docker/Kubernetes secrets)
-  DB_ADMIN_USER DB_ADMIN_PASSWORD(_FILE)  superuser for bootstrap (unset: no bootstrap)
-  DB_ADMIN_HOST DB_ADMIN_PORT       where bootstrap connects (default DB_HOST, DB_PORT)
-  APP_DB_USER APP_DB_PASSWORD(_FILE)      the application's role and its password
-  ROLE_PASSWORDS                    always (default) | on-create: when bootstrap sets passwords
-  DB_SSLMODE DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY DB_SSLCRL DB_CHANNEL_BINDING   TLS
-  MIGRATIONS_DIR DRY_RUN ALLOW_OUT_OF_ORDER SINGLE_TRANSACTION
-  FUTURE_MIGRATIONS                 warn (default) | fail: versions applied by a newer release
-  DB_WAIT_TIMEOUT (60s) MIGRATION_LOCK_TIMEOUT (600s) DDL_LOCK_TIMEOUT (5s)
-  DDL_LOCK_RETRIES (5) STATEMENT_TIMEOUT (0: none) PROGRESS_INTERVAL (5s)
-  MIGRATIONS_WAIT_TIMEOUT (600s)    the wait command's deadline
-  LINT_SHADOW_URL LINT_MIN_ROWS (10000) LINT_BEFORE_APPLY   the hazard lint
-  ANALYZE_AFTER_MIGRATE (true)      ANALYZE what a file rewrote or filled
-  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)
-
-exit codes:
-  0 success (including nothing to do)   1 internal error (a bug)   64 bad command line
-  65 a migration failed, a file is invalid, the history does not match the files,
-     or a file cannot fit under the container's memory limit
-  69 PostgreSQL not reachable, or the connection lost   75 lock (or wait) timeout: retry
-  77 authentication or permission denied   78 invalid configuration
-  130 / 143 interrupted / terminated   137 killed (e.g. out of memory: not the runner's choice)
-"""
-
-
-def describe_flags(parser: argparse.ArgumentParser) -> None:
-    """Give every flag its description from FLAG_HELP (flags with their own help keep it).
-
-    A flag with neither is a KeyError here: every flag is described.
-    """
-    for action in parser._actions:
-        if action.help is None:
-            action.help = FLAG_HELP[action.dest]
-
-
 def load_config(
     argv: Sequence[str],
     environ: Mapping[str, str],
@@ -392,7 +246,7 @@ def load_config(
         interactive = sys.stdin.isatty()
     reader = _Settings(environ)
     url_name = "--url" if args.url else "DATABASE_URL"
-    url_parts = _parse_url(args.url or environ.get("DATABASE_URL"), url_name)
+    url_parts = parse_url(args.url or environ.get("DATABASE_URL"), url_name)
     user = _name(
         ("--user", args.user),
         (url_name, url_parts.get("user")),
@@ -421,7 +275,7 @@ def load_config(
         ("PGSSLMODE", environ.get("PGSSLMODE", DEFAULT_SSLMODE)),
     )
     tls_files = {
-        parameter: _tls_file(parameter, *_first_set((url_name, url_parts.get(parameter)),
+        parameter: tls_file(parameter, *_first_set((url_name, url_parts.get(parameter)),
                                                      (ours, environ.get(ours)),
                                                      (libpq, environ.get(libpq))))
         for parameter, ours, libpq in TLS_FILE_SETTINGS
@@ -469,7 +323,7 @@ def load_config(
         init_only=args.init_only,
         status_json=args.status_json,
         target_version=args.baseline_version or args.rollback_to,
-        rollback_steps=_steps(args.rollback_steps),
+        rollback_steps=steps(args.rollback_steps),
         verify=bool(args.verify),
         wait_timeout=reader.duration("DB_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT),
         migration_lock_timeout=reader.duration(
@@ -554,36 +408,6 @@ def _check_role_password(name: str, value: str | None, role: str) -> None:
         )
 
 
-def _tls_file(parameter: str, name: str, value: str) -> str | None:
-    """A certificate, key or CRL path: it must name a file libpq can open, or be unset."""
-    if not value or (parameter == "sslrootcert" and value == SSLROOTCERT_SYSTEM):
-        return value or None
-    path = Path(value)
-    if not path.is_file():
-        problem = "is not a file" if path.exists() else "does not exist"
-        raise ConfigError(ERR_TLS_FILE.format(name=name, path=path, problem=problem))
-    return value
-
-
-def check_command_flags(args: argparse.Namespace) -> None:
-    """Each command's own flags: only with it, and the ones it cannot do without."""
-    for flag, dest, command in COMMAND_FLAGS:
-        if getattr(args, dest) is not None and args.command != command:
-            raise UsageError(ERR_FLAG_FOR_OTHER_COMMAND.format(flag=flag, command=command))
-    if args.command == "baseline" and not args.baseline_version:
-        raise UsageError(ERR_BASELINE_WITHOUT_VERSION)
-    if args.command == "rollback" and (args.rollback_to is None) == (args.rollback_steps is None):
-        raise UsageError(ERR_ROLLBACK_TARGET)
-
-
-def _steps(value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise UsageError(ERR_STEPS.format(value=value))
-    return int(value)
-
-
 # The settings of one concern, read by one function of (flags, variables) each, unpacked into
 # Config by load_config.
 class _LintSettings(TypedDict):
@@ -598,7 +422,7 @@ def _lint_settings(args: argparse.Namespace, reader: _Settings) -> _LintSettings
         ("--shadow-url", args.shadow_url),
         ("LINT_SHADOW_URL", reader.environ.get("LINT_SHADOW_URL")),
     )
-    _parse_url(shadow_url, shadow_name)  # a bad URL fails here, without echoing it
+    parse_url(shadow_url, shadow_name)  # a bad URL fails here, without echoing it
     return _LintSettings(
         shadow_url=shadow_url or None,
         lint_min_rows=reader.optional_count("LINT_MIN_ROWS"),
@@ -645,25 +469,6 @@ def _prompt(user: str, interactive: bool) -> str | None:
     if not interactive:
         return None
     return getpass.getpass(f"Password for {user}: ") or None
-
-
-def _parse_url(url: str | None, name: str) -> dict[str, str]:
-    if not url:
-        return {}
-    scheme = URL_SCHEME_RE.match(url)
-    if scheme and not url.startswith(URL_SCHEMES):  # libpq's own error would quote the URL
-        raise ConfigError(ERR_URL_SCHEME.format(name=name, scheme=scheme["scheme"]))
-    try:
-        return {key: str(value) for key, value in conninfo_to_dict(url).items()}
-    except Exception as error:
-        # The exception text would quote the URL, password included: only a parameter's name,
-        # which libpq quotes when it does not know it, is repeated.
-        unknown = UNKNOWN_PARAMETER_RE.search(str(error))
-        if unknown:
-            raise ConfigError(
-                ERR_UNKNOWN_URL_PARAMETER.format(name=name, parameter=unknown["name"])
-            ) from None
-        raise ConfigError(ERR_BAD_URL) from None
 
 
 def _first_set(*candidates: tuple[str, str | None]) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import tenacity
 
-from migrator.config import DEFAULT_SSLMODE, VERIFIED_SSLMODE, WRITABLE_SESSION
+from migrator.database.conninfo import DEFAULT_SSLMODE, VERIFIED_SSLMODE, WRITABLE_SESSION
 from migrator.errors import (
     ConfigError,
     DatabaseMissingError,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.config import Config, build_parser, load_config
+from migrator.cli.arguments import build_parser
+from migrator.config import Config, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
 from migrator.version import VERSION
 

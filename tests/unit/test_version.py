@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.config import build_parser
+from migrator.cli.arguments import build_parser
 from migrator.version import VERSION, git_revision, revision, version_line
 from tests.conftest import ENTRYPOINT, REPO
 
