@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 # The modules that decide, as names under migrator/. A name whose file does not exist on the
 # branch is reported and skipped, so the list can run ahead.
-DECISION_MODULES=(files/sql history/plan files/migration files/folder config commands/status logs
+DECISION_MODULES=(files/sql history/plan files/migration files/folder config history/status logs
     files/formats history/foreign lint/findings lint/hazards lint/contract cli/arguments
     database/conninfo)
 MUTMUT_VERSION=3.8.1
