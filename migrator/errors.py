@@ -2,7 +2,9 @@
 
 Only entrypoint.py turns them into log lines and exit codes.
 
-    >>> raise ConfigError("DB_PORT must be a number from 1 to 65535, got 'abc'")
+    >>> error = ConfigError("DB_PORT must be a number from 1 to 65535, got 'abc'")
+    >>> error.exit_code, error.event, error.message
+    (78, 'invalid_configuration', "DB_PORT must be a number from 1 to 65535, got 'abc'")
 """
 
 from __future__ import annotations

@@ -1,7 +1,15 @@
 """Logging: structlog configured once, one JSON event per line, secrets redacted everywhere.
 
->>> configure_logging("json", "info", secrets=("s3cret",))
->>> get_logger("wait").info("waiting", reason="password s3cret")  # reason="password ***"
+The entrypoint configures it once for the process; every module then logs through its own
+logger::
+
+    configure_logging("json", "info", secrets=("s3cret",))
+    get_logger("wait").info("waiting", reason="password s3cret")  # reason="password ***"
+
+The redaction itself:
+
+>>> Redactor(secrets=("s3cret",)).redact({"reason": "password s3cret"})
+{'reason': 'password ***'}
 """
 
 from __future__ import annotations

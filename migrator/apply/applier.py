@@ -2,11 +2,10 @@
 pending files in one transaction (``--single-transaction``).
 
 A transactional file travels in one round trip with its BEGIN, its timeouts, its history row
-and its COMMIT; the server measures its execution time.
+and its COMMIT; the server measures its execution time. For example, on an open connection::
 
->>> applier = Applier(conn, config)
->>> applier.apply(migration)
-412  # milliseconds
+    applier = Applier(conn, config)
+    applier.apply(migration)  # its duration in milliseconds: 412
 """
 
 from __future__ import annotations
@@ -303,8 +302,10 @@ class Applier:
         runner's own session settings (which RESET ALL undid). Behind a pooler the runner
         keeps no session setting: the reset alone leaves the pooled server session clean.
 
-            >>> Applier(conn, config)._session_reset[-1]
-            "SET client_connection_check_interval = '1s'"
+        For example, on PostgreSQL 14 or later, without ``after_reset``::
+
+            Applier(conn, config)._session_reset[-1]
+            # "SET client_connection_check_interval = '1s'"
         """
         if self.pooled:
             return SESSION_RESET

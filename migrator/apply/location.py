@@ -2,9 +2,10 @@
 error position, mapped back through the round trip's envelope into the file (also inside
 multi-statement parts and COPY data), SQLSTATE, message, detail and hint. The applier and the
 lint report failures through it; the runner's own statements are never named as the file's.
+For example, with the ``StatementFailed`` a round trip raised::
 
->>> migration_failed(migration, failure, None, 0).message
-'migrations/002_add_feature.sql:3:8: 42P01 relation "acounts" does not exist'
+    migration_failed(migration, failure, None, 0).message
+    # 'migrations/002_add_feature.sql:3:8: 42P01 relation "acounts" does not exist'
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """Memory guard: refuse, before applying anything, a file that cannot fit under the memory limit.
 
 A container over its limit is killed by the kernel (exit 137, no log line, and a Job retries
-it); the runner reads the cgroup's limit and says so first (exit 65).
+it); the runner reads the cgroup's limit and says so first (exit 65). The limit and the
+resident memory are read here unless given:
 
->>> check_memory(plan.pending, single_transaction=False)   # raises MemoryLimitError
+>>> from migrator.files.folder import find_migrations
+>>> pending = find_migrations(Path("migrations")).versioned
+>>> check_memory(pending, limit=64_000_000, resident=63_900_000)
+Traceback (most recent call last):
+migrator.errors.MemoryLimitError: migrations/001_initial_production_schema.sql (0 MB) needs
+about 65 MB to apply, more than the container's memory limit of 64 MB (cgroup memory.max): ...
 """
 
 from __future__ import annotations

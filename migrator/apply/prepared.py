@@ -4,11 +4,11 @@ Planning a query on pg_class and pg_locks costs the server more than a small fil
 (measured on PostgreSQL 15: the lock report, the newest oid and the lock check took 0.9 ms of
 server time per file as text, 0.3 ms prepared, against 0.3 ms for a ``CREATE TABLE``). Behind a
 pooler nothing is prepared: the next transaction may run on another server session.
+For example, on an open connection (``LOCKS_HELD`` is the applier's lock report)::
 
-    >>> queries = PreparedQueries(conn, enabled=not pooled)
-    >>> queries.prepare([LOCKS_HELD], migration.sql)   # one round trip, the first time only
-    >>> queries.executes[LOCKS_HELD]
-    'EXECUTE migrator_3f9a0c1b_0'
+    queries = PreparedQueries(conn, enabled=not pooled)
+    queries.prepare([LOCKS_HELD], migration.sql)  # one round trip, the first time only
+    queries.executes[LOCKS_HELD]  # 'EXECUTE migrator_3f9a0c1b_0'
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Progress of a long migration: elapsed time, and the phase of an index build, every few seconds.
 
->>> with ProgressReporter(open_monitor, backend_pid=4242, interval=5) as progress:
-...     with progress.watching("002_big_index"):
-...         run_the_long_statement()
+For example, with ``open_monitor`` a function that opens another connection::
+
+    with ProgressReporter(open_monitor, backend_pid=4242, interval=5) as progress:
+        with progress.watching("002_big_index"):
+            run_the_long_statement()
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Repairs before re-running a non-transactional file: an interrupted index build leaves it INVALID.
 
->>> drop_invalid_index(conn, concurrent_index(statement.text), "004_add_index")
+For example, on an autocommit connection, for a ``CREATE INDEX CONCURRENTLY`` statement::
+
+    drop_invalid_index(conn, concurrent_index(statement.text), "004_add_index")
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """When a file is tried again: after a lock timeout (55P03, with backoff), and outside a
 transaction when PostgreSQL refuses it inside one (the whole file was rolled back).
 
->>> is_lock_timeout(StatementFailed(error_55p03, 0))
+>>> from psycopg.errors import LockNotAvailable
+>>> error = LockNotAvailable("canceling statement due to lock timeout")
+>>> is_lock_timeout(StatementFailed(error, 0))
 True
 """
 

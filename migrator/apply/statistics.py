@@ -6,11 +6,11 @@ transaction, what the file did: each relation's row counts (the counters behind
 ``pg_stat_xact_user_tables``, live for the current transaction) and whether its storage was
 replaced (``relfilenode`` changed).
 Two statements travel in the file's round trip (no extra one); the ANALYZE runs afterwards,
-outside the file's transaction, once its history row is committed.
+outside the file's transaction, once its history row is committed. For example::
 
->>> before, after = envelope_statements(config)   # empty when ANALYZE_AFTER_MIGRATE=false
->>> stale = stale_relations(results, after)        # from the file's round trip
->>> refresh(conn, config, "042_backfill", stale)   # statistics_refreshed, one per relation
+    before, after = envelope_statements(config, migration.sql)  # ((), ()) if nothing to measure
+    stale = stale_relations(results, after)  # from the file's round trip
+    refresh(conn, config, "042_backfill", stale)  # statistics_refreshed, one per relation
 """
 
 from __future__ import annotations

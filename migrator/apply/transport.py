@@ -2,8 +2,13 @@
 statements before and after it, in one simple-protocol query; which statement failed is
 told by counting the results that came back.
 
->>> run_script(conn, Envelope(before=("BEGIN",), after=("COMMIT",)).wrap("SELECT 1"))
-[<PGresult [COMMAND_OK] ...>, <PGresult [TUPLES_OK] ...>, <PGresult [COMMAND_OK] ...>]
+>>> Envelope(before=("BEGIN",), after=("COMMIT",)).wrap("SELECT 1")
+'BEGIN;\\nSELECT 1\\n;\\nCOMMIT;\\n'
+
+Sent on an open connection, that text gives one result per statement::
+
+    run_script(conn, Envelope(before=("BEGIN",), after=("COMMIT",)).wrap("SELECT 1"))
+    # [<PGresult [COMMAND_OK] ...>, <PGresult [TUPLES_OK] ...>, <PGresult [COMMAND_OK] ...>]
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """What a run leaves behind for people and orchestrators: the summary and the termination message.
 
->>> write_termination_message(Path("/dev/termination-log"), "applied 2 migrations")
+For example, inside Kubernetes, ``redactor`` hiding the run's secrets (migrator.logs)::
+
+    write_termination_message(Path("/dev/termination-log"), "applied 2 migrations", redactor)
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Running the chosen command: the files read first, a lost session made the user's error.
 
->>> run(load_config(["status"], os.environ))
-'3 applied or recorded, 0 pending'
+For example, against a reachable database (``load_config`` is in migrator.config)::
+
+    run(load_config(["status"], os.environ))  # '3 applied or recorded, 0 pending'
 """
 
 from __future__ import annotations

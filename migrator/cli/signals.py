@@ -1,6 +1,8 @@
 """Signals: SIGTERM and SIGINT become Interrupted, which psycopg answers by cancelling the query.
 
->>> install_signal_handlers()
+The entrypoint installs the handlers once, for the whole process::
+
+    install_signal_handlers()
 """
 
 from __future__ import annotations

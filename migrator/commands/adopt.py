@@ -1,8 +1,9 @@
 """The adopt command: take over the history another tool wrote (dbmate, golang-migrate, goose,
-Flyway), under the migration lock, keeping its table under a new name.
+Flyway), under the migration lock, keeping its table under a new name. For example, on a
+database dbmate migrated::
 
->>> run(config, find_migrations(Path("migrations")))
-'adopted 12 version(s) from dbmate; schema_migrations kept as schema_migrations_dbmate'
+    run(config, find_migrations(Path("migrations")))
+    # 'adopted 12 version(s) from dbmate; schema_migrations kept as schema_migrations_dbmate'
 """
 
 from __future__ import annotations

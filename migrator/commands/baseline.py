@@ -1,8 +1,9 @@
 """The baseline command: record the files up to ``--version`` as applied, for a database built
 without a tool, under the migration lock; ``--verify`` first compares its schema with theirs.
+For example, with ``--version 002_security_invariants`` in ``config``::
 
->>> run(config, find_migrations(Path("migrations")))
-'baseline: 2 file(s) recorded as applied, up to 002_add_feature'
+    run(config, find_migrations(Path("migrations")))
+    # 'baseline: 2 file(s) recorded as applied, up to 002_security_invariants'
 """
 
 from __future__ import annotations

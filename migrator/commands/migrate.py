@@ -1,8 +1,8 @@
 """The migrate command: bootstrap when asked, then the pending files under the migration lock;
-with ``--dry-run`` the plan, read only.
+with ``--dry-run`` the plan, read only. For example, against the database::
 
->>> run(load_config([], os.environ), find_migrations(Path("migrations")))
-'applied 2 migration(s), 0 already applied'
+    run(load_config([], os.environ), find_migrations(Path("migrations")))
+    # 'applied 2 migration(s), 0 already applied'
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The rollback command: run down parts newest first under the migration lock, each with its
-history row deleted in the same transaction.
+history row deleted in the same transaction. For example, against the database::
 
->>> run(config, find_migrations(Path("migrations")))
-'rolled back 1 migration(s)'
+    run(config, find_migrations(Path("migrations")))  # 'rolled back 1 migration(s)'
 """
 
 from __future__ import annotations

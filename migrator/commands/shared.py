@@ -1,8 +1,8 @@
 """What the commands that write share: the migration lock's settings, the target version.
 
->>> settings = lock_settings(config)
->>> settings.key == lock_key(config.dbname, "public.schema_migrations")
-True
+>>> settings = lock_settings(Config(password="s3cret"))
+>>> settings.connect_kwargs["dbname"], settings.timeout  # MIGRATION_LOCK_TIMEOUT
+('auth_service', 600.0)
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ def lock_settings(config: Config) -> LockSettings:
 def target_key(files: MigrationSet, value: str, flag: str) -> tuple[int, ...]:
     """The order of version ``value``: a file's version, its number, or a bare number.
 
-    >>> target_key(files, "002_add_feature", "--to"), target_key(files, "0", "--to")
-    ((2,), (0,))
+    >>> from pathlib import Path
+    >>> from migrator.files.folder import find_migrations
+    >>> files = find_migrations(Path("migrations"))
+    >>> target_key(files, "002_security_invariants", "--to"), target_key(files, "1.2", "--to")
+    ((2,), (1, 2))
     """
     for migration in files.versioned:
         if value in (migration.version, migration.key, migration.path.name):

@@ -1,7 +1,8 @@
 """The status command: applied and pending versions, as log events or one JSON document.
 
->>> run(config, find_migrations(Path("migrations")))
-'3 applied or recorded, 0 pending'
+For example, against the database::
+
+    run(config, find_migrations(Path("migrations")))  # '3 applied or recorded, 0 pending'
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """baseline --verify: the live schema against the one the files build on a throwaway database.
 
->>> differences(live_conn, scratch_conn)
-['missing in the live database: index public.accounts_email ...']
+For example, on connections to the live database and to the scratch one the files built::
+
+    differences(live_conn, scratch_conn)
+    # ['missing in the live database: index public.accounts_email ...']
 """
 
 from __future__ import annotations

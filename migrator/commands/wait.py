@@ -1,9 +1,9 @@
 """The wait command: poll the history, read only, until every file of this image is applied.
 
-App pods that start while a migrate Job runs wait with it instead of migrating themselves:
+App pods that start while a migrate Job runs wait with it instead of migrating themselves::
 
->>> wait_until_applied(config, find_migrations(config.migrations_dir))
-'every migration of this image is applied (waited 3.2s)'
+    wait_until_applied(config, find_migrations(config.migrations_dir))
+    # 'every migration of this image is applied (waited 3.2s)'
 """
 
 from __future__ import annotations

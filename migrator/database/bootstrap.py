@@ -1,9 +1,9 @@
 """Bootstrap as the superuser: create the database, run 000_init_database.sql, set role passwords.
 
 The superuser's sessions are pinned and checked by database.trust first; 000's history row is
-written by the owner.
+written by the owner. For example, only when DB_ADMIN_USER is set::
 
->>> bootstrap(config, files.bootstrap)   # only when DB_ADMIN_USER is set
+    owner_conn = bootstrap(config, files.bootstrap)
 """
 
 from __future__ import annotations

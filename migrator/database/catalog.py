@@ -1,7 +1,8 @@
 """The cluster's catalog, as the runner asks it: which databases and roles exist.
 
->>> database_exists(admin, "auth_service"), role_exists(admin, "auth_service")
-(True, True)
+For example, on a connection to the maintenance database::
+
+    database_exists(admin, "auth_service"), role_exists(admin, "auth_service")  # (True, True)
 """
 
 from __future__ import annotations

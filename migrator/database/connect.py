@@ -1,6 +1,8 @@
 """Waiting for PostgreSQL: retry what can pass by itself, fail at once on what cannot.
 
->>> conn = wait_for_connection(config.connect_kwargs(), timeout=60)
+For example, the first connection of a run::
+
+    conn = wait_for_connection(config.connect_kwargs(), timeout=60)
 """
 
 from __future__ import annotations
@@ -339,9 +341,9 @@ def open_connection(kwargs: dict[str, Any], connect_timeout: int) -> psycopg.Con
     psycopg prepares nothing on the server (``prepare_threshold=None``: PgBouncer before 1.21
     may run the next statement on a server that never saw the PREPARE; the applier prepares
     its own catalog queries only on a direct connection, migrator/apply/prepared.py), and no setting
-    is left on a pooled server session.
+    is left on a pooled server session. For example::
 
-    >>> conn = open_connection(config.connect_kwargs(), connect_timeout=5)
+        conn = open_connection(config.connect_kwargs(), connect_timeout=5)
     """
     startup = {key: value for key, value in kwargs.items() if key != "application_name"}
     writable = WRITABLE_SESSION.items() <= startup.items()
@@ -373,10 +375,10 @@ class ConnectionAhead:
 
     The login's round trips and the server's new backend overlap the caller's own work (the
     lock, the lexing, the imports of the apply path). ``drop`` gives it up at once, without
-    waiting: a runner that queues for the lock holds one connection, not two.
+    waiting: a runner that queues for the lock holds one connection, not two. For example::
 
-    >>> with ConnectionAhead(partial(connect, kwargs, 30)) as ahead:
-    ...     conn = ahead.take()   # the login from the thread, or a new one if it was dropped
+        with ConnectionAhead(functools.partial(connect, kwargs, 30)) as ahead:
+            conn = ahead.take()  # the login from the thread, or a new one if it was dropped
     """
 
     def __init__(self, opener: Callable[[], psycopg.Connection[Any]]) -> None:

@@ -1,9 +1,10 @@
 """A scratch database: created empty on the target's server for one run, dropped at its end,
 whatever happens in between. The lint builds the files in one; ``baseline --verify`` builds
-the schema the files make and compares it with the live one.
+the schema the files make and compares it with the live one. For example, with
+``admin_kwargs`` a superuser's (or a CREATEDB role's) connection to the maintenance database::
 
->>> with scratch_database(admin_kwargs, "auth_service_lint_1a2b3c4d5e", 30, "lint") as name:
-...     connect({**admin_kwargs, "dbname": name}, 30)
+    with scratch_database(admin_kwargs, "auth_service_lint_1a2b3c4d5e", 30, "lint") as name:
+        conn = connect({**admin_kwargs, "dbname": name}, 30)
 """
 
 from __future__ import annotations

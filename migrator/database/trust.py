@@ -3,10 +3,11 @@
 The admin session is pinned (``search_path``, role), the owner and the runtime role are refused
 when they hold more than their place, and objects a less privileged role could have planted
 where the superuser would run them are refused, all before bootstrap changes anything.
+For example, on the admin's connection::
 
->>> pin_admin_session(conn)
->>> refuse_privileged_roles(conn, owner="auth_service", app="auth_service_app", admin="postgres")
->>> refuse_planted_objects(conn)
+    pin_admin_session(conn)
+    refuse_privileged_roles(conn, owner="auth_service", app="auth_service_app", admin="postgres")
+    refuse_planted_objects(conn)
 """
 
 from __future__ import annotations
@@ -193,8 +194,10 @@ def refuse_privileged_roles(
 ) -> None:
     """Raise PermissionDeniedError (77) for the first excess found; roles not yet created pass.
 
-    >>> refuse_privileged_roles(conn, "auth_service", "auth_service_app", admin="postgres")
-    PermissionDeniedError: runtime role auth_service_app has CREATEROLE (...)
+    For example, on the admin's connection, when the runtime role was given CREATEROLE::
+
+        refuse_privileged_roles(conn, "auth_service", "auth_service_app", admin="postgres")
+        # PermissionDeniedError: runtime role auth_service_app has CREATEROLE (...)
     """
     if owner != admin:  # the admin as owner: no lower role to confine (see warn_owner_is_admin)
         refuse_excess(conn, OWNER_KIND, owner, extra_groups={})
@@ -244,8 +247,10 @@ def held(flags: Iterable[bool]) -> list[str]:
 def refuse_planted_objects(conn: psycopg.Connection[Any]) -> None:
     """Raise PermissionDeniedError (77) naming an object that could run as the superuser.
 
-    >>> refuse_planted_objects(conn)
-    PermissionDeniedError: function public.format(text,text), owned by auth_service, ...
+    For example, on the admin's connection, after the owner created ``public.format``::
+
+        refuse_planted_objects(conn)
+        # PermissionDeniedError: function public.format(text,text), owned by auth_service, ...
     """
     row = conn.execute(PLANTED_OBJECTS).fetchone()
     if row is not None:
@@ -261,8 +266,9 @@ class LockSquatters:
 
     Queued behind the squatter when it exits, the admin is granted the lock before any
     session that asks for it afterwards: a squatter that reconnects loses the race.
+    For example, on the admin's connection::
 
-    >>> LockSquatters(admin="postgres")(conn, key)   # True when the lock was taken
+        LockSquatters(admin="postgres")(conn, key)  # True when the lock was taken
     """
 
     admin: str | None

@@ -1,8 +1,8 @@
 """Finding the migration files in a folder (any tool's format), in order, rejecting duplicates.
 
 >>> found = find_migrations(Path("migrations"))
->>> [m.version for m in found.versioned]
-['001_initial_production_schema']
+>>> found.bootstrap.version, [m.version for m in found.versioned]
+('000_init_database', ['001_initial_production_schema', '002_security_invariants'])
 """
 
 from __future__ import annotations

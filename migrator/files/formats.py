@@ -7,7 +7,7 @@ of migrations and the driver that applies them is the model.
 
 >>> folder_format, found = read_folder(sorted(Path("migrations").glob("*.sql")))
 >>> folder_format, [m.version for m in found]
-('runner', ['000_init_database', '001_initial_production_schema'])
+('runner', ['000_init_database', '001_initial_production_schema', '002_security_invariants'])
 """
 
 from __future__ import annotations

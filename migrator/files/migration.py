@@ -1,6 +1,7 @@
 """One migration file: its version, checksum, SQL text, statements and transaction mode.
 
->>> m = read_migration(Path("migrations/002_security_invariants.sql"))  # files.formats
+>>> from migrator.files.formats import read_migration
+>>> m = read_migration(Path("migrations/002_security_invariants.sql"))
 >>> m.version, m.sort_key, m.mode_decision.mode
 ('002_security_invariants', (2,), <TransactionMode.TRANSACTION: 'transaction'>)
 """

@@ -7,8 +7,15 @@ that the refusal check and the applier find them made; otherwise that check make
 first. Nothing is shared but the migrations' cached properties: the applier computes a
 decision itself when the thread has not reached it yet, and meets any error itself too.
 
->>> read_ahead(files.all)
-<Thread(read-ahead, started daemon ...)>
+>>> from pathlib import Path
+>>> from migrator.files.folder import find_migrations
+>>> files = find_migrations(Path("migrations"))
+>>> thread = read_ahead(files.all)
+>>> thread.name, thread.daemon
+('read-ahead', True)
+>>> thread.join()
+>>> files.all[-1].mode_decision.mode
+<TransactionMode.TRANSACTION: 'transaction'>
 """
 
 from __future__ import annotations

@@ -989,7 +989,7 @@ def _unicode_escapes(body: str, escape: str) -> str:
     """PostgreSQL's Unicode escapes: ``\\XXXX``, ``\\+XXXXXX``, a doubled escape character;
     UTF-16 surrogate pairs combine into one character.
 
-        >>> _unicode_escapes("d\\0061t\\+000061", "\\")
+        >>> _unicode_escapes("d\\\\0061t\\\\+000061", "\\\\")
         'data'
     """
     quoted = re.escape(escape)
@@ -1002,7 +1002,7 @@ def concurrent_index(text: str) -> ConcurrentIndex | None:
     """The named index a CREATE INDEX CONCURRENTLY statement builds; None for other statements.
 
     A build interrupted half-way leaves an INVALID index of that name, which ``IF NOT EXISTS``
-    would then skip for ever: the runner drops it first (see apply.py).
+    would then skip for ever: the runner drops it first (see migrator.apply.repair).
 
         >>> concurrent_index('CREATE INDEX CONCURRENTLY IF NOT EXISTS "Ix" ON app.t (a)')
         ConcurrentIndex(name='Ix', table='app.t')

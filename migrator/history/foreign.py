@@ -2,8 +2,8 @@
 
 One entry per tool (its table, the columns that identify it, the name it keeps once
 adopted, what to read of it and what the rows mean); ``adopt`` and the refusal to migrate
-such a database use the table. Only decisions live here: migrator.foreign_reads fetches the
-rows and the columns from the database.
+such a database use the table. Only decisions live here: migrator.history.foreign_reads
+fetches the rows and the columns from the database.
 
 >>> tool = tool_in([("schema_migrations", ["version"])])
 >>> tool.name, tool.table
@@ -55,7 +55,7 @@ class ForeignHistory:
 
 
 Row = tuple[Any, ...]
-# What a tool's rows mean: a function of the rows alone (migrator.foreign_reads fetches them).
+# What a tool's rows mean: a function of the rows alone (history.foreign_reads fetches them).
 Interpret = Callable[["Tool", Iterable[Row]], ForeignHistory]
 
 
@@ -90,7 +90,7 @@ class Tool:
 def dbmate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     """dbmate: one row per applied version (pkg/driver/postgres: version varchar primary key).
 
-    >>> dbmate_history(tool, [("20240101120000",)]).applied
+    >>> dbmate_history(TOOLS[1], [("20240101120000",)]).applied
     {'20240101120000': Applied(key='20240101120000', applied_at=None, checksum=None, by=None)}
     """
     return ForeignHistory(tool, {row[0]: Applied(row[0]) for row in rows})
@@ -99,7 +99,7 @@ def dbmate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
 def golang_migrate_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     """golang-migrate keeps one row, the current version: every version up to it is applied.
 
-    >>> golang_migrate_history(tool, [(3, False)]).up_to
+    >>> golang_migrate_history(TOOLS[0], [(3, False)]).up_to
     (3,)
     """
     row = next(iter(rows), None)
@@ -114,8 +114,10 @@ def goose_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     """goose: a row per up (and, in old versions, per down with is_applied false); the newest
     row of a version says its state; version 0 is goose's own first row.
 
-    >>> list(goose_history(tool, [(0, True, t0), (1, True, t1), (1, False, t2)]).applied)
-    []
+    >>> t = datetime(2024, 1, 1)
+    >>> rows = [(0, True, t), (1, True, t), (2, True, t), (2, False, t)]
+    >>> list(goose_history(TOOLS[2], rows).applied)
+    ['1']
     """
     latest: dict[int, tuple[bool, datetime]] = {}
     for version, is_applied, tstamp in rows:
@@ -132,7 +134,8 @@ def flyway_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     """Flyway: rows in installed_rank order; an undo removes its version; a baseline row
     covers every version up to it; repeatable rows (no version) by description.
 
-    >>> flyway_history(tool, [(1, "1", "init", "BASELINE", None, t, "me", True)]).up_to
+    >>> t = datetime(2024, 1, 1)
+    >>> flyway_history(TOOLS[3], [(1, "1", "init", "BASELINE", None, t, "me", True)]).up_to
     (1,)
     """
     from migrator.files.formats import flyway_order

@@ -1,9 +1,8 @@
 """Reading other tools' history tables from the database; migrator.history.foreign decides what the
-tables and their rows mean.
+tables and their rows mean. For example, on a database dbmate migrated::
 
->>> tool = find_foreign_history(conn)
->>> read_foreign_history(conn, tool).applied.keys()
-dict_keys(['20240101120000'])
+    tool = find_foreign_history(conn)  # dbmate's Tool, or None
+    read_foreign_history(conn, tool).applied.keys()  # dict_keys(['20240101120000'])
 """
 
 from __future__ import annotations

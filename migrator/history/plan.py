@@ -1,8 +1,16 @@
 """Validating the files against the history, and deciding what to apply.
 
->>> plan = make_plan(find_migrations(Path("migrations")), read_history(conn))
->>> [m.version for m in plan.pending]
-['002_add_feature']
+The history is read from the database (migrator.history.table.read_history); here, one row:
+
+>>> from datetime import datetime, timezone
+>>> from migrator.files.folder import find_migrations
+>>> files = find_migrations(Path("migrations"))
+>>> first = files.versioned[0]
+>>> at = datetime(2024, 1, 1, tzinfo=timezone.utc)
+>>> row = AppliedMigration(first.version, "schema", first.checksum, at, 412, "auth_service")
+>>> plan = make_plan(files, {first.version: row})
+>>> [m.version for m in plan.applied], [m.version for m in plan.pending]
+(['001_initial_production_schema'], ['002_security_invariants'])
 """
 
 from __future__ import annotations
@@ -45,7 +53,12 @@ def future_versions(files: MigrationSet, history: Mapping[str, AppliedMigration]
     An older image running on a database that a newer one migrated sees them; a version
     missing *between* files is a lost file instead, and stays an error.
 
-    >>> future_versions(files_up_to_002, {"003_add_x": row})
+    >>> from datetime import datetime, timezone
+    >>> from migrator.files.folder import find_migrations
+    >>> files = find_migrations(Path("migrations"))  # up to 002
+    >>> at = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> row = AppliedMigration("003_add_x", "add x", "0" * 64, at, 5, "auth_service")
+    >>> future_versions(files, {"003_add_x": row})
     ['003_add_x']
     """
     if not files.all:

@@ -1,8 +1,17 @@
 """Status rows: which versions are applied, pending, changed or missing (status, wait, health).
 
->>> rows = status_rows(files, read_history(conn))
->>> rows[0]
-{'version': '001_initial_production_schema', 'state': 'applied', ...}
+The history is read from the database (migrator.history.table.read_history); here, one row:
+
+>>> from datetime import datetime, timezone
+>>> from pathlib import Path
+>>> from migrator.files.folder import find_migrations
+>>> files = find_migrations(Path("migrations"))
+>>> first = files.versioned[0]
+>>> at = datetime(2024, 1, 1, tzinfo=timezone.utc)
+>>> row = AppliedMigration(first.version, "schema", first.checksum, at, 412, "auth_service")
+>>> [(r["version"], r["state"]) for r in status_rows(files, {first.version: row})]
+[('000_init_database', 'pending'), ('001_initial_production_schema', 'applied'),
+ ('002_security_invariants', 'pending')]
 """
 
 from __future__ import annotations
@@ -102,8 +111,13 @@ def status_document(
 ) -> dict[str, Any]:
     """What `status --json` prints: one document, for `json.load` and `jq`.
 
-    >>> status_document(rows, "auth_service", True, {"version": "0.1.0"})["up_to_date"]
-    True
+    >>> rows = [
+    ...     {"version": "000_init_database", "state": "pending", "bootstrap": True},
+    ...     {"version": "001_initial_production_schema", "state": "applied", "bootstrap": False},
+    ... ]
+    >>> document = status_document(rows, "auth_service", True, {"version": "0.1.0"})
+    >>> document["up_to_date"], document["pending"]
+    (True, ['000_init_database'])
     """
     return {
         "database": dbname,

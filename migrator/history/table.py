@@ -1,8 +1,9 @@
 """The history table, public.schema_migrations: create it, read it, record a migration.
 
->>> ensure_history_table(conn)
->>> read_history(conn)["001_initial_production_schema"].checksum
-'9f86d0...'
+For example, on the owner's connection::
+
+    ensure_history_table(conn)
+    read_history(conn)["001_initial_production_schema"].checksum  # 'bcfa8f0f...'
 """
 
 from __future__ import annotations
@@ -189,9 +190,10 @@ def insert_row(
     """The INSERT that records ``migration``; without ``execution_ms`` the server measures it.
 
     Plain text with values quoted by libpq, so it can be sent with the file's own text.
+    For example, on an open connection::
 
-    >>> insert_row(conn, migration)
-    "INSERT INTO public.schema_migrations (...) VALUES ('002_add_feature', 'add feature', ..."
+        insert_row(conn, migration)
+        # "INSERT INTO public.schema_migrations (...) VALUES ('002_add_feature', 'add feature', ..."
     """
     quote = pq.Escaping(conn.pgconn).escape_literal
     encoding = conn.info.encoding

@@ -2,8 +2,11 @@
 database's catalog (lint/linter.py reads them), of the objects the running application may use
 (tables, views, columns, functions, types, enum values), and the rows a statement removes.
 
->>> compare(baseline, before, after)
-[Finding(kind='breaking', relation='public.tokens.scope', change='column dropped', ...)]
+A catalog maps (kind, name) to (type or relkind, identity), as lint/linter.py reads it:
+
+>>> scope = {("column", "public.tokens.scope"): ("text", "16390.3")}
+>>> [(f.kind, f.change) for f in compare(baseline=scope, before=scope, after={})]
+[('breaking', 'column dropped'), ('data_loss', 'column dropped with its data')]
 >>> removing_command("DELETE 12")
 'DELETE'
 """

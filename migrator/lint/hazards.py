@@ -4,7 +4,7 @@ for each, and what PostgreSQL documents for statements that cannot run inside a 
 >>> is_hazard(Lock.ACCESS_EXCLUSIVE, rewrite=True, scanned=False, relkind="r")
 True
 >>> safe_alternative("scan", "ALTER TABLE t ALTER COLUMN c SET NOT NULL")
-'ADD CONSTRAINT ... CHECK (c IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT ...'
+'ADD CONSTRAINT ... CHECK (c IS NOT NULL) NOT VALID, then VALIDATE CONSTRAINT in a later ...'
 """
 
 from __future__ import annotations

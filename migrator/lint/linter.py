@@ -6,11 +6,14 @@ migrator/lint/contract.py, which also log the report.
 
 The target is only read (its history and its tables' sizes from the catalog, which takes no
 lock); the scratch database is created with the admin credentials on the target's server and
-dropped afterwards, or given with ``--shadow-url``.
+dropped afterwards, or given with ``--shadow-url``. For example::
 
     $ python entrypoint.py lint        # exit 65 on an unwaived hazard
-    >>> lint(config, find_migrations(Path("migrations")))
-    'lint: 3 file(s), 0 hazard(s), 0 waived, 0 on small tables, 0 unwaived'
+
+and from Python, with admin credentials (or ``--shadow-url``) in ``config``::
+
+    lint(config, find_migrations(Path("migrations")))
+    # 'lint: 3 file(s), 0 hazard(s), 0 waived, 0 on small tables, 0 unwaived'
 """
 
 from __future__ import annotations
