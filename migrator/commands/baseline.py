@@ -9,6 +9,7 @@ For example, with ``--version 002_security_invariants`` in ``config``::
 from __future__ import annotations
 
 from migrator.commands.shared import lock_settings, target_key, versioned_rows
+from migrator.commands.verify import verify_baseline
 from migrator.config import Config
 from migrator.database.lock import locked
 from migrator.errors import HistoryMismatchError
@@ -49,8 +50,6 @@ def run(config: Config, files: MigrationSet) -> str:
                 ERR_BASELINE_HISTORY.format(count=len(rows), newest=rows[-1])
             )
         if config.verify:
-            from migrator.commands.verify import verify_baseline
-
             verify_baseline(config, session.conn, chosen)
         event = "plan_baseline_version" if config.dry_run else "baseline_version"
         for migration in chosen:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from migrator.config import Config
+from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists
 from migrator.database.connect import (
     ConnectionAhead,
     connect,
@@ -23,13 +24,15 @@ from migrator.database.connect import (
 )
 from migrator.errors import ConfigError
 from migrator.files.folder import MigrationSet
+from migrator.files.migration import MAY_HOLD_WAIVER
 from migrator.history import table as history
 from migrator.history.plan import Plan, make_plan
+from migrator.history.status import warn_future
 from migrator.logs import get_logger
 
-# The modules that do work (bootstrap, lock, apply, progress, status, the SQL lexer) are
-# imported where they are used: a start with nothing to do, every pod start but one, does not
-# pay for importing them (about 15 ms of a 200 ms start).
+# The modules that do work (bootstrap, lock, apply, progress, lint, the SQL lexer) are
+# imported where they are used, each import marked "lazy": a start with nothing to do, every
+# pod start but one, does not pay for importing them (about 15 ms of a 200 ms start).
 if TYPE_CHECKING:
     from migrator.apply.applier import Applier
     from migrator.files.migration import Migration
@@ -48,6 +51,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
     owner: psycopg.Connection[Any] | None = None
     if config.bootstrap_enabled:
+        # lazy: not on the no-op start
         from migrator.database.bootstrap import bootstrap
         from migrator.files.prefetch import read_ahead
 
@@ -83,9 +87,11 @@ def migrate(config: Config, files: MigrationSet) -> str:
             for migration in plan.pending:
                 migration.refuse_unsupported()
             if config.lint_before_apply:
+                # lazy: not on the no-op start
                 from migrator.lint.linter import lint
 
                 lint(config, files)  # HazardsFoundError (65) before anything is applied
+            # lazy: not on the no-op start
             from migrator.apply.memory import check_memory
 
             # Before the lock and the first file: a file that cannot fit is refused, not
@@ -103,6 +109,7 @@ def apply_under_lock(
 ) -> str:
     """Take the migration lock on ``lock_conn``, read the history again, apply the plan on
     ``apply_conn`` (given up while the lock is busy: a waiting runner holds one connection)."""
+    # lazy: not on the no-op start
     from migrator.apply.applier import Applier
     from migrator.apply.progress import ProgressReporter
     from migrator.commands.shared import lock_settings
@@ -142,10 +149,9 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
 
 def log_waivers(pending: Sequence[Migration]) -> None:
     """The hazards a file waives (``-- migrate:allow``), and why, logged when it is applied."""
-    from migrator.files.migration import MAY_HOLD_WAIVER
-
     waiving = [m for m in pending if MAY_HOLD_WAIVER.search(m.sql)]  # most files: none
     if waiving:
+        # lazy: not on the no-op start
         from migrator.lint.findings import waivers_of
 
         for migration in waiving:
@@ -162,6 +168,7 @@ def log_waivers(pending: Sequence[Migration]) -> None:
 
 def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
     """--single-transaction cannot hold a file PostgreSQL runs only outside a transaction."""
+    # lazy: not on the no-op start
     from migrator.files.sql import TransactionMode
 
     for migration in pending:
@@ -173,8 +180,6 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
 
 
 def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
-    from migrator.history.status import warn_future
-
     warn_future(plan.future)
     for migration in plan.unverified:
         log.warning(
@@ -197,8 +202,6 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
 def dry_run(config: Config, files: MigrationSet) -> str:
     """Print the plan; read only (no lock, no table created, nothing applied)."""
     if config.bootstrap_enabled:
-        from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists
-
         admin_kwargs = config.connect_kwargs(admin=True, dbname=MAINTENANCE_DATABASE)
         with wait_for_connection(admin_kwargs, config.wait_timeout) as admin:
             exists = database_exists(admin, config.dbname)
@@ -221,6 +224,7 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.
+        # lazy: not on the no-op start
         from migrator.lint.linter import run_lint
 
         summary += "; " + run_lint(config, files).summary
@@ -228,8 +232,6 @@ def dry_run(config: Config, files: MigrationSet) -> str:
 
 
 def plan_summary(plan: Plan) -> str:
-    from migrator.history.status import warn_future
-
     warn_future(plan.future)
     for migration in plan.pending:
         migration.refuse_unsupported()

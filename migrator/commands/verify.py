@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migrator.apply.applier import Applier
 from migrator.config import Config
 from migrator.database.catalog import MAINTENANCE_DATABASE
 from migrator.database.connect import connect
@@ -101,8 +102,6 @@ def verify_baseline(
 ) -> None:
     """Build ``chosen`` on a throwaway database (the live extensions first, standing in for the
     bootstrap script) and refuse (exit 65) when its schema differs from the live one."""
-    from migrator.apply.applier import Applier
-
     extensions = [row[0] for row in live.execute(LIVE_EXTENSIONS)]
     admin = config.bootstrap_enabled
     with (

@@ -20,6 +20,7 @@ from typing import Any
 from psycopg import sql
 
 from migrator.errors import ConfigError, HistoryMismatchError
+from migrator.files.formats import flyway_order
 
 SCHEMA = "public"
 ERR_FOREIGN = (
@@ -138,8 +139,6 @@ def flyway_history(tool: Tool, rows: Iterable[Row]) -> ForeignHistory:
     >>> flyway_history(TOOLS[3], [(1, "1", "init", "BASELINE", None, t, "me", True)]).up_to
     (1,)
     """
-    from migrator.files.formats import flyway_order
-
     applied: dict[str, Applied] = {}
     up_to: tuple[int, ...] | None = None
     for rank, version, description, kind, checksum, installed_on, by, success in rows:
