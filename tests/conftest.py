@@ -38,6 +38,32 @@ REQUIRED_LOG_FIELDS = ("timestamp", "level", "event")
 KNOWN_SECRETS: set[str] = set()
 
 
+# What holds the migration lock, and what would be left of it on a server session.
+HOLD_MIGRATION_LOCK = "LOCK TABLE public.schema_migrations_lock IN SHARE UPDATE EXCLUSIVE MODE"
+LEFTOVER_LOCKS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' OR (locktype = 'relation' "
+    "AND relation = to_regclass('public.schema_migrations_lock') AND pid <> pg_backend_pid())"
+)
+
+
+# The sessions holding the migration lock (or any advisory lock, as an older runner's).
+LOCK_HOLDERS = (
+    "SELECT pid FROM pg_locks WHERE granted AND (locktype = 'advisory' OR (locktype = 'relation' "
+    "AND mode = 'ShareUpdateExclusiveLock' "
+    "AND relation = to_regclass('public.schema_migrations_lock')))"
+)
+
+
+def hold_migration_lock(conn: psycopg.Connection[Any]) -> None:
+    """Take the migration lock on ``conn`` (autocommit) as another runner would: in a
+    transaction left open until the connection ends it."""
+    from migrator.database.lock import ensure_lock_relation
+
+    ensure_lock_relation(conn)
+    conn.execute("BEGIN")
+    conn.execute(HOLD_MIGRATION_LOCK)
+
+
 def remember_secret(value: str) -> str:
     KNOWN_SECRETS.add(value)
     return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from migrator.config import Config
-from migrator.database.lock import LockSettings, lock_key
+from migrator.database.lock import LockSettings
 from migrator.errors import UsageError
 from migrator.files.folder import MigrationSet
 from migrator.files.formats import flyway_order
@@ -21,13 +21,12 @@ ERR_UNKNOWN_VERSION = "{flag} {value}: no migration file has that version"
 
 
 def lock_settings(config: Config) -> LockSettings:
-    """One key per database and history table: every command that writes takes this lock."""
+    """Every command that writes takes this lock (the lock's view is in the target database)."""
     return LockSettings(
         connect_kwargs=config.connect_kwargs(),
         wait_timeout=config.wait_timeout,
         timeout=config.migration_lock_timeout,
         application_name=config.application_name,
-        key=lock_key(config.dbname, history.QUALIFIED_NAME),
     )
 
 

@@ -1,16 +1,27 @@
 """The migration lock: one protocol for every command that writes (migrate, adopt, baseline,
-rollback), direct or through a pooler.
+rollback), direct or through a pooler, that only the owner (and superusers) can take.
+
+The lock is ``LOCK TABLE public.schema_migrations_lock IN SHARE UPDATE EXCLUSIVE MODE``: a lock
+on a view that only the owner holds privileges on. An advisory lock needs no privilege at all,
+so any role that can connect (the runtime role, an SQL injection in it) could hold its key and
+block every release; ``LOCK TABLE`` in this mode needs UPDATE, DELETE, TRUNCATE or MAINTAIN on
+the relation, and the locks a role without privileges can take by naming it (a SELECT or an
+INSERT being parsed) are weaker modes that do not conflict with it. A view is never vacuumed or
+analyzed, so maintenance does not contend for it.
 
 The lock is transaction-level: taken in a transaction left open on a dedicated connection for
 the whole run, because a transaction is the one thing a transaction pooler never splits across
 server sessions, and it ends with its session. The holder's backend pid is read inside that
-transaction, so the guard that each commit checks names the right server session even behind a
-pooler. A waiter gives up its work connection and, behind a pooler, its lock connection between
-polls: it holds no pooled server connection while it waits. The bootstrap's lock is a separate,
-session-level lock in the maintenance database (``advisory_lock``).
+transaction, so the guard that each commit checks names the right server session even behind
+a pooler. A waiter gives up its work connection and, behind a pooler, its lock connection
+between polls: it holds no pooled server connection while it waits. The bootstrap's lock is a
+separate, session-level advisory lock in the maintenance database (``advisory_lock``), whose
+squatters bootstrap evicts.
 
->>> with locked(settings) as held:
-...     held.guard.check(held.conn, "baseline")
+For example::
+
+    with locked(settings) as held:
+        held.guard.check(held.conn, "baseline")
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from migrator.database.connect import (
     reason_of,
     wait_for_connection,
 )
-from migrator.errors import LockLostError, LockTimeoutError
+from migrator.errors import LockLostError, LockTimeoutError, PermissionDeniedError
 from migrator.logs import get_logger
 
 log = get_logger("lock")
@@ -44,10 +55,56 @@ INT64_BITS = 64
 POOLED_POLL_INTERVAL = 0.25  # each poll behind a pooler is a new client login
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+LOCK_RELATION = "public.schema_migrations_lock"
+LOCK_MODE = "ShareUpdateExclusiveLock"  # as pg_locks names SHARE UPDATE EXCLUSIVE
+# The lock's relation, created once by the owner, and kept the owner's alone: every privilege
+# of any other role on it is revoked in the same statement (the owner's default privileges
+# would give the runtime role UPDATE, enough to take the lock). One that another role owns is
+# refused: its owner could hold the lock, or grant it away.
+ENSURE_LOCK_RELATION = """
+DO $migrator$
+DECLARE
+    granted record;
+BEGIN
+    IF pg_catalog.to_regclass('public.schema_migrations_lock') IS NULL THEN
+        CREATE VIEW public.schema_migrations_lock AS SELECT 1 AS migration_lock;
+        COMMENT ON VIEW public.schema_migrations_lock IS
+            'The migration lock (LOCK TABLE ... IN SHARE UPDATE EXCLUSIVE MODE); owner only.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+            WHERE c.oid OPERATOR(pg_catalog.=)
+                  pg_catalog.to_regclass('public.schema_migrations_lock')), 'USAGE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = pg_catalog.format(
+            'public.schema_migrations_lock is owned by %s, not by %s',
+            (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c
+             WHERE c.oid OPERATOR(pg_catalog.=)
+                   pg_catalog.to_regclass('public.schema_migrations_lock')), current_user);
+    END IF;
+    FOR granted IN
+        SELECT a.grantee, a.privilege_type
+        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+        WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('public.schema_migrations_lock')
+          AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+    LOOP
+        EXECUTE pg_catalog.format(
+            'REVOKE %s ON public.schema_migrations_lock FROM %s',
+            granted.privilege_type,
+            CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                 ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
+    END LOOP;
+END
+$migrator$"""
+# What CREATE VIEW raises when another runner created the view at that moment.
+CREATED_MEANWHILE = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DuplicateTable,
+    psycopg.errors.DuplicateObject,
+)
 # One round trip per poll. The lock transaction must outlive any timeout the server or the
-# role sets, and holds no snapshot once this SELECT is done (READ COMMITTED, no xid): CREATE
-# INDEX CONCURRENTLY waits only for transactions with a snapshot or an xid, so it does not
-# wait for this one. ROLLBACK ends a failed try (and the lock at the end of the run).
+# role sets, and holds no snapshot and no xid once this SELECT is done (LOCK TABLE takes no
+# snapshot; READ COMMITTED): CREATE INDEX CONCURRENTLY waits only for transactions with a
+# snapshot, so it does not wait for this one. NOWAIT: a busy lock is an error (55P03) that
+# ends the try; ROLLBACK ends it (and the lock at the end of the run).
 TRY_TRANSACTION_LOCK = (
     "BEGIN ISOLATION LEVEL READ COMMITTED;\n"
     "SET LOCAL idle_in_transaction_session_timeout = 0;\n"
@@ -55,14 +112,25 @@ TRY_TRANSACTION_LOCK = (
     "SET LOCAL lock_timeout = 0;\n"
     "{transaction_timeout}"
     "SET LOCAL application_name = {application_name};\n"
-    "SELECT pg_try_advisory_xact_lock({key}), pg_backend_pid()"
+    "LOCK TABLE public.schema_migrations_lock IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;\n"
+    "SELECT pg_catalog.pg_backend_pid(), "
+    "pg_catalog.to_regclass('public.schema_migrations_lock')::pg_catalog.oid"
 )
 TRANSACTION_TIMEOUT_MIN_VERSION = 170000
 NO_TRANSACTION_TIMEOUT = "SET LOCAL transaction_timeout = 0;\n"
 END_LOCK_TRANSACTION = "ROLLBACK"
 UNLOCK = "SELECT pg_advisory_unlock(%s)"
-# An advisory lock on a bigint key shows in pg_locks as classid = high 32 bits, objid = low.
+# The session that holds the migration lock, and since when (its transaction's start).
 HOLDER = """
+SELECT a.pid, a.application_name, a.usename, a.client_addr::text, a.xact_start
+FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ShareUpdateExclusiveLock'
+  AND l.relation = pg_catalog.to_regclass('public.schema_migrations_lock')
+  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+LIMIT 1
+"""
+# An advisory lock on a bigint key shows in pg_locks as classid = high 32 bits, objid = low.
+ADVISORY_HOLDER = """
 SELECT a.pid, a.application_name, a.usename, a.client_addr::text, a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
@@ -74,8 +142,8 @@ LIMIT 1
 # Division by zero unless the session still holds the lock: the error aborts the transaction
 # the check is sent in, before the history row, in the same round trip as the file.
 STILL_HELD = (
-    "SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
-    "AND objsubid = 1 AND pid = {pid} AND classid::bigint = {high} AND objid::bigint = {low}"
+    "SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE locktype = 'relation' AND granted "
+    "AND mode = 'ShareUpdateExclusiveLock' AND pid = {pid} AND relation = {relation}"
 )
 ERR_LOST = (
     "lost the migration lock before recording {version} ({reason}): its transaction, if any, "
@@ -86,6 +154,10 @@ RELEASED_WITH_SESSION = "the lock's session ended, which released it"
 ERR_TIMEOUT = (
     "could not get the migration lock within {timeout:g}s: held by {holder}; "
     "another runner is migrating — retry later"
+)
+ERR_NOT_OURS = (
+    "cannot take the migration lock ({reason}): only the owner of the schema may hold it; "
+    "drop public.schema_migrations_lock as a superuser and run again, as DB_USER"
 )
 
 
@@ -102,22 +174,22 @@ def _key_halves(key: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class LockGuard:
-    """Checks, from the applying connection, that the lock's session (``pid``) still holds it.
+    """Checks, from the applying connection, that the lock's session (``pid``) still holds the
+    lock on ``relation`` (the lock view's oid).
 
     A runner whose lock session died (terminated, its node lost) must not record anything
     beside the runner that took the lock over.
 
-    >>> LockGuard(pid=4242, key=lock_key("auth_service", "public.schema_migrations")).sql
-    "SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE ... AND pid = 4242 ..."
+    >>> LockGuard(pid=4242, relation=16390).sql
+    "SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE ... AND pid = 4242 AND relation = 16390"
     """
 
     pid: int
-    key: int
+    relation: int
 
     @property
     def sql(self) -> str:
-        high, low = _key_halves(self.key)
-        return STILL_HELD.format(pid=self.pid, high=high, low=low)
+        return STILL_HELD.format(pid=int(self.pid), relation=int(self.relation))
 
     def lost(self, version: str) -> LockLostError:
         return LockLostError(ERR_LOST.format(version=version, reason=LOST_REASON))
@@ -131,8 +203,13 @@ class LockGuard:
             raise self.lost(what) from None
 
 
-def lock_holder(conn: psycopg.Connection[Any], key: int) -> dict[str, Any] | None:
-    row = conn.execute(HOLDER, _key_halves(key)).fetchone()
+def lock_holder(conn: psycopg.Connection[Any], key: int | None = None) -> dict[str, Any] | None:
+    """Who holds the migration lock (``key`` None) or the advisory lock ``key``: its pid,
+    application_name, user, client address and since when."""
+    if key is None:
+        row = conn.execute(HOLDER).fetchone()
+    else:
+        row = conn.execute(ADVISORY_HOLDER, _key_halves(key)).fetchone()
     if row is None:
         return None
     pid, application_name, user, client, since = row
@@ -187,14 +264,13 @@ class HeldLock:
 
     conn: psycopg.Connection[Any]
     pid: int
-    key: int
+    relation: int  # the lock view's oid
     waited: float
 
 
 @contextmanager
 def transaction_lock(
     conn: psycopg.Connection[Any],
-    key: int,
     timeout: float,
     *,
     reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
@@ -202,22 +278,25 @@ def transaction_lock(
     name: str = "migrations",
     on_busy: Callable[[], None] | None = None,
 ) -> Iterator[HeldLock]:
-    """Hold ``pg_try_advisory_xact_lock(key)`` in a transaction open on ``conn`` for the block.
+    """Hold the migration lock in a transaction open on ``conn`` for the block; the lock's view
+    is created first when missing (and refused when another role owns it).
 
     ``reconnect`` (behind a pooler): a waiter closes its connection between polls, so that it
     holds no server session while it waits; in session pooling the holder needs a second one.
     ``on_busy`` is called once, when the first try finds the lock taken (before any wait).
 
-    >>> with transaction_lock(conn, key, 600, reconnect=None) as held:
-    ...     held.pid
-    4242
+    For example::
+
+        with transaction_lock(conn, 600, reconnect=None) as held:
+            LockGuard(held.pid, held.relation).check(apply_conn, "002_add_feature")
     """
     start = time.monotonic()
     next_report = start
     holder: dict[str, Any] | None = None
     opened: psycopg.Connection[Any] | None = None  # a connection of ours, closed at the end
+    ensure_lock_relation(conn)
     try:
-        while (pid := _try_transaction_lock(conn, key, application_name)) is None:
+        while (taken := _try_transaction_lock(conn, application_name)) is None:
             if on_busy is not None:
                 on_busy()
                 on_busy = None
@@ -227,7 +306,7 @@ def transaction_lock(
                     ERR_TIMEOUT.format(timeout=timeout, holder=holder), lock=name
                 )
             if now >= next_report:
-                holder = lock_holder(conn, key)
+                holder = lock_holder(conn)
                 log.info("lock_waiting", lock=name, holder=holder, waited_s=round(now - start, 3))
                 next_report = now + HOLDER_LOG_INTERVAL
             if reconnect is None:
@@ -237,9 +316,10 @@ def transaction_lock(
             time.sleep(POOLED_POLL_INTERVAL)
             conn = opened = reconnect()
         waited = time.monotonic() - start
-        log.info("lock_acquired", lock=name, key=key, waited_s=round(waited, 3), pid=pid)
+        pid, relation = taken
+        log.info("lock_acquired", lock=name, waited_s=round(waited, 3), pid=pid)
         try:
-            yield HeldLock(conn, pid, key, waited)
+            yield HeldLock(conn, pid, relation, waited)
         finally:
             _end_transaction(conn, name)
     finally:
@@ -247,26 +327,42 @@ def transaction_lock(
             opened.close()
 
 
+def ensure_lock_relation(conn: psycopg.Connection[Any]) -> None:
+    """Create the lock's view if missing, the owner's alone; PermissionDeniedError (77) when
+    another role owns it. Also when another runner creates it at the same moment."""
+    try:
+        conn.execute(ENSURE_LOCK_RELATION)
+    except CREATED_MEANWHILE:
+        conn.execute(ENSURE_LOCK_RELATION)  # it exists now: check its owner and privileges
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise PermissionDeniedError(ERR_NOT_OURS.format(reason=reason_of(error))) from None
+
+
 def _try_transaction_lock(
-    conn: psycopg.Connection[Any], key: int, application_name: str
-) -> int | None:
-    """The lock's backend pid, its transaction left open; None (transaction ended) if taken."""
+    conn: psycopg.Connection[Any], application_name: str
+) -> tuple[int, int] | None:
+    """The lock's backend pid and the view's oid, the transaction left open; None (the
+    transaction ended) when another session holds the lock."""
     quote = psycopg.pq.Escaping(conn.pgconn).escape_literal
     text = TRY_TRANSACTION_LOCK.format(
-        key=int(key),
         application_name=quote(application_name.encode()).decode(),
         transaction_timeout=NO_TRANSACTION_TIMEOUT
         if conn.info.server_version >= TRANSACTION_TIMEOUT_MIN_VERSION
         else "",
     )
-    cursor = conn.execute(text.encode())
+    try:
+        cursor = conn.execute(text.encode())
+    except psycopg.errors.LockNotAvailable:
+        conn.execute(END_LOCK_TRANSACTION)
+        return None
+    except psycopg.errors.InsufficientPrivilege as error:
+        conn.execute(END_LOCK_TRANSACTION)
+        raise PermissionDeniedError(ERR_NOT_OURS.format(reason=reason_of(error))) from None
     while cursor.nextset():  # the SELECT's row is the last result
         pass
     row = cursor.fetchone()
-    if row and row[0]:
-        return int(row[1])
-    conn.execute(END_LOCK_TRANSACTION)
-    return None
+    assert row is not None  # LOCK succeeded: the SELECT returns its one row
+    return int(row[0]), int(row[1])
 
 
 def _end_transaction(conn: psycopg.Connection[Any], name: str) -> None:
@@ -317,7 +413,6 @@ class LockSettings:
     wait_timeout: float
     timeout: float  # MIGRATION_LOCK_TIMEOUT
     application_name: str
-    key: int
 
 
 @dataclass(frozen=True)
@@ -340,7 +435,6 @@ def migration_lock(
     with (
         transaction_lock(
             lock_conn,
-            settings.key,
             settings.timeout,
             reconnect=reconnect if pooled else None,
             application_name=settings.application_name,
@@ -348,7 +442,7 @@ def migration_lock(
         ) as held,
         work.take() as conn,
     ):
-        yield Locked(conn, LockGuard(held.pid, settings.key), pooled)
+        yield Locked(conn, LockGuard(held.pid, held.relation), pooled)
 
 
 @contextmanager

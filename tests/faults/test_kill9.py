@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import MigrationsFolder, create_database, drop_database
+from tests.conftest import LEFTOVER_LOCKS, MigrationsFolder, create_database, drop_database
 from tests.faults.conftest import (
     Snapshot,
     assert_converged,
@@ -106,7 +106,7 @@ def test_the_server_aborts_the_statement_of_a_killed_runner_within_seconds(
     gone_after = wait_until(lambda: runner_backends(database) == 0, timeout=LONG_SLEEP / 2)
     print(f"orphan backends gone {gone_after:.2f}s after kill -9")
     assert gone_after < ORPHAN_BACKEND_BUDGET
-    assert database.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert database.scalar(LEFTOVER_LOCKS) == 0
     assert database.scalar("SELECT to_regclass('long_one')") is None
 
 

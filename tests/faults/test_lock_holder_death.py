@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from migrator.errors import EX_OK, EX_UNAVAILABLE
-from tests.conftest import MigrationsFolder
+from tests.conftest import LOCK_HOLDERS, MigrationsFolder
 from tests.faults.conftest import Snapshot, assert_converged, clean_run, wait_until
 
 TRIALS = 4
@@ -17,10 +17,7 @@ FILES = {
     "INSERT INTO applied_counter VALUES ('002');",
     "003_more.sql": "INSERT INTO applied_counter VALUES ('003');",
 }
-LOCK_HOLDER = (
-    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
-    "(SELECT oid FROM pg_database WHERE datname = current_database())"
-)
+LOCK_HOLDER = LOCK_HOLDERS
 
 
 @pytest.fixture(scope="module")

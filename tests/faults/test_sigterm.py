@@ -10,10 +10,8 @@ import time
 
 import pytest
 
-from migrator.database.lock import lock_key
 from migrator.errors import EX_TERMINATED
-from migrator.history.table import QUALIFIED_NAME
-from tests.conftest import PgServer
+from tests.conftest import LEFTOVER_LOCKS, LOCK_HOLDERS, PgServer, hold_migration_lock
 from tests.faults.conftest import runner_backends, wait_until
 
 REPEATS = 3
@@ -61,16 +59,13 @@ def test_sigterm_while_waiting_for_the_server(start_watched, migrations, repeat)
 @pytest.mark.parametrize("repeat", range(REPEATS))
 def test_sigterm_while_waiting_for_the_lock(database, start_watched, migrations, repeat):
     migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
-    key = lock_key(database.name, QUALIFIED_NAME)
     with database.connect(application_name="holder") as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        hold_migration_lock(holder)
         runner = start_watched(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
         runner.wait_for(lambda e: e["event"] == "lock_waiting")
         terminate(runner, "waiting for the lock")
         wait_until(lambda: runner_backends(database) == 0, BACKEND_GONE_BUDGET)
-        holder_pids = database.query(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        )
+        holder_pids = database.query(LOCK_HOLDERS)
         assert holder_pids == [(holder.info.backend_pid,)]
     assert database.scalar("SELECT to_regclass('t')") is None
 
@@ -92,7 +87,7 @@ def test_sigterm_in_a_long_non_transactional_statement(
     ) == 1)  # fmt: skip
     terminate(runner, "in a non-transactional statement")
     wait_until(lambda: runner_backends(database) == 0, BACKEND_GONE_BUDGET)
-    assert database.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert database.scalar(LEFTOVER_LOCKS) == 0
     # The statements before the cancelled one stay; the file is not recorded.
     assert database.scalar("SELECT to_regclass('before_sleep')") is not None
     assert database.scalar("SELECT to_regclass('after_sleep')") is None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from migrator.database.lock import lock_key
-from migrator.history.table import QUALIFIED_NAME
+from tests.conftest import hold_migration_lock
 
 RUNNERS = 10
 
@@ -59,9 +58,8 @@ def test_ten_runners_at_once_apply_each_migration_exactly_once(
 
 def test_lock_timeout_exits_75_and_names_the_holder(database, run_runner, migrations):
     migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
-    key = lock_key(database.name, QUALIFIED_NAME)
     with database.connect(application_name="someone-else") as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        hold_migration_lock(holder)
         holder_pid = holder.info.backend_pid
         env = database.env(MIGRATIONS_DIR=str(migrations.path), MIGRATION_LOCK_TIMEOUT="1")
         result = run_runner(env=env)
@@ -84,10 +82,8 @@ def test_a_runner_queued_for_the_lock_holds_one_connection(database, start_runne
     """The applying connection logs in ahead, beside the lock; it is given up while the lock is
     busy, so that ten queued replicas hold ten server sessions, not twenty."""
     migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
-    key = lock_key(database.name, QUALIFIED_NAME)
     with database.connect() as holder, database.connect() as observer:
-        holder.execute("BEGIN")
-        holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        hold_migration_lock(holder)
         holder_pid = holder.info.backend_pid
         runner = start_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
         deadline = time.monotonic() + 30

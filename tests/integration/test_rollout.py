@@ -10,10 +10,8 @@ import uuid
 import psycopg
 import pytest
 
-from migrator.database.lock import lock_key
-from migrator.history import table as history
 from migrator.version import VERSION
-from tests.conftest import RunResult
+from tests.conftest import RunResult, hold_migration_lock
 from tests.integration.test_bootstrap import BOOTSTRAP_SQL
 
 RELEASE_N = {
@@ -149,9 +147,8 @@ def test_wait_times_out_with_75_and_writes_nothing(database, run_runner, migrati
 
 def test_wait_does_not_need_the_lock(newer_database, database, run_runner):
     """A runner holding the migration lock does not keep `wait` from seeing the history."""
-    key = lock_key(database.name, history.QUALIFIED_NAME)
     with database.connect(autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        hold_migration_lock(holder)
         start = time.monotonic()
         result = run_runner("wait", "--timeout", "10",
                             env=database.env(MIGRATIONS_DIR=str(newer_database)))  # fmt: skip

@@ -3,8 +3,8 @@ the no-lock start when nothing is pending, and the opt-in single transaction."""
 
 from __future__ import annotations
 
-from migrator.database.lock import lock_key
 from migrator.history.table import QUALIFIED_NAME
+from tests.conftest import hold_migration_lock
 
 THREE_FILES = {
     "001_a.sql": "CREATE TABLE a (id int PRIMARY KEY);",
@@ -90,7 +90,7 @@ def test_nothing_pending_exits_without_waiting_for_the_migration_lock(
     migrations.add(THREE_FILES)
     assert run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path))).returncode == 0
     with database.connect() as holder:  # another runner, busy with a migration of its own
-        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(database.name, QUALIFIED_NAME),))
+        hold_migration_lock(holder)
         env = database.env(MIGRATIONS_DIR=str(migrations.path), MIGRATION_LOCK_TIMEOUT="1s")
         result = run_runner(env=env)
     assert result.returncode == 0, result

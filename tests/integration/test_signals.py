@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+from tests.conftest import LEFTOVER_LOCKS
+
 SLEEPY = (
     "CREATE TABLE slept (id int);\n"
     "SELECT pg_sleep(coalesce((SELECT seconds FROM sleep_control), 0));\n"
@@ -47,7 +49,7 @@ def test_sigterm_cancels_the_statement_releases_the_lock_and_exits_143(
         "AND pid <> pg_backend_pid()"
     )
     assert still_running == 0, "the statement must be cancelled on the server"
-    assert database.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert database.scalar(LEFTOVER_LOCKS) == 0
     assert database.scalar("SELECT to_regclass('slept')") is None
     assert database.scalar("SELECT count(*) FROM schema_migrations") == 0
 

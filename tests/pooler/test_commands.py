@@ -7,6 +7,7 @@ import time
 import pytest
 
 from migrator.errors import EX_UNAVAILABLE
+from tests.conftest import LEFTOVER_LOCKS
 from tests.faults.test_parallel import FILES as BOOTSTRAP_FILES
 from tests.integration.test_progress import SLOW_INDEX
 from tests.pooler.conftest import POOL_MODES, POOL_SIZE, require_pgbouncer
@@ -68,7 +69,7 @@ def test_nothing_is_left_in_the_pool(pooled, database, run_runner, migrations):
     finally:
         for client in clients:
             client.close()
-    assert database.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert database.scalar(LEFTOVER_LOCKS) == 0
     assert (
         database.scalar("SELECT count(*) FROM pg_prepared_statements") == 0
     )  # this session's only; the runner's never prepare (prepare_threshold=None)

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from tests.conftest import LEFTOVER_LOCKS
 from tests.faults.conftest import assert_converged
 from tests.pooler.conftest import POOL_SIZE
 
@@ -29,7 +30,7 @@ def test_six_runners_apply_every_file_exactly_once(
     assert len(appliers[0].events_named("migration_applied")) == len(reference.history)
     # The schema and history of an undisturbed direct run; no index left invalid.
     assert_converged(database, reference, context)
-    assert database.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert database.scalar(LEFTOVER_LOCKS) == 0
 
 
 CONCURRENT_INDEX = {

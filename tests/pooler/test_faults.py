@@ -8,10 +8,15 @@ import time
 
 import pytest
 
-from migrator.database.lock import lock_key
 from migrator.errors import EX_OK, EX_TEMPFAIL, EX_TERMINATED, EX_UNAVAILABLE
-from migrator.history.table import QUALIFIED_NAME
-from tests.conftest import MigrationsFolder, create_database, drop_database
+from tests.conftest import (
+    LEFTOVER_LOCKS,
+    LOCK_HOLDERS,
+    MigrationsFolder,
+    create_database,
+    drop_database,
+    hold_migration_lock,
+)
 from tests.faults.conftest import Snapshot, assert_converged, clean_run, wait_until
 from tests.faults.migration_sets import NON_TRANSACTIONAL
 from tests.faults.test_lock_holder_death import FILES as HOLDER_FILES
@@ -20,7 +25,7 @@ from tests.faults.test_lock_holder_death import LOCK_HOLDER, _sleeping
 KILL_TRIALS = 3
 ORPHAN_BUDGET = 3.0  # client_connection_check_interval = 1s, then the backend's exit
 EXIT_BUDGET = 2.0
-ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+ADVISORY_LOCKS = LEFTOVER_LOCKS
 LONG_FILE = {"001_long.sql": "CREATE TABLE long_one (id int);\nSELECT pg_sleep(60);"}
 SLEEPING = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s"
 
@@ -128,7 +133,7 @@ def test_waiting_for_the_lock_through_the_pooler_ends_with_75_or_143(
     migrations.add({"001_t.sql": "CREATE TABLE t (id int);"})
     env = pooled.env(database, MIGRATIONS_DIR=str(migrations.path))
     with database.connect(application_name="holder") as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(database.name, QUALIFIED_NAME),))
+        hold_migration_lock(holder)
         timed_out = run_runner(env={**env, "MIGRATION_LOCK_TIMEOUT": "1s"})
         assert timed_out.returncode == EX_TEMPFAIL, timed_out
         assert timed_out.events_named("lock_waiting")[0]["holder"]["application_name"] == "holder"
@@ -139,6 +144,6 @@ def test_waiting_for_the_lock_through_the_pooler_ends_with_75_or_143(
         result = waiter.finish(timeout=30)
         assert result.returncode == EX_TERMINATED, result
         assert time.monotonic() - sent < EXIT_BUDGET, result
-        held = database.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        held = database.query(LOCK_HOLDERS)
         assert held == [(holder.info.backend_pid,)]
     assert database.scalar("SELECT to_regclass('t')") is None

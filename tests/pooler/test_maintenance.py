@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import LEFTOVER_LOCKS
 from tests.pooler.conftest import POOL_MODES, require_pgbouncer
 from tests.pooler.pgbouncer import PgBouncer
 
@@ -39,7 +40,7 @@ GOLANG_MIGRATE_HISTORY = (
     "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);"
     "INSERT INTO schema_migrations VALUES (2, false);"
 )
-ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+ADVISORY_LOCKS = LEFTOVER_LOCKS
 
 
 @pytest.fixture(params=POOL_MODES)
