@@ -31,7 +31,7 @@ from migrator.database.conninfo import (
     tls_file,
 )
 from migrator.errors import ConfigError
-from migrator.version import VERSION, revision
+from migrator.version import NAME, VERSION, revision
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5432
@@ -50,7 +50,7 @@ DEFAULT_DDL_LOCK_RETRIES = 5
 DEFAULT_STATEMENT_TIMEOUT = 0.0
 DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-DEFAULT_APPLICATION_NAME = "auth-service-migrator"
+DEFAULT_APPLICATION_NAME = NAME  # how the runner's sessions show in pg_stat_activity
 # An older image on a database a newer release migrated: "warn" lets it run (rollbacks).
 FUTURE_MIGRATIONS_MODES = ("warn", "fail")
 DEFAULT_FUTURE_MIGRATIONS = "warn"

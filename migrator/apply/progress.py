@@ -23,7 +23,6 @@ from migrator.logs import get_logger
 
 log = get_logger("progress")
 
-DEFAULT_PROGRESS_INTERVAL = 5.0
 TICK = 0.1  # how often the reporter thread looks at the clock
 MONITOR_JOIN_TIMEOUT = 2.0
 INDEX_PROGRESS = """

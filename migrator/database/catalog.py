@@ -14,6 +14,13 @@ import psycopg
 # Where the admin connects to create, drop or look for a database.
 MAINTENANCE_DATABASE = "postgres"
 
+# What CREATE ... (IF NOT EXISTS) raises when another session creates the same object at that
+# moment: a unique violation on pg_type or pg_class, or "already exists" once it committed.
+CREATED_MEANWHILE = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DuplicateTable,
+    psycopg.errors.DuplicateObject,
+)
 DATABASE_EXISTS = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
 ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 

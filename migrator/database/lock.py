@@ -36,6 +36,7 @@ from typing import Any
 
 import psycopg
 
+from migrator.database.catalog import CREATED_MEANWHILE
 from migrator.database.connect import (
     ConnectionAhead,
     behind_pooler,
@@ -94,12 +95,6 @@ BEGIN
     END LOOP;
 END
 $migrator$"""
-# What CREATE VIEW raises when another runner created the view at that moment.
-CREATED_MEANWHILE = (
-    psycopg.errors.UniqueViolation,
-    psycopg.errors.DuplicateTable,
-    psycopg.errors.DuplicateObject,
-)
 # One round trip per poll. The lock transaction must outlive any timeout the server or the
 # role sets, and holds no snapshot and no xid once this SELECT is done (LOCK TABLE takes no
 # snapshot; READ COMMITTED): CREATE INDEX CONCURRENTLY waits only for transactions with a

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
+from migrator.database.catalog import CREATED_MEANWHILE
 from migrator.errors import HistoryMismatchError, PermissionDeniedError
 from migrator.files.migration import Migration
 from migrator.history.foreign_reads import refuse_foreign_history
@@ -58,12 +59,6 @@ BEGIN
     END LOOP;
 END
 $migrator$"""
-# What CREATE TABLE IF NOT EXISTS raises when another session creates the same table meanwhile.
-CREATED_MEANWHILE = (
-    psycopg.errors.UniqueViolation,
-    psycopg.errors.DuplicateTable,
-    psycopg.errors.DuplicateObject,
-)
 COLUMNS = (
     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
 )

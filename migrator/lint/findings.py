@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrator.apply.location import STATEMENT_EXCERPT_LENGTH
 from migrator.errors import HazardsFoundError, MigrationFilesError
 from migrator.files.migration import Migration
-from migrator.files.sql import Statement, TransactionMode, transaction_mode
+from migrator.files.sql import TRANSACTION_CONTROL, Statement, TransactionMode, transaction_mode
 from migrator.lint.hazards import (
     INDEX_BUILD,
     KINDS,
@@ -36,8 +37,8 @@ from migrator.logs import get_logger
 log = get_logger("lint")
 
 DEFAULT_MIN_ROWS = 10_000  # LINT_MIN_ROWS with a target; 0 without one
-STATEMENT_EXCERPT_LENGTH = 200
-TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"})
+# The first words of the statements that open or close a transaction block.
+TRANSACTION_CONTROL_WORDS = frozenset(prefix[0] for prefix in TRANSACTION_CONTROL)
 ANY_RELATION = "*"
 
 ERR_BAD_WAIVER = (
@@ -124,7 +125,7 @@ class LockJudge:
 def is_transaction_control(statement: Statement) -> bool:
     """``BEGIN``, ``COMMIT;``, ``rollback``...: the file manages its own transaction there."""
     words = statement.text.split(None, 1)
-    return bool(words) and words[0].upper().rstrip(";") in TRANSACTION_CONTROL
+    return bool(words) and words[0].upper().rstrip(";") in TRANSACTION_CONTROL_WORDS
 
 
 def refused_in_transaction(statement: Statement) -> bool:
