@@ -413,7 +413,8 @@ class Tools:
 
     def schema_dump(self, dbname: str) -> str:
         argv = [str(self.server.bin_dir / "pg_dump"), "--schema-only", "--no-owner",
-                f"--exclude-table={HISTORY_TABLE}"]  # fmt: skip
+                f"--exclude-table={HISTORY_TABLE}",
+                f"--exclude-table={HISTORY_TABLE}_lock"]  # fmt: skip
         result = run_measured("pg_dump", argv, self.libpq_env(dbname), self.work)
         # pg_dump 17.6+ brackets the dump with \restrict KEY / \unrestrict KEY, KEY random.
         lines = result.output.splitlines()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HISTORY_TABLE = "public.schema_migrations"
+LOCK_VIEW = "public.schema_migrations_lock"  # the migration lock
 # -X: no ~/.psqlrc; -q: quiet; ON_ERROR_STOP: a failing statement ends the file, exit 3.
 PSQL_OPTIONS = ("-X", "-q", "-v", "ON_ERROR_STOP=1")
 SUPERUSER = "postgres"
@@ -57,9 +58,10 @@ class Target:
         return result.stdout
 
     def dump(self) -> str:
-        """pg_dump (schema and data) without the runner's history table and pg_dump 18's
-        random \\restrict key."""
-        result = self._run("pg_dump", f"--exclude-table={HISTORY_TABLE}", self.dbname)
+        """pg_dump (schema and data) without the runner's history table and lock view and
+        pg_dump 18's random \\restrict key."""
+        result = self._run("pg_dump", f"--exclude-table={HISTORY_TABLE}",
+                           f"--exclude-table={LOCK_VIEW}", self.dbname)  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"pg_dump failed: {result.stderr}")
         return "\n".join(

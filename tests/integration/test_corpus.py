@@ -68,6 +68,7 @@ def schema_dump(database: Database) -> str:
             "--no-owner",
             "--no-privileges",
             f"--exclude-table={HISTORY_TABLE}",
+            f"--exclude-table={HISTORY_TABLE}_lock",
             database.name,
         ],
         env=tool_env(database.server),
