@@ -102,8 +102,10 @@ BEGIN
     -- append-only for the application (001 does so for the audit log).
     EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
                    'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', owner_role, app_role);
+    -- No sequence privileges: identity columns take their values without any, and a
+    -- role that can read or advance a sequence can take ids ahead of the server (003).
     EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public '
-                   'GRANT USAGE, SELECT ON SEQUENCES TO %I', owner_role, app_role);
+                   'REVOKE USAGE, SELECT, UPDATE ON SEQUENCES FROM %I', owner_role, app_role);
     -- Functions are not executable by PUBLIC by default, only by the runtime role.
     EXECUTE pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC',
                    owner_role);

@@ -1,7 +1,7 @@
 """Finding the migration files in a folder (any tool's format), in order, rejecting duplicates.
 
 >>> found = find_migrations(Path("migrations"))
->>> found.bootstrap.version, [m.version for m in found.versioned]
+>>> found.bootstrap.version, [m.version for m in found.versioned][:2]
 ('000_init_database', ['001_initial_production_schema', '002_security_invariants'])
 """
 

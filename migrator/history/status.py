@@ -9,7 +9,7 @@ The history is read from the database (migrator.history.table.read_history); her
 >>> first = files.versioned[0]
 >>> at = datetime(2024, 1, 1, tzinfo=timezone.utc)
 >>> row = AppliedMigration(first.version, "schema", first.checksum, at, 412, "auth_service")
->>> [(r["version"], r["state"]) for r in status_rows(files, {first.version: row})]
+>>> [(r["version"], r["state"]) for r in status_rows(files, {first.version: row})][:3]
 [('000_init_database', 'pending'), ('001_initial_production_schema', 'applied'),
  ('002_security_invariants', 'pending')]
 """

@@ -188,6 +188,7 @@ def test_the_shipped_schema_bootstraps_with_a_managed_services_admin(
         ("000_init_database",),
         ("001_initial_production_schema",),
         ("002_security_invariants",),
+        ("003_server_chosen_ids",),
     ]
     owners = unborn_database.query(
         "SELECT pg_get_userbyid(datdba), (SELECT pg_get_userbyid(nspowner) FROM pg_namespace"

@@ -602,6 +602,37 @@ def test_audit_rows_get_the_servers_role_actor_and_time(schema_db: SchemaDatabas
     assert snapshot(schema_db, "security_events", "id = %s", event) == before
 
 
+def test_the_runtime_role_cannot_choose_audit_ids(schema_db: SchemaDatabase) -> None:
+    """OVERRIDING SYSTEM VALUE needs only INSERT: with it and the sequence readable, the
+    runtime role inserted the next ids ahead of the server and every audited write (a
+    registration, a login) then failed on a duplicate key."""
+    user = schema_db.create_user()
+    with schema_db.app(user_id=user) as conn:
+        for statement in (
+            "INSERT INTO security_events (id, event_type) OVERRIDING SYSTEM VALUE "
+            "VALUES (9223372036854775000, 'squat')",
+            "INSERT INTO password_history (id, user_id, password_hash) OVERRIDING SYSTEM VALUE "
+            f"VALUES (9223372036854775000, '{user}', '{BCRYPT_HASH}')",
+            "SELECT last_value FROM security_events_id_seq",
+            "SELECT nextval('security_events_id_seq')",
+            "SELECT setval('security_events_id_seq', 1)",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+        # What the application does stays possible: an event without an id, a registration.
+        conn.execute("INSERT INTO security_events (event_type, user_id) VALUES ('mfa_enrolled', %s)",
+                     (user,))  # fmt: skip
+        email = f"n{uuid.uuid4().hex[:10]}@example.com"
+        new_user = conn.execute("SELECT create_user(%s, %s)", (email, BCRYPT_HASH)).fetchone()
+        assert new_user and new_user[0]
+    sequences = (
+        "SELECT count(*) FROM information_schema.role_usage_grants "
+        "WHERE grantee = %s AND object_type = 'SEQUENCE'"
+    )
+    with schema_db.owner() as conn:
+        assert conn.execute(sequences, (APP_ROLE,)).fetchone() == (0,)
+
+
 # --- disabled and deleted users, disabled clients ------------------------------------------------
 
 
