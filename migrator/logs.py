@@ -26,7 +26,8 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 REDACTED = "***"
 LOGGER_NAME_KEY = "logger_name"
 # libpq and URLs can carry a password even when we never put it there ourselves; so can SQL
-# (ALTER ROLE ... PASSWORD '...') quoted back in an error.
+# (ALTER ROLE ... PASSWORD '...') quoted back in an error: its literals are found by the SQL
+# lexer (files.sql.redact_literals), whatever their quoting; these patterns are what is left.
 SECRET_PATTERNS = (
     (re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"), r"\1" + REDACTED),
     (re.compile(r"(?i)(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@"), r"\1" + REDACTED + "@"),
@@ -99,6 +100,11 @@ class Redactor:
             if secret in text:  # the common case costs one substring search
                 text = pattern.sub(_masked, text)
         if MIGHT_HOLD_SECRET_RE.search(text):
+            # lazy: the lexer only for a text that mentions a password (an SQL statement
+            # quoted in an error); the no-op start never pays for it.
+            from migrator.files.sql import redact_literals
+
+            text = redact_literals(text)
             for pattern, replacement in SECRET_PATTERNS:
                 text = pattern.sub(replacement, text)
         return text

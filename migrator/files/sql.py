@@ -36,6 +36,7 @@ __all__ = [
     "needs_reading",
     "position_to_line_column",
     "read_script",
+    "redact_literals",
     "refusal",
     "split_statements",
     "standard_strings_after",
@@ -228,6 +229,40 @@ def _significant_tokens(sql: str) -> list[_Token]:
 def _iter_significant_tokens(sql: str) -> Iterator[_Token]:
     """Tokens one at a time: a 50 MB data file has millions, which a list would hold at once."""
     return (token for token in _Lexer(sql).tokens() if token.kind not in COMMENT_KINDS)
+
+
+# --- secrets in statements shown to people ------------------------------------------------------
+
+# The keyword whose string literal is a password (ALTER ROLE ... PASSWORD, OPTIONS (password ...)).
+SECRET_KEYWORD = "PASSWORD"
+# A connection string inside a literal (dblink_connect('host=h password=x')).
+CONNINFO_PASSWORD_RE = re.compile(r"(?i)\bpassword\s*=")
+REDACTED_LITERAL = "'***'"
+
+
+def redact_literals(sql: str) -> str:
+    """``sql`` with every string literal that holds a password replaced by ``'***'``: the one
+    after the word PASSWORD, in any quoting ('', E'', U&'', $$, $tag$), and any literal that
+    carries a connection string's ``password=``. Lexed as psql would, so a quote inside a
+    literal neither hides the secret nor swallows the text after it.
+
+    >>> redact_literals("ALTER ROLE a PASSWORD $p$s3cret$p$; SELECT f(E'password=x y')")
+    "ALTER ROLE a PASSWORD '***'; SELECT f('***')"
+    """
+    pieces: list[str] = []
+    last = 0
+    after_keyword = False
+    for token in _Lexer(sql).tokens():
+        if token.kind in COMMENT_KINDS:
+            continue
+        if token.kind in (_Kind.STRING, _Kind.DOLLAR):
+            literal = sql[token.start : token.end]
+            if after_keyword or CONNINFO_PASSWORD_RE.search(literal):
+                pieces += [sql[last : token.start], REDACTED_LITERAL]
+                last = token.end
+        word = sql[token.start : token.end] if token.kind is _Kind.WORD else ""
+        after_keyword = word.upper() == SECRET_KEYWORD
+    return "".join(pieces) + sql[last:] if pieces else sql
 
 
 # --- splitting ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from migrator.logs import configure_logging, get_logger
+from migrator.logs import Redactor, configure_logging, get_logger
 
 SECRET = "Tr0ub4dor-unit-secret"
 OTHER_SECRET = "correct-horse-battery"
@@ -446,3 +446,28 @@ def test_configuration_replaces_an_earlier_one_that_cached_its_loggers() -> None
     log.warning("two")
     assert [event["event"] for event in json_events(first)] == ["one"]
     assert [event["event"] for event in json_events(second)] == ["two"]
+
+
+# A statement quoted back in an error, with a password the runner never knew: each quoting.
+QUOTED_PASSWORDS = [
+    ("ALTER ROLE a PASSWORD 'Sekr1t-plain'", "ALTER ROLE a PASSWORD '***'"),
+    ("ALTER ROLE a PASSWORD $p$Sekr1t-tag$p$ VALID UNTIL 'x'", "ALTER ROLE a PASSWORD '***' VALID UNTIL 'x'"),
+    ("ALTER ROLE a PASSWORD $$Sekr1t-dollar$$", "ALTER ROLE a PASSWORD '***'"),
+    ("ALTER ROLE a PASSWORD E'Sekr1t\\'escaped'", "ALTER ROLE a PASSWORD '***'"),
+    ("ALTER ROLE a password U&'Sekr1t-unicode'", "ALTER ROLE a password '***'"),
+    ("CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password E'Sekr1t-opt')",
+     "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', password '***')"),
+    ("SELECT dblink_connect('host=h password=Sekr1t-conn'); SELECT 1",
+     "SELECT dblink_connect('***'); SELECT 1"),
+    ("SELECT dblink_connect($c$dbname=x password = Sekr1t-conn$c$)", "SELECT dblink_connect('***')"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("statement", "shown"), QUOTED_PASSWORDS)
+def test_a_password_literal_is_redacted_whatever_its_quoting(statement: str, shown: str) -> None:
+    assert Redactor().redact({"statement": statement}) == {"statement": shown}
+
+
+def test_text_that_only_mentions_a_password_is_left_alone() -> None:
+    text = 'password authentication failed for user "auth_service"'
+    assert Redactor().redact_text(text) == text
