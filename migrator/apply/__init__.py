@@ -1,0 +1,1 @@
+"""Applying the pending files: the applier, its round trips, retries, progress and repairs."""

@@ -1,0 +1,2 @@
+"""What the database says was applied: the history table, the plan, status rows, and other
+tools' history tables."""
