@@ -2,6 +2,7 @@
 -- Description: auth-service production schema: users, groups, OAuth 2.0 codes,
 --              tokens and clients, API keys, sessions, audit log, rate limits;
 --              row level security, security functions, indexes.
+-- migrate:replaces-checksum bcfa8f0f6e7aefc46117119e40cf0c9c077a672aae971f7f97190542a5758a18 the same schema: its history-table check no longer casts a missing table, so psql -f applies it without the runner
 --
 -- Runs as the owner role (DB_USER, default auth_service) in one transaction, after
 -- 000_init_database.sql. See migrations/README.md for the roles, the row level
@@ -1144,11 +1145,11 @@ BEGIN
 
     -- Migration history: readable, not writable, by anyone but its owner.
     IF to_regclass('public.schema_migrations') IS NOT NULL
-       AND (SELECT relowner FROM pg_class WHERE oid = 'public.schema_migrations'::regclass)
+       AND (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.schema_migrations'))
            = (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN
         FOR g IN
             SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
-            WHERE c.oid = 'public.schema_migrations'::regclass AND a.grantee <> c.relowner
+            WHERE c.oid = to_regclass('public.schema_migrations') AND a.grantee <> c.relowner
         LOOP
             EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.schema_migrations FROM %s',
                            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);

@@ -75,5 +75,5 @@ def recorded_already(
 ) -> bool:
     """Every chosen file has its row, with the file's checksum: this baseline ran before."""
     return bool(chosen) and all(
-        m.version in recorded and recorded[m.version].checksum == m.checksum for m in chosen
+        m.version in recorded and not m.changed_since(recorded[m.version].checksum) for m in chosen
     )

@@ -26,6 +26,7 @@ from migrator.files.migration import (
     ERR_UNREADABLE,
     FILE_NAME_PATTERN,
     MAY_HOLD_DIRECTIVE,
+    REPLACES_CHECKSUM,
     Migration,
     checksum_of,
     decode,
@@ -64,7 +65,7 @@ MIGRATE_MARKER = re.compile(
     r"^[ \t]*--\s*migrate\s*:\s*(?P<name>\S*)(?P<options>.*)$", re.MULTILINE
 )
 # allow: a hazard waiver that `lint` reads (-- migrate:allow <kind> <relation>: <reason>).
-KNOWN_MARKERS = frozenset({"up", "down", "no-transaction", "allow"})
+KNOWN_MARKERS = frozenset({"up", "down", "no-transaction", "allow", "replaces-checksum"})
 GOOSE_MARKER = re.compile(r"^[ \t]*--.*\+goose", re.MULTILINE)
 FLYWAY_PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
 
@@ -83,7 +84,11 @@ UNKNOWN_OPTION = (
     "unknown option {option!r} on {marker} (known: transaction:false, transaction:true)"
 )
 UNKNOWN_MARKER = "unknown marker {marker!r} (known: -- migrate:up, -- migrate:down, " + (
-    "-- migrate:no-transaction, -- migrate:allow)"
+    "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum)"
+)
+BAD_REPLACES_CHECKSUM = (
+    "{marker!r} needs the SHA-256 (64 hex digits) of the file's earlier text, then why the new "
+    "text does the same: -- migrate:replaces-checksum <sha256> <why>"
 )
 GOOSE_UNKNOWN = (
     "{annotation!r} is not understood (known: Up, Down, StatementBegin, StatementEnd, "
@@ -311,8 +316,13 @@ def check_markers(source: SourceFile) -> None:
     """Every ``-- migrate:`` line must be understood (a typo is not a comment); dbmate's rules
     for its own markers."""
     for marker in MIGRATE_MARKER.finditer(source.text):
-        if marker["name"].lower() not in KNOWN_MARKERS:
+        name = marker["name"].lower()
+        if name not in KNOWN_MARKERS:
             raise source.refuse(marker.start(), UNKNOWN_MARKER.format(marker=marker[0].strip()))
+        if name == "replaces-checksum" and not REPLACES_CHECKSUM.match(marker[0].strip()):
+            raise source.refuse(
+                marker.start(), BAD_REPLACES_CHECKSUM.format(marker=marker[0].strip())
+            )
     ups = list(DBMATE_UP.finditer(source.text))
     downs = list(DBMATE_DOWN.finditer(source.text))
     for found, name in ((ups, "-- migrate:up"), (downs, "-- migrate:down")):

@@ -30,6 +30,13 @@ SHA256_HEX_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 MAY_HOLD_DIRECTIVE = re.compile(r"--\s*migrate\s*:", re.IGNORECASE)
 # Only a file that may waive a hazard (-- migrate:allow) needs the lint's waiver reader.
 MAY_HOLD_WAIVER = re.compile(r"--\s*migrate\s*:\s*allow\b", re.IGNORECASE)
+# A file fixed after it was applied names the checksum its earlier text had (Liquibase's
+# validCheckSum): a database that recorded that one is not drift. One line each, with why:
+#   -- migrate:replaces-checksum <sha256 hex> <why the new text does the same>
+REPLACES_CHECKSUM = re.compile(
+    r"^[ \t]*--\s*migrate\s*:\s*replaces-checksum\s+(?P<checksum>[0-9a-fA-F]{64})\b",
+    re.MULTILINE | re.IGNORECASE,
+)
 
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
@@ -136,7 +143,21 @@ class Migration:
             and not self.repeatable
             and looks_like_checksum(recorded_checksum)
             and recorded_checksum != self.checksum
+            and str(recorded_checksum).lower() not in self.replaced_checksums
         )
+
+    @property
+    def replaced_checksums(self) -> frozenset[str]:
+        """The checksums of this file's earlier texts that it declares equivalent, from its
+        ``-- migrate:replaces-checksum`` lines (read only when a recorded checksum differs).
+
+        >>> old = "a" * 64
+        >>> text = f"-- migrate:replaces-checksum {old} a typo fixed\\nSELECT 1;\\n"
+        >>> m = Migration(Path("001_x.sql"), 1, "001_x", text, "b" * 64)
+        >>> m.changed_since(old), m.changed_since("c" * 64)
+        (False, True)
+        """
+        return frozenset(m["checksum"].lower() for m in REPLACES_CHECKSUM.finditer(self.sql))
 
     @property
     def is_empty(self) -> bool:

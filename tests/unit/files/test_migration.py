@@ -255,7 +255,8 @@ def test_a_misspelt_directive_is_refused_at_read_time(tmp_path: Path) -> None:
         read_migration(path)
     assert caught.value.message == (
         f"{path}: line 2: unknown marker '-- migrate:no-transactoin' (known: -- migrate:up, "
-        "-- migrate:down, -- migrate:no-transaction, -- migrate:allow)"
+        "-- migrate:down, -- migrate:no-transaction, -- migrate:allow, "
+        "-- migrate:replaces-checksum)"
     )
 
 
@@ -363,3 +364,17 @@ def test_what_the_runner_will_not_run_is_refused_naming_the_line(
 )
 def test_what_the_runner_can_run_is_not_refused(tmp_path: Path, content: str) -> None:
     read_migration(write(tmp_path, "003_fine.sql", content)).refuse_unsupported()
+
+
+def test_a_replaced_checksum_is_not_drift_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    earlier = "ab" * 32
+    header = f"-- migrate:replaces-checksum {earlier.upper()} the same table, a comment fixed\n"
+    migration = read_migration(write(tmp_path, "001_a.sql", header + "CREATE TABLE a (id int);\n"))
+    assert migration.replaced_checksums == {earlier}
+    assert not migration.changed_since(earlier)
+    assert migration.changed_since("cd" * 32)
+    bad = write(tmp_path, "002_b.sql", "-- migrate:replaces-checksum 12ab typo\nSELECT 1;\n")
+    with pytest.raises(MigrationFilesError) as caught:
+        read_migration(bad)
+    assert caught.value.message.startswith(f"{bad}: line 1: ")
+    assert "64 hex digits" in caught.value.message
