@@ -17,7 +17,7 @@ from migrator import commands
 from migrator.config import Config
 from migrator.database.connect import pooler_refused, reason_of
 from migrator.errors import ConnectionLostError
-from migrator.files.folder import MigrationSet, find_migrations
+from migrator.files.folder import MigrationSet, find_migrations, refuse_empty
 
 Command = Callable[[Config, MigrationSet], str]
 
@@ -30,6 +30,7 @@ ERR_POOLER_DROPPED = (
 
 def run(config: Config) -> str:
     files = find_migrations(config.migrations_dir)  # bad files fail before touching the database
+    refuse_empty(files, config.migrations_dir)
     try:
         return load(config.command)(config, files)
     except psycopg.OperationalError as error:

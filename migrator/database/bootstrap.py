@@ -20,7 +20,7 @@ from migrator.database import trust
 from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
 from migrator.database.connect import connect, wait_for_connection
 from migrator.database.lock import advisory_lock, lock_key
-from migrator.errors import ConfigError
+from migrator.errors import ConfigError, MigrationFilesError
 from migrator.files.migration import Migration
 from migrator.history import table as history
 from migrator.logs import get_logger
@@ -35,6 +35,10 @@ APP_ROLE_SETTING = "migrator.app_role"
 # ROLE_PASSWORDS=on-create: only a role without a password (just created) gets one.
 ROLE_HAS_PASSWORD = "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE rolname = %s"
 
+ERR_NO_BOOTSTRAP_SCRIPT = (
+    "database {dbname} does not exist yet and MIGRATIONS_DIR holds no 000_*.sql bootstrap "
+    "script: nothing was created; mount the folder with 000_init_database.sql"
+)
 ERR_ROLE_MISSING = "{setting} role {role} does not exist after {file}: create it there"
 WARN_NOT_SILENCED = (
     "DB_ADMIN_USER is not a superuser and cannot keep the password statements out of the "
@@ -62,6 +66,8 @@ def bootstrap(
             admin, key, config.migration_lock_timeout, name="bootstrap", evict=squatters
         ):
             trust.refuse_privileged_roles(admin, config.user, config.app_user, config.admin_user)
+            if script is None and not database_exists(admin, config.dbname):
+                raise MigrationFilesError(ERR_NO_BOOTSTRAP_SCRIPT.format(dbname=config.dbname))
             create_database_if_missing(admin, config.dbname, on_create)
             with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
                 trust.pin_admin_session(conn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,16 @@ from migrator.files.formats import RUNNER, read_folder
 from migrator.files.migration import Migration, parse_file_name
 
 ERR_NO_FOLDER = "MIGRATIONS_DIR {path} does not exist or is not a folder"
+ERR_UNREADABLE_FOLDER = (
+    "MIGRATIONS_DIR {path} cannot be read by uid {uid}{user} ({reason}): make it readable "
+    "(the image runs as uid 10001), e.g. chmod -R a+rX on the host folder"
+)
+ERR_NO_FILES = (
+    "MIGRATIONS_DIR {path} holds no migration file ({holds}): a mistyped or empty mount "
+    "would start the application on an empty schema; mount the folder of <number>_<name>.sql "
+    "files"
+)
+SHOWN_OTHER_FILES = 5
 ERR_OUTSIDE = "{path} is a symlink to {target}, outside {directory}: copy the file in instead"
 ERR_DUPLICATE = "{first} and {second} have the same version number {number}"
 
@@ -43,9 +54,11 @@ def find_migrations(directory: Path) -> MigrationSet:
     """Read every ``*.sql`` file of ``directory``; other files (a README) are ignored."""
     if not directory.is_dir():
         raise ConfigError(ERR_NO_FOLDER.format(path=directory))
-    candidates = sorted(
-        p for p in directory.iterdir() if p.suffix == ".sql" and not p.name.startswith(".")
-    )
+    try:
+        entries = sorted(directory.iterdir())
+    except PermissionError as error:
+        raise ConfigError(unreadable_folder(directory, error)) from None
+    candidates = [p for p in entries if p.suffix == ".sql" and not p.name.startswith(".")]
     for path in candidates:
         reject_link_outside(path, directory)
     folder_format, found = read_folder(candidates)
@@ -55,6 +68,31 @@ def find_migrations(directory: Path) -> MigrationSet:
     bootstrap = next((m for m in migrations if m.is_bootstrap), None)
     versioned = tuple(m for m in migrations if not m.is_bootstrap)
     return MigrationSet(bootstrap, versioned, repeatable, folder_format)
+
+
+def refuse_empty(files: MigrationSet, directory: Path) -> None:
+    """A run needs at least one migration file: an empty or mistyped mount is a mistake."""
+    if files.all:
+        return
+    others = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    if not others:
+        holds = "it is empty"
+    else:
+        shown = ", ".join(others[:SHOWN_OTHER_FILES])
+        more = f" and {len(others) - SHOWN_OTHER_FILES} more" if others[SHOWN_OTHER_FILES:] else ""
+        holds = f"it holds {shown}{more}"
+    raise MigrationFilesError(ERR_NO_FILES.format(path=directory, holds=holds))
+
+
+def unreadable_folder(directory: Path, error: OSError) -> str:
+    uid = os.geteuid()
+    try:
+        user = f" ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:  # a uid without a passwd entry, as in many images
+        user = ""
+    return ERR_UNREADABLE_FOLDER.format(
+        path=directory, uid=uid, user=user, reason=error.strerror or "permission denied"
+    )
 
 
 def reject_link_outside(path: Path, directory: Path) -> None:

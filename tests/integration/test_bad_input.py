@@ -241,3 +241,36 @@ def test_a_working_password_file_for_contrast(database, run_runner, migrations, 
         ("001_create_accounts",),
         ("003_create_sessions",),
     ]
+
+
+# --- a folder that holds no migration (exit 65) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("others", "holds"), [((), "it is empty"), (("README.md",), "it holds README.md")]
+)
+@pytest.mark.parametrize("command", ["migrate", "status", "wait"])
+def test_a_folder_without_migrations_fails_every_command(
+    database, run_runner, migrations, others, holds, command
+):
+    """A mistyped mount (Docker creates the folder empty) must not start the app on an empty
+    schema: migrate said "applied 0 migration(s)" and wait and the health check saw nothing
+    pending."""
+    for name in others:
+        migrations.write(name, "notes")
+    result = migrate(run_runner, database, migrations, command)
+    one_error(result, "invalid_migration_files", 65, "MIGRATIONS_DIR", str(migrations.path), holds)
+    assert_untouched(database)
+
+
+def test_bootstrap_without_its_000_on_a_new_database_creates_nothing(
+    unborn_database, run_runner, migrations
+):
+    migrations.add(VALID)
+    env = unborn_database.env(MIGRATIONS_DIR=str(migrations.path), DB_ADMIN_USER="postgres",
+                              DB_ADMIN_PASSWORD=unborn_database.server.password)  # fmt: skip
+    result = run_runner(env=env)
+    one_error(result, "invalid_migration_files", 65, unborn_database.name, "000_")
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    with Database(unborn_database.server, "postgres").connect() as admin:
+        assert admin.execute(exists, (unborn_database.name,)).fetchone() == (0,)

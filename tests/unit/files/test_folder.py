@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from migrator.errors import EX_CONFIG, EX_DATAERR, ConfigError, MigrationFilesError
-from migrator.files.folder import find_migrations
+from migrator.files.folder import find_migrations, refuse_empty
 
 
 @pytest.fixture
@@ -257,3 +258,30 @@ def test_runner_bootstrap_comes_first_in_all(folder: Path) -> None:
     assert found.bootstrap is not None and found.bootstrap.version == "000_init"
     assert [m.version for m in found.all] == ["000_init", "001_a", "002_b"]
     assert [m.version for m in found.versioned] == ["001_a", "002_b"]
+
+
+def test_an_unreadable_folder_is_one_line_naming_it_and_the_user(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's uid 10001 on a host folder mode 700: iterdir raised PermissionError and the
+    run ended in a traceback (exit 1). Root reads any folder, so the refusal is simulated."""
+
+    def refuse(self: Path) -> Iterator[Path]:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(ConfigError) as caught:
+        find_migrations(folder)
+    message = caught.value.message
+    assert message.startswith(f"MIGRATIONS_DIR {folder} cannot be read by uid {os.geteuid()}")
+    assert "Permission denied" in message and "\n" not in message
+    assert caught.value.exit_code == 78
+
+
+def test_a_run_refuses_a_folder_without_migrations_naming_what_it_holds(folder: Path) -> None:
+    add(folder, "README.md", content="notes")
+    with pytest.raises(MigrationFilesError) as caught:
+        refuse_empty(find_migrations(folder), folder)
+    assert "holds no migration file (it holds README.md)" in caught.value.message
+    add(folder, "001_a.sql")
+    refuse_empty(find_migrations(folder), folder)  # one file: fine
