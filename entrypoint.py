@@ -58,9 +58,23 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         public_names=[n for n in names if n],
     )
     install_signal_handlers()
+    warn_unknown_settings(config)
     exit_code, message = _run_and_classify(config)
     write_termination_message(config.termination_log, message, redactor)
     return exit_code
+
+
+def warn_unknown_settings(config: Config) -> None:
+    """Once per variable: a typo (DB_SSL_MODE) left its setting at the default."""
+    for name, closest in config.unknown_settings:
+        log.warning(
+            "unknown_setting",
+            variable=name,
+            closest=closest,
+            hint=f"not a setting of the runner: did you mean {closest}?"
+            if closest
+            else "not a setting of the runner (see docs/configuration.md)",
+        )
 
 
 def _run_and_classify(config: Config) -> tuple[int, str]:

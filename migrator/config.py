@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import re
 import sys
@@ -114,6 +115,42 @@ ERR_ADMIN_WITHOUT_PASSWORD = (
 ERR_INIT_ONLY_WITHOUT_ADMIN = "--init-only needs the superuser: set DB_ADMIN_USER and its password"
 
 
+# Every variable the runner reads. One that starts like them but is not here is a typo
+# (DB_SSL_MODE, MIGRATION_DIR, DB_HOTS): ignored, it would leave the default in place, so it
+# is reported (unknown_setting) with the closest known name.
+KNOWN_VARIABLES = frozenset(
+    {
+        "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
+        "DB_PASSWORD_FILE", "DB_ADMIN_USER", "DB_ADMIN_PASSWORD", "DB_ADMIN_PASSWORD_FILE",
+        "DB_ADMIN_HOST", "DB_ADMIN_PORT", "APP_DB_USER", "APP_DB_PASSWORD",
+        "APP_DB_PASSWORD_FILE", "ROLE_PASSWORDS", "DB_SSLMODE", "DB_SSLROOTCERT", "DB_SSLCERT",
+        "DB_SSLKEY", "DB_SSLCRL", "DB_CHANNEL_BINDING", "MIGRATIONS_DIR", "DRY_RUN",
+        "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION", "FUTURE_MIGRATIONS", "DB_WAIT_TIMEOUT",
+        "MIGRATION_LOCK_TIMEOUT", "DDL_LOCK_TIMEOUT", "DDL_LOCK_RETRIES", "STATEMENT_TIMEOUT",
+        "PROGRESS_INTERVAL", "MIGRATIONS_WAIT_TIMEOUT", "LINT_SHADOW_URL", "LINT_MIN_ROWS",
+        "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
+        "TERMINATION_LOG", "MIGRATOR_REVISION",
+    }
+)  # fmt: skip
+RUNNER_PREFIXES = ("DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD")
+UNKNOWN_SIMILARITY = 0.6  # difflib's ratio from which a known name counts as meant
+
+
+def unknown_settings(environ: Mapping[str, str]) -> tuple[tuple[str, str | None], ...]:
+    """(variable, the known name it most resembles) for each variable with one of the
+    runner's prefixes that the runner does not read.
+
+    >>> unknown_settings({"DB_SSL_MODE": "verify-full", "MIGRATION_DIR": "/m", "DB_HOST": "db"})
+    (('DB_SSL_MODE', 'DB_SSLMODE'), ('MIGRATION_DIR', 'MIGRATIONS_DIR'))
+    """
+    found = []
+    for name in sorted(environ):
+        if name.startswith(RUNNER_PREFIXES) and name not in KNOWN_VARIABLES:
+            close = difflib.get_close_matches(name, KNOWN_VARIABLES, 1, UNKNOWN_SIMILARITY)
+            found.append((name, close[0] if close else None))
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a run needs, read once. Passwords are excluded from repr."""
@@ -159,6 +196,8 @@ class Config:
     log_level: str = DEFAULT_LOG_LEVEL
     termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
     application_name: str = DEFAULT_APPLICATION_NAME
+    # Variables that look like the runner's but are not (a typo): reported, never used.
+    unknown_settings: tuple[tuple[str, str | None], ...] = ()
     # The hazard lint (migrator/lint/linter.py): a scratch database instead of one created by the
     # admin, the rows below which a table's hazards pass (None: 10,000 with a target, else 0),
     # and whether migrate lints before applying.
@@ -341,6 +380,7 @@ def load_config(
         log_level=_one_of(log_level[0], log_level[1].lower() or DEFAULT_LOG_LEVEL, LOG_LEVELS),
         termination_log=Path(reader.text("TERMINATION_LOG", DEFAULT_TERMINATION_LOG)),
         application_name=url_parts.get("application_name") or DEFAULT_APPLICATION_NAME,
+        unknown_settings=unknown_settings(environ),
         **_lint_settings(args, reader),
         **_rollout_settings(args, reader),
     )

@@ -114,6 +114,10 @@ class PermissionDeniedError(MigratorError):
     event = "permission_denied"
 
 
+class AuthenticationError(PermissionDeniedError):
+    """The server refused a login (wrong password, no such role, no pg_hba entry)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM. A KeyboardInterrupt so that psycopg cancels the running statement."""
 

@@ -16,12 +16,17 @@ import psycopg
 from migrator import commands
 from migrator.config import Config
 from migrator.database.connect import pooler_refused, reason_of
-from migrator.errors import ConnectionLostError
+from migrator.errors import AuthenticationError, ConnectionLostError
 from migrator.files.folder import MigrationSet, find_migrations, refuse_empty
 
 Command = Callable[[Config, MigrationSet], str]
 
 ERR_CONNECTION_LOST = "lost the connection to PostgreSQL ({reason}); run again"
+# A fresh server without DB_ADMIN_USER: the owner's login fails because the role is not there.
+HINT_NO_ROLE = (
+    "; on a new server the role may not exist yet: bootstrap creates it, "
+    "set DB_ADMIN_USER and DB_ADMIN_PASSWORD"
+)
 ERR_POOLER_DROPPED = (
     "the connection pooler ended the runner's connection ({reason}): its pool is exhausted "
     "or it lost PostgreSQL; nothing half-applied is recorded — run again"
@@ -33,6 +38,10 @@ def run(config: Config) -> str:
     refuse_empty(files, config.migrations_dir)
     try:
         return load(config.command)(config, files)
+    except AuthenticationError as error:
+        if config.bootstrap_enabled or error.fields.get("user") != config.user:
+            raise
+        raise AuthenticationError(error.message + HINT_NO_ROLE, **error.fields) from None
     except psycopg.OperationalError as error:
         # Between files (reading the history, polling the lock): the session simply ended.
         if error.sqlstate and not error.sqlstate.startswith(("08", "57P")):

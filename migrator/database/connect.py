@@ -18,10 +18,10 @@ import tenacity
 
 from migrator.database.conninfo import DEFAULT_SSLMODE, VERIFIED_SSLMODE, WRITABLE_SESSION
 from migrator.errors import (
+    AuthenticationError,
     ConfigError,
     DatabaseMissingError,
     MigratorError,
-    PermissionDeniedError,
     UnreachableError,
 )
 from migrator.logs import get_logger
@@ -206,7 +206,9 @@ def permanent_error(error: psycopg.Error, kwargs: dict[str, Any]) -> MigratorErr
     text, state = str(error), error.sqlstate
     where = {"host": kwargs["host"], "port": kwargs["port"], "reason": reason_of(error)}
     if state in AUTH_SQLSTATES or AUTH_MESSAGES.search(text):
-        return PermissionDeniedError(ERR_AUTH.format(user=kwargs["user"], **where))
+        return AuthenticationError(
+            ERR_AUTH.format(user=kwargs["user"], **where), user=kwargs["user"]
+        )
     if state == MISSING_DATABASE_SQLSTATE or MISSING_DATABASE_MESSAGE.search(text):
         return DatabaseMissingError(ERR_NO_DATABASE.format(dbname=kwargs["dbname"], **where))
     if TLS_MESSAGES.search(text):

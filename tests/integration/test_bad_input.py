@@ -274,3 +274,17 @@ def test_bootstrap_without_its_000_on_a_new_database_creates_nothing(
     exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
     with Database(unborn_database.server, "postgres").connect() as admin:
         assert admin.execute(exists, (unborn_database.name,)).fetchone() == (0,)
+
+
+def test_a_login_refused_without_admin_credentials_says_the_role_may_not_exist(
+    database, run_runner, migrations
+):
+    """A fresh server and no DB_ADMIN_USER: "password authentication failed" alone sent
+    people looking for a wrong password when the role simply did not exist yet."""
+    migrations.add(VALID)
+    env = database.env(MIGRATIONS_DIR=str(migrations.path), DB_USER="no_such_owner_9f3",
+                       DB_PASSWORD="a-password-Long-enough-7c1e")  # fmt: skip
+    result = run_runner(env=env)
+    one_error(result, "permission_denied", 77, "no_such_owner_9f3", "may not exist yet",
+              "DB_ADMIN_USER and DB_ADMIN_PASSWORD")  # fmt: skip
+    assert_untouched(database)

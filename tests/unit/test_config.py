@@ -1455,3 +1455,42 @@ def test_sslmode_and_channel_binding_errors_name_their_variable() -> None:
 
 def test_rollback_of_one_step() -> None:
     assert load("rollback", "--steps", "1").rollback_steps == 1
+
+
+def test_every_variable_the_runner_reads_is_known() -> None:
+    """KNOWN_VARIABLES is what unknown_setting compares with: a variable read but not listed
+    would be reported as a typo."""
+    import re
+
+    from migrator import config, version
+
+    code = "\n".join(
+        line
+        for module in (config, version)
+        for line in Path(module.__file__ or "").read_text().splitlines()
+        if not line.lstrip().startswith(">>>")  # the examples name typos on purpose
+    )
+    names = set(re.findall(r'"([A-Z][A-Z0-9_]*[A-Z0-9])"', code))
+    prefixes = config.RUNNER_PREFIXES
+    read = {name for name in names if name.startswith(prefixes) and name not in prefixes}
+    read |= {ours for _, ours, _ in config.TLS_FILE_SETTINGS} | {
+        "DATABASE_URL",
+        "MIGRATOR_REVISION",
+    }
+    secrets = {f"{name}_FILE" for name in ("DB_PASSWORD", "DB_ADMIN_PASSWORD", "APP_DB_PASSWORD")}
+    missing = (read | secrets) - config.KNOWN_VARIABLES
+    assert not missing, sorted(missing)
+    assert len(read) > 30, sorted(read)  # the scan found the variables
+
+
+def test_a_mistyped_variable_is_reported_with_the_name_meant() -> None:
+    environ = {"DB_PASSWORD": PASSWORD, "DB_SSL_MODE": "verify-full", "DB_HOTS": "db",
+               "MIGRATION_DIR": "/m", "DB_POOL_SIZE": "5", "HOME": "/root"}  # fmt: skip
+    config = load_config([], environ, interactive=False)
+    assert config.sslmode == "prefer"  # the typo is not a setting
+    assert config.unknown_settings == (
+        ("DB_HOTS", "DB_HOST"),
+        ("DB_POOL_SIZE", None),
+        ("DB_SSL_MODE", "DB_SSLMODE"),
+        ("MIGRATION_DIR", "MIGRATIONS_DIR"),
+    )
