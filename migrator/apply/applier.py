@@ -79,6 +79,13 @@ ERR_OPEN_TRANSACTION = (
     "{file}: the file opens a transaction (BEGIN) that it does not end with COMMIT; "
     "it was rolled back and not recorded"
 )
+# A non-transactional file that failed after its first statement: say what stayed, and why
+# the next run must be able to run those statements again.
+PARTLY_APPLIED = (
+    "; its first {count} statement(s) (up to line {line}) stayed applied and the file is not "
+    "recorded: the next run starts it again, so write its statements to be re-runnable "
+    "(IF NOT EXISTS, IF EXISTS, CREATE OR REPLACE)"
+)
 NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 # migration_applied reports the strongest lock the file held on each table that existed before
 # it (an oid above the newest one at BEGIN is the file's own) and its transaction's duration:
@@ -529,7 +536,10 @@ class Applier:
             failed = failure.migration or migration
             if failed is None:  # a bug: every round trip of the single transaction names its file
                 raise
-            raise migration_failed(failed, failure, statement, index) from None
+            error = migration_failed(failed, failure, statement, index)
+            if statement is not None and index > 0:  # statements before it were committed
+                raise partly_applied(error, failed, index) from None
+            raise error from None
 
     @contextmanager
     def _watched(self, migration: Migration) -> Iterator[None]:
@@ -586,6 +596,17 @@ def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str,
         "locks": json.loads(held) if held else {},
         "transaction_ms": int(duration) if duration else None,
     }
+
+
+def partly_applied(
+    error: MigrationFailedError, migration: Migration, index: int
+) -> MigrationFailedError:
+    """``error`` of statement ``index`` (0-based) of a file run statement by statement, saying
+    that the statements before it stayed applied."""
+    previous = migration.statements[min(index, len(migration.statements)) - 1]
+    line = previous.line + previous.text.count("\n")
+    message = error.message + PARTLY_APPLIED.format(count=index, line=line)
+    return MigrationFailedError(message, **error.fields, applied_statements=index)
 
 
 def _ms_since(start: float) -> int:

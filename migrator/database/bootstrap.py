@@ -20,7 +20,7 @@ from migrator.database import trust
 from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
 from migrator.database.connect import connect, wait_for_connection
 from migrator.database.lock import advisory_lock, lock_key
-from migrator.errors import ConfigError, MigrationFilesError
+from migrator.errors import ConfigError, MigrationFailedError, MigrationFilesError
 from migrator.files.migration import Migration
 from migrator.history import table as history
 from migrator.logs import get_logger
@@ -38,6 +38,14 @@ ROLE_HAS_PASSWORD = "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WH
 ERR_NO_BOOTSTRAP_SCRIPT = (
     "database {dbname} does not exist yet and MIGRATIONS_DIR holds no 000_*.sql bootstrap "
     "script: nothing was created; mount the folder with 000_init_database.sql"
+)
+# What an unqualified CREATE meets under the pinned path: an object created in pg_catalog
+# (42501), or one that is already there (42723 function, 42710 object, 42P07 relation).
+PINNED_PATH_SQLSTATES = frozenset({"42723", "42710", "42P07"})
+HINT_PINNED_PATH = (
+    "; bootstrap runs 000 with search_path = pg_catalog, pg_temp (pinned against objects "
+    "other roles planted): qualify what it creates (public.name) and give CREATE EXTENSION "
+    "its schema (CREATE EXTENSION pgcrypto SCHEMA public)"
 )
 ERR_ROLE_MISSING = "{setting} role {role} does not exist after {file}: create it there"
 WARN_NOT_SILENCED = (
@@ -106,9 +114,21 @@ def run_bootstrap_script(
         log.info("bootstrap_script_missing", hint="no 000_*.sql in MIGRATIONS_DIR")
         return 0
     applier = Applier(conn, config, after_reset=trust.ADMIN_SESSION_PIN)
-    execution_ms = applier.apply(script, record=finish)
+    try:
+        execution_ms = applier.apply(script, record=finish)
+    except MigrationFailedError as error:
+        raise explained_for_pinned_path(error) from None
     log.info("bootstrap_done", version=script.version, dbname=config.dbname)
     return execution_ms
+
+
+def explained_for_pinned_path(error: MigrationFailedError) -> MigrationFailedError:
+    """A 000 written for psql (unqualified names, CREATE EXTENSION without SCHEMA) meets the
+    admin session's pinned search_path: say so, since the server's words do not."""
+    sqlstate, text = error.fields.get("sqlstate"), str(error.fields.get("server_message", ""))
+    if sqlstate not in PINNED_PATH_SQLSTATES and "pg_catalog" not in text:
+        return error
+    return MigrationFailedError(error.message + HINT_PINNED_PATH, **error.fields)
 
 
 def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Migration) -> None:

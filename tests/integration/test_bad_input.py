@@ -288,3 +288,23 @@ def test_a_login_refused_without_admin_credentials_says_the_role_may_not_exist(
     one_error(result, "permission_denied", 77, "no_such_owner_9f3", "may not exist yet",
               "DB_ADMIN_USER and DB_ADMIN_PASSWORD")  # fmt: skip
     assert_untouched(database)
+
+
+def test_a_non_transactional_file_failing_midway_says_what_stayed_applied(
+    database, run_runner, migrations
+):
+    migrations.write("001_t.sql", "CREATE TABLE t (x int);")
+    migrations.write(
+        "002_partly.sql",
+        "-- migrate:no-transaction\n"
+        "CREATE INDEX CONCURRENTLY t_x ON t (x);\n"
+        "CREATE TABLE u (id int);\n"
+        "SELECT 1 / 0;\n",
+    )
+    result = migrate(run_runner, database, migrations)
+    message = one_error(result, "migration_failed", 65, "002_partly.sql:4:", "22012",
+                        "first 2 statement(s) (up to line 3) stayed applied",
+                        "re-runnable (IF NOT EXISTS")  # fmt: skip
+    assert result.events_named("migration_failed")[0]["applied_statements"] == 2, message
+    assert database.scalar("SELECT to_regclass('u') IS NOT NULL")
+    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [("001_t",)]

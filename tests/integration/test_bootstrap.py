@@ -206,3 +206,22 @@ def test_the_shipped_schema_bootstraps_with_a_managed_services_admin(
     second = run_runner(env=env)
     assert second.returncode == 0, second
     assert second.events_named("migrations_complete")[0]["applied"] == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TABLE psql_style (id int);",
+        "CREATE FUNCTION now() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+    ],
+)
+def test_a_000_written_for_psql_is_told_about_the_pinned_search_path(
+    bootstrap_env, migrations, run_runner, statement
+):
+    """Unqualified names under search_path = pg_catalog, pg_temp: "permission denied to create
+    pg_catalog.x" or "already exists", with nothing saying why."""
+    migrations.write("000_init_database.sql", BOOTSTRAP_SQL + "\n" + statement + "\n")
+    result = run_runner(env=bootstrap_env)
+    assert result.returncode == 65, result
+    error = result.events_named("migration_failed")[0]["error"]
+    assert "search_path = pg_catalog, pg_temp" in error and "public.name" in error, error
