@@ -51,8 +51,13 @@ def test_a_server_that_starts_late_is_noticed_quickly(tmp_path: Path, start_runn
     assert noticed - ready_at < NOTICE_BUDGET + PG_CTL_SLACK
 
 
+# A run refuses a folder without migrations before it connects: these have one.
+ONE_FILE = {"001_one.sql": "CREATE TABLE one (id int);"}
+
+
 def no_server_env(folder: Path, wait_timeout: str) -> dict[str, str]:
     """A port nobody listens on."""
+    (folder / "001_one.sql").write_text(ONE_FILE["001_one.sql"])
     return {
         "DB_HOST": "127.0.0.1",
         "DB_PORT": str(free_port()),
@@ -84,6 +89,7 @@ def test_no_server_ends_with_69_at_the_deadline(run_runner, migrations):
 
 
 def test_wrong_password_fails_at_once_with_77(database, run_runner, migrations):
+    migrations.add(ONE_FILE)
     env = database.env(DB_PASSWORD="not-the-password", DB_WAIT_TIMEOUT="30",
                        MIGRATIONS_DIR=str(migrations.path))  # fmt: skip
     start = time.monotonic()
@@ -99,6 +105,7 @@ def test_wrong_password_fails_at_once_with_77(database, run_runner, migrations):
 def test_missing_database_without_admin_fails_at_once_with_advice(
     unborn_database, run_runner, migrations
 ):
+    migrations.add(ONE_FILE)
     env = unborn_database.env(DB_WAIT_TIMEOUT="30", MIGRATIONS_DIR=str(migrations.path))
     result = run_runner(env=env)
     assert result.returncode == 78, result
@@ -110,6 +117,7 @@ def test_missing_database_without_admin_fails_at_once_with_advice(
 def test_tls_required_by_the_client_but_not_offered_fails_at_once_with_78(
     database, run_runner, migrations
 ):
+    migrations.add(ONE_FILE)
     env = database.env(DB_SSLMODE="require", DB_WAIT_TIMEOUT="30",
                        MIGRATIONS_DIR=str(migrations.path))  # fmt: skip
     start = time.monotonic()
