@@ -96,6 +96,11 @@ BEGIN
     -- except the owner.
     EXECUTE pg_catalog.format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', pg_catalog.current_database());
     EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', pg_catalog.current_database(), app_role);
+    -- Nor large objects: PUBLIC may create them by default (lo_creat, lo_create,
+    -- lo_from_bytea), so any role that connects could fill the disk with data it owns.
+    -- A managed service's admin that does not own these functions only gets a warning.
+    REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid),
+        pg_catalog.lo_from_bytea(oid, bytea) FROM PUBLIC;
 
     -- Objects the owner creates later are usable by the runtime role without
     -- further grants. Migrations narrow these where a table must be read-only or

@@ -1,6 +1,7 @@
 -- Migration: 003_server_chosen_ids
 -- Description: ids of the rows the runtime role inserts come from the server; the
---              runtime role holds no privilege on any sequence.
+--              runtime role holds no privilege on any sequence, no EXECUTE on trigger
+--              functions and internal helpers; cleanup refuses a batch of 0.
 --
 -- Runs as the owner role in one transaction, after 002 (which it does not change).
 --
@@ -59,5 +60,93 @@ BEGIN
         EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM %s',
                        spec.grantee);
     END LOOP;
+END
+$$;
+
+-- Trigger functions fire whatever EXECUTE says (it is checked when a trigger is created),
+-- and two helpers serve only the owner's code: app_require_permission() inside the
+-- SECURITY DEFINER functions, redirect_uris_valid() in oauth_clients' CHECK, which only
+-- the owner's functions write since 002. 000's default privileges gave the runtime role
+-- EXECUTE on all of them; it needs none (tests/security/test_privilege_audit.py).
+DO $$
+DECLARE
+    spec record;
+BEGIN
+    FOR spec IN
+        SELECT p.oid::regprocedure AS fn,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee
+        FROM pg_proc p, aclexplode(p.proacl) a
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
+          AND (p.prorettype = 'trigger'::regtype
+               OR p.oid IN ('app_require_permission(text, text[])'::regprocedure,
+                            'redirect_uris_valid(text[])'::regprocedure))
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s', spec.fn, spec.grantee);
+    END LOOP;
+END
+$$;
+
+-- cleanup_expired_data() as 001 wrote it, and a batch size or count below 1 refused.
+CREATE OR REPLACE FUNCTION cleanup_expired_data(p_batch_size integer DEFAULT NULL, p_max_batches integer DEFAULT NULL)
+RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    s security_settings%ROWTYPE;
+    batch integer;
+    max_batches integer;
+    cutoff timestamptz := now();
+    audit_cutoff timestamptz;
+    n integer;
+    total integer;
+    i integer;
+    more boolean := false;
+    result jsonb := '{}';
+    spec record;
+BEGIN
+    SELECT * INTO s FROM security_settings;
+    -- Lets the append-only trigger accept deletes past retention, for this call only.
+    PERFORM set_config('app.audit_purge', 'on', true);
+    batch := coalesce(p_batch_size, s.cleanup_batch_size);
+    max_batches := coalesce(p_max_batches, s.cleanup_max_batches);
+    -- A batch of 0 deletes nothing and never ends (2^31 empty rounds, or for ever through
+    -- cleanup_expired_data_all): any role that may call it could keep the server busy.
+    IF batch < 1 OR max_batches < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('cleanup_expired_data: batch size %s and batch count %s must be at least 1',
+                             batch, max_batches);
+    END IF;
+    audit_cutoff := now() - s.security_event_retention;
+    FOR spec IN
+        SELECT * FROM (VALUES
+            (1, 'auth_codes', 'id', 'expires_at', cutoff),
+            (2, 'tokens', 'id', 'expires_at', cutoff),
+            (3, 'refresh_tokens', 'id', 'expires_at', cutoff),
+            (4, 'user_sessions', 'id', 'idle_expires_at', cutoff),
+            (5, 'rate_limits', 'ctid', 'reset_at', cutoff),
+            (6, 'security_events', 'id', 'occurred_at', audit_cutoff)
+        ) AS v(ord, tbl, key, col, before) ORDER BY ord
+    LOOP
+        total := 0;
+        FOR i IN 1..max_batches LOOP
+            EXECUTE format(
+                'DELETE FROM %1$I WHERE %2$I = ANY (ARRAY(SELECT %2$I FROM %1$I WHERE %3$I < $1 '
+                'ORDER BY %3$I LIMIT $2 FOR UPDATE SKIP LOCKED))',
+                spec.tbl, spec.key, spec.col)
+            USING spec.before, batch;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            total := total + n;
+            EXIT WHEN n < batch;
+            IF i = max_batches THEN
+                more := true;
+            END IF;
+        END LOOP;
+        result := result || jsonb_build_object(spec.tbl, total);
+    END LOOP;
+    PERFORM set_config('app.audit_purge', '', true);
+    RETURN result || jsonb_build_object('more', more);
 END
 $$;

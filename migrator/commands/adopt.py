@@ -167,6 +167,8 @@ def take_over(
                 sql.Identifier("public", tool.table), sql.Identifier(tool.renamed_to)
             )
         )
+        # The other tool's table is kept, read only as ours is: its grants followed it.
+        conn.execute(history.keep_writes_to_owner(conn, f"public.{tool.renamed_to}"))
         history.create_table(conn)
         history.record_taken_over(conn, rows)
         session.guard.check(conn, "adopt")

@@ -28,32 +28,37 @@ QUALIFIED_NAME = f"{HISTORY_SCHEMA}.{HISTORY_TABLE}"
 # bootstrap, baseline, adopt, the lint's scratch database). The owner's default privileges
 # (000 grants the runtime role INSERT, UPDATE, DELETE on new tables) must not reach it: a role
 # that writes the history can have a pending file skipped or a release blocked. So, in the
-# same statement, every privilege but SELECT of a role other than the owner is revoked; it also
-# mends a table an older release created. A session that cannot act as the owner changes none.
+# same round trip (one implicit transaction), every privilege but SELECT of a role other than
+# the owner is revoked (create_table); it also mends a table an older release created.
 CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS public.schema_migrations (
+    version      text PRIMARY KEY,
+    description  text,
+    checksum     text,
+    applied_at   timestamptz NOT NULL DEFAULT now(),
+    execution_ms integer,
+    applied_by   text DEFAULT current_user
+);
+"""
+# Every privilege but SELECT of a role other than the owner on a history table (ours, or
+# another tool's kept by adopt), revoked; a session that cannot act as the owner changes none.
+KEEP_WRITES_TO_OWNER = """
 DO $migrator$
 DECLARE
     granted record;
 BEGIN
-    CREATE TABLE IF NOT EXISTS public.schema_migrations (
-        version      text PRIMARY KEY,
-        description  text,
-        checksum     text,
-        applied_at   timestamptz NOT NULL DEFAULT now(),
-        execution_ms integer,
-        applied_by   text DEFAULT current_user
-    );
     FOR granted IN
         SELECT a.grantee, a.privilege_type
         FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-        WHERE c.oid = pg_catalog.to_regclass('public.schema_migrations')
+        WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass({relation})
           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
           AND a.privilege_type OPERATOR(pg_catalog.<>) 'SELECT'
           AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
     LOOP
         EXECUTE pg_catalog.format(
-            'REVOKE %s ON public.schema_migrations FROM %s',
+            'REVOKE %s ON %s FROM %s',
             granted.privilege_type,
+            pg_catalog.to_regclass({relation}),
             CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
                  ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
     END LOOP;
@@ -140,8 +145,18 @@ def ensure_history_table(conn: psycopg.Connection[Any]) -> None:
 
 
 def create_table(conn: psycopg.Connection[Any]) -> None:
-    """Create the history table if missing; only its owner may write it (see CREATE_TABLE)."""
-    conn.execute(CREATE_TABLE)
+    """Create the history table if missing; only its owner may write it, in one round trip."""
+    conn.execute(CREATE_TABLE + ";" + keep_writes_to_owner(conn, QUALIFIED_NAME))
+
+
+def keep_writes_to_owner(conn: psycopg.Connection[Any], relation: str) -> str:
+    """The statement that leaves only SELECT to roles other than the owner of ``relation``.
+
+    A history table created over the owner's login gets the owner's default privileges (000
+    grants the runtime role INSERT, UPDATE, DELETE on new tables): a role that writes the
+    history can have a pending file skipped or a release blocked.
+    """
+    return KEEP_WRITES_TO_OWNER.format(relation=sql.Literal(relation).as_string(conn))
 
 
 def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:

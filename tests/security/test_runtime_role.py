@@ -633,6 +633,18 @@ def test_the_runtime_role_cannot_choose_audit_ids(schema_db: SchemaDatabase) -> 
         assert conn.execute(sequences, (APP_ROLE,)).fetchone() == (0,)
 
 
+def test_cleanup_refuses_a_batch_of_zero(schema_db: SchemaDatabase) -> None:
+    """A batch of 0 deleted nothing and never ended (2^31 empty rounds; for ever through the
+    procedure): the runtime role could keep the server busy until statement_timeout."""
+    with schema_db.app() as conn:
+        conn.execute("SET statement_timeout = '10s'")
+        for call in ("SELECT cleanup_expired_data(0, 2147483647)",
+                     "SELECT cleanup_expired_data(100, 0)", "CALL cleanup_expired_data_all(0)"):  # fmt: skip
+            with pytest.raises(errors.InvalidParameterValue):
+                conn.execute(call)
+        assert conn.execute("SELECT cleanup_expired_data(100, 1) ? 'more'").fetchone() == (True,)
+
+
 # --- disabled and deleted users, disabled clients ------------------------------------------------
 
 
