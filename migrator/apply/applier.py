@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -34,6 +34,7 @@ from migrator.apply.retry import (
     MODE_CHANGED_REASON,
     is_lock_timeout,
 )
+from migrator.apply.session import SessionStatements
 from migrator.apply.transport import (
     Envelope,
     Part,
@@ -42,8 +43,9 @@ from migrator.apply.transport import (
     index_after,
     run_script,
 )
+from migrator.apply.watch import watched
 from migrator.config import Config
-from migrator.database.connect import CLIENT_CHECK_MIN_VERSION, reason_of, session_lost
+from migrator.database.connect import reason_of, session_lost
 from migrator.database.lock import LockGuard
 from migrator.errors import ConnectionLostError, MigrationFailedError
 from migrator.files.migration import Migration
@@ -52,7 +54,6 @@ from migrator.files.sql import (
     TransactionMode,
     concurrent_index,
     copy_direction,
-    may_run_in_transaction_block,
     mentions_standard_strings,
     read_script,
 )
@@ -61,8 +62,6 @@ from migrator.logs import get_logger
 
 log = get_logger("apply")
 
-POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
-CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
 
 ERR_CONNECTION_LOST = (
     "lost the connection to PostgreSQL while applying {file} ({reason}): {outcome}"
@@ -118,20 +117,6 @@ LOCKS_HELD = (
     "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 )
 
-# Each file starts from the session state of a new connection, as with one ``psql -f`` per
-# file: what a file set (SET, set_config(..., false), SET ROLE, SET SESSION AUTHORIZATION,
-# temporary tables, WITH HOLD cursors, LISTEN) is undone before its history row, in the same
-# round trip.  Not DISCARD ALL: it cannot run in a transaction block, and it would also drop
-# what the runner keeps (psycopg's prepared statements, any advisory lock of the session).
-SESSION_RESET = (
-    "RESET SESSION AUTHORIZATION",
-    "RESET ROLE",
-    "RESET ALL",
-    "DISCARD TEMP",
-    "DISCARD SEQUENCES",
-    "CLOSE ALL",
-    "UNLISTEN *",
-)
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
 
@@ -155,9 +140,19 @@ class Applier:
     after_reset: tuple[str, ...] = ()
     # The catalog queries of each file's round trip, prepared on the session once.
     queries: PreparedQueries = field(init=False)
+    # The runner's statements around each file: BEGIN and timeouts, the session reset.
+    session: SessionStatements = field(init=False)
 
     def __post_init__(self) -> None:
         self.queries = PreparedQueries(self.conn, enabled=not self.pooled)
+        self.session = SessionStatements(
+            lock_timeout_ms=round(self.config.ddl_lock_timeout * 1000),
+            statement_timeout_ms=round(self.config.statement_timeout * 1000),
+            pooled=self.pooled,
+            server_version=self.conn.info.server_version,
+            application_name=Literal(self.config.application_name).as_string(self.conn),
+            after_reset=self.after_reset,
+        )
 
     def apply(self, migration: Migration, record: Recorder | None = None) -> int:
         """Apply ``migration`` and record it; returns its duration in milliseconds.
@@ -176,7 +171,7 @@ class Applier:
         held: dict[str, Any] = {}
         stale: list[statistics.StaleRelation] = []
         self.running_mode = decision.mode
-        with self._watched(migration), self._loss_explained(migration):
+        with watched(self.conn, self.progress, migration.version), self._loss_explained(migration):
             if decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
             else:
@@ -254,18 +249,21 @@ class Applier:
                 start = time.monotonic()
                 last = position == len(migrations) - 1
                 envelope = Envelope(
-                    before=self._begin if position == 0 else (),
+                    before=self.session.begin if position == 0 else (),
                     # The lock is checked once, before COMMIT: the locks of every file stay
                     # held until then, so a check per file would scan a growing pg_locks.
                     after=(
-                        *self._session_reset,
+                        *self.session.reset,
                         *(self._guarded() if last else ()),
                         self._history_row(migration),
                     )
                     + (("COMMIT",) if last else ()),
                 )
                 send = self._send_read if migration.needs_reading else self._send
-                with self._watched(migration), self._loss_explained(migration):
+                with (
+                    watched(self.conn, self.progress, migration.version),
+                    self._loss_explained(migration),
+                ):
                     send(migration, envelope)
                 durations[migration.version] = _ms_since(start)
                 log.info(
@@ -292,49 +290,16 @@ class Applier:
         after = (
             LOCKS_HELD,
             *measure,
-            *self._session_reset,
+            *self.session.reset,
             *guarded,
             self._history_row(migration),
             "COMMIT",
         )
         return Envelope(
-            before=(*self._begin, REMEMBER_NEWEST_OID, *remember),
+            before=(*self.session.begin, REMEMBER_NEWEST_OID, *remember),
             after=after,
             executes=dict(self.queries.executes),
         )
-
-    @cached_property  # the same for every file of the run: built once
-    def _session_reset(self) -> tuple[str, ...]:
-        """What gives the next file a new connection's session state, then puts back the
-        runner's own session settings (which RESET ALL undid). Behind a pooler the runner
-        keeps no session setting: the reset alone leaves the pooled server session clean.
-
-        For example, on PostgreSQL 14 or later, without ``after_reset``::
-
-            Applier(conn, config)._session_reset[-1]
-            # "SET client_connection_check_interval = '1s'"
-        """
-        if self.pooled:
-            return SESSION_RESET
-        name = Literal(self.config.application_name).as_string(self.conn)
-        own: tuple[str, ...] = (f"SET application_name = {name}",)
-        if self.conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
-            own += (CLIENT_CHECK_INTERVAL,)
-        return (*SESSION_RESET, *own, *self.after_reset)
-
-    @cached_property
-    def _begin(self) -> tuple[str, ...]:
-        return ("BEGIN", *self._timeouts("SET LOCAL"), *self._pooled_check())
-
-    def _pooled_check(self) -> tuple[str, ...]:
-        """Behind a pooler the session setting is not made: a transaction carries it instead.
-
-        A pooler keeps a vanished client's server session running its statement to the end;
-        with the check the backend notices within a second (PostgreSQL 14+).
-        """
-        if self.pooled and self.conn.info.server_version >= CLIENT_CHECK_MIN_VERSION:
-            return (POOLED_CLIENT_CHECK,)
-        return ()
 
     def _guarded(self) -> tuple[str, ...]:
         return (self.guard.sql,) if self.guard else ()
@@ -432,19 +397,19 @@ class Applier:
 
     def _in_transaction(self, migration: Migration, record: Recorder, start: float) -> None:
         with self.conn.transaction():
-            for setting in self._timeouts("SET LOCAL"):
+            for setting in self.session.timeouts("SET LOCAL"):
                 self.conn.execute(setting)
             if migration.needs_reading:
-                self._send_read(migration, Envelope(after=self._session_reset))
+                self._send_read(migration, Envelope(after=self.session.reset))
             elif not migration.is_empty:
-                self._send(migration, Envelope(after=self._session_reset))
+                self._send(migration, Envelope(after=self.session.reset))
             self._ensure_lock(migration)
             record(self.conn, migration, _ms_since(start))
 
     def _statement_by_statement(
         self, migration: Migration, record: Recorder | None, start: float
     ) -> None:
-        for setting in () if self.pooled else self._timeouts("SET"):
+        for setting in () if self.pooled else self.session.timeouts("SET"):
             self.conn.execute(setting)
         for index, statement in enumerate(self._following_server(migration)):
             log.debug("statement_started", version=migration.version, line=statement.line)
@@ -462,14 +427,8 @@ class Applier:
                 ERR_OPEN_TRANSACTION.format(file=migration.path), file=str(migration.path)
             )
         self._ensure_lock(migration)
-        run_script(self.conn, Envelope(after=self._session_reset).wrap(""))
+        run_script(self.conn, Envelope(after=self.session.reset).wrap(""))
         (record or history.record)(self.conn, migration, _ms_since(start))
-
-    def _timeouts(self, command: str) -> tuple[str, str]:
-        return (
-            f"{command} lock_timeout = '{round(self.config.ddl_lock_timeout * 1000)}ms'",
-            f"{command} statement_timeout = '{round(self.config.statement_timeout * 1000)}ms'",
-        )
 
     def _run_statement(self, migration: Migration, statement: Statement) -> None:
         if copy_direction(statement.text):
@@ -483,22 +442,11 @@ class Applier:
                 if not error.sqlstate:  # the connection itself failed: not the statement's fault
                     raise
                 raise StatementFailed(error, 0) from None  # e.g. 55P03, retried like the rest
-        envelope = self._statement_envelope(statement)
+        envelope = self.session.statement_envelope(statement)
         try:
             run_script(self.conn, envelope.head + statement.text)
         except StatementFailed as failure:
             raise StatementFailed(failure.error, failure.index, envelope) from None
-
-    def _statement_envelope(self, statement: Statement) -> Envelope:
-        """Behind a pooler, SET LOCAL timeouts in the statement's own (implicit) transaction.
-
-        A statement PostgreSQL refuses in a transaction block (CREATE INDEX CONCURRENTLY,
-        VACUUM) runs with the server's defaults there: a session SET could reach another
-        server session than the statement, and stay on it for the pool's next client.
-        """
-        if self.pooled and may_run_in_transaction_block(statement):
-            return Envelope(before=(*self._timeouts("SET LOCAL"), *self._pooled_check()))
-        return Envelope()
 
     def _retrying(
         self,
@@ -542,13 +490,6 @@ class Applier:
             raise error from None
 
     @contextmanager
-    def _watched(self, migration: Migration) -> Iterator[None]:
-        """NOTICEs become log events; a long migration logs its progress."""
-        watching = self.progress.watching(migration.version) if self.progress else nullcontext()
-        with self._notices_logged(migration), watching:
-            yield
-
-    @contextmanager
     def _loss_explained(
         self, migration: Migration, statement: Statement | None = None
     ) -> Iterator[None]:
@@ -568,23 +509,6 @@ class Applier:
                 file=migration.path, reason=reason_of(error), outcome=outcome
             )
             raise ConnectionLostError(message, file=str(migration.path)) from None
-
-    @contextmanager
-    def _notices_logged(self, migration: Migration) -> Iterator[None]:
-        def handler(diag: psycopg.errors.Diagnostic) -> None:
-            log.info(
-                "notice",
-                version=migration.version,
-                severity=diag.severity,
-                message=diag.message_primary,
-                detail=diag.message_detail,
-            )
-
-        self.conn.add_notice_handler(handler)
-        try:
-            yield
-        finally:
-            self.conn.remove_notice_handler(handler)
 
 
 def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str, Any]:
