@@ -124,7 +124,7 @@ print(f"\n{len(survivors)} not killed (mutmut show NAME prints one again):")
 for name, status in survivors:
     print(f"\n# {name}: {status}")
     if status == "survived":
-        module = name.split(".")[1]
+        module = next(m for m in modules if name.startswith(f"migrator.{m.replace('/', '.')}."))
         print(get_diff_for_mutant(name, path=Path(f"migrator/{module}.py")).rstrip())
 if overall < min_score:
     print(f"\noverall score {overall:.1f}% is below {min_score:g}%")
