@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from migrator.errors import EX_CONFIG, EX_DATAERR, ConfigError, MigrationFilesError
-from migrator.files.folder import find_migrations, refuse_empty
+from migrator.files.folder import MigrationSet, find_migrations, refuse_empty
 
 
 @pytest.fixture
@@ -285,3 +285,48 @@ def test_a_run_refuses_a_folder_without_migrations_naming_what_it_holds(folder: 
     assert "holds no migration file (it holds README.md)" in caught.value.message
     add(folder, "001_a.sql")
     refuse_empty(find_migrations(folder), folder)  # one file: fine
+
+
+def message_of_empty(files: MigrationSet, folder: Path) -> str:
+    with pytest.raises(MigrationFilesError) as caught:
+        refuse_empty(files, folder)
+    return caught.value.message
+
+
+def test_the_refusal_of_an_empty_folder_says_exactly_what_it_holds(tmp_path: Path) -> None:
+    nothing = MigrationSet(None, ())
+    folder = tmp_path / "migratoins"
+    assert message_of_empty(nothing, folder) == (  # not even a folder: nothing to list
+        f"MIGRATIONS_DIR {folder} holds no migration file (it is empty): a mistyped or empty "
+        "mount would start the application on an empty schema; mount the folder of "
+        "<number>_<name>.sql files"
+    )
+    folder.mkdir()
+    assert "(it is empty)" in message_of_empty(nothing, folder)
+    add(folder, "b.txt", "a.md", content="x")
+    assert "(it holds a.md, b.txt)" in message_of_empty(nothing, folder)
+    add(folder, "c", "d", "e", "f", "g", content="x")
+    assert "(it holds a.md, b.txt, c, d, e and 2 more)" in message_of_empty(nothing, folder)
+
+
+def test_an_unreadable_folder_names_the_user_or_only_the_uid(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pwd
+
+    from migrator.files import folder as module
+
+    uid = os.geteuid()
+    name = pwd.getpwuid(uid).pw_name
+    error = PermissionError(13, "Permission denied")
+    assert module.unreadable_folder(folder, error) == (
+        f"MIGRATIONS_DIR {folder} cannot be read by uid {uid} ({name}) (Permission denied): "
+        "make it readable (the image runs as uid 10001), e.g. chmod -R a+rX on the host folder"
+    )
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)  # uid 10001 in the image has none
+    bare = module.unreadable_folder(folder, PermissionError())
+    assert f"by uid {uid} (permission denied):" in bare

@@ -378,3 +378,4 @@ def test_a_replaced_checksum_is_not_drift_and_a_bad_one_is_refused(tmp_path: Pat
         read_migration(bad)
     assert caught.value.message.startswith(f"{bad}: line 1: ")
     assert "64 hex digits" in caught.value.message
+    assert "'-- migrate:replaces-checksum 12ab typo' needs the SHA-256" in caught.value.message

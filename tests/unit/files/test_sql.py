@@ -20,6 +20,7 @@ from migrator.files.sql import (
     needs_reading,
     position_to_line_column,
     read_script,
+    redact_literals,
     refusal,
     split_statements,
     standard_strings_after,
@@ -1170,3 +1171,18 @@ def test_a_publication_named_connect_is_not_an_option() -> None:
         TransactionMode.NO_TRANSACTION,
         "line 1: CREATE SUBSCRIPTION cannot run inside a transaction block",
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("ALTER ROLE a PASSWORD 'x1'; ALTER ROLE b PASSWORD $$x2$$; SELECT 'kept'",
+         "ALTER ROLE a PASSWORD '***'; ALTER ROLE b PASSWORD '***'; SELECT 'kept'"),
+        ("-- a note\nALTER ROLE a /* why */ PASSWORD 'x'", "-- a note\nALTER ROLE a /* why */ PASSWORD '***'"),
+        ("'first' AND password IS NULL", "'first' AND password IS NULL"),
+        ("SELECT 'password'", "SELECT 'password'"),
+        ("SELECT f('user=u password = p')", "SELECT f('***')"),
+    ],
+)  # fmt: skip
+def test_redact_literals_masks_only_password_literals(text: str, shown: str) -> None:
+    assert redact_literals(text) == shown
