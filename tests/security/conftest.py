@@ -188,3 +188,41 @@ def build_site(server: PgServer, workdir: Path) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def site(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     yield from build_site(pg_server, tmp_path_factory.mktemp("security"))
+
+
+# golang-migrate's table (database/postgres/postgres.go), version 1 applied: adopt's input.
+GOLANG_MIGRATE_HISTORY = (
+    "CREATE TABLE public.schema_migrations (version bigint NOT NULL PRIMARY KEY, "
+    "dirty boolean NOT NULL); INSERT INTO public.schema_migrations VALUES (1, false)"
+)
+# The owner alone, as a person runs baseline or adopt by hand: no admin, no runtime role.
+OWNER_ONLY = {
+    "DB_ADMIN_USER": "",
+    "DB_ADMIN_PASSWORD": "",
+    "APP_DB_USER": "",
+    "APP_DB_PASSWORD": "",
+}
+
+
+@pytest.fixture
+def without_history(site: Site) -> Iterator[Site]:
+    """The site with its history table gone: the next command that writes creates it."""
+    site.as_admin("ALTER TABLE public.schema_migrations RENAME TO schema_migrations_saved")
+    yield site
+    site.as_admin(
+        "DROP TABLE IF EXISTS public.schema_migrations, public.schema_migrations_golang_migrate;"
+        "ALTER TABLE public.schema_migrations_saved RENAME TO schema_migrations"
+    )
+
+
+def baseline_creates_the_history(site: Site) -> None:
+    result = site.run("baseline", "--version", "001_things", **OWNER_ONLY)
+    assert result.returncode == 0, result
+    assert site.query("SELECT version FROM public.schema_migrations") == [("001_things",)]
+
+
+def adopt_creates_the_history(site: Site) -> RunResult:
+    site.as_role(OWNER, GOLANG_MIGRATE_HISTORY)
+    result = site.run("adopt", **OWNER_ONLY)
+    assert result.returncode == 0, result
+    return result

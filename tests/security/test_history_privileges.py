@@ -13,7 +13,14 @@ import psycopg
 import pytest
 
 from tests.conftest import create_database, drop_database
-from tests.security.conftest import APP, NOBODY, OWNER, Site
+from tests.security.conftest import (
+    APP,
+    NOBODY,
+    OWNER,
+    Site,
+    adopt_creates_the_history,
+    baseline_creates_the_history,
+)
 
 WRITES = (
     "INSERT INTO public.schema_migrations (version, checksum) VALUES ('999_forged', 'x')",
@@ -29,10 +36,6 @@ WHERE c.oid = 'public.schema_migrations'::regclass
   AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'
 ORDER BY 1
 """
-GOLANG_MIGRATE_HISTORY = (
-    "CREATE TABLE public.schema_migrations (version bigint NOT NULL PRIMARY KEY, "
-    "dirty boolean NOT NULL); INSERT INTO public.schema_migrations VALUES (1, false)"
-)
 
 
 def assert_only_the_owner_writes(site: Site) -> None:
@@ -47,38 +50,19 @@ def assert_only_the_owner_writes(site: Site) -> None:
                       "WHERE oid = 'public.schema_migrations'::regclass") == [(OWNER,)]  # fmt: skip
 
 
-@pytest.fixture
-def without_history(site: Site):
-    """The site with its history table gone: the next command that writes creates it."""
-    site.as_admin("ALTER TABLE public.schema_migrations RENAME TO schema_migrations_saved")
-    yield site
-    site.as_admin(
-        "DROP TABLE IF EXISTS public.schema_migrations, public.schema_migrations_golang_migrate;"
-        "ALTER TABLE public.schema_migrations_saved RENAME TO schema_migrations"
-    )
-
-
 def test_created_by_bootstrap_and_migrate(site):
     assert_only_the_owner_writes(site)
 
 
 def test_created_by_baseline(without_history):
-    site = without_history
-    result = site.run("baseline", "--version", "001_things", DB_ADMIN_USER="",
-                      DB_ADMIN_PASSWORD="", APP_DB_USER="", APP_DB_PASSWORD="")  # fmt: skip
-    assert result.returncode == 0, result
-    assert site.query("SELECT version FROM public.schema_migrations") == [("001_things",)]
-    assert_only_the_owner_writes(site)
+    baseline_creates_the_history(without_history)
+    assert_only_the_owner_writes(without_history)
 
 
 def test_created_by_adopt(without_history):
-    site = without_history
-    site.as_role(OWNER, GOLANG_MIGRATE_HISTORY)
-    result = site.run("adopt", DB_ADMIN_USER="", DB_ADMIN_PASSWORD="", APP_DB_USER="",
-                      APP_DB_PASSWORD="")  # fmt: skip
-    assert result.returncode == 0, result
+    result = adopt_creates_the_history(without_history)
     assert result.events_named("adopted")[0]["versions"] == ["001_things"]
-    assert_only_the_owner_writes(site)
+    assert_only_the_owner_writes(without_history)
 
 
 def test_mended_when_an_older_release_left_it_writable(site):

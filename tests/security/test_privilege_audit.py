@@ -35,11 +35,16 @@ import pytest
 from tests.conftest import REPO
 from tests.integration import schema_fixtures
 from tests.integration.schema_fixtures import APP_ROLE, SchemaDatabase, sha256
-from tests.security import test_history_privileges as history
-from tests.security.conftest import APP, NOBODY, OWNER, Site
+from tests.security.conftest import (
+    APP,
+    NOBODY,
+    OWNER,
+    Site,
+    adopt_creates_the_history,
+    baseline_creates_the_history,
+)
 
 schema_db = schema_fixtures.schema_db
-without_history = history.without_history
 
 ALLOW_LIST = REPO / "docs" / "runtime-privileges.md"
 SHIPPED_APP = "Runtime role: the shipped schema"
@@ -345,22 +350,13 @@ def test_a_site_after_bootstrap_and_migrate(site):
 
 
 def test_a_site_after_baseline(without_history):
-    site = without_history
-    result = site.run("baseline", "--version", "001_things", DB_ADMIN_USER="",
-                      DB_ADMIN_PASSWORD="", APP_DB_USER="", APP_DB_PASSWORD="")  # fmt: skip
-    assert result.returncode == 0, result
-    assert site.query("SELECT version FROM public.schema_migrations") == [("001_things",)]
-    assert_site_allowed(site)
+    baseline_creates_the_history(without_history)
+    assert_site_allowed(without_history)
 
 
 def test_a_site_after_adopt(without_history):
-    site = without_history
-    site.as_role(OWNER, history.GOLANG_MIGRATE_HISTORY)
-    result = site.run("adopt", DB_ADMIN_USER="", DB_ADMIN_PASSWORD="", APP_DB_USER="",
-                      APP_DB_PASSWORD="")  # fmt: skip
-    assert result.returncode == 0, result
-    assert result.events_named("adopted")[0]["versions"] == ["001_things"]
-    assert_site_allowed(site, ADOPTED_APP)
+    adopt_creates_the_history(without_history)
+    assert_site_allowed(without_history, ADOPTED_APP)
 
 
 # Every function the runtime role may execute, with hostile arguments
