@@ -36,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from migrator.database.catalog import CREATED_MEANWHILE
+from migrator.database.catalog import CREATED_MEANWHILE, revoke_from_others
 from migrator.database.connect import (
     ConnectionAhead,
     behind_pooler,
@@ -59,13 +59,11 @@ TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 LOCK_RELATION = "public.schema_migrations_lock"
 LOCK_MODE = "ShareUpdateExclusiveLock"  # as pg_locks names SHARE UPDATE EXCLUSIVE
 # The lock's relation, created once by the owner, and kept the owner's alone: every privilege
-# of any other role on it is revoked in the same statement (the owner's default privileges
+# of any other role on it is revoked in the same round trip (the owner's default privileges
 # would give the runtime role UPDATE, enough to take the lock). One that another role owns is
 # refused: its owner could hold the lock, or grant it away.
 ENSURE_LOCK_RELATION = """
 DO $migrator$
-DECLARE
-    granted record;
 BEGIN
     IF pg_catalog.to_regclass('public.schema_migrations_lock') IS NULL THEN
         CREATE VIEW public.schema_migrations_lock AS SELECT 1 AS migration_lock;
@@ -81,18 +79,6 @@ BEGIN
              WHERE c.oid OPERATOR(pg_catalog.=)
                    pg_catalog.to_regclass('public.schema_migrations_lock')), current_user);
     END IF;
-    FOR granted IN
-        SELECT a.grantee, a.privilege_type
-        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-        WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('public.schema_migrations_lock')
-          AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-    LOOP
-        EXECUTE pg_catalog.format(
-            'REVOKE %s ON public.schema_migrations_lock FROM %s',
-            granted.privilege_type,
-            CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
-                 ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
-    END LOOP;
 END
 $migrator$"""
 # One round trip per poll. The lock transaction must outlive any timeout the server or the
@@ -325,10 +311,11 @@ def transaction_lock(
 def ensure_lock_relation(conn: psycopg.Connection[Any]) -> None:
     """Create the lock's view if missing, the owner's alone; PermissionDeniedError (77) when
     another role owns it. Also when another runner creates it at the same moment."""
+    ensure = ENSURE_LOCK_RELATION + ";" + revoke_from_others(conn, LOCK_RELATION)
     try:
-        conn.execute(ENSURE_LOCK_RELATION)
+        conn.execute(ensure)
     except CREATED_MEANWHILE:
-        conn.execute(ENSURE_LOCK_RELATION)  # it exists now: check its owner and privileges
+        conn.execute(ensure)  # it exists now: check its owner and privileges
     except psycopg.errors.InsufficientPrivilege as error:
         raise PermissionDeniedError(ERR_NOT_OURS.format(reason=reason_of(error))) from None
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
-from migrator.database.catalog import CREATED_MEANWHILE
+from migrator.database.catalog import CREATED_MEANWHILE, revoke_from_others
 from migrator.errors import HistoryMismatchError, PermissionDeniedError
 from migrator.files.migration import Migration
 from migrator.history.foreign_reads import refuse_foreign_history
@@ -40,30 +40,6 @@ CREATE TABLE IF NOT EXISTS public.schema_migrations (
     applied_by   text DEFAULT current_user
 );
 """
-# Every privilege but SELECT of a role other than the owner on a history table (ours, or
-# another tool's kept by adopt), revoked; a session that cannot act as the owner changes none.
-KEEP_WRITES_TO_OWNER = """
-DO $migrator$
-DECLARE
-    granted record;
-BEGIN
-    FOR granted IN
-        SELECT a.grantee, a.privilege_type
-        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
-        WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass({relation})
-          AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-          AND a.privilege_type OPERATOR(pg_catalog.<>) 'SELECT'
-          AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
-    LOOP
-        EXECUTE pg_catalog.format(
-            'REVOKE %s ON %s FROM %s',
-            granted.privilege_type,
-            pg_catalog.to_regclass({relation}),
-            CASE WHEN granted.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
-                 ELSE granted.grantee::pg_catalog.regrole::pg_catalog.text END);
-    END LOOP;
-END
-$migrator$"""
 COLUMNS = (
     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
 )
@@ -156,7 +132,7 @@ def keep_writes_to_owner(conn: psycopg.Connection[Any], relation: str) -> str:
     grants the runtime role INSERT, UPDATE, DELETE on new tables): a role that writes the
     history can have a pending file skipped or a release blocked.
     """
-    return KEEP_WRITES_TO_OWNER.format(relation=sql.Literal(relation).as_string(conn))
+    return revoke_from_others(conn, relation, kept=("SELECT",))
 
 
 def read_history(conn: psycopg.Connection[Any]) -> dict[str, AppliedMigration]:
