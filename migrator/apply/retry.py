@@ -9,17 +9,13 @@ True
 
 from __future__ import annotations
 
-import tenacity
-
 from migrator.apply.transport import StatementFailed
+from migrator.database.connect import capped_backoff
 
 LOCK_RETRY_FIRST_DELAY = 0.5
 LOCK_RETRY_MAX_DELAY = 5.0
 LOCK_RETRY_JITTER = 0.25
-# As the connection's retries (migrator.database.connect): the jitter survives the cap.
-LOCK_RETRY_WAIT = tenacity.wait_exponential(
-    multiplier=LOCK_RETRY_FIRST_DELAY, max=LOCK_RETRY_MAX_DELAY - LOCK_RETRY_JITTER
-) + tenacity.wait_random(0, LOCK_RETRY_JITTER)
+LOCK_RETRY_WAIT = capped_backoff(LOCK_RETRY_FIRST_DELAY, LOCK_RETRY_MAX_DELAY, LOCK_RETRY_JITTER)
 LOCK_NOT_AVAILABLE = "55P03"
 # PostgreSQL refuses these in the runner's transaction but runs them in autocommit, as psql
 # does; the failed transaction was rolled back whole, so the file runs again statement by

@@ -32,11 +32,26 @@ log = get_logger("wait")
 FIRST_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 0.2
 RETRY_JITTER = 0.05
-# Jitter added after the cap, not absorbed by it (as wait_exponential_jitter's is): replicas
-# that started together still spread out once their waits reach the longest one.
-CONNECT_RETRY_WAIT = tenacity.wait_exponential(
-    multiplier=FIRST_RETRY_DELAY, max=MAX_RETRY_DELAY - RETRY_JITTER
-) + tenacity.wait_random(0, RETRY_JITTER)
+
+
+def capped_backoff(first: float, longest: float, jitter: float) -> tenacity.wait.wait_base:
+    """Exponential waits from ``first``, never longer than ``longest`` jitter included.
+
+    The jitter is added after the cap, not absorbed by it (as wait_exponential_jitter's
+    is): replicas that started together still spread out once their waits reach the cap.
+
+    >>> wait = capped_backoff(0.05, 0.2, 0.05)
+    >>> state = tenacity.RetryCallState(None, None, (), {})
+    >>> state.attempt_number = 10
+    >>> 0.15 <= wait(state) <= 0.2
+    True
+    """
+    return tenacity.wait_exponential(multiplier=first, max=longest - jitter) + tenacity.wait_random(
+        0, jitter
+    )
+
+
+CONNECT_RETRY_WAIT = capped_backoff(FIRST_RETRY_DELAY, MAX_RETRY_DELAY, RETRY_JITTER)
 AHEAD_THREAD_NAME = "connect-ahead"
 MAX_CONNECT_TIMEOUT = 5  # seconds per attempt, for hosts that drop packets
 REPORT_INTERVAL = 10.0  # seconds between two database_not_ready lines
