@@ -493,10 +493,15 @@ def test_a_statement_that_is_no_block_is_itself(statement: Statement) -> None:
 
 def test_a_block_follows_standard_conforming_strings_as_the_server_does() -> None:
     block = Statement("SET standard_conforming_strings = off;\nSELECT 'a\\';b'", 10, 2)
-    assert [(s.text, s.line) for s in inner_statements(block)] == [
+    inner = inner_statements(block)
+    assert [(s.text, s.line) for s in inner] == [
         ("SET standard_conforming_strings = off", 2),
         ("SELECT 'a\\';b'", 3),
     ]
+    assert [s.standard_strings for s in inner] == [True, False]
+    # A block read after such a SET earlier in the file starts with it off.
+    later = Statement("SELECT 'a\\';b'; SELECT 2", 10, 2, standard_strings=False)
+    assert [s.text for s in inner_statements(later)] == ["SELECT 'a\\';b'", "SELECT 2"]
 
 
 def test_server_statements_count_one_result_per_statement_of_a_block() -> None:
