@@ -56,6 +56,7 @@ from migrator.files.sql import (
     copy_direction,
     mentions_standard_strings,
     read_script,
+    server_statements,
 )
 from migrator.history import table as history
 from migrator.logs import get_logger
@@ -324,7 +325,10 @@ class Applier:
             self._end_failed_transaction()
             if envelope.executes and self.queries.lost(failure.error):
                 raise PreparedQueryLost() from None
-            count = len(migration.statements if part is None else part.statements)
+            # One result per statement the server ran, each statement of a block counted.
+            count = len(
+                server_statements(migration.statements if part is None else part.statements)
+            )
             if self.guard and failure.index == index_after(count, envelope, self.guard.sql):
                 raise self.guard.lost(migration.version) from None
             raise StatementFailed(failure.error, failure.index, envelope, migration, part) from None

@@ -1,7 +1,8 @@
 """Where a migration failed, as the user reads it: file, line and column from the server's
 error position, mapped back through the round trip's envelope into the file (also inside
-multi-statement parts and COPY data), SQLSTATE, message, detail and hint. The applier and the
-lint report failures through it; the runner's own statements are never named as the file's.
+multi-statement parts, blocks of statements sent as one, and COPY data), SQLSTATE, message,
+detail and hint. The applier and the lint report failures through it; the runner's own
+statements are never named as the file's.
 For example, with the ``StatementFailed`` a round trip raised::
 
     migration_failed(migration, failure, None, 0).message
@@ -10,17 +11,23 @@ For example, with the ``StatementFailed`` a round trip raised::
 
 from __future__ import annotations
 
-import bisect
 import re
 
 from migrator.apply.transport import StatementFailed
 from migrator.errors import MigrationFailedError
 from migrator.files.migration import Migration
-from migrator.files.sql import Statement, position_to_line_column
+from migrator.files.sql import (
+    Statement,
+    inner_statements,
+    position_to_line_column,
+    server_statements,
+    statement_at,
+)
 
 STATEMENT_EXCERPT_LENGTH = 200
 ERR_FAILED = "{file}:{line}:{column}: {sqlstate} {message}"
 ERR_AROUND_FILE = "{file}: {statement} failed after the file ran: {sqlstate} {message}"
+ERR_BEFORE_FILE = "{file}: {statement} failed before the file ran: {sqlstate} {message}"
 COPY_DATA_LINE_RE = re.compile(r"^COPY [^,]+, line (\d+)")
 
 
@@ -32,11 +39,11 @@ def migration_failed(
 ) -> MigrationFailedError:
     """The user's error: file, line and column from the server's position, SQLSTATE, message."""
     diag = failure.error.diag
-    if statement is None and failure.part is not None and len(failure.part.statements) == 1:
-        statement = failure.part.statements[0]  # a COPY, sent on its own
+    part, envelope = failure.part, failure.envelope
+    if statement is None and part is not None and len(part.statements) == 1 and not envelope.after:
+        statement = part.statements[0]  # a COPY, sent on its own
     if statement is not None:  # sent on its own: the server's position is the statement's
-        base = statement.offset - len(failure.envelope.head)  # after its SET LOCALs, if any
-        line, column = _line_column(migration, base, diag.statement_position, statement.offset)
+        statement, (line, column) = _locate_in_statement(migration, failure, statement)
         line = _copy_data_line(statement, diag.context) or line
     else:
         located = _locate_in_file(migration, failure)
@@ -73,12 +80,19 @@ def _copy_data_line(statement: Statement, context: str | None) -> int | None:
     return statement.copy.line + int(match[1]) - 1
 
 
-def _line_column(
-    migration: Migration, base: int, position: str | None, start: int
-) -> tuple[int, int]:
-    """From the server's position counted from ``base``; the statement's ``start`` without one."""
-    offset = base + int(position) - 1 if position else start
-    return position_to_line_column(migration.sql, offset)
+def _locate_in_statement(
+    migration: Migration, failure: StatementFailed, statement: Statement
+) -> tuple[Statement, tuple[int, int]]:
+    """The failing statement of ``statement`` sent on its own (itself, or one of its block's)
+    and its line/column: from the server's position, counted from the start of what was sent
+    (its SET LOCALs, if any, come first); without one, from the count of results before it."""
+    inner = inner_statements(statement)
+    position = failure.error.diag.statement_position
+    if position:
+        offset = statement.offset - len(failure.envelope.head) + int(position) - 1
+        return statement_at(inner, offset), position_to_line_column(migration.sql, offset)
+    index = min(max(failure.index - len(failure.envelope.before), 0), len(inner) - 1)
+    return inner[index], position_to_line_column(migration.sql, inner[index].offset)
 
 
 def _locate_in_file(
@@ -90,7 +104,7 @@ def _locate_in_file(
     one, the count of results before the error says which statement failed.
     """
     part = failure.part
-    statements = migration.statements if part is None else part.statements
+    statements = server_statements(migration.statements if part is None else part.statements)
     if not statements:
         return None
     position = failure.error.diag.statement_position
@@ -99,11 +113,12 @@ def _locate_in_file(
         if part is not None:
             located = part.locate(offset) if offset >= 0 else None
             if located is not None:
-                return located[0], position_to_line_column(migration.sql, located[1])
+                statement, offset = located
+                return statement_at(inner_statements(statement), offset), (
+                    position_to_line_column(migration.sql, offset)
+                )
         elif 0 <= offset < len(migration.sql):
-            starts = [s.offset for s in statements]
-            statement = statements[max(bisect.bisect_right(starts, offset) - 1, 0)]
-            return statement, position_to_line_column(migration.sql, offset)
+            return statement_at(statements, offset), position_to_line_column(migration.sql, offset)
     file_index = failure.index - len(failure.envelope.before)
     if 0 <= file_index < len(statements):
         statement = statements[file_index]
@@ -112,13 +127,15 @@ def _locate_in_file(
 
 
 def _failed_around_file(migration: Migration, failure: StatementFailed) -> MigrationFailedError:
-    """A statement of the envelope failed: the history row, or the COMMIT (deferred checks)."""
+    """A statement of the envelope failed: the history row, or the COMMIT (deferred checks);
+    the file's own statements all ran (or, before them, none did)."""
     envelope = failure.envelope
     statements = migration.statements if failure.part is None else failure.part.statements
-    sent = [*envelope.before, *(s.text for s in statements), *envelope.after]
+    sent = [*envelope.before, *(s.text for s in server_statements(statements)), *envelope.after]
     statement = sent[min(failure.index, len(sent) - 1)]
     diag = failure.error.diag
-    message = ERR_AROUND_FILE.format(
+    template = ERR_BEFORE_FILE if failure.index < len(envelope.before) else ERR_AROUND_FILE
+    message = template.format(
         file=migration.path,
         statement=" ".join(statement.split()[:4]),
         sqlstate=diag.sqlstate,

@@ -12,11 +12,13 @@ of migrations and the driver that applies them is the model.
 
 from __future__ import annotations
 
+import bisect
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -493,21 +495,34 @@ def goose_part(
     source: SourceFile, spans: list[tuple[int, int]]
 ) -> tuple[str, tuple[Statement, ...]]:
     """The text that runs (other lines left empty, so lines keep their numbers) and its
-    statements, one per goose statement however many semicolons a StatementBegin block has."""
+    statements, one per goose statement however many semicolons a StatementBegin block has.
+
+    Each statement's text and offset are those of the text that runs: an error position the
+    server gives, inside a block too, is then a place in it (inner_statements).
+    """
     from migrator.files.sql import Statement
 
     chars = [c if c in "\r\n" else " " for c in source.text]
     for start, end in spans:
         chars[start:end] = source.text[start:end]
     # Trailing spaces of blanked lines are dropped: the text sent stays close to the file's.
-    sql = "\n".join(line.rstrip() for line in "".join(chars).split("\n"))
-    statements = tuple(
-        Statement(
-            source.text[start:end].strip().removesuffix(";").rstrip(), start, source.line_of(start)
-        )
-        for start, end in spans
-    )
-    return sql, statements
+    lines = [line.rstrip() for line in "".join(chars).split("\n")]
+    sql = "\n".join(lines)
+    # Lines correspond one to one; only their ends moved. Where each line starts, in both.
+    file_starts = list(accumulate((len(line) + 1 for line in source.text.split("\n")), initial=0))
+    sql_starts = list(accumulate((len(line) + 1 for line in lines), initial=0))
+
+    def in_sql(offset: int) -> int:
+        line = bisect.bisect_right(file_starts, offset) - 1
+        return sql_starts[line] + min(offset - file_starts[line], len(lines[line]))
+
+    statements = []
+    for start, end in spans:
+        raw = sql[in_sql(start) : in_sql(end)]
+        offset = in_sql(start) + len(raw) - len(raw.lstrip())
+        text = raw.strip().removesuffix(";").rstrip()
+        statements.append(Statement(text, offset, bisect.bisect_right(sql_starts, offset)))
+    return sql, tuple(statements)
 
 
 def read_goose(sources: Sequence[SourceFile]) -> list[Migration]:

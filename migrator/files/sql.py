@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -30,6 +30,7 @@ __all__ = [
     "TransactionMode",
     "concurrent_index",
     "copy_direction",
+    "inner_statements",
     "may_leave_default_mode",
     "may_run_in_transaction_block",
     "mentions_standard_strings",
@@ -38,8 +39,10 @@ __all__ = [
     "read_script",
     "redact_literals",
     "refusal",
+    "server_statements",
     "split_statements",
     "standard_strings_after",
+    "statement_at",
     "strip_comments",
     "transaction_mode",
     "unterminated_transaction",
@@ -617,6 +620,59 @@ def position_to_line_column(sql: str, offset: int) -> tuple[int, int]:
         (2, 1)
     """
     return _LineIndex(sql).locate(offset)
+
+
+# --- the statements of a block -----------------------------------------------------------------
+
+
+def inner_statements(statement: Statement) -> list[Statement]:
+    """The statements the server runs for ``statement``, each with its own place in the file.
+
+    A format may group several statements into one, sent as one text (goose's StatementBegin
+    and StatementEnd): the server runs, counts and positions them one by one, and an error or
+    a lint finding names the one it is about. Any other statement is itself alone. Needs a
+    ``statement`` whose text is written at its offset in the text that runs.
+
+        >>> block = Statement("CREATE TABLE a (id int);\\nALTER TABLE nope ADD x int", 40, 3)
+        >>> inner_statements(block)[1]
+        Statement(text='ALTER TABLE nope ADD x int', offset=65, line=4)
+    """
+    if ";" not in statement.text:  # most statements: nothing to read again
+        return [statement]
+    inner = read_script(statement.text, standard_strings=statement.standard_strings).statements
+    if len(inner) < 2:
+        return [statement]
+    return [
+        Statement(
+            each.text,
+            statement.offset + each.offset,
+            statement.line + each.line - 1,
+            statement.offset + each.end,
+            each.standard_strings,
+            None
+            if each.copy is None
+            else CopyData(each.copy.text, statement.line + each.copy.line - 1),
+        )
+        for each in inner
+    ]
+
+
+def server_statements(statements: Iterable[Statement]) -> list[Statement]:
+    """``statements`` with each block replaced by its statements: one per result the server
+    returns when they are sent together, so that counting results finds the failing one."""
+    return [each for statement in statements for each in inner_statements(statement)]
+
+
+def statement_at(statements: Sequence[Statement], offset: int) -> Statement:
+    """The statement of ``statements`` (in file order) that the file offset ``offset`` (an
+    error's position) falls in: the last one starting at or before it.
+
+        >>> block = Statement("SELECT 1;\\nSELECT * FROM nope", 0, 1)
+        >>> statement_at(inner_statements(block), 24).text
+        'SELECT * FROM nope'
+    """
+    starts = [statement.offset for statement in statements]
+    return statements[max(bisect.bisect_right(starts, offset) - 1, 0)]
 
 
 def strip_comments(text: str) -> str:

@@ -38,7 +38,7 @@ from migrator.database.scratch import scratch_database
 from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
-from migrator.files.sql import Statement, TransactionMode, concurrent_index
+from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
 from migrator.history.plan import make_plan
 from migrator.lint.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
@@ -293,31 +293,46 @@ def run_file(
         if not transactional and refused_in_transaction(statement):
             found += _documented(conn, migration, statement, index, baseline)
             continue
-        wrap = bool(observers) and not transactional and not is_transaction_control(statement)
+        steps = _steps(statement, transactional)
+        # A block of several statements sent as one text runs in one implicit transaction.
+        wrap = (bool(observers) or len(steps) > 1) and not transactional
+        wrap = wrap and not is_transaction_control(statement)
         wrap = wrap and conn.info.transaction_status is pq.TransactionStatus.IDLE
         if wrap:
             conn.execute("BEGIN")
-        for observer in observers:
-            observer.before(conn)
-        try:
-            tag = _execute(conn, migration, statement, index)
-        except MigrationFailedError as failure:
-            if not wrap or failure.fields.get("sqlstate") != INVALID_TRANSACTION_TERMINATION:
-                raise
-            # A CALL of a procedure that COMMITs: it runs bare, as the runner runs it, unobserved.
-            _execute(conn, migration, statement, index)
-            finding = Finding(None, "", observed=False, note=OWN_TRANSACTIONS)
-            found.append(Located(migration, statement, finding))
-            continue
-        for observer in observers:
-            found += [
-                Located(migration, statement, f) for f in observer.after(conn, statement, tag)
-            ]
-        if wrap:
+        for step in steps:
+            for observer in observers:
+                observer.before(conn)
+            try:
+                tag = _execute(conn, migration, step, index)
+            except MigrationFailedError as failure:
+                sqlstate = failure.fields.get("sqlstate")
+                if not wrap or len(steps) > 1 or sqlstate != INVALID_TRANSACTION_TERMINATION:
+                    raise
+                # A CALL of a procedure that COMMITs: it runs bare, as the runner runs it,
+                # unobserved.
+                _execute(conn, migration, step, index)
+                finding = Finding(None, "", observed=False, note=OWN_TRANSACTIONS)
+                found.append(Located(migration, step, finding))
+                break
+            for observer in observers:
+                found += [Located(migration, step, f) for f in observer.after(conn, step, tag)]
+        if wrap and conn.info.transaction_status is not pq.TransactionStatus.IDLE:
             conn.execute("COMMIT")
     if transactional:
         conn.execute("COMMIT")
     return found
+
+
+def _steps(statement: Statement, transactional: bool) -> list[Statement]:
+    """What runs and is observed on its own: each statement of a block that holds several
+    (goose's StatementBegin/End), so that a finding names the one it is about. A block of a
+    non-transactional file that ends or opens transactions itself runs whole, as migrate
+    sends it."""
+    inner = inner_statements(statement)
+    if not transactional and any(is_transaction_control(each) for each in inner):
+        return [statement]
+    return inner
 
 
 def _documented(

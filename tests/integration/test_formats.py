@@ -163,3 +163,91 @@ def test_markers_not_understood_and_mixed_folders_are_refused(
     assert result.returncode == 65, result.stdout
     assert expected in result.termination_message
     assert database.scalar("SELECT to_regclass('schema_migrations')") is None
+
+
+# --- an error inside a goose block: named at its own line, column and statement ---------------
+
+NO_POSITION = "ALTER TABLE nope ADD COLUMN x int"  # the server gives no position: column 1
+WITH_POSITION = "INSERT INTO a SELECT * FROM nope"  # the server points at "nope": column 29
+
+
+def goose_block(failing_line: int, failing: str, no_transaction: bool) -> str:
+    """A statement on line 2, a block of three on lines 4-6, one of them ``failing``."""
+    block = ["CREATE TABLE a (id int);", "CREATE TABLE b (id int);", "CREATE TABLE c (id int);"]
+    block[failing_line - 4] = failing + ";"
+    head = "-- +goose NO TRANSACTION\n" if no_transaction else ""
+    return (
+        head + "-- +goose Up\nCREATE TABLE before_block (id int);\n-- +goose StatementBegin\n"
+        + "\n".join(block) + "\n-- +goose StatementEnd\n"
+    )  # fmt: skip
+
+
+def tables(database, *names):
+    return [name for name in names if database.scalar("SELECT to_regclass(%s)", name)]
+
+
+@pytest.mark.parametrize("analyze", ["true", "false"])
+@pytest.mark.parametrize("no_transaction", [False, True], ids=["transaction", "no-transaction"])
+@pytest.mark.parametrize(
+    ("line", "failing", "column"),
+    [(4, NO_POSITION, 1), (5, WITH_POSITION, 29), (6, NO_POSITION, 1)],
+    ids=["start", "middle", "end"],
+)
+def test_an_error_inside_a_goose_block_names_its_line_and_statement(
+    database, run_runner, migrations, line, failing, column, no_transaction, analyze
+):
+    """It was blamed on the runner's own SQL ("... failed after the file ran"), or put on a line
+    past the end of the file, with the whole block as the statement."""
+    path = migrations.write("00001_a.sql", goose_block(line, failing, no_transaction))
+    shift = 1 if no_transaction else 0  # the NO TRANSACTION line comes first
+    env = database.env(MIGRATIONS_DIR=str(migrations.path), ANALYZE_AFTER_MIGRATE=analyze)
+    result = run_runner(env=env)
+
+    assert result.returncode == 65, result
+    failure = result.events_named("migration_failed")[0]
+    expected = f'{path}:{line + shift}:{column}: 42P01 relation "nope" does not exist'
+    assert failure["error"].startswith(expected), failure["error"]
+    assert (failure["line"], failure["column"]) == (line + shift, column)
+    assert failure["statement"] == failing
+    assert "after the file ran" not in failure["error"]
+    # The block is one transaction either way: nothing of it is left. Outside a transaction the
+    # statement before it stayed, and the error says so.
+    stayed = ["before_block"] if no_transaction else []
+    assert tables(database, "before_block", "a", "b", "c") == stayed
+    assert database.query("SELECT version FROM schema_migrations") == []
+    assert ("its first 1 statement(s) (up to line 3)" in failure["error"]) is no_transaction
+
+
+def test_errors_in_the_second_of_two_blocks_and_in_a_file_read_part_by_part(
+    database, run_runner, migrations
+):
+    """Two blocks (the issue's "9:57" in an 8-line file); a file that mentions COPY is sent in
+    parts (its statements as psql reads them): the error is still where it is in the file."""
+    two_blocks = (
+        "-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE a (id int);\n"
+        "-- +goose StatementEnd\n-- +goose StatementBegin\nCREATE TABLE b (id int);\n"
+        "SELECT 1; SELECT * FROM nope;\n-- +goose StatementEnd\n"
+    )
+    first = migrations.write("00001_a.sql", two_blocks)
+    result = migrate(run_runner, database, migrations)
+    assert result.returncode == 65, result
+    failure = result.events_named("migration_failed")[0]
+    assert failure["error"] == f'{first}:7:25: 42P01 relation "nope" does not exist'
+    assert failure["statement"] == "SELECT * FROM nope"
+    assert tables(database, "a", "b") == []
+
+    first.write_text(two_blocks.replace("SELECT * FROM nope", "SELECT 2"))
+    migrations.write(
+        "00002_b.sql",
+        "-- +goose Up\nCREATE TABLE copy_log (id int);\n-- +goose StatementBegin\n"
+        "INSERT INTO copy_log VALUES (1);\nALTER TABLE nope ADD COLUMN x int;\n"
+        "-- +goose StatementEnd\n",
+    )
+    result = migrate(run_runner, database, migrations)
+    assert result.returncode == 65, result
+    failure = result.events_named("migration_failed")[0]
+    assert failure["error"] == (
+        f'{migrations.path / "00002_b.sql"}:5:1: 42P01 relation "nope" does not exist'
+    )
+    assert failure["statement"] == "ALTER TABLE nope ADD COLUMN x int"
+    assert tables(database, "a", "b", "copy_log") == ["a", "b"]

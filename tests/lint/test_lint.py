@@ -342,3 +342,40 @@ def test_a_database_name_of_many_byte_characters_gets_a_scratch_name_the_server_
     [created] = result.events_named("lint_scratch_created")
     assert re.fullmatch("ü{23}_lint_[0-9a-f]{10}", created["scratch"])
     assert scratch_databases(pg_server) == []
+
+
+def test_a_finding_inside_a_goose_block_names_its_own_line_and_statement(
+    unborn_database, pg_server, migrations, run_runner
+):
+    """A StatementBegin/End block was observed as one statement: every finding pointed at the
+    block's first line and showed its first statement, not the one the finding is about."""
+    migrations.add({
+        "00001_tokens.sql": "-- +goose Up\nCREATE TABLE tokens (id int, scope text);\n",
+        "00002_index.sql": (
+            "-- +goose Up\n-- +goose StatementBegin\n"
+            "CREATE TABLE grants (id int);\n"
+            "INSERT INTO grants VALUES (1);\n"
+            "CREATE INDEX tokens_scope ON tokens (scope);\n"
+            "-- +goose StatementEnd\n"
+        ),
+        "00003_not_null.sql": (
+            "-- +goose NO TRANSACTION\n-- +goose Up\n-- +goose StatementBegin\n"
+            "CREATE TABLE other (id int);\n"
+            "ALTER TABLE tokens ALTER COLUMN scope SET NOT NULL;\n"
+            "-- +goose StatementEnd\n"
+        ),
+    })  # fmt: skip
+    env = unborn_database.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+    result = run_runner("lint", env=env)
+    assert result.returncode == 65, result
+    hazards = result.events_named("hazard")
+    # Every finding (the scan also breaks the column's writers) names the statement it is about.
+    assert {(e["version"], e["line"], e["statement"]) for e in hazards} == {
+        ("00002_index", 5, "CREATE INDEX tokens_scope ON tokens (scope)"),
+        ("00003_not_null", 5, "ALTER TABLE tokens ALTER COLUMN scope SET NOT NULL"),
+    }
+    assert unwaived(result) == {("index_build", "public.tokens"), ("scan", "public.tokens")}

@@ -370,8 +370,28 @@ def test_goose_migration_fields(tmp_path: Path) -> None:
         "00007_add_users.sql",
         "\n\n\nSELECT 2;\n",
     )
-    assert [(s.text, s.offset, s.line) for s in migration.statements] == [("SELECT 1", 13, 2)]
-    assert [(s.text, s.offset, s.line) for s in migration.down.statements] == [("SELECT 2", 38, 4)]
+    # Offsets are places in the text that runs (what the server's error positions count in).
+    assert [(s.text, s.offset, s.line) for s in migration.statements] == [("SELECT 1", 1, 2)]
+    assert [(s.text, s.offset, s.line) for s in migration.down.statements] == [("SELECT 2", 3, 4)]
+
+
+def test_goose_statements_are_where_the_text_that_runs_holds_them(tmp_path: Path) -> None:
+    """Blanked annotation lines lose their spaces: offsets taken from the file drifted past
+    the end of the text that runs (an error inside a block was put on a line after the file)."""
+    text = (
+        "-- +goose NO TRANSACTION   \n-- +goose Up   \n-- +goose StatementBegin  \n"
+        "  CREATE TABLE a (id int);  \r\nALTER TABLE nope ADD x int;\n-- +goose StatementEnd\n"
+        "   SELECT 1;  \n-- +goose Down\nSELECT 2;\n"
+    )
+    migration = read(tmp_path, {"00001_a.sql": text})["00001_a"]
+    for statement in migration.statements:
+        assert migration.sql[statement.offset :].startswith(statement.text)
+        assert migration.sql.count("\n", 0, statement.offset) + 1 == statement.line
+    assert [(s.text, s.line) for s in migration.statements] == [
+        ("CREATE TABLE a (id int);\nALTER TABLE nope ADD x int", 4),
+        ("SELECT 1", 7),
+    ]
+    assert migration.sql.splitlines()[3] == "  CREATE TABLE a (id int);"
 
 
 def test_goose_no_transaction_applies_to_the_down_part_too(tmp_path: Path) -> None:

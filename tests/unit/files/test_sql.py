@@ -15,6 +15,7 @@ from migrator.files.sql import (
     TransactionMode,
     concurrent_index,
     copy_direction,
+    inner_statements,
     may_leave_default_mode,
     may_run_in_transaction_block,
     needs_reading,
@@ -22,8 +23,10 @@ from migrator.files.sql import (
     read_script,
     redact_literals,
     refusal,
+    server_statements,
     split_statements,
     standard_strings_after,
+    statement_at,
     strip_comments,
     transaction_mode,
     unterminated_transaction,
@@ -435,6 +438,104 @@ def test_server_error_position_maps_to_file_line_and_column() -> None:
     second = split_statements(sql)[1]
     server_position = second.text.index("nowhere") + 1  # the server counts from 1
     assert position_to_line_column(sql, second.offset + server_position - 1) == (5, 3)
+
+
+# --- the statements of a block (goose's StatementBegin/End) --------------------------------------
+
+# A file whose second statement is a block of three, as goose's reader gives it: the block's text
+# is where it is written in the text that runs.
+BLOCK_FILE = (
+    "CREATE TABLE t (a int);\n\n"
+    "CREATE TABLE a (id int);\n  INSERT INTO a\n    SELECT * FROM nope;\n"
+    "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n"
+)
+BLOCK_START = BLOCK_FILE.index("CREATE TABLE a")
+BLOCK = Statement(BLOCK_FILE[BLOCK_START:].rstrip().removesuffix(";"), BLOCK_START, 3)
+FILE_STATEMENTS = [Statement("CREATE TABLE t (a int)", 0, 1), BLOCK]
+
+
+def test_a_block_is_its_statements_each_at_its_own_place() -> None:
+    inner = inner_statements(BLOCK)
+    assert [(s.text, s.line) for s in inner] == [
+        ("CREATE TABLE a (id int)", 3),
+        ("INSERT INTO a\n    SELECT * FROM nope", 4),
+        ("CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql", 6),
+    ]
+    for statement in inner:
+        assert BLOCK_FILE[statement.offset :].startswith(statement.text)
+        assert position_to_line_column(BLOCK_FILE, statement.offset)[0] == statement.line
+    assert BLOCK_FILE[inner[0].end :].startswith("\n  INSERT")  # after its semicolon
+
+
+def test_copy_data_inside_a_block_keeps_its_file_line() -> None:
+    block = Statement("SELECT 1;\nCOPY t FROM stdin;\n1\n2\n\\.\nSELECT 2", 30, 7)
+    inner = inner_statements(block)
+    assert [(s.text, s.line) for s in inner] == [
+        ("SELECT 1", 7),
+        ("COPY t FROM stdin", 8),
+        ("SELECT 2", 12),
+    ]
+    assert inner[1].copy == CopyData("1\n2\n", 9)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        Statement("SELECT ';'", 5, 2),
+        Statement("CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql", 0, 1),
+        Statement("SELECT 1;", 0, 1),  # an empty statement after it sends no result
+        Statement("CREATE TABLE t (a int)", 0, 1),
+    ],
+)
+def test_a_statement_that_is_no_block_is_itself(statement: Statement) -> None:
+    assert inner_statements(statement) == [statement]
+
+
+def test_a_block_follows_standard_conforming_strings_as_the_server_does() -> None:
+    block = Statement("SET standard_conforming_strings = off;\nSELECT 'a\\';b'", 10, 2)
+    inner = inner_statements(block)
+    assert [(s.text, s.line) for s in inner] == [
+        ("SET standard_conforming_strings = off", 2),
+        ("SELECT 'a\\';b'", 3),
+    ]
+    assert [s.standard_strings for s in inner] == [True, False]
+    # A block read after such a SET earlier in the file starts with it off.
+    later = Statement("SELECT 'a\\';b'; SELECT 2", 10, 2, standard_strings=False)
+    assert [s.text for s in inner_statements(later)] == ["SELECT 'a\\';b'", "SELECT 2"]
+
+
+def test_server_statements_count_one_result_per_statement_of_a_block() -> None:
+    sent = server_statements(FILE_STATEMENTS)
+    assert [s.line for s in sent] == [1, 3, 4, 6]
+    # The failing statement's index among the results, as the transport counts them.
+    assert sent[2].text.startswith("INSERT INTO a")
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ("nope", ("INSERT INTO a\n    SELECT * FROM nope", (5, 19))),
+        ("INSERT", ("INSERT INTO a\n    SELECT * FROM nope", (4, 3))),
+        ("(id int)", ("CREATE TABLE a (id int)", (3, 16))),
+        ("(a int)", ("CREATE TABLE t (a int)", (1, 16))),
+        ("LANGUAGE", ("CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql", (6, 52))),
+    ],
+)
+def test_an_error_position_inside_a_block_names_its_statement(
+    found: str, expected: tuple[str, tuple[int, int]]
+) -> None:
+    """The server's position counts from the start of what was sent: here the whole file."""
+    offset = BLOCK_FILE.index(found)
+    statement = statement_at(server_statements(FILE_STATEMENTS), offset)
+    assert (statement.text, position_to_line_column(BLOCK_FILE, offset)) == expected
+    # The same place found from the block alone (sent on its own, outside a transaction).
+    if offset >= BLOCK_START:
+        assert statement_at(inner_statements(BLOCK), offset) == statement
+
+
+def test_a_position_before_the_first_statement_is_in_the_first() -> None:
+    """Whitespace or a comment before the block's first statement: nothing else to name."""
+    assert statement_at(inner_statements(BLOCK), BLOCK_START - 1).line == 3
 
 
 # --- strip_comments -----------------------------------------------------------------------------
