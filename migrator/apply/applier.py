@@ -89,7 +89,8 @@ PARTLY_APPLIED = (
 NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 # migration_applied reports the strongest lock the file held on each table that existed before
 # it (an oid above the newest one at BEGIN is the file's own) and its transaction's duration:
-# two statements in the file's round trip, no extra one.
+# two statements in the file's round trip, no extra one. A file's RESET ALL also resets the
+# remembered oid: then no lock is reported, and the file is not failed for it.
 REMEMBER_NEWEST_OID = (
     "SELECT set_config('migrator.newest_oid', (SELECT max(oid) FROM pg_class)::text, true)"
 )
@@ -114,7 +115,8 @@ LOCKS_HELD = (
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted "
     "AND c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-    "AND c.oid <= current_setting('migrator.newest_oid')::oid GROUP BY 1) held)::text, "
+    "AND c.oid <= nullif(current_setting('migrator.newest_oid', true), '')::oid "
+    "GROUP BY 1) held)::text, "
     "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 )
 
