@@ -51,13 +51,19 @@ SESSION_RESET = (
 # rows of pg_db_role_setting that apply to this database and the session's login role.
 # PostgreSQL applies them at login only, and RESET (ALL) returns to what the login read: after
 # a file that changed them, also from dynamic SQL, a new connection differs from this session.
-# One small row, read in the file's own round trip after the reset (session_user is the
-# login's again) and, in a transaction, before COMMIT: the file's own change is seen.
+# One small row, read in the file's own round trip after the reset and, in a transaction,
+# before COMMIT: the file's own change is seen. The database's and the login role's oids are
+# read once, at the start (looking them up each time, through pg_roles, doubled the cost).
 LOGIN_DEFAULTS = (
     "SELECT string_agg(s.setdatabase || ' ' || s.setrole || ' ' || s.setconfig::text, ';' "
     "ORDER BY s.setdatabase, s.setrole) FROM pg_db_role_setting s "
-    "WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) "
-    "AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))"
+    "WHERE s.setdatabase IN (0, {database}) AND s.setrole IN (0, {role})"
+)
+# At the start, in one round trip: the oids, and what the login read (session_user is the
+# login role: nothing ran on the session yet that could change it).
+THIS_LOGIN = (
+    "SELECT (SELECT oid FROM pg_database WHERE datname = current_database()), "
+    "(SELECT oid FROM pg_roles WHERE rolname = session_user)"
 )
 RENEWED_REASON = (
     "the file changed the database or role defaults a new connection logs in with "
@@ -173,16 +179,21 @@ class FileSession:
     reopen: Callable[[], psycopg.Connection[Any]] | None
     # Behind a pooler a new login gets a pooled server session with old defaults: warn instead.
     pooled: bool = False
+    # LOGIN_DEFAULTS for this database and login role.
+    query: str = field(default="", init=False)
     # What the login read (its rows of pg_db_role_setting), and what the last file left.
     login_defaults: bytes | None = field(default=None, init=False)
     _seen: bytes | None = field(default=None, init=False)
     _opened: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        if self.following:
-            # Raw bytes, as observe() reads them from a round trip's results.
-            results = run_script(self.conn, LOGIN_DEFAULTS)
-            self.login_defaults = self._seen = results[0].get_value(0, 0)
+        if not self.following:
+            return
+        row = self.conn.execute(THIS_LOGIN).fetchone()
+        assert row is not None  # one row, whatever the catalog holds
+        self.query = LOGIN_DEFAULTS.format(database=int(row[0]), role=int(row[1]))
+        # Raw bytes, as observe() reads them from a round trip's results.
+        self.login_defaults = self._seen = run_script(self.conn, self.query)[0].get_value(0, 0)
 
     @property
     def following(self) -> bool:
@@ -191,13 +202,13 @@ class FileSession:
     @property
     def closing(self) -> tuple[str, ...]:
         """What a file's round trip sends after the session reset."""
-        return (LOGIN_DEFAULTS,) if self.following else ()
+        return (self.query,) if self.following else ()
 
     def observe(self, results: Sequence[pq.abc.PGresult], after: Sequence[str]) -> None:
         """Take LOGIN_DEFAULTS' value from the results of a round trip that ended with
         ``after`` (counted from the end: the file's own statements are not counted)."""
-        if LOGIN_DEFAULTS in after:
-            self._seen = results[after.index(LOGIN_DEFAULTS) - len(after)].get_value(0, 0)
+        if self.following and self.query in after:
+            self._seen = results[after.index(self.query) - len(after)].get_value(0, 0)
 
     def follow(self, version: str) -> bool:
         """After file ``version``: a new login when it changed the defaults; True then."""
