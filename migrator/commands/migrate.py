@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -127,9 +128,12 @@ def apply_under_lock(
         backend = None if held.pooled else conn.info.backend_pid
         # One attempt for the monitor: progress is a log line, not worth a wait.
         open_monitor = partial(open_connection, config.connect_kwargs(), MONITOR_CONNECT_TIMEOUT)
+        # A file that changes the defaults a login reads is followed by a new login.
+        reopen = partial(connect, config.connect_kwargs(), config.wait_timeout)
         with ProgressReporter(open_monitor, backend, config.progress_interval) as progress:
-            applier = Applier(conn, config, progress, held.guard, pooled=held.pooled)
-            return apply_plan(applier, plan, config.single_transaction)
+            applier = Applier(conn, config, progress, held.guard, pooled=held.pooled, reopen=reopen)
+            with closing(applier):
+                return apply_plan(applier, plan, config.single_transaction)
 
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:

@@ -7,6 +7,8 @@ history row deleted in the same transaction. For example, against the database::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import closing
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -14,6 +16,7 @@ import psycopg
 from migrator.apply.applier import Applier
 from migrator.commands.shared import lock_settings, target_key
 from migrator.config import Config
+from migrator.database.connect import connect
 from migrator.database.lock import locked
 from migrator.errors import MigrationFilesError
 from migrator.files.folder import MigrationSet
@@ -84,11 +87,15 @@ def run(config: Config, files: MigrationSet) -> str:
             summary = f"dry run: would roll back {len(chosen)} migration(s)"
             log.info("plan_complete", rollback=[m.version for m in chosen], summary=summary)
             return summary
-        applier = Applier(session.conn, config, None, session.guard, pooled=session.pooled)
-        for migration in chosen:
-            assert migration.down is not None
-            applier.apply(migration.down, forgetting(migration.version))
-            log.info("migration_rolled_back", version=migration.version)
+        reopen = partial(connect, config.connect_kwargs(), config.wait_timeout)
+        applier = Applier(
+            session.conn, config, None, session.guard, pooled=session.pooled, reopen=reopen
+        )
+        with closing(applier):
+            for migration in chosen:
+                assert migration.down is not None
+                applier.apply(migration.down, forgetting(migration.version))
+                log.info("migration_rolled_back", version=migration.version)
     summary = f"rolled back {len(chosen)} migration(s)"
     log.info("rollback_complete", versions=[m.version for m in chosen], summary=summary)
     return summary

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextlib import closing
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -121,10 +123,12 @@ def verify_baseline(
                 sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
             )
         history.ensure_history_table(scratch)
-        applier = Applier(scratch, config)
-        for migration in chosen:
-            applier.apply(migration)
-        found = differences(live, scratch)
+        reopen = partial(connect, config.connect_kwargs(dbname=name), config.wait_timeout)
+        applier = Applier(scratch, config, reopen=reopen)
+        with closing(applier):
+            for migration in chosen:
+                applier.apply(migration)
+            found = differences(live, applier.conn)  # a file may have made it a new login
     log.info("baseline_verified", versions=len(chosen), differences=len(found))
     if found:
         shown = "; ".join(found[:SHOWN_DIFFERENCES])

@@ -23,17 +23,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import psycopg
 from psycopg import pq, sql
 
 from migrator.apply.location import migration_failed
+from migrator.apply.session import FileSession, SessionStatements
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
 from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
-from migrator.database.connect import connect
+from migrator.database.connect import behind_pooler, connect
 from migrator.database.scratch import scratch_database
 from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
 from migrator.files.folder import MigrationSet
@@ -586,6 +588,38 @@ def _target_exists(config: Config) -> bool:
 # --- the command -------------------------------------------------------------------------------
 
 
+@dataclass
+class LintSession:
+    """The session each file is linted in, as migrate gives it: after each file the session
+    reset, and a new login when the file changed the defaults a login reads (FileSession)."""
+
+    files: FileSession
+    statements: SessionStatements
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        return self.files.conn
+
+    def settle(self, migration: Migration) -> None:
+        self.files.settle(migration.version, self.statements.reset)
+
+
+@contextmanager
+def lint_session(
+    conn: psycopg.Connection[Any], kwargs: dict[str, Any], config: Config
+) -> Iterator[LintSession]:
+    """``conn``, opened with ``kwargs``, as the files' session; a new login closed at the end."""
+    pooled = behind_pooler(conn)
+    reopen = partial(connect, kwargs, config.wait_timeout)
+    session = LintSession(
+        FileSession(conn, reopen, pooled), SessionStatements.of(conn, config, pooled)
+    )
+    try:
+        yield session
+    finally:
+        session.files.close()
+
+
 @contextmanager
 def files_session(
     scratch: psycopg.Connection[Any],
@@ -593,38 +627,49 @@ def files_session(
     config: Config,
     files: MigrationSet,
     applied: Sequence[Migration],
-) -> Iterator[psycopg.Connection[Any]]:
+) -> Iterator[LintSession]:
     """The bootstrap script on the scratch session, then the applied files, on the session the
     pending ones are linted in: the owner's own login, as migrate runs them. Never SET ROLE in
     the admin's session: a file would leave it with RESET ROLE and run as the superuser."""
-    if files.bootstrap:
-        new_owner = not role_exists(scratch, config.user)
-        for setting, value in (
-            (OWNER_ROLE_SETTING, config.user),
-            (APP_ROLE_SETTING, config.app_user),
-        ):
-            scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
-        run_file(scratch, files.bootstrap)
-        if new_owner and role_exists(scratch, config.user):
-            # 000 created the roles (they are cluster-wide): they get the passwords bootstrap
-            # will give them, so that the owner can log in. An existing role is left as it is.
-            set_role_passwords(scratch, config, files.bootstrap)
-    with owner_session(scratch, kwargs, config) as owner:
-        history.ensure_history_table(owner)  # files may grant on it, as on the target
-        for migration in applied:
-            run_file(owner, migration)
-        yield owner
+    with lint_session(scratch, kwargs, config) as admin:
+        if files.bootstrap:
+            bootstrap_scratch(admin, config, files.bootstrap)
+        with owner_session(admin, kwargs, config) as owner:
+            history.ensure_history_table(owner.conn)  # files may grant on it, as on the target
+            for migration in applied:
+                run_file(owner.conn, migration)
+                owner.settle(migration)
+            yield owner
+
+
+def bootstrap_scratch(admin: LintSession, config: Config, script: Migration) -> None:
+    """000 in the admin's session, with the role names set, and the passwords of the roles it
+    created; then what migrate's owner login would find (the defaults 000 set)."""
+    scratch = admin.conn
+    new_owner = not role_exists(scratch, config.user)
+    for setting, value in (
+        (OWNER_ROLE_SETTING, config.user),
+        (APP_ROLE_SETTING, config.app_user),
+    ):
+        scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
+    run_file(scratch, script)
+    if new_owner and role_exists(scratch, config.user):
+        # 000 created the roles (they are cluster-wide): they get the passwords bootstrap
+        # will give them, so that the owner can log in. An existing role is left as it is.
+        set_role_passwords(scratch, config, script)
+    admin.settle(script)
 
 
 @contextmanager
 def owner_session(
-    scratch: psycopg.Connection[Any], kwargs: dict[str, Any], config: Config
-) -> Iterator[psycopg.Connection[Any]]:
+    admin: LintSession, kwargs: dict[str, Any], config: Config
+) -> Iterator[LintSession]:
     """The scratch session itself when its user is the owner; else the owner's own login to
     the scratch database, which it then owns as bootstrap makes it own the target (a shadow
     database is used as it is given)."""
+    scratch = admin.conn
     if scratch.info.user == config.user:
-        yield scratch
+        yield admin
         return
     if not config.shadow_url and role_exists(scratch, config.user):
         owner = sql.Identifier(config.user)
@@ -641,9 +686,9 @@ def owner_session(
         conn = connect(login, config.wait_timeout)
     except MigratorError as error:
         raise ConfigError(ERR_OWNER_LOGIN.format(owner=config.user, reason=error.message)) from None
-    with conn:
+    with conn, lint_session(conn, login, config) as session:
         conn.prepare_threshold = None
-        yield conn
+        yield session
 
 
 def run_lint(config: Config, files: MigrationSet) -> Report:
@@ -664,14 +709,15 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         applied = target.applied if target else ()
         with (
             lint_database(config) as (scratch, kwargs),
-            files_session(scratch, kwargs, config, files, applied) as conn,
+            files_session(scratch, kwargs, config, files, applied) as session,
         ):
             # With a target, what the pending files create is new and empty for all of them;
             # without one, each file is linted as if the files before it were in production.
-            base = read_baseline(conn) if target else None
+            base = read_baseline(session.conn) if target else None
             for migration in pending:
-                baseline = base if base is not None else read_baseline(conn)
-                report.add(migration, run_file(conn, migration, baseline))
+                baseline = base if base is not None else read_baseline(session.conn)
+                report.add(migration, run_file(session.conn, migration, baseline))
+                session.settle(migration)
     report.complete(round((time.monotonic() - start) * 1000))
     return report
 

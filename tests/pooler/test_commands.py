@@ -212,3 +212,23 @@ def test_an_index_build_reports_its_phase_through_the_pooler(pooled, database, r
     progress = result.events_named("migration_progress")
     phases = {p.get("phase") for p in progress if p["version"] == "002_big_slow"}
     assert any(phase and phase.startswith("building index") for phase in phases), progress
+
+
+def test_a_default_a_file_sets_is_warned_of_behind_the_pooler(
+    pooled, database, run_runner, migrations
+):
+    """A new login through the pooler gets a pooled server session that keeps the defaults it
+    logged in with: the runner says so instead of renewing, and the run completes."""
+    migrations.add(
+        {
+            "001_path.sql": "CREATE SCHEMA app;\nDO $$ BEGIN EXECUTE format("
+            "'ALTER DATABASE %I SET search_path = app, public', current_database()); END $$;\n",
+            "002_t.sql": "CREATE TABLE app.t (id int);\n",
+        }
+    )
+    result = run_runner(env=pooled.env(database, MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    assert [e["version"] for e in result.events_named("session_not_renewed")] == ["001_path"]
+    assert result.events_named("session_renewed") == []
+    assert database.scalar("SELECT count(*) FROM schema_migrations") == 2
+    assert database.scalar(LEFTOVER_LOCKS) == 0
