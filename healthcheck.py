@@ -25,6 +25,7 @@ from migrator.logs import Redactor
 HEALTHY = 0
 UNHEALTHY = 1
 CONNECT_TIMEOUT = 3
+MISSING_SCHEMA = "MIGRATIONS_TABLE names {table}, whose schema does not exist in database {dbname}"
 FUTURE_WARNING = (
     "; warning: future_migrations {versions} applied by a newer release (FUTURE_MIGRATIONS=fail "
     "makes this unhealthy)"
@@ -41,9 +42,12 @@ def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
     try:
         # No retries here, but the runner's pooler-safe connection (nothing prepared or left set).
         with open_connection(config.connect_kwargs(read_only=True), CONNECT_TIMEOUT) as conn:
-            recorded = history.select_history(conn)
+            recorded = history.select_history(conn, config.history_table)
     except psycopg.errors.UndefinedTable:
         recorded = {}
+    except psycopg.errors.InvalidSchemaName:
+        table = config.history_table
+        return UNHEALTHY, f"unhealthy: {MISSING_SCHEMA.format(table=table, dbname=config.dbname)}"
     except psycopg.Error as error:
         reason = Redactor(config.secrets).redact_text(reason_of(error))
         return UNHEALTHY, f"unhealthy: database not reachable: {reason}"

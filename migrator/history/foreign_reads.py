@@ -19,6 +19,7 @@ from migrator.history.foreign import (
     foreign_history_error,
     tool_in,
 )
+from migrator.history.name import TableName
 
 # Columns of every candidate table in one query (only run when a run has work to do).
 TABLE_COLUMNS = """
@@ -42,8 +43,34 @@ def read_foreign_history(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHi
     return tool.history(tool, conn.execute(tool.select()).fetchall())
 
 
-def refuse_foreign_history(conn: psycopg.Connection[Any]) -> None:
-    """Exit 78 before anything is applied on a database another tool migrated."""
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+
+
+def refuse_foreign_history(conn: psycopg.Connection[Any], history: TableName) -> None:
+    """Exit 78 before anything is applied on a database another tool migrated.
+
+    Another tool's table is looked for under its own name, whatever MIGRATIONS_TABLE says
+    (``history``). It is refused where the runner's history would be, or while the runner has
+    no history of its own yet; once that exists (adopt, baseline or migrate created it), a
+    table of another tool's shape beside it is the user's business (a history whose files
+    alter golang-migrate's table keeps that table, and the runner's history elsewhere).
+    """
     tool = find_foreign_history(conn)
-    if tool is not None:
-        raise foreign_history_error(tool)
+    if tool is None:
+        return
+    if not in_place_of(tool, history):
+        row = conn.execute(TABLE_EXISTS, (history.regclass,)).fetchone()
+        if row and row[0]:
+            return
+    raise foreign_history_error(tool)
+
+
+def in_place_of(tool: Tool, history: TableName) -> bool:
+    """Whether ``tool``'s table has the name of the runner's history table (then it must be
+    renamed before the runner can create its own).
+
+    >>> from migrator.history.foreign import TOOLS
+    >>> in_place_of(TOOLS[0], TableName()), in_place_of(TOOLS[0], TableName("public", "h"))
+    (True, False)
+    """
+    return (SCHEMA, tool.table) == (history.schema, history.name)

@@ -40,6 +40,7 @@ from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index
 from migrator.history import table as history
+from migrator.history.name import TableName
 from migrator.history.plan import make_plan
 from migrator.lint.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
 from migrator.lint.findings import (
@@ -79,7 +80,8 @@ ERR_SHADOW_NOT_EMPTY = (
 USER_SCHEMAS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
 )
-NOT_HISTORY = "(n.nspname, c.relname) <> ('public', 'schema_migrations')"
+# The runner's history table (MIGRATIONS_TABLE) is not the files': filled in by _on_history.
+NOT_HISTORY = "(n.nspname, c.relname) <> ({history_schema}, {history_name})"
 # (kind, name) -> (value, identity): the identity survives a rename, the value is the contract.
 CATALOG = f"""
 SELECT 'table', format('%I.%I', n.nspname, c.relname), c.relkind::text, c.oid::text
@@ -184,8 +186,14 @@ def held_locks(conn: psycopg.Connection[Any], oids: Iterable[int]) -> dict[int, 
     return held
 
 
-def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
-    return {(kind, name): (value, ident) for kind, name, value, ident in conn.execute(CATALOG)}
+def _on_history(query: str, history: TableName) -> sql.Composed:
+    """``query`` with NOT_HISTORY naming the history table."""
+    return sql.SQL(query).format(history_schema=history.schema, history_name=history.name)
+
+
+def read_catalog(conn: psycopg.Connection[Any], history: TableName) -> Catalog:
+    rows = conn.execute(_on_history(CATALOG, history))
+    return {(kind, name): (value, ident) for kind, name, value, ident in rows}
 
 
 @dataclass
@@ -214,17 +222,18 @@ class ContractObserver:
 
     baseline: Catalog
     tables: dict[int, str]  # oid -> name of the tables that existed before the release
+    history: TableName  # the runner's own table, left out of the catalog
     _before: Catalog = field(default_factory=dict)
     _deleted: dict[int, int] = field(default_factory=dict)
     _locks: dict[int, Lock] = field(default_factory=dict)
 
     def before(self, conn: psycopg.Connection[Any]) -> None:
-        self._before = read_catalog(conn)
+        self._before = read_catalog(conn, self.history)
         self._deleted = self._rows_deleted(conn)
         self._locks = held_locks(conn, self.tables)
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
-        changes = compare(self.baseline, self._before, read_catalog(conn))
+        changes = compare(self.baseline, self._before, read_catalog(conn, self.history))
         command = removing_command(tag)
         if command:
             locks = (self._locks, held_locks(conn, self.tables))
@@ -244,19 +253,20 @@ class Baseline:
 
     relations: dict[int, Relation]
     catalog: Catalog
+    history: TableName  # the runner's own table (MIGRATIONS_TABLE), left out of both
 
     @property
     def tables(self) -> dict[int, str]:
         return {oid: r.name for oid, r in self.relations.items() if r.relkind in TABLE_KINDS}
 
 
-def read_baseline(conn: psycopg.Connection[Any]) -> Baseline:
-    return Baseline(existing_relations(conn), read_catalog(conn))
+def read_baseline(conn: psycopg.Connection[Any], history: TableName) -> Baseline:
+    return Baseline(existing_relations(conn, history), read_catalog(conn, history), history)
 
 
 OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
     lambda baseline: LockObserver(baseline.relations),
-    lambda baseline: ContractObserver(baseline.catalog, baseline.tables),
+    lambda baseline: ContractObserver(baseline.catalog, baseline.tables, baseline.history),
 )
 
 
@@ -350,8 +360,9 @@ def _resolve(conn: psycopg.Connection[Any], name: str) -> str:
     return str(row[0]) if row else name
 
 
-def existing_relations(conn: psycopg.Connection[Any]) -> dict[int, Relation]:
-    return {oid: Relation(name, kind) for oid, name, kind in conn.execute(RELATIONS).fetchall()}
+def existing_relations(conn: psycopg.Connection[Any], history: TableName) -> dict[int, Relation]:
+    rows = conn.execute(_on_history(RELATIONS, history)).fetchall()
+    return {oid: Relation(name, kind) for oid, name, kind in rows}
 
 
 # --- the scratch database and the target --------------------------------------------------------
@@ -416,7 +427,8 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
     kwargs = config.connect_kwargs()
     try:
         with connect(kwargs, config.wait_timeout) as conn:
-            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+            recorded = history.read_history(conn, config.history_table)
+            plan = make_plan(files, recorded, config.allow_out_of_order)
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
@@ -456,7 +468,9 @@ def files_session(
             # will give them, so that the owner can log in. An existing role is left as it is.
             set_role_passwords(scratch, config, files.bootstrap)
     with owner_session(scratch, kwargs, config) as owner:
-        history.ensure_history_table(owner)  # files may grant on it, as on the target
+        # Files may grant on it, as on the target; its schema is 000's there, made here if not.
+        history.ensure_schema(owner, config.history_table)
+        history.ensure_history_table(owner, config.history_table)
         for migration in applied:
             run_file(owner, migration)
         yield owner
@@ -514,9 +528,10 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         ):
             # With a target, what the pending files create is new and empty for all of them;
             # without one, each file is linted as if the files before it were in production.
-            base = read_baseline(conn) if target else None
+            table = config.history_table
+            base = read_baseline(conn, table) if target else None
             for migration in pending:
-                baseline = base if base is not None else read_baseline(conn)
+                baseline = base if base is not None else read_baseline(conn, table)
                 report.add(migration, run_file(conn, migration, baseline))
     report.complete(round((time.monotonic() - start) * 1000))
     return report
