@@ -1,6 +1,6 @@
 """The adopt command: take over the history another tool wrote (dbmate, golang-migrate, goose,
-Flyway), under the migration lock, keeping its table: renamed when it has the history table's
-name (MIGRATIONS_TABLE), else left as it is. For example, on a database dbmate migrated::
+Flyway), under the migration lock, keeping its table (renamed, unless
+MIGRATIONS_TABLE is set elsewhere: see renames). For example, on a database dbmate migrated::
 
     run(config, find_migrations(Path("migrations")))
     # 'adopted 12 version(s) from dbmate; schema_migrations kept as schema_migrations_dbmate'
@@ -14,24 +14,24 @@ from psycopg import sql
 
 from migrator.commands.shared import lock_settings, versioned_rows
 from migrator.config import Config
+from migrator.database.catalog import check_history_schema
 from migrator.database.lock import Locked, locked
 from migrator.errors import ConfigError, HistoryMismatchError
 from migrator.files.folder import MigrationSet
 from migrator.files.formats import flyway_checksum, read_source
 from migrator.files.migration import Migration
 from migrator.history import table as history
-from migrator.history.foreign import SCHEMA, Applied, ForeignHistory, Tool
+from migrator.history.foreign import ADOPTED_BY, SCHEMA, Applied, ForeignHistory, Tool
 from migrator.history.foreign_reads import (
     find_foreign_history,
     in_place_of,
     read_foreign_history,
 )
-from migrator.history.name import TableName
+from migrator.history.name import DEFAULT_TABLE, TableName
 from migrator.logs import get_logger
 
 log = get_logger("maintenance")
 
-ADOPTED_BY = "{tool} (adopted)"
 # A repeatable file changed since Flyway ran it: a checksum that differs makes migrate rerun it.
 FLYWAY_CHECKSUM = "flyway-crc32:{crc}"
 
@@ -65,7 +65,7 @@ def run(config: Config, files: MigrationSet) -> str:
         in_place = tool is not None and in_place_of(tool, table)
         recorded = {} if in_place else history.read_history(session.conn, table)
         if tool is not None and adopted_before(tool, recorded):
-            tool = None  # its table was left in place, beside the history it was adopted into
+            tool = None  # its table was left as it is, beside the history it was adopted into
         if tool is None:
             if history.history_table_exists(session.conn, table):
                 summary = f"nothing to adopt: {config.dbname} already uses this runner's history"
@@ -174,6 +174,20 @@ def checked_checksum(migration: Migration, applied: Applied | None) -> str:
     )
 
 
+def renames(tool: Tool, table: TableName) -> bool:
+    """Whether adopt renames ``tool``'s table: when it stands in the history's place, and, with
+    the default MIGRATIONS_TABLE, always (goose's and Flyway's keep an ``_adopted`` name, as
+    before the setting existed). With MIGRATIONS_TABLE set elsewhere the table keeps its name:
+    a history whose own files alter golang-migrate's table must find it there.
+
+    >>> from migrator.history.foreign import TOOLS
+    >>> goose = TOOLS[2]
+    >>> renames(goose, TableName()), renames(goose, TableName("public", "migrator_history"))
+    (True, False)
+    """
+    return in_place_of(tool, table) or table == DEFAULT_TABLE
+
+
 def take_over(
     session: Locked,
     tool: Tool,
@@ -181,16 +195,12 @@ def take_over(
     table: TableName,
 ) -> str | None:
     """Create the history ``table`` with ``rows``, in one transaction with renaming the other
-    tool's table when it stands in the history's place; returns its new name, if renamed.
-
-    A table that does not stand in the way is left as it is: a history whose own files alter
-    golang-migrate's table (MIGRATIONS_TABLE set elsewhere) must find it under its name.
-    """
+    tool's table (see renames); returns its new name, if renamed."""
     conn = session.conn
-    renamed = TableName(SCHEMA, tool.renamed_to) if in_place_of(tool, table) else None
+    renamed = TableName(SCHEMA, tool.renamed_to) if renames(tool, table) else None
     if renamed is not None and history.table_exists(conn, renamed):
         raise ConfigError(ERR_RENAMED_EXISTS.format(table=tool.renamed_to, tool=tool.name))
-    history.check_schema_owner(conn, table)
+    check_history_schema(conn, table)
     with conn.transaction():
         if renamed is not None:
             conn.execute(

@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migrator.database.catalog import CREATED_MEANWHILE, revoke_from_others
+from migrator.database.catalog import CREATED_MEANWHILE, check_history_schema, revoke_from_others
 from migrator.database.connect import (
     ConnectionAhead,
     behind_pooler,
@@ -319,7 +319,9 @@ def ensure_lock_relation(
     conn: psycopg.Connection[Any], relation: TableName = LOCK_RELATION
 ) -> None:
     """Create the lock's view if missing, the owner's alone; PermissionDeniedError (77) when
-    another role owns it. Also when another runner creates it at the same moment."""
+    another role owns it. Also when another runner creates it at the same moment. In a schema
+    that does not exist, or that another role owns, ConfigError (78) before anything is made."""
+    check_history_schema(conn, relation)
     ensure = (
         ENSURE_LOCK_RELATION.format(
             regclass=sql.Literal(relation.regclass).as_string(conn),

@@ -17,7 +17,12 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
-from migrator.database.catalog import CREATED_MEANWHILE, revoke_from_others
+from migrator.database.catalog import (
+    CREATED_MEANWHILE,
+    check_history_schema,
+    no_schema,
+    revoke_from_others,
+)
 from migrator.errors import ConfigError, HistoryMismatchError, PermissionDeniedError
 from migrator.files.migration import Migration
 from migrator.history.foreign_reads import refuse_foreign_history
@@ -67,27 +72,12 @@ ERR_NOT_A_HISTORY = (
     "MIGRATIONS_TABLE names {table}, which is {what}, not a migration history: "
     "choose another MIGRATIONS_TABLE (or unset it for public.schema_migrations)"
 )
-ERR_NO_SCHEMA = (
-    "MIGRATIONS_TABLE names {table}, but schema {schema} does not exist in database {dbname}: "
-    "create it in the bootstrap script (000, owned by DB_USER), or fix MIGRATIONS_TABLE"
-)
-ERR_SCHEMA_OWNER = (
-    "MIGRATIONS_TABLE names {table}, but schema {schema} is owned by {owner}, who could drop or "
-    "replace the history: ALTER SCHEMA {schema} OWNER TO {user} (as a superuser), or choose "
-    "a schema of {user}'s"
-)
 KIND_NAMES = {"v": "a view", "m": "a materialized view", "S": "a sequence", "f": "a foreign table"}
 # (the relation's kind or NULL, whether its schema exists), in the read's one round trip.
 TABLE_EXISTS = (
     "SELECT (SELECT c.relkind::text FROM pg_class c WHERE c.oid = to_regclass(%s)), "
     "EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)"
 )
-# Who owns the schema, and whether that is the current user (or a role it is a member of) or a
-# superuser: any other owner can drop the history table (and the lock's view) or rename them.
-SCHEMA_OWNER = """
-SELECT n.nspowner::regrole::text, pg_has_role(n.nspowner, 'USAGE') OR r.rolsuper
-FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = %s
-"""
 CAN_CREATE_IN = "SELECT has_schema_privilege(%s, 'CREATE')"
 SELECT_ROWS = (
     "SELECT version, description, checksum, applied_at, execution_ms, applied_by FROM {table}"
@@ -138,10 +128,7 @@ def table_exists(conn: psycopg.Connection[Any], table: TableName, *, setting: bo
     row = conn.execute(TABLE_EXISTS, (table.regclass, table.schema)).fetchone()
     kind, schema_exists = row if row else (None, False)
     if setting and not schema_exists:
-        raise ConfigError(
-            ERR_NO_SCHEMA.format(table=table, schema=table.schema, dbname=conn.info.dbname),
-            table=str(table),
-        )
+        raise no_schema(conn, table)
     if setting and kind is not None and kind not in TABLE_KINDS:
         what = KIND_NAMES.get(kind, f"a relation of kind {kind!r}")
         raise ConfigError(ERR_NOT_A_HISTORY.format(table=table, what=what), table=str(table))
@@ -158,33 +145,13 @@ def ensure_history_table(conn: psycopg.Connection[Any], table: TableName) -> Non
     the insert: each means the table is there once the other session is done.
     """
     refuse_foreign_history(conn, table)
-    check_schema_owner(conn, table)
+    check_history_schema(conn, table)
     try:
         create_table(conn, table)
     except CREATED_MEANWHILE:
         in_transaction = conn.info.transaction_status != pq.TransactionStatus.IDLE
         if in_transaction or not history_table_exists(conn, table):
             raise
-
-
-def check_schema_owner(conn: psycopg.Connection[Any], table: TableName) -> None:
-    """Refuse (78) a history outside public in a schema that another role owns: that role could
-    drop or replace the table, or the lock's view. Schema public is the bootstrap's (000 gives
-    it to the owner): one query fewer on the default path."""
-    if table.schema == "public":
-        return
-    row = conn.execute(SCHEMA_OWNER, (table.schema,)).fetchone()
-    if row is None:
-        raise ConfigError(
-            ERR_NO_SCHEMA.format(table=table, schema=table.schema, dbname=conn.info.dbname),
-            table=str(table),
-        )
-    owner, trusted = row
-    if not trusted:
-        message = ERR_SCHEMA_OWNER.format(
-            table=table, schema=table.schema, owner=owner, user=conn.info.user
-        )
-        raise ConfigError(message, table=str(table), owner=owner)
 
 
 def ensure_schema(conn: psycopg.Connection[Any], table: TableName) -> None:
