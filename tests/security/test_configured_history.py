@@ -34,17 +34,24 @@ CONFIG_ERROR = 78
 
 @pytest.fixture
 def configured(site: Site) -> Iterator[Site]:
-    """Schema sec_history, made as 000 would make it: the owner's, the runtime role may use it;
-    baseline records 001 there (001 is applied: the site's own history says so)."""
+    """Schema sec_history, made as 000 makes public: the owner's, the runtime role may use it,
+    and the owner's default privileges there give the runtime role reads and writes on new
+    tables (which the runner must take back from its history). baseline records 001 there
+    (001 is applied: the site's own history says so)."""
     site.as_admin(
-        f"CREATE SCHEMA {SCHEMA} AUTHORIZATION {OWNER}; GRANT USAGE ON SCHEMA {SCHEMA} TO {APP}"
+        f"CREATE SCHEMA {SCHEMA} AUTHORIZATION {OWNER}; GRANT USAGE ON SCHEMA {SCHEMA} TO {APP};"
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA {SCHEMA} "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO {APP}"
     )
     try:
         result = site.run("baseline", "--version", "001_things", **OWNER_ONLY, **CONFIGURED)
         assert result.returncode == 0, result
         yield site
     finally:
-        site.as_admin(f"DROP SCHEMA {SCHEMA} CASCADE")
+        site.as_admin(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER} IN SCHEMA {SCHEMA} "
+            f"REVOKE ALL ON TABLES FROM {APP}; DROP SCHEMA {SCHEMA} CASCADE"
+        )
 
 
 def test_created_by_baseline_then_bootstrap_and_migrate_only_the_owner_writes(

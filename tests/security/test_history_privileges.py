@@ -93,7 +93,7 @@ def test_created_in_the_lints_scratch_database(site):
         result = site.run("lint", DB_ADMIN_USER="", DB_ADMIN_PASSWORD="", LINT_SHADOW_URL=url)
         assert result.returncode == 0, result
         with site.admin(shadow.name) as conn:
-            assert conn.execute(OTHERS_WRITE).fetchall() == []
+            assert conn.execute(OTHERS_WRITE.format(table=HISTORY)).fetchall() == []
             owner = conn.execute("SELECT relowner::regrole::text FROM pg_class "
                                  "WHERE oid = 'public.schema_migrations'::regclass").fetchone()  # fmt: skip
         assert owner == (OWNER,)
