@@ -137,7 +137,7 @@ def table_exists(conn: psycopg.Connection[Any], table: TableName, *, setting: bo
 
 def ensure_history_table(conn: psycopg.Connection[Any], table: TableName) -> None:
     """Create the table if missing, once, even when another session creates it at that moment;
-    unless another tool's history is there and this one is not: it must be adopted first.
+    unless another tool's history is there and not adopted: it must be adopted first.
 
     The migration lock serialises runners; a creation outside it (a hand-run script, an old
     runner) can still race CREATE TABLE IF NOT EXISTS into a unique violation on pg_type, or

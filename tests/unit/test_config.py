@@ -1560,10 +1560,12 @@ def test_migrations_table_name_leaves_room_for_the_lock_suffix() -> None:
     assert load(MIGRATIONS_TABLE=longest).history_table.lock.name == longest + "_lock"
     error = config_error(MIGRATIONS_TABLE=longest + "h")
     assert error.message.startswith("MIGRATIONS_TABLE: the table name 'hhh"), error
-    assert "59 bytes long; at most 58" in error.message and "_lock" in error.message
+    assert "59 bytes long; at most 58, so that the lock's view " in error.message
+    assert f"{longest}h_lock stays within PostgreSQL's 63-byte names" in error.message
 
 
 def test_migrations_table_schema_of_63_bytes_is_kept_and_of_64_refused() -> None:
     assert load(MIGRATIONS_TABLE="s" * 63 + ".h").history_table.schema == "s" * 63
     error = config_error(MIGRATIONS_TABLE="s" * 64 + ".h")
     assert error.message.startswith("MIGRATIONS_TABLE's schema is 64 bytes long"), error
+    assert f"first 63 bytes of a name, so it would silently mean {'s' * 63!r}" in error.message
