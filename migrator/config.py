@@ -32,6 +32,7 @@ from migrator.database.conninfo import (
     tls_file,
 )
 from migrator.errors import ConfigError
+from migrator.history.name import DEFAULT_TABLE, LOCK_SUFFIX, TableName
 from migrator.version import NAME, VERSION, revision
 
 DEFAULT_HOST = "localhost"
@@ -44,6 +45,15 @@ DEFAULT_USER = "auth_service"
 DEFAULT_APP_USER = "auth_service_app"
 
 DEFAULT_MIGRATIONS_DIR = "./migrations"
+# MIGRATIONS_TABLE: ``name`` (in schema public) or ``schema.name``. Lower-case ASCII letters,
+# digits and underscores only, so the name means the same quoted or not (SEED.md's queries
+# write it unquoted, psql folds case) and needs no escaping in a log line or a manifest.
+TABLE_NAME_PART = re.compile(r"[a-z_][a-z0-9_]*")
+# The lock's view is the table's name plus LOCK_SUFFIX: it must fit in a name too.
+MAX_TABLE_NAME_BYTES = MAX_NAME_BYTES - len(LOCK_SUFFIX)
+# Schemas PostgreSQL keeps for itself (CREATE SCHEMA pg_x is refused; pg_temp is per session).
+SYSTEM_SCHEMA_PREFIX = "pg_"
+SYSTEM_SCHEMAS = frozenset({"information_schema"})
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_MIGRATION_LOCK_TIMEOUT = 600.0
 DEFAULT_DDL_LOCK_TIMEOUT = 5.0
@@ -109,6 +119,19 @@ ERR_NAME_TOO_LONG = (
     "{name} is {length} bytes long; PostgreSQL keeps only the first {limit} bytes of a name, so "
     "it would silently mean {cut!r}: choose a name of at most {limit} bytes"
 )
+ERR_TABLE_NOT_A_NAME = (
+    "MIGRATIONS_TABLE must be name or schema.name, each part lower-case letters, digits and "
+    "underscores, not starting with a digit (e.g. schema_migrations, migrator.history); "
+    "got {value!r}"
+)
+ERR_TABLE_TOO_LONG = (
+    "MIGRATIONS_TABLE: the table name {name!r} is {length} bytes long; at most {limit}, so that "
+    "the lock's view {name}{suffix} stays within PostgreSQL's {max}-byte names"
+)
+ERR_TABLE_SYSTEM_SCHEMA = (
+    "MIGRATIONS_TABLE names schema {schema!r}, which PostgreSQL keeps for itself (pg_*, "
+    "information_schema): choose a schema of the database's owner"
+)
 ERR_ADMIN_WITHOUT_PASSWORD = (
     "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE"
 )
@@ -124,7 +147,8 @@ KNOWN_VARIABLES = frozenset(
         "DB_PASSWORD_FILE", "DB_ADMIN_USER", "DB_ADMIN_PASSWORD", "DB_ADMIN_PASSWORD_FILE",
         "DB_ADMIN_HOST", "DB_ADMIN_PORT", "APP_DB_USER", "APP_DB_PASSWORD",
         "APP_DB_PASSWORD_FILE", "ROLE_PASSWORDS", "DB_SSLMODE", "DB_SSLROOTCERT", "DB_SSLCERT",
-        "DB_SSLKEY", "DB_SSLCRL", "DB_CHANNEL_BINDING", "MIGRATIONS_DIR", "DRY_RUN",
+        "DB_SSLKEY", "DB_SSLCRL", "DB_CHANNEL_BINDING", "MIGRATIONS_DIR", "MIGRATIONS_TABLE",
+        "DRY_RUN",
         "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION", "FUTURE_MIGRATIONS", "DB_WAIT_TIMEOUT",
         "MIGRATION_LOCK_TIMEOUT", "DDL_LOCK_TIMEOUT", "DDL_LOCK_RETRIES", "STATEMENT_TIMEOUT",
         "PROGRESS_INTERVAL", "MIGRATIONS_WAIT_TIMEOUT", "LINT_SHADOW_URL", "LINT_MIN_ROWS",
@@ -178,6 +202,8 @@ class Config:
     # DATABASE_URL's other libpq parameters (target_session_attrs, options, sslpassword, ...).
     libpq_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     migrations_dir: Path = Path(DEFAULT_MIGRATIONS_DIR)
+    # The history table (MIGRATIONS_TABLE); the migration lock's view follows it (``.lock``).
+    history_table: TableName = DEFAULT_TABLE
     dry_run: bool = False
     allow_out_of_order: bool = False
     single_transaction: bool = False  # all pending files in one transaction (Flyway's group)
@@ -356,6 +382,7 @@ def load_config(
         migrations_dir=Path(
             args.migrations_dir or reader.text("MIGRATIONS_DIR", DEFAULT_MIGRATIONS_DIR)
         ),
+        history_table=table_name(environ.get("MIGRATIONS_TABLE", "")),
         dry_run=args.dry_run or reader.boolean("DRY_RUN"),
         allow_out_of_order=args.allow_out_of_order or reader.boolean("ALLOW_OUT_OF_ORDER"),
         single_transaction=args.single_transaction or reader.boolean("SINGLE_TRANSACTION"),
@@ -533,6 +560,44 @@ def _name(*candidates: tuple[str, str | None]) -> str:
             ERR_NAME_TOO_LONG.format(name=name, length=length, limit=MAX_NAME_BYTES, cut=cut)
         )
     return value
+
+
+def table_name(value: str) -> TableName:
+    """MIGRATIONS_TABLE as a TableName; unset or empty means schema_migrations in public.
+
+    >>> table_name("migrator.history")
+    TableName(schema='migrator', name='history')
+    >>> str(table_name(""))
+    'public.schema_migrations'
+    """
+    if value == "":
+        return DEFAULT_TABLE
+    parts = value.split(".")
+    if len(parts) > 2 or not all(TABLE_NAME_PART.fullmatch(part) for part in parts):
+        raise ConfigError(ERR_TABLE_NOT_A_NAME.format(value=value))
+    table = TableName(*parts) if len(parts) == 2 else TableName(name=parts[0])
+    if table.schema.startswith(SYSTEM_SCHEMA_PREFIX) or table.schema in SYSTEM_SCHEMAS:
+        raise ConfigError(ERR_TABLE_SYSTEM_SCHEMA.format(schema=table.schema))
+    if len(table.schema) > MAX_NAME_BYTES:
+        raise ConfigError(
+            ERR_NAME_TOO_LONG.format(
+                name="MIGRATIONS_TABLE's schema",
+                length=len(table.schema),
+                limit=MAX_NAME_BYTES,
+                cut=name_prefix(table.schema),
+            )
+        )
+    if len(table.name) > MAX_TABLE_NAME_BYTES:
+        raise ConfigError(
+            ERR_TABLE_TOO_LONG.format(
+                name=table.name,
+                length=len(table.name),
+                limit=MAX_TABLE_NAME_BYTES,
+                suffix=LOCK_SUFFIX,
+                max=MAX_NAME_BYTES,
+            )
+        )
+    return table
 
 
 def name_prefix(name: str, limit: int = MAX_NAME_BYTES) -> str:

@@ -332,7 +332,7 @@ class Applier:
             self.guard.check(self.conn, migration.version)
 
     def _history_row(self, migration: Migration) -> str:
-        return history.insert_row(self.conn, migration)
+        return history.insert_row(self.conn, self.config.history_table, migration)
 
     def _send(
         self, migration: Migration, envelope: Envelope, part: Part | None = None
@@ -455,7 +455,15 @@ class Applier:
         self._ensure_lock(migration)
         after = self._reset
         self.files.observe(run_script(self.conn, Envelope(after=after).wrap("")), after)
-        (record or history.record)(self.conn, migration, _ms_since(start))
+        (record or self.record)(self.conn, migration, _ms_since(start))
+
+    def record(self, conn: psycopg.Connection[Any], migration: Migration, ms: int) -> None:
+        """The plain history row (a Recorder), in the configured history table."""
+        history.record(conn, self.config.history_table, migration, ms)
+
+    def record_again(self, conn: psycopg.Connection[Any], migration: Migration, ms: int) -> None:
+        """A repeatable file's row, replaced (a Recorder)."""
+        history.record_again(conn, self.config.history_table, migration, ms)
 
     def _run_statement(self, migration: Migration, statement: Statement) -> None:
         if copy_direction(statement.text):

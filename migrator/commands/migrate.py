@@ -75,7 +75,8 @@ def migrate(config: Config, files: MigrationSet) -> str:
     ) as lock_conn:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
         plan = make_plan(
-            files, history.read_history(lock_conn), config.allow_out_of_order,
+            files, history.read_history(lock_conn, config.history_table),
+            config.allow_out_of_order,
             config.tolerate_future,
         )  # fmt: skip
         if not plan.pending:
@@ -98,7 +99,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
             # Before the lock and the first file: a file that cannot fit is refused, not
             # OOM-killed.
             check_memory(plan.pending, config.single_transaction)
-            history.check_can_create(lock_conn, config.user, config.dbname)
+            history.check_can_create(lock_conn, config.history_table, config.user, config.dbname)
             return apply_under_lock(config, files, lock_conn, apply_conn)
 
 
@@ -119,9 +120,12 @@ def apply_under_lock(
     with migration_lock(lock_settings(config), lock_conn, apply_conn) as held:
         conn = held.conn
         # Read again under the lock: a runner that waited usually finds nothing to do.
-        history.ensure_history_table(conn)
+        history.ensure_history_table(conn, config.history_table)
         plan = make_plan(
-            files, history.read_history(conn), config.allow_out_of_order, config.tolerate_future
+            files,
+            history.read_history(conn, config.history_table),
+            config.allow_out_of_order,
+            config.tolerate_future,
         )
         # Behind a pooler the applying backend changes between transactions: progress looks
         # for the index build of this database instead of a pid.
@@ -147,7 +151,7 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
         durations = {m.version: applier.apply(m) for m in versioned}
     for migration in plan.pending:
         if migration.repeatable:  # its row is replaced, in the same transaction
-            durations[migration.version] = applier.apply(migration, history.record_again)
+            durations[migration.version] = applier.apply(migration, applier.record_again)
     return summarise(plan, durations, start)
 
 
@@ -223,7 +227,10 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
         plan = make_plan(
-            files, history.read_own_history(conn), config.allow_out_of_order, config.tolerate_future
+            files,
+            history.read_own_history(conn, config.history_table),
+            config.allow_out_of_order,
+            config.tolerate_future,
         )
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):

@@ -22,6 +22,7 @@ from migrator.errors import MigrationFilesError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.history import table as history
+from migrator.history.name import TableName
 from migrator.history.plan import make_plan
 from migrator.logs import get_logger
 
@@ -62,11 +63,13 @@ def refuse_without_down(chosen: Sequence[Migration]) -> None:
             )
 
 
-def forgetting(version: str) -> Callable[[psycopg.Connection[Any], Migration, int], None]:
+def forgetting(
+    table: TableName, version: str
+) -> Callable[[psycopg.Connection[Any], Migration, int], None]:
     """What the down part records: its up part's row deleted, in the same transaction."""
 
     def forget(conn: psycopg.Connection[Any], _down: Migration, _execution_ms: int) -> None:
-        history.forget(conn, version)
+        history.forget(conn, table, version)
 
     return forget
 
@@ -74,7 +77,8 @@ def forgetting(version: str) -> Callable[[psycopg.Connection[Any], Migration, in
 def run(config: Config, files: MigrationSet) -> str:
     """Run the down parts newest first, each with its history row deleted in its transaction."""
     with locked(lock_settings(config)) as session:
-        chosen = rollback_targets(config, files, history.read_history(session.conn))
+        recorded = history.read_history(session.conn, config.history_table)
+        chosen = rollback_targets(config, files, recorded)
         for migration in chosen:
             assert migration.down is not None
             log.info(
@@ -94,7 +98,7 @@ def run(config: Config, files: MigrationSet) -> str:
         with closing(applier):
             for migration in chosen:
                 assert migration.down is not None
-                applier.apply(migration.down, forgetting(migration.version))
+                applier.apply(migration.down, forgetting(config.history_table, migration.version))
                 log.info("migration_rolled_back", version=migration.version)
     summary = f"rolled back {len(chosen)} migration(s)"
     log.info("rollback_complete", versions=[m.version for m in chosen], summary=summary)

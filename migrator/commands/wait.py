@@ -73,7 +73,7 @@ def wait_until_applied(config: Config, files: MigrationSet) -> str:
 def read_plan(conn: psycopg.Connection[Any], config: Config, files: MigrationSet) -> Plan:
     return make_plan(
         files,
-        history.read_history(conn),
+        history.read_history(conn, config.history_table),
         config.allow_out_of_order,
         config.tolerate_future,
     )

@@ -79,7 +79,7 @@ def bootstrap(
             create_database_if_missing(admin, config.dbname, on_create)
             with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
                 trust.pin_admin_session(conn)
-                trust.refuse_planted_objects(conn)
+                trust.refuse_planted_objects(conn, config.history_table)
                 execution_ms = run_bootstrap_script(conn, config, script)
             return record_as_owner(config, script, execution_ms) if script else None
 
@@ -160,7 +160,7 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
 def record_as_owner(
     config: Config, script: Migration, execution_ms: int
 ) -> psycopg.Connection[Any]:
-    """Record 000 in schema_migrations over the owner's own login, never the superuser's.
+    """Record 000 in the history table over the owner's own login, never the superuser's.
 
     A trigger, default or index function the owner attached to its table then runs with the
     owner's rights only. SET ROLE would not do: code running under it can RESET ROLE.
@@ -169,9 +169,9 @@ def record_as_owner(
     conn = wait_for_connection(config.connect_kwargs(), config.wait_timeout, first=False)
     try:
         with conn.transaction():
-            history.ensure_history_table(conn)
+            history.ensure_history_table(conn, config.history_table)
             history.record_repeatable(
-                conn, script, execution_ms, applied_by=config.admin_user or ""
+                conn, config.history_table, script, execution_ms, applied_by=config.admin_user or ""
             )
     except BaseException:
         conn.close()

@@ -7,7 +7,7 @@ For example, on the admin's connection::
 
     pin_admin_session(conn)
     refuse_privileged_roles(conn, owner="auth_service", app="auth_service_app", admin="postgres")
-    refuse_planted_objects(conn)
+    refuse_planted_objects(conn, config.history_table)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from psycopg import sql
 
 from migrator.database.lock import _key_halves
 from migrator.errors import PermissionDeniedError
+from migrator.history.name import TableName
 from migrator.logs import get_logger
 
 log = get_logger("trust")
@@ -103,10 +104,10 @@ WHERE NOT o.rolsuper
 """
 # A trigger, rule or policy (``kind``) on the history table.
 ON_HISTORY = """
-SELECT '{kind} ' || pg_catalog.quote_ident(x.{name}) || ' on public.schema_migrations',
+SELECT '{kind} ' || pg_catalog.quote_ident(x.{name}) || ' on ' || %(history_name)s,
        pg_catalog.pg_get_userbyid(c.relowner)
 FROM pg_catalog.{table} x JOIN pg_catalog.pg_class c ON c.oid = x.{rel}
-WHERE x.{rel} = pg_catalog.to_regclass('public.schema_migrations') {only}
+WHERE x.{rel} = pg_catalog.to_regclass(%(history)s) {only}
 """
 PLANTED_OBJECTS = (
     SHADOW.format(kind="function", reg="regprocedure", table="pg_proc", prefix="pro")
@@ -244,15 +245,18 @@ def held(flags: Iterable[bool]) -> list[str]:
     return [name for name, flag in zip(FORBIDDEN_ATTRIBUTES, flags, strict=True) if flag]
 
 
-def refuse_planted_objects(conn: psycopg.Connection[Any]) -> None:
-    """Raise PermissionDeniedError (77) naming an object that could run as the superuser.
+def refuse_planted_objects(conn: psycopg.Connection[Any], history: TableName) -> None:
+    """Raise PermissionDeniedError (77) naming an object that could run as the superuser;
+    ``history`` is the history table (MIGRATIONS_TABLE), whose triggers, rules and policies
+    count.
 
     For example, on the admin's connection, after the owner created ``public.format``::
 
-        refuse_planted_objects(conn)
+        refuse_planted_objects(conn, config.history_table)
         # PermissionDeniedError: function public.format(text,text), owned by auth_service, ...
     """
-    row = conn.execute(PLANTED_OBJECTS).fetchone()
+    names = {"history": history.regclass, "history_name": str(history)}
+    row = conn.execute(PLANTED_OBJECTS, names).fetchone()
     if row is not None:
         what, owner = row
         message = ERR_PLANTED.format(what=what, owner=owner)

@@ -42,6 +42,7 @@ from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
+from migrator.history.name import TableName
 from migrator.history.plan import make_plan
 from migrator.lint.contract import (
     TABLE_KINDS,
@@ -89,7 +90,8 @@ ERR_SHADOW_NOT_EMPTY = (
 USER_SCHEMAS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
 )
-NOT_HISTORY = "(n.nspname, c.relname) <> ('public', 'schema_migrations')"
+# The runner's history table (MIGRATIONS_TABLE) is not the files': filled in by _on_history.
+NOT_HISTORY = "(n.nspname, c.relname) <> ({history_schema}, {history_name})"
 # (kind, name) -> (value, identity): the identity survives a rename, the value is the contract.
 # A column "refuses NULL" through NOT NULL, an enforced CHECK (col IS NOT NULL) (valid or not:
 # NOT VALID constraints are checked on new rows), or its domain's NOT NULL or CHECK (VALUE IS
@@ -238,8 +240,14 @@ def held_locks(conn: psycopg.Connection[Any], oids: Iterable[int]) -> dict[int, 
     return held
 
 
-def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
-    return {(kind, name): (value, ident) for kind, name, value, ident in conn.execute(CATALOG)}
+def _on_history(query: str, history: TableName) -> sql.Composed:
+    """``query`` with NOT_HISTORY naming the history table."""
+    return sql.SQL(query).format(history_schema=history.schema, history_name=history.name)
+
+
+def read_catalog(conn: psycopg.Connection[Any], history: TableName) -> Catalog:
+    rows = conn.execute(_on_history(CATALOG, history))
+    return {(kind, name): (value, ident) for kind, name, value, ident in rows}
 
 
 @dataclass
@@ -275,6 +283,7 @@ class ContractObserver:
     release: Release[Statement]
     tables: dict[int, str]  # oid -> name of the tables that existed before the release
     parents: dict[int, int]  # partition -> its partitioned table, among ``tables``
+    history: TableName  # the runner's own table, left out of the catalog
     _deleted: dict[int, int] = field(default_factory=dict)
     _locks: dict[int, Lock] = field(default_factory=dict)
 
@@ -283,7 +292,7 @@ class ContractObserver:
         self._locks = held_locks(conn, self.tables)
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
-        self.release.observe(statement, read_catalog(conn))
+        self.release.observe(statement, read_catalog(conn, self.history))
         command = removing_command(tag)
         if command:
             locks = (self._locks, held_locks(conn, self.tables))
@@ -293,7 +302,7 @@ class ContractObserver:
         return []  # reported when committed: what other sessions can see
 
     def bare(self, conn: psycopg.Connection[Any], statement: Statement) -> None:
-        self.release.observe(statement, read_catalog(conn))
+        self.release.observe(statement, read_catalog(conn, self.history))
 
     def committed(self) -> list[tuple[Statement, Finding]]:
         return self.release.commit()
@@ -313,22 +322,25 @@ class Baseline:
     catalog: Catalog
     parents: dict[int, int]  # partition -> its partitioned table
     release: Release[Statement]
+    history: TableName  # the runner's own table (MIGRATIONS_TABLE), left out of both
 
     @property
     def tables(self) -> dict[int, str]:
         return {oid: r.name for oid, r in self.relations.items() if r.relkind in TABLE_KINDS}
 
 
-def read_baseline(conn: psycopg.Connection[Any]) -> Baseline:
-    relations = existing_relations(conn)
-    catalog = read_catalog(conn)
+def read_baseline(conn: psycopg.Connection[Any], history: TableName) -> Baseline:
+    relations = existing_relations(conn, history)
+    catalog = read_catalog(conn, history)
     rows = conn.execute(PARTITION_PARENTS, (list(relations),)).fetchall()
-    return Baseline(relations, catalog, dict(rows), Release(catalog))
+    return Baseline(relations, catalog, dict(rows), Release(catalog), history)
 
 
 OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
     lambda baseline: LockObserver(baseline.relations),
-    lambda baseline: ContractObserver(baseline.release, baseline.tables, baseline.parents),
+    lambda baseline: ContractObserver(
+        baseline.release, baseline.tables, baseline.parents, baseline.history
+    ),
 )
 
 
@@ -506,8 +518,9 @@ def _resolve(conn: psycopg.Connection[Any], name: str) -> str:
     return str(row[0]) if row else name
 
 
-def existing_relations(conn: psycopg.Connection[Any]) -> dict[int, Relation]:
-    return {oid: Relation(name, kind) for oid, name, kind in conn.execute(RELATIONS).fetchall()}
+def existing_relations(conn: psycopg.Connection[Any], history: TableName) -> dict[int, Relation]:
+    rows = conn.execute(_on_history(RELATIONS, history)).fetchall()
+    return {oid: Relation(name, kind) for oid, name, kind in rows}
 
 
 # --- the scratch database and the target --------------------------------------------------------
@@ -572,7 +585,8 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
     kwargs = config.connect_kwargs()
     try:
         with connect(kwargs, config.wait_timeout) as conn:
-            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+            recorded = history.read_history(conn, config.history_table)
+            plan = make_plan(files, recorded, config.allow_out_of_order)
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
@@ -635,7 +649,9 @@ def files_session(
         if files.bootstrap:
             bootstrap_scratch(admin, config, files.bootstrap)
         with owner_session(admin, kwargs, config) as owner:
-            history.ensure_history_table(owner.conn)  # files may grant on it, as on the target
+            # Files may grant on it, as on the target; its schema is 000's there, made here if not.
+            history.ensure_schema(owner.conn, config.history_table)
+            history.ensure_history_table(owner.conn, config.history_table)
             for migration in applied:
                 run_file(owner.conn, migration)
                 owner.settle(migration)
@@ -713,9 +729,10 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         ):
             # With a target, what the pending files create is new and empty for all of them;
             # without one, each file is linted as if the files before it were in production.
-            base = read_baseline(session.conn) if target else None
+            table = config.history_table
+            base = read_baseline(session.conn, table) if target else None
             for migration in pending:
-                baseline = base if base is not None else read_baseline(session.conn)
+                baseline = base if base is not None else read_baseline(session.conn, table)
                 report.add(migration, run_file(session.conn, migration, baseline))
                 session.settle(migration)
     report.complete(round((time.monotonic() - start) * 1000))

@@ -1494,3 +1494,78 @@ def test_a_mistyped_variable_is_reported_with_the_name_meant() -> None:
         ("DB_SSL_MODE", "DB_SSLMODE"),
         ("MIGRATION_DIR", "MIGRATIONS_DIR"),
     )
+
+
+# --- MIGRATIONS_TABLE ---------------------------------------------------------------------------
+
+
+def test_migrations_table_defaults_to_public_schema_migrations_and_its_lock() -> None:
+    for environ in ({}, {"MIGRATIONS_TABLE": ""}):  # compose passes ${VAR:-} as ""
+        table = load(**environ).history_table
+        assert (table.schema, table.name) == ("public", "schema_migrations")
+        assert str(table.lock) == "public.schema_migrations_lock"
+    assert Config().history_table == load().history_table
+
+
+@pytest.mark.parametrize(
+    ("value", "schema", "name"),
+    [
+        ("migrator_history", "public", "migrator_history"),  # a bare name is in public
+        ("migrator.history", "migrator", "history"),
+        ("_x1.t_2", "_x1", "t_2"),
+        ("public.schema_migrations", "public", "schema_migrations"),
+    ],
+)
+def test_migrations_table_is_a_name_or_schema_dot_name(value: str, schema: str, name: str) -> None:
+    table = load(MIGRATIONS_TABLE=value).history_table
+    assert (table.schema, table.name) == (schema, name)
+    # The lock's view follows the table, in its schema: two histories, two locks.
+    assert (table.lock.schema, table.lock.name) == (schema, name + "_lock")
+    assert table.regclass == f'"{schema}"."{name}"'
+    assert "MIGRATIONS_TABLE" not in dict(load(MIGRATIONS_TABLE=value).unknown_settings)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Schema_Migrations",  # psql would fold it, a quoted name would not: one meaning only
+        "a.b.c",
+        ".history",
+        "migrator.",
+        "1history",
+        "my-history",
+        "my history",
+        " history",
+        'migrator."history"',
+        "history;DROP TABLE users",
+        "migrator.hïstory",
+    ],
+)
+def test_migrations_table_that_is_not_a_plain_name_is_refused(value: str) -> None:
+    error = config_error(MIGRATIONS_TABLE=value)
+    assert error.message.startswith("MIGRATIONS_TABLE must be name or schema.name"), error
+    assert repr(value) in error.message
+
+
+@pytest.mark.parametrize("schema", ["pg_catalog", "pg_temp", "pg_toast", "information_schema"])
+def test_migrations_table_in_a_system_schema_is_refused(schema: str) -> None:
+    error = config_error(MIGRATIONS_TABLE=f"{schema}.history")
+    assert error.message.startswith(f"MIGRATIONS_TABLE names schema '{schema}'"), error
+    # "pg" alone, or a schema that only contains pg_, is the user's.
+    assert load(MIGRATIONS_TABLE=f"my{schema}.history").history_table.schema == f"my{schema}"
+
+
+def test_migrations_table_name_leaves_room_for_the_lock_suffix() -> None:
+    longest = "h" * 58  # 63 bytes with "_lock"
+    assert load(MIGRATIONS_TABLE=longest).history_table.lock.name == longest + "_lock"
+    error = config_error(MIGRATIONS_TABLE=longest + "h")
+    assert error.message.startswith("MIGRATIONS_TABLE: the table name 'hhh"), error
+    assert "59 bytes long; at most 58, so that the lock's view " in error.message
+    assert f"{longest}h_lock stays within PostgreSQL's 63-byte names" in error.message
+
+
+def test_migrations_table_schema_of_63_bytes_is_kept_and_of_64_refused() -> None:
+    assert load(MIGRATIONS_TABLE="s" * 63 + ".h").history_table.schema == "s" * 63
+    error = config_error(MIGRATIONS_TABLE="s" * 64 + ".h")
+    assert error.message.startswith("MIGRATIONS_TABLE's schema is 64 bytes long"), error
+    assert f"first 63 bytes of a name, so it would silently mean {'s' * 63!r}" in error.message

@@ -441,6 +441,17 @@ def test_the_wait_container_reads_as_the_application_s_role(overlay: str) -> Non
     assert seconds(env["DB_WAIT_TIMEOUT"]) + seconds(timeout) <= deadline
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_runner_of_the_database_names_the_same_history_table(overlay: str) -> None:
+    """Two values would be two histories: the Job would apply what the wait never sees."""
+    tables = {
+        name: env_of(container).get("MIGRATIONS_TABLE")
+        for name, (_, container) in runners(overlay).items()
+    }
+    assert set(tables.values()) == {"schema_migrations"}, tables
+    assert len(tables) >= 2, tables  # the bootstrap Job and the Deployment's init container
+
+
 def test_the_deployment_documents_the_wait_pattern() -> None:
     text = (KUBERNETES / "base" / "deployment.yaml").read_text()
     assert 'args: ["wait", "--timeout", ' in text
@@ -590,6 +601,13 @@ def test_compose_hands_secrets_as_files_only() -> None:
                 assert value.startswith("/run/secrets/")
                 assert Path(value).name in service["secrets"]
     assert set(document["secrets"]) == {"postgres_password", "db_password", "app_db_password"}
+
+
+def test_compose_passes_the_history_table_through() -> None:
+    """MIGRATIONS_TABLE=... docker compose up: empty (unset) means the default table."""
+    assert compose()["services"]["migrate"]["environment"]["MIGRATIONS_TABLE"] == (
+        "${MIGRATIONS_TABLE:-}"
+    )
 
 
 def test_compose_images_can_be_overridden() -> None:
