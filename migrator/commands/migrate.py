@@ -121,12 +121,11 @@ def apply_under_lock(
         conn = held.conn
         # Read again under the lock: a runner that waited usually finds nothing to do.
         history.ensure_history_table(conn, config.history_table)
-        plan = make_plan(
-            files,
-            history.read_history(conn, config.history_table),
-            config.allow_out_of_order,
-            config.tolerate_future,
-        )
+        recorded = history.read_history(conn, config.history_table)
+        plan = make_plan(files, recorded, config.allow_out_of_order, config.tolerate_future)
+        if not recorded and plan.pending:  # a first run, or a history under another name
+            versions = [m.version for m in files.all]
+            history.refuse_history_elsewhere(conn, config.history_table, versions)
         # Behind a pooler the applying backend changes between transactions: progress looks
         # for the index build of this database instead of a pid.
         backend = None if held.pooled else conn.info.backend_pid

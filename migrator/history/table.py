@@ -309,3 +309,45 @@ def check_can_create(
         raise PermissionDeniedError(
             ERR_CANNOT_CREATE.format(user=user, schema=table.schema, dbname=dbname)
         )
+
+
+# Tables shaped as the runner's history (its columns, whatever their order), other than the
+# configured one: where a database's history went when MIGRATIONS_TABLE was changed or unset.
+SAME_SHAPE = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.oid IS DISTINCT FROM to_regclass(%s)
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
+  AND ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attname) = %s::text[]
+ORDER BY 1, 2
+"""
+ERR_HISTORY_ELSEWHERE = (
+    "MIGRATIONS_TABLE names {table}, which records nothing, but {other} records {count} of this "
+    "folder's files: set MIGRATIONS_TABLE={other} (or rename that table to {table}); a new "
+    "history would apply every file again"
+)
+
+
+def refuse_history_elsewhere(
+    conn: psycopg.Connection[Any], table: TableName, versions: list[str]
+) -> None:
+    """With an empty history and files pending: another table of the history's shape that
+    records some of ``versions`` means MIGRATIONS_TABLE changed on a migrated database (78).
+
+    A second service's history in the same database records other versions and is left alone;
+    a table the owner cannot read is not the owner's history.
+    """
+    shaped = conn.execute(SAME_SHAPE, (table.regclass, sorted(EXPECTED_COLUMNS))).fetchall()
+    for schema, name in shaped:
+        other = TableName(schema, name)
+        query = sql.SQL("SELECT count(*) FROM {} WHERE version = ANY(%s)").format(other.identifier)
+        try:
+            with conn.transaction():
+                row = conn.execute(query, (versions,)).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            continue
+        if row and row[0]:
+            message = ERR_HISTORY_ELSEWHERE.format(table=table, other=other, count=row[0])
+            raise ConfigError(message, table=str(table), other=str(other))

@@ -254,3 +254,42 @@ def test_an_invalid_migrations_table_is_refused_by_every_command(
     health = run_healthcheck(env=env)
     assert health.returncode == 1 and health.stdout.startswith("unhealthy: MIGRATIONS_TABLE")
     assert relation(database, "accounts") is None
+
+
+def test_a_changed_setting_on_a_migrated_database_is_refused_not_a_second_history(
+    database, run_runner, migrations
+):
+    """MIGRATIONS_TABLE changed (or unset) after the database was migrated: a new empty table
+    would plan every file again (data files twice, or a failure half-way); it is refused and
+    names where the history is. A second service's history beside it is not mistaken for it."""
+    migrations.add(FOLDER)
+    first = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert first.returncode == 0, first
+    # Another service's history in the same database records other versions: left alone.
+    execute(database, "CREATE SCHEMA billing")
+    execute(
+        database,
+        "CREATE TABLE billing.history (applied_by text, version text PRIMARY KEY, "
+        "description text, checksum text, applied_at timestamptz, execution_ms integer)",
+    )
+    execute(database, "INSERT INTO billing.history (version) VALUES ('001_invoices')")
+
+    moved = database.env(MIGRATIONS_DIR=str(migrations.path), MIGRATIONS_TABLE=HISTORY)
+    refused = run_runner(env=moved)
+    assert refused.returncode == 78, refused
+    assert refused.termination_message.strip() == (
+        f"MIGRATIONS_TABLE names public.{HISTORY}, which records nothing, but "
+        "public.schema_migrations records 2 of this folder's files: set "
+        f"MIGRATIONS_TABLE=public.schema_migrations (or rename that table to public.{HISTORY}); "
+        "a new history would apply every file again"
+    )
+    assert rows(database, HISTORY) == []  # nothing recorded, nothing applied twice
+    assert database.scalar("SELECT count(*) FROM schema_migrations") == 2
+
+    # Renamed as the message says, the history is found again: nothing to do.
+    execute(database, f"ALTER TABLE schema_migrations RENAME TO {HISTORY}_old")
+    execute(database, f"DROP TABLE {HISTORY}")
+    execute(database, f"ALTER TABLE {HISTORY}_old RENAME TO {HISTORY}")
+    again = run_runner(env=moved)
+    assert again.returncode == 0, again
+    assert again.events_named("migration_applied") == []
