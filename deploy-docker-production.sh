@@ -34,8 +34,8 @@
 # must not be readable by other local users (mode 600, or 640 with the
 # containers' group 10001: see docs/docker.md); the script refuses them otherwise.
 # Exit codes: 0 deployed (the application is healthy), 64 usage, 78 a secret file
-# missing or readable by others, 1 preflight/infrastructure (or no previous images to
-# roll back to), 70 the application did not become healthy (it was replaced: roll back
+# missing or readable by others, 1 preflight/infrastructure (a failed build, pull or
+# postgres start, or no previous images to roll back to), 70 the application did not become healthy (it was replaced: roll back
 # with --rollback), otherwise the migration runner's exit code (the application was left
 # as it was).
 set -euo pipefail
