@@ -143,7 +143,15 @@ preflight() {
     docker info >/dev/null 2>&1 || fail 1 "no Docker engine answers"
 }
 
-container_of() { "${compose[@]}" ps -q "$1" 2>/dev/null | head -n1; }
+# The service's container, stopped ones included (compose v2's `ps` lists running ones only, and
+# migrate may have exited already), by the labels both compose versions set: one `docker ps`
+# instead of a compose start-up each time.
+project_label="$(printf '%s' "$COMPOSE_PROJECT_NAME" | tr '[:upper:]' '[:lower:]')"
+container_of() {
+    docker ps -aq --filter "label=com.docker.compose.project=$project_label" \
+        --filter "label=com.docker.compose.service=$1" \
+        --filter "label=com.docker.compose.oneoff=False" | head -n1
+}
 
 postgres_running() {
     local id
