@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -89,9 +90,26 @@ def seed(admin: dict[str, Any], expired: int) -> dict[str, Any]:
     rows = expired + expired // 10
     start = time.perf_counter()
     with psycopg.connect(**admin, autocommit=True) as conn:
+        # Faster at 10M: the indexes built once after the rows (not row by row), and no
+        # foreign-key or guard trigger per row (the superuser's replica mode). The table ends
+        # the same: its rows in the same order, every index and constraint as 001 made them.
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        indexes = [row[0] for row in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' "
+            "AND tablename = 'tokens' AND indexname <> 'tokens_pkey'")]  # fmt: skip
+        for definition in indexes:
+            conn.execute(
+                "DROP INDEX public." + definition.split()[definition.split().index("ON") - 1]
+            )
+        conn.execute("ALTER TABLE tokens DROP CONSTRAINT tokens_pkey")
         for statement in SEED.format(rows=int(rows)).split(";\n"):
             if statement.strip():
                 conn.execute(statement)
+        conn.execute("ALTER TABLE tokens ADD CONSTRAINT tokens_pkey PRIMARY KEY (id)")
+        for definition in indexes:
+            conn.execute(definition)
+        conn.execute("RESET session_replication_role")
         conn.execute("VACUUM (ANALYZE, FREEZE) tokens")
         row = conn.execute(
             "SELECT count(*) FILTER (WHERE expires_at < now()), count(*), "
@@ -157,6 +175,8 @@ def command(server: Any, dbname: str, password: str) -> tuple[float, dict[str, A
 
 
 def run(expired: int, runs: int) -> int:
+    # A SIGTERM (timeout(1), kill) still removes the server: the finally below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sys.path.insert(0, str(REPO / "scripts"))
     from pgserver import PgServer
 
