@@ -118,7 +118,7 @@ def test_expired_rows_of_every_table_go_live_rows_and_recent_audit_events_stay(
         soon = {row[0] for row in conn.execute(
             "INSERT INTO tokens (token_hash, client_id, user_id, created_at, expires_at) "
             "SELECT sha256(('soon' || g)::bytea), client_id, user_id, now(), "
-            "now() + interval '4 seconds' FROM (SELECT client_id, user_id FROM tokens LIMIT 1) t, "
+            "now() + interval '8 seconds' FROM (SELECT client_id, user_id FROM tokens LIMIT 1) t, "
             "generate_series(1, 5) g RETURNING id")}  # fmt: skip
 
     result = run_runner("cleanup", env=cleanup_env(db))
@@ -137,7 +137,7 @@ def test_expired_rows_of_every_table_go_live_rows_and_recent_audit_events_stay(
 
     # The next run (here as the owner: the same settings as every command) removes what
     # expired since, and nothing else.
-    time.sleep(max(0.0, inserted + 4.5 - time.monotonic()))
+    time.sleep(max(0.0, inserted + 8.5 - time.monotonic()))
     again = run_runner("cleanup", env=db.db.env(DB_USER=OWNER_ROLE, DB_PASSWORD=OWNER_PASSWORD))
     assert again.returncode == 0, again
     assert again.events_named("cleanup_complete")[0]["removed"]["tokens"] == len(soon)
