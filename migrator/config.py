@@ -70,6 +70,11 @@ ROLE_PASSWORDS_MODES = ("always", "on-create")
 DEFAULT_ROLE_PASSWORDS = "always"
 # `wait`: how long to wait for every file of the image to be applied by someone else.
 DEFAULT_MIGRATIONS_WAIT_TIMEOUT = 600.0
+# `cleanup`: how long one run may delete before it stops between two batches (a CronJob's
+# activeDeadlineSeconds must be above it, with the connection's wait).
+DEFAULT_CLEANUP_TIME_BUDGET = 300.0
+# The cleanup role is named after the owner: 000 creates it, 004 grants it the cleanup alone.
+CLEANUP_ROLE_SUFFIX = "_cleanup"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_FORMAT = "json"  # on a terminal: console
@@ -92,6 +97,7 @@ DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
 
 ERR_NOT_A_PORT = "{name} must be a port number from 1 to 65535, got {value!r}"
 ERR_NOT_A_DURATION = "{name} must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
+ERR_NOT_POSITIVE = "{name} must be above 0, got {value:g}s"
 ERR_NOT_A_COUNT = "{name} must be a whole number >= 0, got {value!r}"
 ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
@@ -154,9 +160,12 @@ KNOWN_VARIABLES = frozenset(
         "PROGRESS_INTERVAL", "MIGRATIONS_WAIT_TIMEOUT", "LINT_SHADOW_URL", "LINT_MIN_ROWS",
         "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
         "TERMINATION_LOG", "MIGRATOR_REVISION",
+        "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
     }
 )  # fmt: skip
-RUNNER_PREFIXES = ("DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD")
+RUNNER_PREFIXES = (
+    "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_",
+)  # fmt: skip
 UNKNOWN_SIMILARITY = 0.6  # difflib's ratio from which a known name counts as meant
 
 
@@ -235,6 +244,9 @@ class Config:
     future_migrations: str = DEFAULT_FUTURE_MIGRATIONS
     role_passwords: str = DEFAULT_ROLE_PASSWORDS
     migrations_wait_timeout: float = DEFAULT_MIGRATIONS_WAIT_TIMEOUT
+    # `cleanup`: the run's time budget; the cleanup role's password, which bootstrap sets.
+    cleanup_time_budget: float = DEFAULT_CLEANUP_TIME_BUDGET
+    cleanup_password: str | None = field(default=None, repr=False)
     version: str = VERSION
     revision: str = "unknown"
 
@@ -248,9 +260,25 @@ class Config:
         return self.admin_user is not None
 
     @property
+    def cleanup_role(self) -> str:
+        """The role that may run the expiry cleanup and nothing else: the owner's name with
+        ``_cleanup`` (000 creates it, 004 grants it the cleanup functions).
+
+        >>> Config(user="auth_service").cleanup_role
+        'auth_service_cleanup'
+        """
+        return self.user + CLEANUP_ROLE_SUFFIX
+
+    @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""
-        found = (self.password, self.admin_password, self.app_password, self.shadow_password)
+        found = (
+            self.password,
+            self.admin_password,
+            self.app_password,
+            self.cleanup_password,
+            self.shadow_password,
+        )
         options = tuple(value for key, value in self.libpq_options if key in SECRET_PARAMETERS)
         return tuple(value for value in (*found, *options) if value)
 
@@ -410,6 +438,7 @@ def load_config(
         unknown_settings=unknown_settings(environ),
         **_lint_settings(args, reader),
         **_rollout_settings(args, reader),
+        **_cleanup_settings(reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -419,6 +448,12 @@ def load_config(
             "APP_DB_PASSWORD_FILE" if environ.get("APP_DB_PASSWORD_FILE") else "APP_DB_PASSWORD"
         )
         _check_role_password(app_name, config.app_password, config.app_user)
+        cleanup_name = (
+            "CLEANUP_DB_PASSWORD_FILE"
+            if environ.get("CLEANUP_DB_PASSWORD_FILE")
+            else "CLEANUP_DB_PASSWORD"
+        )
+        _check_role_password(cleanup_name, config.cleanup_password, config.cleanup_role)
     return config
 
 
@@ -502,6 +537,22 @@ class _RolloutSettings(TypedDict):
     role_passwords: str
     migrations_wait_timeout: float
     revision: str
+
+
+class _CleanupSettings(TypedDict):
+    cleanup_time_budget: float
+    cleanup_password: str | None
+
+
+def _cleanup_settings(reader: _Settings) -> _CleanupSettings:
+    """The `cleanup` command's time budget and the cleanup role's password (for bootstrap)."""
+    budget = reader.duration("CLEANUP_TIME_BUDGET", DEFAULT_CLEANUP_TIME_BUDGET)
+    if budget <= 0:  # a run that may not delete anything could only fail
+        raise ConfigError(ERR_NOT_POSITIVE.format(name="CLEANUP_TIME_BUDGET", value=budget))
+    return _CleanupSettings(
+        cleanup_time_budget=budget,
+        cleanup_password=reader.secret("CLEANUP_DB_PASSWORD"),
+    )
 
 
 def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:

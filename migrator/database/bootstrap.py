@@ -73,7 +73,9 @@ def bootstrap(
         with advisory_lock(
             admin, key, config.migration_lock_timeout, name="bootstrap", evict=squatters
         ):
-            trust.refuse_privileged_roles(admin, config.user, config.app_user, config.admin_user)
+            trust.refuse_privileged_roles(
+                admin, config.user, config.app_user, config.admin_user, config.cleanup_role
+            )
             if script is None and not database_exists(admin, config.dbname):
                 raise MigrationFilesError(ERR_NO_BOOTSTRAP_SCRIPT.format(dbname=config.dbname))
             create_database_if_missing(admin, config.dbname, on_create)
@@ -107,7 +109,9 @@ def run_bootstrap_script(
 
     def finish(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
         # A 000 that granted a role more than its place is rolled back with the rest.
-        trust.refuse_privileged_roles(conn, config.user, config.app_user, config.admin_user)
+        trust.refuse_privileged_roles(
+            conn, config.user, config.app_user, config.admin_user, config.cleanup_role
+        )
         set_role_passwords(conn, config, migration)
 
     if script is None:
@@ -140,6 +144,7 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
         for setting, role, password in (
             ("DB_USER", config.user, config.password),
             ("APP_DB_USER", config.app_user, config.app_password),
+            ("CLEANUP_DB_PASSWORD", config.cleanup_role, config.cleanup_password),
         ):
             if password is None:
                 continue

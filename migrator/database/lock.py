@@ -412,6 +412,37 @@ def _release(conn: psycopg.Connection[Any], key: int, name: str) -> None:
         log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION, reason=reason_of(error))
 
 
+CLEANUP_LOCK = "cleanup"
+ERR_CLEANUP_BUSY = (
+    "another cleanup run held the cleanup lock for this run's whole time budget ({timeout:g}s): "
+    "held by {holder}; retry later"
+)
+
+
+@contextmanager
+def cleanup_lock(conn: psycopg.Connection[Any], dbname: str, timeout: float) -> Iterator[float]:
+    """One `cleanup` run at a time per database: a session-level advisory lock on ``conn``,
+    waited for up to ``timeout`` (the run's budget); yields the seconds waited.
+
+    Not the migration lock: the cleanup role may not take that one, and a cleanup must not hold
+    up a release. Any role can hold an advisory key, so a squatter can only make runs wait and
+    exit 75 (LockTimeoutError, naming it); rows are never removed twice in any case, since a
+    row is deleted once and a concurrent DELETE of it waits for the first, then skips it.
+    """
+    key = lock_key(CLEANUP_LOCK, dbname)
+    try:
+        waited = acquire(conn, key, timeout, CLEANUP_LOCK)
+    except LockTimeoutError:
+        holder = lock_holder(conn, key)
+        raise LockTimeoutError(
+            ERR_CLEANUP_BUSY.format(timeout=timeout, holder=holder), lock=CLEANUP_LOCK
+        ) from None
+    try:
+        yield waited
+    finally:
+        _release(conn, key, CLEANUP_LOCK)
+
+
 @dataclass(frozen=True)
 class LockSettings:
     """What the migration lock needs of the configuration: how to log in, how long to wait."""

@@ -49,6 +49,7 @@ QUIET_TRANSACTION = (
 
 OWNER_KIND = "owner"
 APP_KIND = "runtime"
+CLEANUP_KIND = "cleanup"
 # Attributes neither the owner nor the runtime role may hold, with what each lets it do.
 FORBIDDEN_ATTRIBUTES = {
     "SUPERUSER": "it bypasses every permission check",
@@ -191,7 +192,11 @@ class RoleRefusal:
 
 
 def refuse_privileged_roles(
-    conn: psycopg.Connection[Any], owner: str, app: str, admin: str | None
+    conn: psycopg.Connection[Any],
+    owner: str,
+    app: str,
+    admin: str | None,
+    cleanup: str | None = None,
 ) -> None:
     """Raise PermissionDeniedError (77) for the first excess found; roles not yet created pass.
 
@@ -203,6 +208,8 @@ def refuse_privileged_roles(
     if owner != admin:  # the admin as owner: no lower role to confine (see warn_owner_is_admin)
         refuse_excess(conn, OWNER_KIND, owner, extra_groups={})
     refuse_excess(conn, APP_KIND, app, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
+    if cleanup is not None:  # it may delete expired rows through 004's functions, nothing else
+        refuse_excess(conn, CLEANUP_KIND, cleanup, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
 
 
 def warn_owner_is_admin(owner: str, admin: str | None) -> None:

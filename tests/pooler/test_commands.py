@@ -232,3 +232,25 @@ def test_a_default_a_file_sets_is_warned_of_behind_the_pooler(
     assert result.events_named("session_renewed") == []
     assert database.scalar("SELECT count(*) FROM schema_migrations") == 2
     assert database.scalar(LEFTOVER_LOCKS) == 0
+
+
+def test_cleanup_works_through_the_pooler_and_leaves_nothing_in_it(
+    pooled, pg_server, tmp_path, run_runner
+):
+    """The batches are whole transactions, one round trip each; the cleanup lock, a session
+    lock, is not taken behind a pooler (it would stay on a pooled server session)."""
+    from tests.integration.schema_fixtures import drop_database, migrate_fresh_database
+    from tests.integration.test_schema_functions import remaining, seed_cleanup_rows
+
+    db = migrate_fresh_database(pg_server, tmp_path)
+    try:
+        keys = seed_cleanup_rows(db, 5)
+        result = run_runner("cleanup", env=pooled.env(db.db))
+        assert result.returncode == 0, result
+        assert result.events_named("cleanup_lock_skipped")
+        left = remaining(db)
+        for table, sets in keys.items():
+            assert not (sets["expired"] & left[table]) and sets["live"] <= left[table], table
+        assert db.db.scalar(LEFTOVER_LOCKS) == 0
+    finally:
+        drop_database(db)

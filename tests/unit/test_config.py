@@ -1095,6 +1095,62 @@ def test_rollout_settings_from_their_defaults_variables_and_flag() -> None:
     assert load("wait", "--timeout", "0").migrations_wait_timeout == 0
 
 
+def test_cleanup_settings_from_their_defaults_and_variables(tmp_path: Path) -> None:
+    config = load("cleanup")
+    assert config.command == "cleanup"
+    assert config.cleanup_time_budget == 300
+    assert config.cleanup_password is None
+    assert config.cleanup_role == "auth_service_cleanup"
+    assert load("cleanup", CLEANUP_TIME_BUDGET="90s").cleanup_time_budget == 90
+    assert load(CLEANUP_TIME_BUDGET="2min").cleanup_time_budget == 120
+    assert load(DB_USER="owner_x").cleanup_role == "owner_x_cleanup"
+    secret = "cleanup-Unit-3c1f-8e20aa"
+    config = load(CLEANUP_DB_PASSWORD=secret)
+    assert config.cleanup_password == secret and secret in config.secrets
+    assert secret not in repr(config)
+    (tmp_path / "cleanup").write_text(secret + "\n")
+    assert load(CLEANUP_DB_PASSWORD_FILE=str(tmp_path / "cleanup")).cleanup_password == secret
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CLEANUP_TIME_BUDGET": "0"}, "CLEANUP_TIME_BUDGET must be above 0, got 0s"),
+        ({"CLEANUP_TIME_BUDGET": "0ms"}, "CLEANUP_TIME_BUDGET must be above 0, got 0s"),
+        (
+            {"CLEANUP_TIME_BUDGET": "soon"},
+            "CLEANUP_TIME_BUDGET must be a duration like 30, 30s, 500ms or 2min, got 'soon'",
+        ),
+        (
+            {"CLEANUP_DB_PASSWORD": "changeme"},
+            "CLEANUP_DB_PASSWORD is a placeholder from an example, not a password: generate "
+            "one, e.g. openssl rand -base64 24",
+        ),
+        (
+            {
+                "DB_ADMIN_USER": "postgres",
+                "DB_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "CLEANUP_DB_PASSWORD": "short-one",
+            },
+            "CLEANUP_DB_PASSWORD is shorter than 16 characters: bootstrap sets it on role "
+            "auth_service_cleanup; generate one, e.g. openssl rand -base64 24",
+        ),
+    ],
+)
+def test_cleanup_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
+    assert config_error("cleanup", **environ).message == message
+
+
+def test_a_short_cleanup_password_is_fine_when_bootstrap_does_not_set_it() -> None:
+    assert load("cleanup", CLEANUP_DB_PASSWORD="short-one").cleanup_password == "short-one"
+
+
+def test_a_cleanup_variable_typo_is_reported_with_the_closest_name() -> None:
+    assert load(CLEANUP_TIME_BUGDET="5min").unknown_settings == (
+        ("CLEANUP_TIME_BUGDET", "CLEANUP_TIME_BUDGET"),
+    )
+
+
 def test_the_timeout_and_shadow_url_flags_are_named_in_their_errors() -> None:
     assert config_error("wait", "--timeout", "later", MIGRATIONS_WAIT_TIMEOUT="5").message == (
         "--timeout must be a duration like 30, 30s, 500ms or 2min, got 'later'"
@@ -1400,7 +1456,7 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
     assert text.startswith("usage: entrypoint.py [-h] [--host HOST] [--port PORT]")
     lines = text.splitlines()
     assert "Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once." in lines
-    assert "  {migrate,status,wait,lint,adopt,baseline,rollback}" in lines
+    assert "  {migrate,status,wait,lint,adopt,baseline,rollback,cleanup}" in lines
     helps = help_by_option(text.split("\nenvironment variables")[0])
     assert helps["-h, --help"] == "show this help message and exit"
     assert helps["--url URL"] == "postgresql:// URL instead of the DB_* parts"
@@ -1434,6 +1490,11 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
     epilog = text.split("\nenvironment variables (flags win over them):\n")[1].splitlines()
     assert epilog[0] == "  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)"
     assert "  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)" in epilog
+    assert "  CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete" in epilog
+    assert (
+        "  CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, "
+        "the cleanup role"
+    ) in epilog
     assert epilog[-1] == (
         "  130 / 143 interrupted / terminated   137 killed (e.g. out of memory: not the "
         "runner's choice)"

@@ -505,6 +505,65 @@ def test_a_job_per_release_with_a_deadline_that_fits_its_retries(overlay: str) -
         assert rule["onExitCodes"]["containerName"] == container["name"]
 
 
+def cleanup_cronjob(overlay: str) -> dict[str, Any]:
+    (document,) = of_kind(overlay, "CronJob")
+    return document
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cleanup_cronjob_runs_one_at_a_time_within_its_deadline(overlay: str) -> None:
+    cron = cleanup_cronjob(overlay)
+    assert cron["metadata"]["name"] == "auth-service-cleanup"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert 0 < cron["spec"]["startingDeadlineSeconds"] <= 900
+    spec = cron["spec"]["jobTemplate"]["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["args"] == ["cleanup"]
+    env = env_of(container)
+    budget = seconds(env["CLEANUP_TIME_BUDGET"]) + seconds(env["DB_WAIT_TIMEOUT"])
+    assert spec["activeDeadlineSeconds"] > (spec["backoffLimit"] + 1) * budget
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "Ignore"
+    (rule,) = [r for r in rules if r["action"] == "FailJob"]
+    assert rule["onExitCodes"]["containerName"] == "cleanup"
+    assert {64, 65, 77, 78, 137} <= set(rule["onExitCodes"]["values"])
+    assert not {69, 75} & set(rule["onExitCodes"]["values"])  # worth the retry
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cleanup_cronjob_is_a_runner_like_the_jobs(overlay: str) -> None:
+    """The same image (tag included) and hardening as the bootstrap Job; TLS verified."""
+    pod = cleanup_cronjob(overlay)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    bootstrap_pod, bootstrap = runners(overlay)["bootstrap"]
+    assert container["image"] == bootstrap["image"] and ":" in container["image"]
+    assert container["securityContext"] == bootstrap["securityContext"]
+    assert pod["securityContext"] == bootstrap_pod["securityContext"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["automountServiceAccountToken"] is False
+    env = env_of(container)
+    assert env["DB_SSLMODE"] == "verify-full" and env["DB_SSLROOTCERT"].startswith("/run/tls/")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cleanup_cronjob_logs_in_as_the_cleanup_role_with_its_password_only(
+    overlay: str,
+) -> None:
+    pod = cleanup_cronjob(overlay)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = env_of(container)
+    assert env["DB_USER"] == "auth_service_cleanup"
+    assert not {"DB_PASSWORD", "DB_ADMIN_USER", "DB_ADMIN_PASSWORD_FILE"} & set(env)
+    files = mounted_files(overlay, pod, container)
+    assert files[env["DB_PASSWORD_FILE"]] == ("auth-service-db", "cleanup-db-password")
+    assert pod_secret_keys(pod, overlay) == {"cleanup-db-password"}
+    # Bootstrap sets that password: it reads the same key.
+    _, bootstrap = runners(overlay)["bootstrap"]
+    path = env_of(bootstrap)["CLEANUP_DB_PASSWORD_FILE"]
+    assert mounted_files(overlay, *runners(overlay)["bootstrap"])[path][1] == "cleanup-db-password"
+
+
 def test_the_documented_job_wait_ends_on_failure_too() -> None:
     """The docs and the Jobs' headers wait with the script that returns on Complete and Failed."""
     for path in (REPO / "docs" / "kubernetes.md", KUBERNETES / "base" / "bootstrap-job.yaml",
