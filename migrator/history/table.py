@@ -55,9 +55,9 @@ EXPECTED_COLUMNS = (
     "execution_ms",
     "applied_by",
 )
-# Without its key column a table is not a history at all (MIGRATIONS_TABLE names another
-# table): a setting to correct (78), not a history to restore (65).
-KEY_COLUMN = "version"
+# Without any of the history's columns a table is not a history at all (MIGRATIONS_TABLE
+# names another table): a setting to correct (78), not a history to restore (65). One that
+# kept some of them (its version column renamed by hand) is a history to restore.
 # Tables, ordinary or partitioned; a view, a sequence or a foreign table is not a history.
 TABLE_KINDS = ("r", "p")
 ERR_CANNOT_CREATE = (
@@ -204,8 +204,8 @@ def check_columns(conn: psycopg.Connection[Any], table: TableName) -> None:
     (78), or a history altered by hand (exit 65), naming every column it lacks."""
     refuse_foreign_history(conn, table)
     present = {row[0] for row in conn.execute(COLUMNS, (table.schema, table.name))}
-    if KEY_COLUMN not in present:
-        what = f"a table without a {KEY_COLUMN} column"
+    if not present & set(EXPECTED_COLUMNS):
+        what = "a table without any of the history's columns"
         raise ConfigError(ERR_NOT_A_HISTORY.format(table=table, what=what), table=str(table))
     missing = [name for name in EXPECTED_COLUMNS if name not in present]
     if missing:

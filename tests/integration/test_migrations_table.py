@@ -206,7 +206,7 @@ def test_two_histories_in_one_database_do_not_block_each_other(database, run_run
         ),
         (
             "CREATE SCHEMA nope; CREATE TABLE nope.history (id int)",
-            "names nope.history, which is a table without a version column",
+            "names nope.history, which is a table without any of the history's columns",
         ),
     ],
     ids=["missing-schema", "a-view", "not-a-history"],
