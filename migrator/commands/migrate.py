@@ -75,7 +75,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
         plan = make_plan(
             files, history.read_history(lock_conn), config.allow_out_of_order,
-            config.tolerate_future,
+            config.tolerate_future, config.run_phase,
         )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
@@ -120,8 +120,9 @@ def apply_under_lock(
         # Read again under the lock: a runner that waited usually finds nothing to do.
         history.ensure_history_table(conn)
         plan = make_plan(
-            files, history.read_history(conn), config.allow_out_of_order, config.tolerate_future
-        )
+            files, history.read_history(conn), config.allow_out_of_order,
+            config.tolerate_future, config.run_phase,
+        )  # fmt: skip
         # Behind a pooler the applying backend changes between transactions: progress looks
         # for the index build of this database instead of a pid.
         backend = None if held.pooled else conn.info.backend_pid
@@ -188,15 +189,34 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
             reason="recorded by hand without a SHA-256 checksum",
         )
     summary = f"applied {len(durations)} migration(s), {len(plan.applied)} already applied"
+    summary += deferred_note(plan)
     log.info(
         "migrations_complete",
         applied=list(durations),
         skipped=len(plan.applied),
+        deferred=[m.version for m in plan.deferred],
         durations_ms=durations,
         duration_ms=round((time.monotonic() - start) * 1000),
         summary=summary,
     )
     return summary
+
+
+def deferred_note(plan: Plan) -> str:
+    """What the summary adds when files of the other phase are pending: who applies them.
+
+    >>> from pathlib import Path
+    >>> from migrator.files.migration import Migration
+    >>> post = Migration(Path("003_x.sql"), 3, "003_x", "", "", phase="post")
+    >>> deferred_note(Plan((), (), (), (), (post,)))
+    '; 1 pending post file(s) left for --phase post'
+    """
+    phases = sorted({m.phase for m in plan.deferred})
+    if not phases:
+        return ""
+    names = " and ".join(phases)
+    flags = " / ".join(f"--phase {phase}" for phase in phases)
+    return f"; {len(plan.deferred)} pending {names} file(s) left for {flags}"
 
 
 def dry_run(config: Config, files: MigrationSet) -> str:
@@ -213,14 +233,17 @@ def dry_run(config: Config, files: MigrationSet) -> str:
             set_passwords_for=roles,
         )
         if not exists:
-            return plan_summary(make_plan(files, {}, config.allow_out_of_order))
+            return plan_summary(
+                make_plan(files, {}, config.allow_out_of_order, phase=config.run_phase)
+            )
     owner_first = not config.bootstrap_enabled
     with wait_for_connection(
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
         plan = make_plan(
-            files, history.read_own_history(conn), config.allow_out_of_order, config.tolerate_future
-        )
+            files, history.read_own_history(conn), config.allow_out_of_order,
+            config.tolerate_future, config.run_phase,
+        )  # fmt: skip
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.
@@ -244,9 +267,16 @@ def plan_summary(plan: Plan) -> str:
             mode=decision.mode.value,
             mode_reason=decision.reason,
             statements=len(migration.statements),
+            phase=migration.phase,
         )
     summary = f"dry run: {len(plan.pending)} pending, {len(plan.applied)} applied, nothing changed"
-    log.info("plan_complete", pending=[m.version for m in plan.pending], summary=summary)
+    summary += deferred_note(plan)
+    log.info(
+        "plan_complete",
+        pending=[m.version for m in plan.pending],
+        deferred=[m.version for m in plan.deferred],
+        summary=summary,
+    )
     return summary
 
 

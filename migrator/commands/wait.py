@@ -71,11 +71,14 @@ def wait_until_applied(config: Config, files: MigrationSet) -> str:
 
 
 def read_plan(conn: psycopg.Connection[Any], config: Config, files: MigrationSet) -> Plan:
+    # The pre files by default: post files are applied after the rollout these pods are part
+    # of, so waiting for them would hold the rollout up for good (--phase all waits for them).
     return make_plan(
         files,
         history.read_history(conn),
         config.allow_out_of_order,
         config.tolerate_future,
+        config.ready_phase,
     )
 
 
@@ -85,6 +88,7 @@ def ready(plan: Plan, waited: float) -> str:
     log.info(
         "migrations_ready",
         applied=len(plan.applied),
+        deferred=[m.version for m in plan.deferred],
         waited_s=round(waited, 3),
         summary=summary,
     )

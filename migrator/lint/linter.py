@@ -40,7 +40,7 @@ from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
-from migrator.history.plan import make_plan
+from migrator.history.plan import make_plan, phase_order
 from migrator.lint.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
 from migrator.lint.findings import (
     Located,
@@ -431,7 +431,10 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
     kwargs = config.connect_kwargs()
     try:
         with connect(kwargs, config.wait_timeout) as conn:
-            plan = make_plan(files, history.read_history(conn), config.allow_out_of_order)
+            plan = make_plan(
+                files, history.read_history(conn), config.allow_out_of_order,
+                phase=config.run_phase,
+            )  # fmt: skip
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
@@ -512,7 +515,8 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     start = time.monotonic()
     target = read_target(config, files)
     min_rows = min_rows_of(config.lint_min_rows, target is not None)
-    pending = target.pending if target else files.versioned
+    # No target yet: every file, in the order a first `migrate` applies them (pre, then post).
+    pending = target.pending if target else tuple(phase_order(list(files.versioned)))
     report = Report(min_rows, target.sizes if target else {})
     log.info(
         "lint_started",
