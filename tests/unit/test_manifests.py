@@ -610,6 +610,23 @@ def test_compose_orders_postgres_migrate_app() -> None:
     assert "pgdata" in compose()["volumes"]
 
 
+def test_compose_applies_post_files_once_the_app_is_healthy() -> None:
+    services = compose()["services"]
+    assert services["migrate"]["command"] == ["migrate", "--phase", "pre"]
+    post = services["migrate-post"]
+    assert post["command"] == ["migrate", "--phase", "post"]
+    assert post["depends_on"] == {"app": {"condition": "service_healthy"}}
+    assert post["image"] == services["migrate"]["image"]
+    assert post["restart"] == "no" and post["read_only"] is True
+    # The owner's password only: bootstrap (the superuser's) is migrate's alone.
+    assert "DB_ADMIN_USER" not in post["environment"] and post["secrets"] == ["db_password"]
+    prod = yaml.safe_load((REPO / "compose" / "docker-compose.prod.yml").read_text())["services"]
+    assert prod["migrate-post"]["environment"] == prod["migrate"]["environment"]
+    assert set(prod["migrate-post"]["secrets"]) == {"db_password", "db_ca_cert"}
+    hostnet = yaml.safe_load((REPO / "compose" / "docker-compose.hostnet.yml").read_text())
+    assert hostnet["services"]["migrate-post"] == hostnet["services"]["migrate"]
+
+
 def test_compose_hands_secrets_as_files_only() -> None:
     document = compose()
     for name, service in document["services"].items():
