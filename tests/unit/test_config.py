@@ -1526,5 +1526,7 @@ def test_a_bad_phase_is_one_line_naming_its_source() -> None:
     )
 
 
-def test_migrate_phase_is_a_known_setting() -> None:
-    assert load(MIGRATE_PHASE="post").unknown_settings == ()
+def test_a_misspelt_migrate_phase_is_named_with_the_real_one() -> None:
+    config = load(MIGRATION_PHASE="post")
+    assert config.unknown_settings == (("MIGRATION_PHASE", "MIGRATE_PHASE"),)
+    assert config.phase is None
