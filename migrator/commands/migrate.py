@@ -26,7 +26,7 @@ from migrator.errors import ConfigError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import MAY_HOLD_WAIVER
 from migrator.history import table as history
-from migrator.history.plan import Plan, make_plan
+from migrator.history.plan import Plan, deferred_note, make_plan
 from migrator.history.status import warn_future
 from migrator.logs import get_logger
 
@@ -200,23 +200,6 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
         summary=summary,
     )
     return summary
-
-
-def deferred_note(plan: Plan) -> str:
-    """What the summary adds when files of the other phase are pending: who applies them.
-
-    >>> from pathlib import Path
-    >>> from migrator.files.migration import Migration
-    >>> post = Migration(Path("003_x.sql"), 3, "003_x", "", "", phase="post")
-    >>> deferred_note(Plan((), (), (), (), (post,)))
-    '; 1 pending post file(s) left for --phase post'
-    """
-    phases = sorted({m.phase for m in plan.deferred})
-    if not phases:
-        return ""
-    names = " and ".join(phases)
-    flags = " / ".join(f"--phase {phase}" for phase in phases)
-    return f"; {len(plan.deferred)} pending {names} file(s) left for {flags}"
 
 
 def dry_run(config: Config, files: MigrationSet) -> str:

@@ -18,7 +18,7 @@ from migrator.database.connect import wait_for_connection
 from migrator.errors import WaitTimeoutError
 from migrator.files.folder import MigrationSet
 from migrator.history import table as history
-from migrator.history.plan import Plan, make_plan
+from migrator.history.plan import Plan, deferred_note, make_plan
 from migrator.history.status import warn_future
 from migrator.logs import get_logger
 
@@ -85,6 +85,7 @@ def read_plan(conn: psycopg.Connection[Any], config: Config, files: MigrationSet
 def ready(plan: Plan, waited: float) -> str:
     warn_future(plan.future)
     summary = f"every migration of this image is applied (waited {waited:.1f}s)"
+    summary += deferred_note(plan)  # the post files, left for after the rollout
     log.info(
         "migrations_ready",
         applied=len(plan.applied),

@@ -181,3 +181,18 @@ def make_plan(
     chosen = phase_order([m for m in pending if in_phase(m, phase)])
     deferred = [m for m in pending if not in_phase(m, phase)]
     return Plan(tuple(chosen), tuple(applied), tuple(unverified), tuple(future), tuple(deferred))
+
+
+def deferred_note(plan: Plan) -> str:
+    """What the summary adds when files of the other phase are pending: who applies them.
+
+    >>> post = Migration(Path("003_x.sql"), 3, "003_x", "", "", phase="post")
+    >>> deferred_note(Plan((), (), (), (), (post,)))
+    '; 1 pending post file(s) left for --phase post'
+    """
+    phases = sorted({m.phase for m in plan.deferred})
+    if not phases:
+        return ""
+    names = " and ".join(phases)
+    flags = " / ".join(f"--phase {phase}" for phase in phases)
+    return f"; {len(plan.deferred)} pending {names} file(s) left for {flags}"

@@ -853,6 +853,8 @@ def test_the_down_part_keeps_its_file_s_phase(tmp_path: Path) -> None:
          1, "-- migrate:phase must be followed by pre or post, got 'post now'"),
         ("-- migrate:phase post\n-- migrate:phase pre\nSELECT 1;",
          2, "a second -- migrate:phase line: a file has one phase"),
+        ("-- migrate:phase post\nSELECT 1;\n-- migrate:phase pre\n",
+         3, "a second -- migrate:phase line: a file has one phase"),
         ("SELECT 1;\n-- migrate:phase post\nSELECT 2;",
          2, "-- migrate:phase must be in the header, the comment lines before the file's "
             "first statement"),

@@ -9,7 +9,7 @@ import pytest
 
 from migrator.errors import EX_DATAERR, HistoryMismatchError
 from migrator.files.folder import MigrationSet
-from migrator.history.plan import make_plan
+from migrator.history.plan import deferred_note, make_plan
 from migrator.history.table import AppliedMigration
 from tests.conftest import applied_row, write_migration_set
 
@@ -374,3 +374,14 @@ def test_out_of_order_post_files_pass_when_allowed(folder: Path) -> None:
     found = files(folder, **RELEASE)
     history = applied(found, "010_a", "030_b", "040_backfill")
     assert pending(found, history, allow_out_of_order=True, phase="post") == ["020_drop_old"]
+
+
+def test_the_summary_names_the_phase_left_and_the_run_that_applies_it(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    assert deferred_note(make_plan(found, {}, phase="pre")) == (
+        "; 2 pending post file(s) left for --phase post"
+    )
+    assert deferred_note(make_plan(found, {}, phase="post")) == (
+        "; 2 pending pre file(s) left for --phase pre"
+    )
+    assert deferred_note(make_plan(found, {})) == ""
