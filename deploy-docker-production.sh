@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy the auth service with Docker Compose, migrations first:
 #
-#   1. build (default) or pull the migration image
+#   1. build (default: docker build of this checkout) or pull the migration image
 #   2. start PostgreSQL and wait until it is healthy
 #   3. run `migrate` to completion against it
 #   4. only when it exited 0: start or update the application
@@ -17,22 +17,28 @@
 #   ./deploy-docker-production.sh --no-build  # use the images already present
 #   ./deploy-docker-production.sh --rollback  # go back to the images deployed before
 #
-# Before it replaces a healthy application, the script tags the images it runs (the
-# migrate and app containers') as <repository>:previous-<project>; --rollback deploys
-# those again: the older runner accepts the versions the newer one applied (a
-# future_migrations warning; docs/operations.md, "Upgrades and rollbacks"), then the older
-# application starts and must become healthy. A release that removed or renamed
-# something the older application uses cannot be rolled back this way (expand/contract).
+# Before it replaces a healthy application with other images, the script tags the images it
+# runs (the migrate and app containers') as <repository>:previous-<project> and records those
+# names in DEPLOY_STATE_DIR/<project>.previous (default: .deploy/ next to this script);
+# deploying the images that already run changes neither. --rollback deploys the recorded
+# images again, whatever MIGRATE_IMAGE/APP_IMAGE say then: the older runner accepts the
+# versions the newer one applied (a future_migrations warning; docs/operations.md,
+# "Upgrades and rollbacks"), then the older application starts and must become healthy. A
+# release that removed or renamed something the older application uses cannot be rolled
+# back this way (expand/contract).
 #
 # Compose files: compose/docker-compose.yml + compose/docker-compose.prod.yml,
 # or COMPOSE_FILE (colon separated) when set. Project: COMPOSE_PROJECT_NAME
 # (default auth-service). Images: MIGRATE_IMAGE, APP_IMAGE, POSTGRES_IMAGE.
+# Build without a registry or package index: BASE_IMAGE and PIP_FIND_LINKS become the
+# build's arguments (PIP_FIND_LINKS is a URL served on this host: the build then uses the
+# host's network; docs/docker.md, The image).
 # Secrets: files in SECRETS_DIR (default compose/secrets/); never printed. They
 # must not be readable by other local users (mode 600, or 640 with the
 # containers' group 10001: see docs/docker.md); the script refuses them otherwise.
 # Exit codes: 0 deployed (the application is healthy), 64 usage, 78 a secret file
-# missing or readable by others, 1 preflight/infrastructure (or no previous images to
-# roll back to), 70 the application did not become healthy (it was replaced: roll back
+# missing or readable by others, 1 preflight/infrastructure (a failed build, pull or
+# postgres start, or no previous images to roll back to), 70 the application did not become healthy (it was replaced: roll back
 # with --rollback), otherwise the migration runner's exit code: of step 3 (the application
 # was left as it was) or of step 6 (the application is deployed and healthy, the post
 # files are pending: the message says which; fix and run `docker compose up migrate-post`).
@@ -81,6 +87,8 @@ export SECRETS_DIR="${SECRETS_DIR:-$repo/compose/secrets}"
 # The compose files' defaults, so that the images can be tagged and swapped for a rollback.
 export MIGRATE_IMAGE="${MIGRATE_IMAGE:-auth-service-migrate:latest}"
 export APP_IMAGE="${APP_IMAGE:-auth-service-migrate:latest}"
+# Where the names of the previous images are kept for --rollback (not secret).
+state_file="${DEPLOY_STATE_DIR:-$repo/.deploy}/$COMPOSE_PROJECT_NAME.previous"
 
 # registry:5000/name:tag -> registry:5000/name:previous-<project>
 previous_of() {
@@ -139,7 +147,15 @@ preflight() {
     docker info >/dev/null 2>&1 || fail 1 "no Docker engine answers"
 }
 
-container_of() { "${compose[@]}" ps -q "$1" 2>/dev/null | head -n1; }
+# The service's container, stopped ones included (compose v2's `ps` lists running ones only, and
+# migrate may have exited already), by the labels both compose versions set: one `docker ps`
+# instead of a compose start-up each time.
+project_label="$(printf '%s' "$COMPOSE_PROJECT_NAME" | tr '[:upper:]' '[:lower:]')"
+container_of() {
+    docker ps -aq --filter "label=com.docker.compose.project=$project_label" \
+        --filter "label=com.docker.compose.service=$1" \
+        --filter "label=com.docker.compose.oneoff=False" | head -n1
+}
 
 postgres_running() {
     local id
@@ -165,7 +181,7 @@ wait_for_postgres() {
 plan() {
     say "plan (project $COMPOSE_PROJECT_NAME, compose ${compose[*]}):"
     case "$image_source" in
-        build) say "  1. build the images: ${compose[*]} build migrate" ;;
+        build) say "  1. build the migration image: docker build ${build_args[*]} -t $MIGRATE_IMAGE $repo" ;;
         pull) say "  1. pull the images: ${compose[*]} pull" ;;
         none) say "  1. use the images already present (--no-build)" ;;
     esac
@@ -184,29 +200,62 @@ plan() {
 }
 
 # Tag what runs now, before it is replaced, when it is healthy (a broken deployment must not
-# become the one to go back to).
+# become the one to go back to) and when this deploy changes an image: deploying the running
+# release again must not make it its own "previous".
 remember_previous() {
-    local service variable id image
+    local service variable id image changed=false running=()
     [[ "$rollback" == false ]] || return 0
     id="$(container_of app)"
     [[ -n "$id" && "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")" =~ ^(healthy|running)$ ]] || return 0
     for service in migrate app; do
-        variable=MIGRATE_IMAGE
-        [[ "$service" == app ]] && variable=APP_IMAGE
+        variable="$(image_variable "$service")"
         id="$(container_of "$service")"
         [[ -n "$id" ]] || continue
         image="$(docker inspect -f '{{.Image}}' "$id")"
-        docker tag "$image" "$(previous_of "${!variable}")"
-        say "kept the running $service image as $(previous_of "${!variable}")"
+        running+=("$service=$image")
+        # An image not present yet (pulled by `up`) is another one.
+        [[ "$image" == "$(docker image inspect -f '{{.Id}}' "${!variable}" 2>/dev/null)" ]] || changed=true
     done
+    if [[ "$changed" == false ]]; then
+        say "the running images are this release's: the previous release stays as it was"
+        return 0
+    fi
+    local entry state=""
+    for entry in "${running[@]}"; do
+        service="${entry%%=*}"
+        variable="$(image_variable "$service")"
+        docker tag "${entry#*=}" "$(previous_of "${!variable}")"
+        say "kept the running $service image as $(previous_of "${!variable}")"
+        state+="$variable=$(previous_of "${!variable}")"$'\n'
+    done
+    # Recorded before anything is replaced: --rollback finds these names whatever the
+    # environment says then.
+    { mkdir -p "$(dirname "$state_file")" && printf '%s' "$state" >"$state_file.tmp" &&
+        mv "$state_file.tmp" "$state_file"; } ||
+        fail 1 "cannot record the previous images in $state_file (set DEPLOY_STATE_DIR to a writable folder); nothing was changed"
+}
+
+image_variable() {
+    if [[ "$1" == app ]]; then echo APP_IMAGE; else echo MIGRATE_IMAGE; fi
 }
 
 use_previous_images() {
-    local variable previous
+    local variable previous key value recorded_migrate="" recorded_app=""
+    if [[ -f "$state_file" ]]; then
+        while IFS='=' read -r key value; do
+            case "$key" in
+                MIGRATE_IMAGE) recorded_migrate="$value" ;;
+                APP_IMAGE) recorded_app="$value" ;;
+            esac
+        done <"$state_file"
+    fi
     for variable in MIGRATE_IMAGE APP_IMAGE; do
-        previous="$(previous_of "${!variable}")"
+        previous="$recorded_migrate"
+        [[ "$variable" == APP_IMAGE ]] && previous="$recorded_app"
+        # Without a record (a deploy before records were kept): the names given now.
+        [[ -n "$previous" ]] || previous="$(previous_of "${!variable}")"
         docker image inspect "$previous" >/dev/null 2>&1 ||
-            fail 1 "no previous image to roll back to ($previous): it is tagged by a deploy that replaces a healthy application"
+            fail 1 "no previous image to roll back to ($previous): it is tagged by a deploy that replaces a healthy application with other images"
         export "$variable=$previous"
     done
     image_source=none
@@ -227,12 +276,27 @@ wait_for_app() {
         ((SECONDS < deadline)) || break
         sleep 1
     done
+    # What the health check said is why the app counts as unhealthy: the app's own log may not
+    # say it at all.
+    if [[ -n "$(docker inspect -f '{{if .State.Health}}{{len .State.Health.Log}}{{end}}' "$id")" ]]; then
+        printf '[deploy] last health check results (exit code: output):\n' >&2
+        docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}}{{"\n"}}{{end}}' "$id" |
+            sed '/^[[:space:]]*$/d' | tail -n 8 | sed 's/^/[deploy]   /' >&2
+    fi
     printf '[deploy] last app log lines:\n' >&2
     docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
     local hint="roll back with: $0 --rollback"
     [[ "$rollback" == true ]] && hint="the previous images are not healthy either"
     fail "$EX_APP_UNHEALTHY" "the application did not become healthy within ${app_health_timeout}s (status/health/restarts: $state); $hint"
 }
+
+# The build of this checkout's Dockerfile. The revision is what `--version` and run_started
+# report; BASE_IMAGE and PIP_FIND_LINKS let it build without a registry or package index.
+build_args=(--build-arg "REVISION=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)")
+[[ -z "${BASE_IMAGE:-}" ]] || build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+# pip runs inside the build: the wheel server on this host's 127.0.0.1 is reachable only
+# through the host's network.
+[[ -z "${PIP_FIND_LINKS:-}" ]] || build_args+=(--network host --build-arg "PIP_FIND_LINKS=$PIP_FIND_LINKS")
 
 # Step 6: the post phase, only now that the new application serves (the previous one is
 # gone). A failure leaves the application as it is, healthy: the post files stay pending.
@@ -267,17 +331,17 @@ main() {
 
     case "$image_source" in
         build)
-            say "building the migration image"
-            # The revision that `--version` and run_started report.
-            local revision
-            revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
-            "${compose[@]}" build --build-arg "REVISION=$revision" migrate ;;
-        pull) say "pulling images"; "${compose[@]}" pull --quiet ;;
+            say "building the migration image ($MIGRATE_IMAGE)"
+            docker build "${build_args[@]}" -t "$MIGRATE_IMAGE" "$repo" ||
+                fail 1 "building the migration image failed (exit $?; docker build output above)${BASE_IMAGE:+; BASE_IMAGE=$BASE_IMAGE}${PIP_FIND_LINKS:+; PIP_FIND_LINKS=$PIP_FIND_LINKS}" ;;
+        pull)
+            say "pulling images"
+            "${compose[@]}" pull --quiet || fail 1 "pulling the images failed (exit $?; output above)" ;;
         none) ;;
     esac
 
     say "starting postgres"
-    "${compose[@]}" up -d --no-build postgres
+    "${compose[@]}" up -d --no-build postgres || fail 1 "starting postgres failed (exit $?; output above)"
     wait_for_postgres
     say "postgres is healthy"
 

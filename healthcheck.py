@@ -32,6 +32,7 @@ UNHEALTHY = 1
 CONNECT_TIMEOUT = 3
 # The files of the other phase, pending: applied by their own run (docs/writing-migrations.md).
 DEFERRED_NOTE = "; {count} pending {phase} migration(s) ({versions}), applied by --phase {phase}"
+NOT_A_HISTORY = "MIGRATIONS_TABLE names {table}, which is not this runner's history"
 FUTURE_WARNING = (
     "; warning: future_migrations {versions} applied by a newer release (FUTURE_MIGRATIONS=fail "
     "makes this unhealthy)"
@@ -48,9 +49,18 @@ def check(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[int, str]:
     try:
         # No retries here, but the runner's pooler-safe connection (nothing prepared or left set).
         with open_connection(config.connect_kwargs(read_only=True), CONNECT_TIMEOUT) as conn:
-            recorded = history.select_history(conn)
-    except psycopg.errors.UndefinedTable:
-        recorded = {}
+            try:
+                recorded = history.select_history(conn, config.history_table)
+            except psycopg.errors.UndefinedTable:
+                # Nothing applied yet, or MIGRATIONS_TABLE's schema is missing (ConfigError):
+                # a second query, on this path only.
+                history.history_table_exists(conn, config.history_table)
+                recorded = {}
+    except MigratorError as error:
+        return UNHEALTHY, f"unhealthy: {error.message}"
+    except psycopg.errors.UndefinedColumn as error:
+        reason = reason_of(error)
+        return UNHEALTHY, f"unhealthy: {NOT_A_HISTORY.format(table=config.history_table)}: {reason}"
     except psycopg.Error as error:
         reason = Redactor(config.secrets).redact_text(reason_of(error))
         return UNHEALTHY, f"unhealthy: database not reachable: {reason}"

@@ -9,6 +9,8 @@
 -- with psql they default to auth_service / auth_service_app:
 --   SET migrator.owner_role = 'auth_service';     -- DB_USER: owns the schema, runs migrations
 --   SET migrator.app_role   = 'auth_service_app'; -- APP_DB_USER: the application at run time
+-- The cleanup role is named after the owner (auth_service_cleanup): it may only execute the
+-- expiry cleanup's functions, which 004 grants it (docs/security.md, "Cleanup role").
 -- Passwords are never written here: the runner sets them from secrets afterwards
 -- (ALTER ROLE ... PASSWORD '<SCRAM verifier>').
 --
@@ -33,7 +35,9 @@ DECLARE
     owner_role text := coalesce(nullif(pg_catalog.current_setting('migrator.owner_role', true), ''), 'auth_service');
     app_role   text := coalesce(nullif(pg_catalog.current_setting('migrator.app_role', true), ''), 'auth_service_app');
     app        pg_catalog.pg_roles%ROWTYPE;
+    cleanup_role text;
 BEGIN
+    cleanup_role := owner_role || '_cleanup';
     IF owner_role = app_role THEN
         RAISE EXCEPTION 'the runtime role must differ from the owner role (both are %)', owner_role
             USING ERRCODE = 'invalid_parameter_value',
@@ -47,6 +51,21 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = app_role) THEN
         EXECUTE pg_catalog.format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS',
                        app_role);
+    END IF;
+    -- The cleanup role: it logs in (with the password bootstrap sets from CLEANUP_DB_PASSWORD)
+    -- and inherits nothing; its only privileges are CONNECT, USAGE on public (below) and
+    -- EXECUTE on the cleanup functions (004).
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = cleanup_role) THEN
+        EXECUTE pg_catalog.format('CREATE ROLE %I LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                                  'NOREPLICATION NOBYPASSRLS', cleanup_role);
+    END IF;
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = cleanup_role)
+       OR pg_catalog.pg_has_role(cleanup_role, owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'cleanup role % is a superuser, has BYPASSRLS or is a member of the owner %',
+                        cleanup_role, owner_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = pg_catalog.format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS; REVOKE %I FROM %I',
+                                           cleanup_role, owner_role, cleanup_role);
     END IF;
 
     -- An existing runtime role is checked, not silently changed: any of these
@@ -91,11 +110,13 @@ BEGIN
     EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %I', owner_role);
     REVOKE ALL ON SCHEMA public FROM PUBLIC;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA public TO %I', app_role);
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA public TO %I', cleanup_role);
 
-    -- Only the two roles (and superusers) connect; nobody creates temporary objects
+    -- Only the three roles (and superusers) connect; nobody creates temporary objects
     -- except the owner.
     EXECUTE pg_catalog.format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', pg_catalog.current_database());
     EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', pg_catalog.current_database(), app_role);
+    EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', pg_catalog.current_database(), cleanup_role);
     -- Nor large objects: PUBLIC may create them by default (lo_creat, lo_create,
     -- lo_from_bytea), so any role that connects could fill the disk with data it owns.
     -- A managed service's admin that does not own these functions only gets a warning.

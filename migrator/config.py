@@ -33,6 +33,7 @@ from migrator.database.conninfo import (
 )
 from migrator.errors import ConfigError
 from migrator.files.migration import ALL, PRE, RUN_PHASES
+from migrator.history.name import DEFAULT_TABLE, LOCK_SUFFIX, TableName
 from migrator.version import NAME, VERSION, revision
 
 DEFAULT_HOST = "localhost"
@@ -45,6 +46,15 @@ DEFAULT_USER = "auth_service"
 DEFAULT_APP_USER = "auth_service_app"
 
 DEFAULT_MIGRATIONS_DIR = "./migrations"
+# MIGRATIONS_TABLE: ``name`` (in schema public) or ``schema.name``. Lower-case ASCII letters,
+# digits and underscores only, so the name means the same quoted or not (SEED.md's queries
+# write it unquoted, psql folds case) and needs no escaping in a log line or a manifest.
+TABLE_NAME_PART = re.compile(r"[a-z_][a-z0-9_]*")
+# The lock's view is the table's name plus LOCK_SUFFIX: it must fit in a name too.
+MAX_TABLE_NAME_BYTES = MAX_NAME_BYTES - len(LOCK_SUFFIX)
+# Schemas PostgreSQL keeps for itself (CREATE SCHEMA pg_x is refused; pg_temp is per session).
+SYSTEM_SCHEMA_PREFIX = "pg_"
+SYSTEM_SCHEMAS = frozenset({"information_schema"})
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_MIGRATION_LOCK_TIMEOUT = 600.0
 DEFAULT_DDL_LOCK_TIMEOUT = 5.0
@@ -61,6 +71,11 @@ ROLE_PASSWORDS_MODES = ("always", "on-create")
 DEFAULT_ROLE_PASSWORDS = "always"
 # `wait`: how long to wait for every file of the image to be applied by someone else.
 DEFAULT_MIGRATIONS_WAIT_TIMEOUT = 600.0
+# `cleanup`: how long one run may delete before it stops between two batches (a CronJob's
+# activeDeadlineSeconds must be above it, with the connection's wait).
+DEFAULT_CLEANUP_TIME_BUDGET = 300.0
+# The cleanup role is named after the owner: 000 creates it, 004 grants it the cleanup alone.
+CLEANUP_ROLE_SUFFIX = "_cleanup"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_FORMAT = "json"  # on a terminal: console
@@ -83,6 +98,7 @@ DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
 
 ERR_NOT_A_PORT = "{name} must be a port number from 1 to 65535, got {value!r}"
 ERR_NOT_A_DURATION = "{name} must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
+ERR_NOT_POSITIVE = "{name} must be above 0, got {value:g}s"
 ERR_NOT_A_COUNT = "{name} must be a whole number >= 0, got {value!r}"
 ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
@@ -110,6 +126,19 @@ ERR_NAME_TOO_LONG = (
     "{name} is {length} bytes long; PostgreSQL keeps only the first {limit} bytes of a name, so "
     "it would silently mean {cut!r}: choose a name of at most {limit} bytes"
 )
+ERR_TABLE_NOT_A_NAME = (
+    "MIGRATIONS_TABLE must be name or schema.name, each part lower-case letters, digits and "
+    "underscores, not starting with a digit (e.g. schema_migrations, migrator.history); "
+    "got {value!r}"
+)
+ERR_TABLE_TOO_LONG = (
+    "MIGRATIONS_TABLE: the table name {name!r} is {length} bytes long; at most {limit}, so that "
+    "the lock's view {name}{suffix} stays within PostgreSQL's {max}-byte names"
+)
+ERR_TABLE_SYSTEM_SCHEMA = (
+    "MIGRATIONS_TABLE names schema {schema!r}, which PostgreSQL keeps for itself (pg_*, "
+    "information_schema): choose a schema of the database's owner"
+)
 ERR_ADMIN_WITHOUT_PASSWORD = (
     "DB_ADMIN_USER is set but neither DB_ADMIN_PASSWORD nor DB_ADMIN_PASSWORD_FILE"
 )
@@ -125,15 +154,19 @@ KNOWN_VARIABLES = frozenset(
         "DB_PASSWORD_FILE", "DB_ADMIN_USER", "DB_ADMIN_PASSWORD", "DB_ADMIN_PASSWORD_FILE",
         "DB_ADMIN_HOST", "DB_ADMIN_PORT", "APP_DB_USER", "APP_DB_PASSWORD",
         "APP_DB_PASSWORD_FILE", "ROLE_PASSWORDS", "DB_SSLMODE", "DB_SSLROOTCERT", "DB_SSLCERT",
-        "DB_SSLKEY", "DB_SSLCRL", "DB_CHANNEL_BINDING", "MIGRATIONS_DIR", "DRY_RUN",
+        "DB_SSLKEY", "DB_SSLCRL", "DB_CHANNEL_BINDING", "MIGRATIONS_DIR", "MIGRATIONS_TABLE",
+        "DRY_RUN",
         "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION", "FUTURE_MIGRATIONS", "DB_WAIT_TIMEOUT",
         "MIGRATION_LOCK_TIMEOUT", "DDL_LOCK_TIMEOUT", "DDL_LOCK_RETRIES", "STATEMENT_TIMEOUT",
         "PROGRESS_INTERVAL", "MIGRATIONS_WAIT_TIMEOUT", "LINT_SHADOW_URL", "LINT_MIN_ROWS",
         "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
         "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
+        "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
     }
 )  # fmt: skip
-RUNNER_PREFIXES = ("DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD")
+RUNNER_PREFIXES = (
+    "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_",
+)  # fmt: skip
 UNKNOWN_SIMILARITY = 0.6  # difflib's ratio from which a known name counts as meant
 
 
@@ -179,6 +212,8 @@ class Config:
     # DATABASE_URL's other libpq parameters (target_session_attrs, options, sslpassword, ...).
     libpq_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     migrations_dir: Path = Path(DEFAULT_MIGRATIONS_DIR)
+    # The history table (MIGRATIONS_TABLE); the migration lock's view follows it (``.lock``).
+    history_table: TableName = DEFAULT_TABLE
     dry_run: bool = False
     allow_out_of_order: bool = False
     single_transaction: bool = False  # all pending files in one transaction (Flyway's group)
@@ -212,6 +247,9 @@ class Config:
     future_migrations: str = DEFAULT_FUTURE_MIGRATIONS
     role_passwords: str = DEFAULT_ROLE_PASSWORDS
     migrations_wait_timeout: float = DEFAULT_MIGRATIONS_WAIT_TIMEOUT
+    # `cleanup`: the run's time budget; the cleanup role's password, which bootstrap sets.
+    cleanup_time_budget: float = DEFAULT_CLEANUP_TIME_BUDGET
+    cleanup_password: str | None = field(default=None, repr=False)
     version: str = VERSION
     revision: str = "unknown"
 
@@ -237,9 +275,25 @@ class Config:
         return self.admin_user is not None
 
     @property
+    def cleanup_role(self) -> str:
+        """The role that may run the expiry cleanup and nothing else: the owner's name with
+        ``_cleanup`` (000 creates it, 004 grants it the cleanup functions).
+
+        >>> Config(user="auth_service").cleanup_role
+        'auth_service_cleanup'
+        """
+        return self.user + CLEANUP_ROLE_SUFFIX
+
+    @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be printed."""
-        found = (self.password, self.admin_password, self.app_password, self.shadow_password)
+        found = (
+            self.password,
+            self.admin_password,
+            self.app_password,
+            self.cleanup_password,
+            self.shadow_password,
+        )
         options = tuple(value for key, value in self.libpq_options if key in SECRET_PARAMETERS)
         return tuple(value for value in (*found, *options) if value)
 
@@ -371,6 +425,7 @@ def load_config(
         migrations_dir=Path(
             args.migrations_dir or reader.text("MIGRATIONS_DIR", DEFAULT_MIGRATIONS_DIR)
         ),
+        history_table=table_name(environ.get("MIGRATIONS_TABLE", "")),
         dry_run=args.dry_run or reader.boolean("DRY_RUN"),
         allow_out_of_order=args.allow_out_of_order or reader.boolean("ALLOW_OUT_OF_ORDER"),
         single_transaction=args.single_transaction or reader.boolean("SINGLE_TRANSACTION"),
@@ -399,6 +454,7 @@ def load_config(
         unknown_settings=unknown_settings(environ),
         **_lint_settings(args, reader),
         **_rollout_settings(args, reader),
+        **_cleanup_settings(reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -408,6 +464,12 @@ def load_config(
             "APP_DB_PASSWORD_FILE" if environ.get("APP_DB_PASSWORD_FILE") else "APP_DB_PASSWORD"
         )
         _check_role_password(app_name, config.app_password, config.app_user)
+        cleanup_name = (
+            "CLEANUP_DB_PASSWORD_FILE"
+            if environ.get("CLEANUP_DB_PASSWORD_FILE")
+            else "CLEANUP_DB_PASSWORD"
+        )
+        _check_role_password(cleanup_name, config.cleanup_password, config.cleanup_role)
     return config
 
 
@@ -493,6 +555,22 @@ class _RolloutSettings(TypedDict):
     revision: str
 
 
+class _CleanupSettings(TypedDict):
+    cleanup_time_budget: float
+    cleanup_password: str | None
+
+
+def _cleanup_settings(reader: _Settings) -> _CleanupSettings:
+    """The `cleanup` command's time budget and the cleanup role's password (for bootstrap)."""
+    budget = reader.duration("CLEANUP_TIME_BUDGET", DEFAULT_CLEANUP_TIME_BUDGET)
+    if budget <= 0:  # a run that may not delete anything could only fail
+        raise ConfigError(ERR_NOT_POSITIVE.format(name="CLEANUP_TIME_BUDGET", value=budget))
+    return _CleanupSettings(
+        cleanup_time_budget=budget,
+        cleanup_password=reader.secret("CLEANUP_DB_PASSWORD"),
+    )
+
+
 def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:
     """The settings of rollouts and rollbacks: future versions, role passwords, `wait`."""
     timeout_name, timeout = _first_set(
@@ -563,6 +641,44 @@ def _name(*candidates: tuple[str, str | None]) -> str:
             ERR_NAME_TOO_LONG.format(name=name, length=length, limit=MAX_NAME_BYTES, cut=cut)
         )
     return value
+
+
+def table_name(value: str) -> TableName:
+    """MIGRATIONS_TABLE as a TableName; unset or empty means schema_migrations in public.
+
+    >>> table_name("migrator.history")
+    TableName(schema='migrator', name='history')
+    >>> str(table_name(""))
+    'public.schema_migrations'
+    """
+    if value == "":
+        return DEFAULT_TABLE
+    parts = value.split(".")
+    if len(parts) > 2 or not all(TABLE_NAME_PART.fullmatch(part) for part in parts):
+        raise ConfigError(ERR_TABLE_NOT_A_NAME.format(value=value))
+    table = TableName(*parts) if len(parts) == 2 else TableName(name=parts[0])
+    if table.schema.startswith(SYSTEM_SCHEMA_PREFIX) or table.schema in SYSTEM_SCHEMAS:
+        raise ConfigError(ERR_TABLE_SYSTEM_SCHEMA.format(schema=table.schema))
+    if len(table.schema) > MAX_NAME_BYTES:
+        raise ConfigError(
+            ERR_NAME_TOO_LONG.format(
+                name="MIGRATIONS_TABLE's schema",
+                length=len(table.schema),
+                limit=MAX_NAME_BYTES,
+                cut=name_prefix(table.schema),
+            )
+        )
+    if len(table.name) > MAX_TABLE_NAME_BYTES:
+        raise ConfigError(
+            ERR_TABLE_TOO_LONG.format(
+                name=table.name,
+                length=len(table.name),
+                limit=MAX_TABLE_NAME_BYTES,
+                suffix=LOCK_SUFFIX,
+                max=MAX_NAME_BYTES,
+            )
+        )
+    return table
 
 
 def name_prefix(name: str, limit: int = MAX_NAME_BYTES) -> str:

@@ -21,7 +21,6 @@ from typing import Any
 import psycopg
 import tenacity
 from psycopg import pq
-from psycopg.sql import Literal
 
 from migrator.apply import statistics
 from migrator.apply.location import migration_failed
@@ -34,7 +33,7 @@ from migrator.apply.retry import (
     MODE_CHANGED_REASON,
     is_lock_timeout,
 )
-from migrator.apply.session import SessionStatements
+from migrator.apply.session import FileSession, SessionStatements
 from migrator.apply.transport import (
     Envelope,
     Part,
@@ -89,7 +88,8 @@ PARTLY_APPLIED = (
 NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 # migration_applied reports the strongest lock the file held on each table that existed before
 # it (an oid above the newest one at BEGIN is the file's own) and its transaction's duration:
-# two statements in the file's round trip, no extra one.
+# two statements in the file's round trip, no extra one. A file's RESET ALL also resets the
+# remembered oid: then no lock is reported, and the file is not failed for it.
 REMEMBER_NEWEST_OID = (
     "SELECT set_config('migrator.newest_oid', (SELECT max(oid) FROM pg_class)::text, true)"
 )
@@ -114,7 +114,8 @@ LOCKS_HELD = (
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted "
     "AND c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-    "AND c.oid <= current_setting('migrator.newest_oid')::oid GROUP BY 1) held)::text, "
+    "AND c.oid <= nullif(current_setting('migrator.newest_oid', true), '')::oid "
+    "GROUP BY 1) held)::text, "
     "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 )
 
@@ -139,6 +140,11 @@ class Applier:
     # Statements that put back what a caller pinned on its session (bootstrap's search_path and
     # role): the session reset after each file would otherwise undo them.
     after_reset: tuple[str, ...] = ()
+    # Opens a new login like ``conn``'s, for the file after one that changed the database or
+    # role defaults (None: not followed, as for bootstrap's 000, the only file of its session).
+    reopen: Callable[[], psycopg.Connection[Any]] | None = None
+    # The session the files run on: ``conn``, or the new login that replaced it.
+    files: FileSession = field(init=False)
     # The catalog queries of each file's round trip, prepared on the session once.
     queries: PreparedQueries = field(init=False)
     # The runner's statements around each file: BEGIN and timeouts, the session reset.
@@ -146,14 +152,17 @@ class Applier:
 
     def __post_init__(self) -> None:
         self.queries = PreparedQueries(self.conn, enabled=not self.pooled)
-        self.session = SessionStatements(
-            lock_timeout_ms=round(self.config.ddl_lock_timeout * 1000),
-            statement_timeout_ms=round(self.config.statement_timeout * 1000),
-            pooled=self.pooled,
-            server_version=self.conn.info.server_version,
-            application_name=Literal(self.config.application_name).as_string(self.conn),
-            after_reset=self.after_reset,
-        )
+        self.session = SessionStatements.of(self.conn, self.config, self.pooled, self.after_reset)
+        self.files = FileSession(self.conn, self.reopen, self.pooled)
+
+    def close(self) -> None:
+        """Close the connection the applier opened itself (a renewal's), if any."""
+        self.files.close()
+
+    @property
+    def _reset(self) -> tuple[str, ...]:
+        """After a file: the session reset, then the read of the defaults a login gets."""
+        return (*self.session.reset, *self.files.closing)
 
     def apply(self, migration: Migration, record: Recorder | None = None) -> int:
         """Apply ``migration`` and record it; returns its duration in milliseconds.
@@ -184,7 +193,16 @@ class Applier:
         elapsed_ms = _ms_since(start)
         log.info("migration_applied", version=migration.version, duration_ms=elapsed_ms, **held)
         statistics.refresh(self.conn, self.config, migration.version, stale)  # committed: ANALYZE
+        if self.files.follow(migration.version):
+            self._renewed()
         return elapsed_ms
+
+    def _renewed(self) -> None:
+        """The next file runs on the new login: its own prepared queries, its backend's pid."""
+        self.conn = self.files.conn
+        self.queries = PreparedQueries(self.conn, enabled=not self.pooled)
+        if self.progress is not None and self.progress.backend_pid is not None:
+            self.progress.backend_pid = self.conn.info.backend_pid
 
     def _transactional(
         self, migration: Migration, record: Recorder | None, start: float
@@ -208,6 +226,7 @@ class Applier:
                 results[:] = send(migration, envelope)
 
         self._retrying(migration, attempt)
+        self.files.observe(results, envelope.after)
         return _locks_held(results, envelope), statistics.stale_relations(results, envelope.after)
 
     def _out_of_transaction(self, migration: Migration, error: MigrationFailedError) -> None:
@@ -249,6 +268,7 @@ class Applier:
                 log.info("migration_started", version=migration.version, mode="single-transaction")
                 start = time.monotonic()
                 last = position == len(migrations) - 1
+                # No new login between files: they share one transaction, as under psql -1.
                 envelope = Envelope(
                     before=self.session.begin if position == 0 else (),
                     # The lock is checked once, before COMMIT: the locks of every file stay
@@ -286,12 +306,13 @@ class Applier:
         remember, measure = statistics.envelope_statements(self.config, migration.sql)
         guarded = self._guarded()
         self.queries.prepare(
-            (REMEMBER_NEWEST_OID, *remember, LOCKS_HELD, *measure, *guarded), migration.sql
+            (REMEMBER_NEWEST_OID, *remember, LOCKS_HELD, *measure, *guarded, *self.files.closing),
+            migration.sql,
         )
         after = (
             LOCKS_HELD,
             *measure,
-            *self.session.reset,
+            *self._reset,
             *guarded,
             self._history_row(migration),
             "COMMIT",
@@ -311,7 +332,7 @@ class Applier:
             self.guard.check(self.conn, migration.version)
 
     def _history_row(self, migration: Migration) -> str:
-        return history.insert_row(self.conn, migration)
+        return history.insert_row(self.conn, self.config.history_table, migration)
 
     def _send(
         self, migration: Migration, envelope: Envelope, part: Part | None = None
@@ -403,10 +424,11 @@ class Applier:
         with self.conn.transaction():
             for setting in self.session.timeouts("SET LOCAL"):
                 self.conn.execute(setting)
+            after = self._reset
             if migration.needs_reading:
-                self._send_read(migration, Envelope(after=self.session.reset))
+                self.files.observe(self._send_read(migration, Envelope(after=after)), after)
             elif not migration.is_empty:
-                self._send(migration, Envelope(after=self.session.reset))
+                self.files.observe(self._send(migration, Envelope(after=after)), after)
             self._ensure_lock(migration)
             record(self.conn, migration, _ms_since(start))
 
@@ -431,8 +453,17 @@ class Applier:
                 ERR_OPEN_TRANSACTION.format(file=migration.path), file=str(migration.path)
             )
         self._ensure_lock(migration)
-        run_script(self.conn, Envelope(after=self.session.reset).wrap(""))
-        (record or history.record)(self.conn, migration, _ms_since(start))
+        after = self._reset
+        self.files.observe(run_script(self.conn, Envelope(after=after).wrap("")), after)
+        (record or self.record)(self.conn, migration, _ms_since(start))
+
+    def record(self, conn: psycopg.Connection[Any], migration: Migration, ms: int) -> None:
+        """The plain history row (a Recorder), in the configured history table."""
+        history.record(conn, self.config.history_table, migration, ms)
+
+    def record_again(self, conn: psycopg.Connection[Any], migration: Migration, ms: int) -> None:
+        """A repeatable file's row, replaced (a Recorder)."""
+        history.record_again(conn, self.config.history_table, migration, ms)
 
     def _run_statement(self, migration: Migration, statement: Statement) -> None:
         if copy_direction(statement.text):

@@ -60,12 +60,14 @@ REMEMBER_STORAGE = (
 )
 # Before COMMIT: of the relations the file wrote to (its backend's locks, so no scan of every
 # table), those it rewrote or whose rows it changed past the thresholds, from the live
-# counters of its own transaction; their names are the names after the file.
+# counters of its own transaction; their names are the names after the file. A file's RESET
+# ALL resets the remembered value: then rewrites are not told, row counts still are.
 STALE_RELATIONS = (
     "SELECT json_agg(json_build_array(nspname, relname, rewritten, changed) "
     "ORDER BY nspname, relname)::text FROM (SELECT n.nspname, c.relname, "
-    "c.oid <= current_setting('migrator.storage_before')::oid "
-    "AND c.relfilenode > current_setting('migrator.storage_before')::oid AS rewritten, "
+    "c.oid <= nullif(current_setting('migrator.storage_before', true), '')::oid "
+    "AND c.relfilenode > nullif(current_setting('migrator.storage_before', true), '')::oid "
+    "AS rewritten, "
     "pg_stat_get_xact_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_updated(c.oid) "
     "+ pg_stat_get_xact_tuples_deleted(c.oid) AS changed, "
     "greatest(c.reltuples, 0) AS reltuples "

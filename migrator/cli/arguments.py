@@ -79,7 +79,7 @@ FLAG_HELP = {
     "image is applied (read only, no lock), 75 after --timeout; lint: what the pending files "
     "lock, rewrite and scan, measured on a scratch database; adopt: take over another tool's "
     "history; baseline --version V: record files up to V; rollback --to V | --steps N: run "
-    "down parts",
+    "down parts; cleanup: delete expired rows in short batches, within CLEANUP_TIME_BUDGET",
     "host": "server host (DB_HOST, default localhost)",
     "port": "server port (DB_PORT, default 5432)",
     "dbname": "database to migrate (DB_NAME, default auth_service)",
@@ -115,6 +115,8 @@ HELP_EPILOG = """environment variables (flags win over them):
   MIGRATIONS_WAIT_TIMEOUT (600s)    the wait command's deadline
   LINT_SHADOW_URL LINT_MIN_ROWS (10000) LINT_BEFORE_APPLY   the hazard lint
   ANALYZE_AFTER_MIGRATE (true)      ANALYZE what a file rewrote or filled
+  CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete
+  CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, the cleanup role
   LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)
 
 exit codes:

@@ -7,6 +7,6 @@ imports a command's module only when it is chosen (migrator.cli.run).
 (True, True)
 """
 
-NAMES = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback")
+NAMES = ("migrate", "status", "wait", "lint", "adopt", "baseline", "rollback", "cleanup")
 # The commands that never write: they neither ask for a writable server nor take the lock.
 READ_ONLY = ("status", "wait")

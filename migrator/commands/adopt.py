@@ -1,6 +1,6 @@
 """The adopt command: take over the history another tool wrote (dbmate, golang-migrate, goose,
-Flyway), under the migration lock, keeping its table under a new name. For example, on a
-database dbmate migrated::
+Flyway), under the migration lock, keeping its table (renamed, unless
+MIGRATIONS_TABLE is set elsewhere: see renames). For example, on a database dbmate migrated::
 
     run(config, find_migrations(Path("migrations")))
     # 'adopted 12 version(s) from dbmate; schema_migrations kept as schema_migrations_dbmate'
@@ -9,26 +9,29 @@ database dbmate migrated::
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from migrator.commands.shared import lock_settings, versioned_rows
 from migrator.config import Config
+from migrator.database.catalog import check_history_schema
 from migrator.database.lock import Locked, locked
 from migrator.errors import ConfigError, HistoryMismatchError
 from migrator.files.folder import MigrationSet
 from migrator.files.formats import flyway_checksum, read_source
 from migrator.files.migration import Migration
 from migrator.history import table as history
-from migrator.history.foreign import Applied, ForeignHistory, Tool
-from migrator.history.foreign_reads import find_foreign_history, read_foreign_history
+from migrator.history.foreign import ADOPTED_BY, SCHEMA, Applied, ForeignHistory, Tool
+from migrator.history.foreign_reads import (
+    find_foreign_history,
+    in_place_of,
+    read_foreign_history,
+)
+from migrator.history.name import DEFAULT_TABLE, TableName
 from migrator.logs import get_logger
 
 log = get_logger("maintenance")
 
-ADOPTED_BY = "{tool} (adopted)"
 # A repeatable file changed since Flyway ran it: a checksum that differs makes migrate rerun it.
 FLYWAY_CHECKSUM = "flyway-crc32:{crc}"
 
@@ -54,17 +57,22 @@ ERR_RENAMED_EXISTS = "{table} exists already: cannot keep {tool}'s table under t
 
 def run(config: Config, files: MigrationSet) -> str:
     """Take over the history another tool wrote: the runner's rows for every version it
-    applied, its table renamed, in one transaction. A no-op once adopted."""
+    applied, its table renamed if in the way, in one transaction. A no-op once adopted."""
+    table = config.history_table
     with locked(lock_settings(config)) as session:
         tool = find_foreign_history(session.conn)
-        recorded = history.read_history(session.conn) if tool is None else {}
+        # In the history table's place, the other tool's table is not the runner's history.
+        in_place = tool is not None and in_place_of(tool, table)
+        recorded = {} if in_place else history.read_history(session.conn, table)
+        if tool is not None and adopted_before(tool, recorded):
+            tool = None  # its table was left as it is, beside the history it was adopted into
         if tool is None:
-            if history.history_table_exists(session.conn):
+            if history.history_table_exists(session.conn, table):
                 summary = f"nothing to adopt: {config.dbname} already uses this runner's history"
                 log.info("adopt_nothing_to_do", summary=summary, recorded=len(recorded))
                 return summary
             raise ConfigError(ERR_NOTHING_TO_ADOPT.format(dbname=config.dbname))
-        refuse_both_histories(session.conn, files, tool, config.dbname)
+        refuse_both_histories(files, tool, config.dbname, recorded)
         found = read_foreign_history(session.conn, tool)
         rows = adoption_rows(files, found, config)
         for version, description, checksum, applied_at, _ in rows:
@@ -80,28 +88,39 @@ def run(config: Config, files: MigrationSet) -> str:
             summary = f"dry run: would adopt {len(rows)} version(s) from {tool.name}"
             log.info("plan_complete", tool=tool.name, versions=len(rows), summary=summary)
             return summary
-        take_over(session, tool, rows)
-    summary = (
-        f"adopted {len(rows)} version(s) from {tool.name}; {tool.table} kept as {tool.renamed_to}"
-    )
+        renamed_to = take_over(session, tool, rows, table)
+    kept = f"kept as {renamed_to}" if renamed_to else f"left as it is, beside {table}"
+    summary = f"adopted {len(rows)} version(s) from {tool.name}; {tool.table} {kept}"
     log.info(
         "adopted",
         tool=tool.name,
         table=tool.table,
-        renamed_to=tool.renamed_to,
+        renamed_to=renamed_to,
+        history=str(table),
         versions=[row[0] for row in rows],
         summary=summary,
     )
     return summary
 
 
+def adopted_before(tool: Tool, recorded: dict[str, history.AppliedMigration]) -> bool:
+    """Whether the runner's history holds rows adopted from ``tool``: then its table, which
+    did not stand in the history's place, was left as it is, and there is nothing to adopt.
+
+    >>> from migrator.history.foreign import TOOLS
+    >>> adopted_before(TOOLS[0], {})
+    False
+    """
+    by = ADOPTED_BY.format(tool=tool.name)
+    return any(row.applied_by == by for row in recorded.values())
+
+
 def refuse_both_histories(
-    conn: psycopg.Connection[Any], files: MigrationSet, tool: Tool, dbname: str
+    files: MigrationSet, tool: Tool, dbname: str, recorded: dict[str, history.AppliedMigration]
 ) -> None:
-    """goose and Flyway tables leave the runner's name free: it may hold only bootstrap's row."""
-    if tool.table == history.HISTORY_TABLE or not history.history_table_exists(conn):
-        return
-    rows = versioned_rows(history.read_history(conn), files)
+    """A table of another tool's that leaves the history's name free: the history may hold
+    only bootstrap's row."""
+    rows = versioned_rows(recorded, files)
     if rows:
         raise HistoryMismatchError(
             ERR_BOTH_HISTORIES.format(
@@ -155,20 +174,43 @@ def checked_checksum(migration: Migration, applied: Applied | None) -> str:
     )
 
 
+def renames(tool: Tool, table: TableName) -> bool:
+    """Whether adopt renames ``tool``'s table: when it stands in the history's place, and, with
+    the default MIGRATIONS_TABLE, always (goose's and Flyway's keep an ``_adopted`` name, as
+    before the setting existed). With MIGRATIONS_TABLE set elsewhere the table keeps its name:
+    a history whose own files alter golang-migrate's table must find it there.
+
+    >>> from migrator.history.foreign import TOOLS
+    >>> goose = TOOLS[2]
+    >>> renames(goose, TableName()), renames(goose, TableName("public", "migrator_history"))
+    (True, False)
+    """
+    return in_place_of(tool, table) or table == DEFAULT_TABLE
+
+
 def take_over(
-    session: Locked, tool: Tool, rows: list[tuple[str, str, str, datetime | None, str]]
-) -> None:
+    session: Locked,
+    tool: Tool,
+    rows: list[tuple[str, str, str, datetime | None, str]],
+    table: TableName,
+) -> str | None:
+    """Create the history ``table`` with ``rows``, in one transaction with renaming the other
+    tool's table (see renames); returns its new name, if renamed."""
     conn = session.conn
-    if history.table_exists(conn, f"public.{tool.renamed_to}"):
+    renamed = TableName(SCHEMA, tool.renamed_to) if renames(tool, table) else None
+    if renamed is not None and history.table_exists(conn, renamed):
         raise ConfigError(ERR_RENAMED_EXISTS.format(table=tool.renamed_to, tool=tool.name))
+    check_history_schema(conn, table)
     with conn.transaction():
-        conn.execute(
-            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-                sql.Identifier("public", tool.table), sql.Identifier(tool.renamed_to)
+        if renamed is not None:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    sql.Identifier(SCHEMA, tool.table), sql.Identifier(renamed.name)
+                )
             )
-        )
-        # The other tool's table is kept, read only as ours is: its grants followed it.
-        conn.execute(history.keep_writes_to_owner(conn, f"public.{tool.renamed_to}"))
-        history.create_table(conn)
-        history.record_taken_over(conn, rows)
+            # The other tool's table is kept, read only as ours is: its grants followed it.
+            conn.execute(history.keep_writes_to_owner(conn, renamed))
+        history.create_table(conn, table)
+        history.record_taken_over(conn, table, rows)
         session.guard.check(conn, "adopt")
+    return renamed.name if renamed is not None else None

@@ -37,10 +37,11 @@ def run(config: Config, files: MigrationSet) -> str:
     chosen = [m for m in files.versioned if m.sort_key <= target]
     with locked(lock_settings(config)) as session:
         if config.dry_run:
-            refuse_foreign_history(session.conn)  # what ensure_history_table would refuse
+            # what ensure_history_table would refuse
+            refuse_foreign_history(session.conn, config.history_table)
         else:
-            history.ensure_history_table(session.conn)
-        recorded = history.read_history(session.conn)
+            history.ensure_history_table(session.conn, config.history_table)
+        recorded = history.read_history(session.conn, config.history_table)
         rows = versioned_rows(recorded, files)
         if rows and recorded_already(chosen, recorded):
             # A retried Job, or copies started together: the first one did the work.
@@ -66,6 +67,7 @@ def run(config: Config, files: MigrationSet) -> str:
         with session.conn.transaction():
             history.record_taken_over(
                 session.conn,
+                config.history_table,
                 [(m.version, BASELINE_DESCRIPTION, m.checksum, None, user) for m in chosen],
             )
             session.guard.check(session.conn, "baseline")

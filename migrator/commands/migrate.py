@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +75,10 @@ def migrate(config: Config, files: MigrationSet) -> str:
     ) as lock_conn:
         # Most starts find nothing to do: one connection and one read decide it, no lock.
         plan = make_plan(
-            files, history.read_history(lock_conn), config.allow_out_of_order,
-            config.tolerate_future, config.run_phase,
+            files, history.read_history(lock_conn, config.history_table),
+            config.allow_out_of_order,
+            config.tolerate_future,
+            config.run_phase,
         )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
@@ -97,7 +100,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
             # Before the lock and the first file: a file that cannot fit is refused, not
             # OOM-killed.
             check_memory(plan.pending, config.single_transaction)
-            history.check_can_create(lock_conn, config.user, config.dbname)
+            history.check_can_create(lock_conn, config.history_table, config.user, config.dbname)
             return apply_under_lock(config, files, lock_conn, apply_conn)
 
 
@@ -118,19 +121,27 @@ def apply_under_lock(
     with migration_lock(lock_settings(config), lock_conn, apply_conn) as held:
         conn = held.conn
         # Read again under the lock: a runner that waited usually finds nothing to do.
-        history.ensure_history_table(conn)
+        history.ensure_history_table(conn, config.history_table)
+        recorded = history.read_history(conn, config.history_table)
         plan = make_plan(
-            files, history.read_history(conn), config.allow_out_of_order,
-            config.tolerate_future, config.run_phase,
-        )  # fmt: skip
+            files, recorded, config.allow_out_of_order, config.tolerate_future, config.run_phase
+        )
+        if not recorded and (
+            plan.pending or plan.deferred
+        ):  # a first run, or a history under another name
+            versions = [m.version for m in files.all]
+            history.refuse_history_elsewhere(conn, config.history_table, versions)
         # Behind a pooler the applying backend changes between transactions: progress looks
         # for the index build of this database instead of a pid.
         backend = None if held.pooled else conn.info.backend_pid
         # One attempt for the monitor: progress is a log line, not worth a wait.
         open_monitor = partial(open_connection, config.connect_kwargs(), MONITOR_CONNECT_TIMEOUT)
+        # A file that changes the defaults a login reads is followed by a new login.
+        reopen = partial(connect, config.connect_kwargs(), config.wait_timeout)
         with ProgressReporter(open_monitor, backend, config.progress_interval) as progress:
-            applier = Applier(conn, config, progress, held.guard, pooled=held.pooled)
-            return apply_plan(applier, plan, config.single_transaction)
+            applier = Applier(conn, config, progress, held.guard, pooled=held.pooled, reopen=reopen)
+            with closing(applier):
+                return apply_plan(applier, plan, config.single_transaction)
 
 
 def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -> str:
@@ -144,7 +155,7 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
         durations = {m.version: applier.apply(m) for m in versioned}
     for migration in plan.pending:
         if migration.repeatable:  # its row is replaced, in the same transaction
-            durations[migration.version] = applier.apply(migration, history.record_again)
+            durations[migration.version] = applier.apply(migration, applier.record_again)
     return summarise(plan, durations, start)
 
 
@@ -224,9 +235,12 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         config.connect_kwargs(), config.wait_timeout, first=owner_first
     ) as conn:
         plan = make_plan(
-            files, history.read_own_history(conn), config.allow_out_of_order,
-            config.tolerate_future, config.run_phase,
-        )  # fmt: skip
+            files,
+            history.read_own_history(conn, config.history_table),
+            config.allow_out_of_order,
+            config.tolerate_future,
+            config.run_phase,
+        )
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.

@@ -7,6 +7,8 @@ history row deleted in the same transaction. For example, against the database::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import closing
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -14,11 +16,13 @@ import psycopg
 from migrator.apply.applier import Applier
 from migrator.commands.shared import lock_settings, target_key
 from migrator.config import Config
+from migrator.database.connect import connect
 from migrator.database.lock import locked
 from migrator.errors import MigrationFilesError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.history import table as history
+from migrator.history.name import TableName
 from migrator.history.plan import in_phase, make_plan
 from migrator.logs import get_logger
 
@@ -60,11 +64,13 @@ def refuse_without_down(chosen: Sequence[Migration]) -> None:
             )
 
 
-def forgetting(version: str) -> Callable[[psycopg.Connection[Any], Migration, int], None]:
+def forgetting(
+    table: TableName, version: str
+) -> Callable[[psycopg.Connection[Any], Migration, int], None]:
     """What the down part records: its up part's row deleted, in the same transaction."""
 
     def forget(conn: psycopg.Connection[Any], _down: Migration, _execution_ms: int) -> None:
-        history.forget(conn, version)
+        history.forget(conn, table, version)
 
     return forget
 
@@ -72,7 +78,8 @@ def forgetting(version: str) -> Callable[[psycopg.Connection[Any], Migration, in
 def run(config: Config, files: MigrationSet) -> str:
     """Run the down parts newest first, each with its history row deleted in its transaction."""
     with locked(lock_settings(config)) as session:
-        chosen = rollback_targets(config, files, history.read_history(session.conn))
+        recorded = history.read_history(session.conn, config.history_table)
+        chosen = rollback_targets(config, files, recorded)
         for migration in chosen:
             assert migration.down is not None
             log.info(
@@ -86,11 +93,15 @@ def run(config: Config, files: MigrationSet) -> str:
             summary = f"dry run: would roll back {len(chosen)} migration(s)"
             log.info("plan_complete", rollback=[m.version for m in chosen], summary=summary)
             return summary
-        applier = Applier(session.conn, config, None, session.guard, pooled=session.pooled)
-        for migration in chosen:
-            assert migration.down is not None
-            applier.apply(migration.down, forgetting(migration.version))
-            log.info("migration_rolled_back", version=migration.version)
+        reopen = partial(connect, config.connect_kwargs(), config.wait_timeout)
+        applier = Applier(
+            session.conn, config, None, session.guard, pooled=session.pooled, reopen=reopen
+        )
+        with closing(applier):
+            for migration in chosen:
+                assert migration.down is not None
+                applier.apply(migration.down, forgetting(config.history_table, migration.version))
+                log.info("migration_rolled_back", version=migration.version)
     summary = f"rolled back {len(chosen)} migration(s)"
     log.info("rollback_complete", versions=[m.version for m in chosen], summary=summary)
     return summary

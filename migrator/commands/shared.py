@@ -27,6 +27,7 @@ def lock_settings(config: Config) -> LockSettings:
         wait_timeout=config.wait_timeout,
         timeout=config.migration_lock_timeout,
         application_name=config.application_name,
+        relation=config.history_table.lock,
     )
 
 

@@ -28,7 +28,7 @@ log = get_logger("flow")
 
 def run(config: Config, files: MigrationSet) -> str:
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        rows = status_rows(files, history.read_own_history(conn))
+        rows = status_rows(files, history.read_own_history(conn, config.history_table))
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
     up_to_date = not problems(rows, config.tolerate_future, config.run_phase)

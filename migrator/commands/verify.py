@@ -2,7 +2,7 @@
 
 For example, on connections to the live database and to the scratch one the files built::
 
-    differences(live_conn, scratch_conn)
+    differences(live_conn, scratch_conn, config.history_table)
     # ['missing in the live database: index public.accounts_email ...']
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextlib import closing
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -23,6 +25,7 @@ from migrator.database.scratch import scratch_database
 from migrator.errors import HistoryMismatchError
 from migrator.files.migration import Migration
 from migrator.history import table as history
+from migrator.history.name import TableName
 from migrator.logs import get_logger
 
 log = get_logger("verify")
@@ -39,6 +42,7 @@ WITH user_namespaces AS (
     SELECT c.oid, c.relkind, n.nspname || '.' || c.relname AS name
     FROM pg_class c JOIN user_namespaces n ON n.oid = c.relnamespace
     WHERE NOT (n.nspname = 'public' AND c.relname LIKE 'schema_migrations%')
+      AND NOT (n.nspname = {schema} AND c.relname IN ({history}, {lock}))
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
 )
 SELECT 'relation ' || name || ' (' || relkind::text || ')' FROM relations WHERE relkind <> 'i'
@@ -88,10 +92,16 @@ ERR_DIFFERENT = (
 MORE = " (and {count} more difference(s))"
 
 
-def differences(live: psycopg.Connection[Any], scratch: psycopg.Connection[Any]) -> list[str]:
-    """What one database has that the other lacks, named as the user reads it."""
-    mine = {row[0] for row in live.execute(SCHEMA_OBJECTS)}
-    built = {row[0] for row in scratch.execute(SCHEMA_OBJECTS)}
+def differences(
+    live: psycopg.Connection[Any], scratch: psycopg.Connection[Any], table: TableName
+) -> list[str]:
+    """What one database has that the other lacks, named as the user reads it; the history
+    table and the lock's view (``table``'s) are the runner's, not the files'."""
+    query = sql.SQL(SCHEMA_OBJECTS).format(
+        schema=table.schema, history=table.name, lock=table.lock.name
+    )
+    mine = {row[0] for row in live.execute(query)}
+    built = {row[0] for row in scratch.execute(query)}
     return [f"missing in the live database: {item}" for item in sorted(built - mine)] + [
         f"not built by the files: {item}" for item in sorted(mine - built)
     ]
@@ -120,11 +130,15 @@ def verify_baseline(
             scratch.execute(
                 sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
             )
-        history.ensure_history_table(scratch)
-        applier = Applier(scratch, config)
-        for migration in chosen:
-            applier.apply(migration)
-        found = differences(live, scratch)
+        history.ensure_schema(scratch, config.history_table)
+        history.ensure_history_table(scratch, config.history_table)
+        reopen = partial(connect, config.connect_kwargs(dbname=name), config.wait_timeout)
+        applier = Applier(scratch, config, reopen=reopen)
+        with closing(applier):
+            for migration in chosen:
+                applier.apply(migration)
+            # A file may have made it a new login.
+            found = differences(live, applier.conn, config.history_table)
     log.info("baseline_verified", versions=len(chosen), differences=len(found))
     if found:
         shown = "; ".join(found[:SHOWN_DIFFERENCES])

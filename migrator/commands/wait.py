@@ -75,7 +75,7 @@ def read_plan(conn: psycopg.Connection[Any], config: Config, files: MigrationSet
     # of, so waiting for them would hold the rollout up for good (--phase all waits for them).
     return make_plan(
         files,
-        history.read_history(conn),
+        history.read_history(conn, config.history_table),
         config.allow_out_of_order,
         config.tolerate_future,
         config.ready_phase,

@@ -73,13 +73,15 @@ def bootstrap(
         with advisory_lock(
             admin, key, config.migration_lock_timeout, name="bootstrap", evict=squatters
         ):
-            trust.refuse_privileged_roles(admin, config.user, config.app_user, config.admin_user)
+            trust.refuse_privileged_roles(
+                admin, config.user, config.app_user, config.admin_user, config.cleanup_role
+            )
             if script is None and not database_exists(admin, config.dbname):
                 raise MigrationFilesError(ERR_NO_BOOTSTRAP_SCRIPT.format(dbname=config.dbname))
             create_database_if_missing(admin, config.dbname, on_create)
             with connect(config.connect_kwargs(admin=True), config.wait_timeout) as conn:
                 trust.pin_admin_session(conn)
-                trust.refuse_planted_objects(conn)
+                trust.refuse_planted_objects(conn, config.history_table)
                 execution_ms = run_bootstrap_script(conn, config, script)
             return record_as_owner(config, script, execution_ms) if script else None
 
@@ -107,7 +109,9 @@ def run_bootstrap_script(
 
     def finish(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
         # A 000 that granted a role more than its place is rolled back with the rest.
-        trust.refuse_privileged_roles(conn, config.user, config.app_user, config.admin_user)
+        trust.refuse_privileged_roles(
+            conn, config.user, config.app_user, config.admin_user, config.cleanup_role
+        )
         set_role_passwords(conn, config, migration)
 
     if script is None:
@@ -140,6 +144,7 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
         for setting, role, password in (
             ("DB_USER", config.user, config.password),
             ("APP_DB_USER", config.app_user, config.app_password),
+            ("CLEANUP_DB_PASSWORD", config.cleanup_role, config.cleanup_password),
         ):
             if password is None:
                 continue
@@ -160,7 +165,7 @@ def set_role_passwords(conn: psycopg.Connection[Any], config: Config, script: Mi
 def record_as_owner(
     config: Config, script: Migration, execution_ms: int
 ) -> psycopg.Connection[Any]:
-    """Record 000 in schema_migrations over the owner's own login, never the superuser's.
+    """Record 000 in the history table over the owner's own login, never the superuser's.
 
     A trigger, default or index function the owner attached to its table then runs with the
     owner's rights only. SET ROLE would not do: code running under it can RESET ROLE.
@@ -169,9 +174,9 @@ def record_as_owner(
     conn = wait_for_connection(config.connect_kwargs(), config.wait_timeout, first=False)
     try:
         with conn.transaction():
-            history.ensure_history_table(conn)
+            history.ensure_history_table(conn, config.history_table)
             history.record_repeatable(
-                conn, script, execution_ms, applied_by=config.admin_user or ""
+                conn, config.history_table, script, execution_ms, applied_by=config.admin_user or ""
             )
     except BaseException:
         conn.close()

@@ -12,6 +12,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migrator.errors import ConfigError
+from migrator.history.name import TableName
+
 # Where the admin connects to create, drop or look for a database.
 MAINTENANCE_DATABASE = "postgres"
 
@@ -46,6 +49,21 @@ BEGIN
     END LOOP;
 END
 $migrator$"""
+# Who owns the history's schema, and whether that is the current user (or a role it is a member
+# of) or a superuser: any other owner can drop or rename the history table and its lock view.
+SCHEMA_OWNER = """
+SELECT n.nspowner::regrole::text, pg_has_role(n.nspowner, 'USAGE') OR r.rolsuper
+FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = %s
+"""
+ERR_NO_SCHEMA = (
+    "MIGRATIONS_TABLE names schema {schema}, which does not exist in database {dbname}: "
+    "create it in the bootstrap script (000, owned by DB_USER), or fix MIGRATIONS_TABLE"
+)
+ERR_SCHEMA_OWNER = (
+    "MIGRATIONS_TABLE names schema {schema}, owned by {owner}, who could drop or replace the "
+    "history: ALTER SCHEMA {schema} OWNER TO {user} (as a superuser), or choose a schema of "
+    "{user}'s"
+)
 DATABASE_EXISTS = "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"
 ROLE_EXISTS = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s"
 
@@ -63,6 +81,28 @@ def revoke_from_others(
     return REVOKE_FROM_OTHERS.format(
         relation=sql.Literal(relation).as_string(conn), kept=sql.Literal(list(kept)).as_string(conn)
     )
+
+
+def check_history_schema(conn: psycopg.Connection[Any], relation: TableName) -> None:
+    """Refuse (78) to create the history or its lock view (``relation``) in a schema that does
+    not exist, or that a role other than the current user (or one it is a member of) and the
+    superusers owns: that role could drop or replace them. Schema public is the bootstrap's
+    (000 gives it to the owner): no query on the default path."""
+    if relation.schema == "public":
+        return
+    row = conn.execute(SCHEMA_OWNER, (relation.schema,)).fetchone()
+    if row is None:
+        raise no_schema(conn, relation)
+    owner, trusted = row
+    if not trusted:
+        message = ERR_SCHEMA_OWNER.format(schema=relation.schema, owner=owner, user=conn.info.user)
+        raise ConfigError(message, schema=relation.schema, owner=owner)
+
+
+def no_schema(conn: psycopg.Connection[Any], relation: TableName) -> ConfigError:
+    """MIGRATIONS_TABLE's schema is not in the database (78)."""
+    message = ERR_NO_SCHEMA.format(schema=relation.schema, dbname=conn.info.dbname)
+    return ConfigError(message, schema=relation.schema)
 
 
 def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:

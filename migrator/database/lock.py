@@ -2,12 +2,14 @@
 rollback), direct or through a pooler, that only the owner (and superusers) can take.
 
 The lock is ``LOCK TABLE public.schema_migrations_lock IN SHARE UPDATE EXCLUSIVE MODE``: a lock
-on a view that only the owner holds privileges on. An advisory lock needs no privilege at all,
-so any role that can connect (the runtime role, an SQL injection in it) could hold its key and
-block every release; ``LOCK TABLE`` in this mode needs UPDATE, DELETE, TRUNCATE or MAINTAIN on
-the relation, and the locks a role without privileges can take by naming it (a SELECT or an
-INSERT being parsed) are weaker modes that do not conflict with it. A view is never vacuumed or
-analyzed, so maintenance does not contend for it.
+on a view that only the owner holds privileges on. The view is named after the history table
+(MIGRATIONS_TABLE plus ``_lock``, in its schema), so two histories in one database (two
+services, each with its own MIGRATIONS_TABLE) do not wait for each other. An advisory lock
+needs no privilege at all, so any role that can connect (the runtime role, an SQL injection
+in it) could hold its key and block every release; ``LOCK TABLE`` in this mode needs UPDATE,
+DELETE, TRUNCATE or MAINTAIN on the relation, and the locks a role without privileges can take
+by naming it (a SELECT or an INSERT being parsed) are weaker modes that do not conflict with
+it. A view is never vacuumed or analyzed, so maintenance does not contend for it.
 
 The lock is transaction-level: taken in a transaction left open on a dedicated connection for
 the whole run, because a transaction is the one thing a transaction pooler never splits across
@@ -35,8 +37,9 @@ from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from migrator.database.catalog import CREATED_MEANWHILE, revoke_from_others
+from migrator.database.catalog import CREATED_MEANWHILE, check_history_schema, revoke_from_others
 from migrator.database.connect import (
     ConnectionAhead,
     behind_pooler,
@@ -45,6 +48,7 @@ from migrator.database.connect import (
     wait_for_connection,
 )
 from migrator.errors import LockLostError, LockTimeoutError, PermissionDeniedError
+from migrator.history.name import DEFAULT_TABLE, TableName
 from migrator.logs import get_logger
 
 log = get_logger("lock")
@@ -56,7 +60,7 @@ INT64_BITS = 64
 POOLED_POLL_INTERVAL = 0.25  # each poll behind a pooler is a new client login
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
-LOCK_RELATION = "public.schema_migrations_lock"
+LOCK_RELATION = DEFAULT_TABLE.lock  # with the default MIGRATIONS_TABLE
 LOCK_MODE = "ShareUpdateExclusiveLock"  # as pg_locks names SHARE UPDATE EXCLUSIVE
 # The lock's relation, created once by the owner, and kept the owner's alone: every privilege
 # of any other role on it is revoked in the same round trip (the owner's default privileges
@@ -65,19 +69,19 @@ LOCK_MODE = "ShareUpdateExclusiveLock"  # as pg_locks names SHARE UPDATE EXCLUSI
 ENSURE_LOCK_RELATION = """
 DO $migrator$
 BEGIN
-    IF pg_catalog.to_regclass('public.schema_migrations_lock') IS NULL THEN
-        CREATE VIEW public.schema_migrations_lock AS SELECT 1 AS migration_lock;
-        COMMENT ON VIEW public.schema_migrations_lock IS
+    IF pg_catalog.to_regclass({regclass}) IS NULL THEN
+        CREATE VIEW {relation} AS SELECT 1 AS migration_lock;
+        COMMENT ON VIEW {relation} IS
             'The migration lock (LOCK TABLE ... IN SHARE UPDATE EXCLUSIVE MODE); owner only.';
     END IF;
     IF NOT pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
             WHERE c.oid OPERATOR(pg_catalog.=)
-                  pg_catalog.to_regclass('public.schema_migrations_lock')), 'USAGE') THEN
+                  pg_catalog.to_regclass({regclass})), 'USAGE') THEN
         RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = pg_catalog.format(
-            'public.schema_migrations_lock is owned by %s, not by %s',
+            {owned_by},
             (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c
              WHERE c.oid OPERATOR(pg_catalog.=)
-                   pg_catalog.to_regclass('public.schema_migrations_lock')), current_user);
+                   pg_catalog.to_regclass({regclass})), current_user);
     END IF;
 END
 $migrator$"""
@@ -93,9 +97,9 @@ TRY_TRANSACTION_LOCK = (
     "SET LOCAL lock_timeout = 0;\n"
     "{transaction_timeout}"
     "SET LOCAL application_name = {application_name};\n"
-    "LOCK TABLE public.schema_migrations_lock IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;\n"
+    "LOCK TABLE {relation} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;\n"
     "SELECT pg_catalog.pg_backend_pid(), "
-    "pg_catalog.to_regclass('public.schema_migrations_lock')::pg_catalog.oid"
+    "pg_catalog.to_regclass({regclass})::pg_catalog.oid"
 )
 TRANSACTION_TIMEOUT_MIN_VERSION = 170000
 NO_TRANSACTION_TIMEOUT = "SET LOCAL transaction_timeout = 0;\n"
@@ -106,7 +110,7 @@ HOLDER = """
 SELECT a.pid, a.application_name, a.usename, a.client_addr::text, a.xact_start
 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ShareUpdateExclusiveLock'
-  AND l.relation = pg_catalog.to_regclass('public.schema_migrations_lock')
+  AND l.relation = pg_catalog.to_regclass(%s)
   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
 LIMIT 1
 """
@@ -138,7 +142,7 @@ ERR_TIMEOUT = (
 )
 ERR_NOT_OURS = (
     "cannot take the migration lock ({reason}): only the owner of the schema may hold it; "
-    "drop public.schema_migrations_lock as a superuser and run again, as DB_USER"
+    "drop {relation} as a superuser and run again, as DB_USER"
 )
 
 
@@ -184,11 +188,13 @@ class LockGuard:
             raise self.lost(what) from None
 
 
-def lock_holder(conn: psycopg.Connection[Any], key: int | None = None) -> dict[str, Any] | None:
-    """Who holds the migration lock (``key`` None) or the advisory lock ``key``: its pid,
-    application_name, user, client address and since when."""
+def lock_holder(
+    conn: psycopg.Connection[Any], key: int | None = None, relation: TableName = LOCK_RELATION
+) -> dict[str, Any] | None:
+    """Who holds the migration lock on ``relation`` (``key`` None) or the advisory lock ``key``:
+    its pid, application_name, user, client address and since when."""
     if key is None:
-        row = conn.execute(HOLDER).fetchone()
+        row = conn.execute(HOLDER, (relation.regclass,)).fetchone()
     else:
         row = conn.execute(ADVISORY_HOLDER, _key_halves(key)).fetchone()
     if row is None:
@@ -258,9 +264,10 @@ def transaction_lock(
     application_name: str = "",
     name: str = "migrations",
     on_busy: Callable[[], None] | None = None,
+    relation: TableName = LOCK_RELATION,
 ) -> Iterator[HeldLock]:
     """Hold the migration lock in a transaction open on ``conn`` for the block; the lock's view
-    is created first when missing (and refused when another role owns it).
+    (``relation``) is created first when missing (and refused when another role owns it).
 
     ``reconnect`` (behind a pooler): a waiter closes its connection between polls, so that it
     holds no server session while it waits; in session pooling the holder needs a second one.
@@ -275,9 +282,9 @@ def transaction_lock(
     next_report = start
     holder: dict[str, Any] | None = None
     opened: psycopg.Connection[Any] | None = None  # a connection of ours, closed at the end
-    ensure_lock_relation(conn)
+    ensure_lock_relation(conn, relation)
     try:
-        while (taken := _try_transaction_lock(conn, application_name)) is None:
+        while (taken := _try_transaction_lock(conn, application_name, relation)) is None:
             if on_busy is not None:
                 on_busy()
                 on_busy = None
@@ -287,7 +294,7 @@ def transaction_lock(
                     ERR_TIMEOUT.format(timeout=timeout, holder=holder), lock=name
                 )
             if now >= next_report:
-                holder = lock_holder(conn)
+                holder = lock_holder(conn, relation=relation)
                 log.info("lock_waiting", lock=name, holder=holder, waited_s=round(now - start, 3))
                 next_report = now + HOLDER_LOG_INTERVAL
             if reconnect is None:
@@ -297,10 +304,10 @@ def transaction_lock(
             time.sleep(POOLED_POLL_INTERVAL)
             conn = opened = reconnect()
         waited = time.monotonic() - start
-        pid, relation = taken
+        pid, view_oid = taken
         log.info("lock_acquired", lock=name, waited_s=round(waited, 3), pid=pid)
         try:
-            yield HeldLock(conn, pid, relation, waited)
+            yield HeldLock(conn, pid, view_oid, waited)
         finally:
             _end_transaction(conn, name)
     finally:
@@ -308,20 +315,36 @@ def transaction_lock(
             opened.close()
 
 
-def ensure_lock_relation(conn: psycopg.Connection[Any]) -> None:
+def ensure_lock_relation(
+    conn: psycopg.Connection[Any], relation: TableName = LOCK_RELATION
+) -> None:
     """Create the lock's view if missing, the owner's alone; PermissionDeniedError (77) when
-    another role owns it. Also when another runner creates it at the same moment."""
-    ensure = ENSURE_LOCK_RELATION + ";" + revoke_from_others(conn, LOCK_RELATION)
+    another role owns it. Also when another runner creates it at the same moment. In a schema
+    that does not exist, or that another role owns, ConfigError (78) before anything is made."""
+    check_history_schema(conn, relation)
+    ensure = (
+        ENSURE_LOCK_RELATION.format(
+            regclass=sql.Literal(relation.regclass).as_string(conn),
+            relation=relation.identifier.as_string(conn),
+            owned_by=sql.Literal(f"{relation} is owned by %s, not by %s").as_string(conn),
+        )
+        + ";"
+        + revoke_from_others(conn, relation.regclass)
+    )
     try:
         conn.execute(ensure)
     except CREATED_MEANWHILE:
         conn.execute(ensure)  # it exists now: check its owner and privileges
     except psycopg.errors.InsufficientPrivilege as error:
-        raise PermissionDeniedError(ERR_NOT_OURS.format(reason=reason_of(error))) from None
+        raise PermissionDeniedError(_not_ours(error, relation)) from None
+
+
+def _not_ours(error: psycopg.Error, relation: TableName) -> str:
+    return ERR_NOT_OURS.format(reason=reason_of(error), relation=relation)
 
 
 def _try_transaction_lock(
-    conn: psycopg.Connection[Any], application_name: str
+    conn: psycopg.Connection[Any], application_name: str, relation: TableName = LOCK_RELATION
 ) -> tuple[int, int] | None:
     """The lock's backend pid and the view's oid, the transaction left open; None (the
     transaction ended) when another session holds the lock."""
@@ -331,6 +354,8 @@ def _try_transaction_lock(
         transaction_timeout=NO_TRANSACTION_TIMEOUT
         if conn.info.server_version >= TRANSACTION_TIMEOUT_MIN_VERSION
         else "",
+        relation=relation.identifier.as_string(conn),
+        regclass=sql.Literal(relation.regclass).as_string(conn),
     )
     try:
         cursor = conn.execute(text.encode())
@@ -339,7 +364,7 @@ def _try_transaction_lock(
         return None
     except psycopg.errors.InsufficientPrivilege as error:
         conn.execute(END_LOCK_TRANSACTION)
-        raise PermissionDeniedError(ERR_NOT_OURS.format(reason=reason_of(error))) from None
+        raise PermissionDeniedError(_not_ours(error, relation)) from None
     while cursor.nextset():  # the SELECT's row is the last result
         pass
     row = cursor.fetchone()
@@ -387,6 +412,37 @@ def _release(conn: psycopg.Connection[Any], key: int, name: str) -> None:
         log.warning("lock_released", lock=name, how=RELEASED_WITH_SESSION, reason=reason_of(error))
 
 
+CLEANUP_LOCK = "cleanup"
+ERR_CLEANUP_BUSY = (
+    "another cleanup run held the cleanup lock for this run's whole time budget ({timeout:g}s): "
+    "held by {holder}; retry later"
+)
+
+
+@contextmanager
+def cleanup_lock(conn: psycopg.Connection[Any], dbname: str, timeout: float) -> Iterator[float]:
+    """One `cleanup` run at a time per database: a session-level advisory lock on ``conn``,
+    waited for up to ``timeout`` (the run's budget); yields the seconds waited.
+
+    Not the migration lock: the cleanup role may not take that one, and a cleanup must not hold
+    up a release. Any role can hold an advisory key, so a squatter can only make runs wait and
+    exit 75 (LockTimeoutError, naming it); rows are never removed twice in any case, since a
+    row is deleted once and a concurrent DELETE of it waits for the first, then skips it.
+    """
+    key = lock_key(CLEANUP_LOCK, dbname)
+    try:
+        waited = acquire(conn, key, timeout, CLEANUP_LOCK)
+    except LockTimeoutError:
+        holder = lock_holder(conn, key)
+        raise LockTimeoutError(
+            ERR_CLEANUP_BUSY.format(timeout=timeout, holder=holder), lock=CLEANUP_LOCK
+        ) from None
+    try:
+        yield waited
+    finally:
+        _release(conn, key, CLEANUP_LOCK)
+
+
 @dataclass(frozen=True)
 class LockSettings:
     """What the migration lock needs of the configuration: how to log in, how long to wait."""
@@ -395,6 +451,7 @@ class LockSettings:
     wait_timeout: float
     timeout: float  # MIGRATION_LOCK_TIMEOUT
     application_name: str
+    relation: TableName  # the lock's view: MIGRATIONS_TABLE's name plus _lock
 
 
 @dataclass(frozen=True)
@@ -421,6 +478,7 @@ def migration_lock(
             reconnect=reconnect if pooled else None,
             application_name=settings.application_name,
             on_busy=work.drop,
+            relation=settings.relation,
         ) as held,
         work.take() as conn,
     ):

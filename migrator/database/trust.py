@@ -7,7 +7,7 @@ For example, on the admin's connection::
 
     pin_admin_session(conn)
     refuse_privileged_roles(conn, owner="auth_service", app="auth_service_app", admin="postgres")
-    refuse_planted_objects(conn)
+    refuse_planted_objects(conn, config.history_table)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from psycopg import sql
 
 from migrator.database.lock import _key_halves
 from migrator.errors import PermissionDeniedError
+from migrator.history.name import TableName
 from migrator.logs import get_logger
 
 log = get_logger("trust")
@@ -48,6 +49,7 @@ QUIET_TRANSACTION = (
 
 OWNER_KIND = "owner"
 APP_KIND = "runtime"
+CLEANUP_KIND = "cleanup"
 # Attributes neither the owner nor the runtime role may hold, with what each lets it do.
 FORBIDDEN_ATTRIBUTES = {
     "SUPERUSER": "it bypasses every permission check",
@@ -103,10 +105,10 @@ WHERE NOT o.rolsuper
 """
 # A trigger, rule or policy (``kind``) on the history table.
 ON_HISTORY = """
-SELECT '{kind} ' || pg_catalog.quote_ident(x.{name}) || ' on public.schema_migrations',
+SELECT '{kind} ' || pg_catalog.quote_ident(x.{name}) || ' on ' || %(history_name)s,
        pg_catalog.pg_get_userbyid(c.relowner)
 FROM pg_catalog.{table} x JOIN pg_catalog.pg_class c ON c.oid = x.{rel}
-WHERE x.{rel} = pg_catalog.to_regclass('public.schema_migrations') {only}
+WHERE x.{rel} = pg_catalog.to_regclass(%(history)s) {only}
 """
 PLANTED_OBJECTS = (
     SHADOW.format(kind="function", reg="regprocedure", table="pg_proc", prefix="pro")
@@ -190,7 +192,11 @@ class RoleRefusal:
 
 
 def refuse_privileged_roles(
-    conn: psycopg.Connection[Any], owner: str, app: str, admin: str | None
+    conn: psycopg.Connection[Any],
+    owner: str,
+    app: str,
+    admin: str | None,
+    cleanup: str | None = None,
 ) -> None:
     """Raise PermissionDeniedError (77) for the first excess found; roles not yet created pass.
 
@@ -202,6 +208,8 @@ def refuse_privileged_roles(
     if owner != admin:  # the admin as owner: no lower role to confine (see warn_owner_is_admin)
         refuse_excess(conn, OWNER_KIND, owner, extra_groups={})
     refuse_excess(conn, APP_KIND, app, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
+    if cleanup is not None:  # it may delete expired rows through 004's functions, nothing else
+        refuse_excess(conn, CLEANUP_KIND, cleanup, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
 
 
 def warn_owner_is_admin(owner: str, admin: str | None) -> None:
@@ -244,15 +252,18 @@ def held(flags: Iterable[bool]) -> list[str]:
     return [name for name, flag in zip(FORBIDDEN_ATTRIBUTES, flags, strict=True) if flag]
 
 
-def refuse_planted_objects(conn: psycopg.Connection[Any]) -> None:
-    """Raise PermissionDeniedError (77) naming an object that could run as the superuser.
+def refuse_planted_objects(conn: psycopg.Connection[Any], history: TableName) -> None:
+    """Raise PermissionDeniedError (77) naming an object that could run as the superuser;
+    ``history`` is the history table (MIGRATIONS_TABLE), whose triggers, rules and policies
+    count.
 
     For example, on the admin's connection, after the owner created ``public.format``::
 
-        refuse_planted_objects(conn)
+        refuse_planted_objects(conn, config.history_table)
         # PermissionDeniedError: function public.format(text,text), owned by auth_service, ...
     """
-    row = conn.execute(PLANTED_OBJECTS).fetchone()
+    names = {"history": history.regclass, "history_name": str(history)}
+    row = conn.execute(PLANTED_OBJECTS, names).fetchone()
     if row is not None:
         what, owner = row
         message = ERR_PLANTED.format(what=what, owner=owner)

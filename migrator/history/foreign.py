@@ -23,6 +23,9 @@ from migrator.errors import ConfigError, HistoryMismatchError
 from migrator.files.formats import flyway_order
 
 SCHEMA = "public"
+# applied_by of the rows adopt writes: they also say that the tool's table, when adopt left it
+# under its name (MIGRATIONS_TABLE elsewhere), was taken over.
+ADOPTED_BY = "{tool} (adopted)"
 ERR_FOREIGN = (
     "{schema}.{table} was written by {tool}, not by this runner: nothing was applied; "
     "take it over with 'entrypoint.py adopt' (see README, Adopting an existing database)"

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from migrator.history.foreign import (
+    ADOPTED_BY,
     SCHEMA,
     TOOLS,
     ForeignHistory,
@@ -19,6 +21,7 @@ from migrator.history.foreign import (
     foreign_history_error,
     tool_in,
 )
+from migrator.history.name import TableName
 
 # Columns of every candidate table in one query (only run when a run has work to do).
 TABLE_COLUMNS = """
@@ -42,8 +45,41 @@ def read_foreign_history(conn: psycopg.Connection[Any], tool: Tool) -> ForeignHi
     return tool.history(tool, conn.execute(tool.select()).fetchall())
 
 
-def refuse_foreign_history(conn: psycopg.Connection[Any]) -> None:
-    """Exit 78 before anything is applied on a database another tool migrated."""
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+ADOPTED_ROWS = "SELECT EXISTS (SELECT FROM {table} WHERE applied_by = %s)"
+
+
+def refuse_foreign_history(conn: psycopg.Connection[Any], history: TableName) -> None:
+    """Exit 78 before anything is applied on a database another tool migrated.
+
+    Another tool's table is looked for under its own name, whatever MIGRATIONS_TABLE says
+    (``history``), and refused until it is adopted: a table that adopt left under its name
+    (MIGRATIONS_TABLE elsewhere, e.g. golang-migrate's, which the history's own files alter)
+    is known by the rows adopted from it into ``history``.
+    """
     tool = find_foreign_history(conn)
-    if tool is not None:
+    if tool is not None and not adopted_into(conn, tool, history):
         raise foreign_history_error(tool)
+
+
+def adopted_into(conn: psycopg.Connection[Any], tool: Tool, history: TableName) -> bool:
+    """Whether ``history`` holds rows adopted from ``tool``, whose table is beside it."""
+    if in_place_of(tool, history):
+        return False  # the tool's table stands where the history goes: it is not adopted
+    row = conn.execute(TABLE_EXISTS, (history.regclass,)).fetchone()
+    if not (row and row[0]):
+        return False
+    query = sql.SQL(ADOPTED_ROWS).format(table=history.identifier)
+    found = conn.execute(query, (ADOPTED_BY.format(tool=tool.name),)).fetchone()
+    return bool(found and found[0])
+
+
+def in_place_of(tool: Tool, history: TableName) -> bool:
+    """Whether ``tool``'s table has the name of the runner's history table (then it must be
+    renamed before the runner can create its own).
+
+    >>> from migrator.history.foreign import TOOLS
+    >>> in_place_of(TOOLS[0], TableName()), in_place_of(TOOLS[0], TableName("public", "h"))
+    (True, False)
+    """
+    return (SCHEMA, tool.table) == (history.schema, history.name)

@@ -18,18 +18,27 @@ from typing import Any
 from migrator.apply.location import STATEMENT_EXCERPT_LENGTH
 from migrator.errors import HazardsFoundError, MigrationFilesError
 from migrator.files.migration import Migration
-from migrator.files.sql import TRANSACTION_CONTROL, Statement, TransactionMode, transaction_mode
+from migrator.files.sql import (
+    TRANSACTION_CONTROL,
+    Statement,
+    TransactionMode,
+    concurrent_index,
+    transaction_mode,
+)
 from migrator.lint.hazards import (
     INDEX_BUILD,
     KINDS,
     LOCK_KINDS,
     NOT_OBSERVED,
+    RERUN,
     REWRITE,
     SCAN,
     Documented,
     Finding,
     Lock,
+    documented,
     is_hazard,
+    normalized,
     safe_alternative,
 )
 from migrator.logs import get_logger
@@ -154,6 +163,49 @@ def documented_findings(
     return found
 
 
+# --- statements of a non-transactional file that cannot run twice ------------------------------
+
+# A second run refused for these reasons says nothing about the statement: a procedure that
+# commits, a statement that cannot run in the transaction the second run is tried in.
+NOT_RERUN_FAILURES = ("2D000", "25001")
+COLUMN_OF_RE = re.compile(r'column "(?P<column>[^"]+)" of relation "(?P<table>[^"]+)"')
+QUOTED_RE = re.compile(r'"(?P<name>[^"]+)"')
+UNNAMED_CONCURRENT_INDEX_RE = re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY\b")
+THE_STATEMENT = "(statement)"  # a failure that names no object: waived with *
+
+
+def reruns_on_scratch(statement: Statement) -> bool:
+    """Whether a statement PostgreSQL refuses in a transaction may run a second time, bare, on
+    the scratch database: one that fails changes nothing, one that succeeds must not add
+    anything (a CREATE INDEX CONCURRENTLY without a name would build a second index)."""
+    if not documented(statement.text).runs_on_scratch:
+        return False
+    unnamed = UNNAMED_CONCURRENT_INDEX_RE.match(normalized(statement.text))
+    return not (unnamed and concurrent_index(statement.text) is None)
+
+
+def rerun_finding(
+    sqlstate: str | None, message: str, resolve: Callable[[str], str]
+) -> Finding | None:
+    """The finding for a statement of a non-transactional file whose second run failed with
+    ``sqlstate`` and ``message``: a failure after it leaves it applied and the file unrecorded,
+    and the re-run of the file fails there. ``resolve`` qualifies a relation's name.
+
+    >>> rerun_finding("42P07", 'relation "t_a" already exists', lambda n: "public." + n)
+    Finding(kind='rerun', relation='public.t_a', ...)
+    """
+    if sqlstate in NOT_RERUN_FAILURES:
+        return None
+    column = COLUMN_OF_RE.search(message)
+    quoted = QUOTED_RE.search(message)
+    if column:
+        name = f"{resolve(column['table'])}.{column['column']}"
+    else:
+        name = resolve(quoted["name"]) if quoted else THE_STATEMENT
+    change = f"a second run fails: {message} ({sqlstate})"
+    return Finding(RERUN, name, change=change)
+
+
 @dataclass(frozen=True)
 class Located:
     migration: Migration
@@ -172,11 +224,23 @@ class Waiver:
     line: int
 
     def covers(self, finding: Finding) -> bool:
-        """``tokens`` covers public.tokens; ``tokens.scope`` covers public.tokens.scope."""
+        """``tokens`` covers public.tokens; ``tokens.scope`` covers public.tokens.scope; a
+        waiver covers the one of the finding's kinds it names."""
         name = finding.relation
-        return self.kind == finding.kind and (
+        return self.kind in finding.kinds and (
             self.relation in (name, ANY_RELATION) or name.endswith("." + self.relation)
         )
+
+
+def waivers_for(finding: Finding, waivers: list[Waiver]) -> dict[str, Waiver]:
+    """Kind -> the first waiver that covers it, for each kind of ``finding`` that is waived: a
+    finding with two kinds (a dropped column: breaking and data_loss) is waived when both are."""
+    found = {}
+    for kind in finding.kinds:
+        waiver = next((w for w in waivers if w.kind == kind and w.covers(finding)), None)
+        if waiver:
+            found[kind] = waiver
+    return found
 
 
 def waivers_of(migration: Migration) -> list[Waiver]:
@@ -235,14 +299,12 @@ class Report:
         waivers = waivers_of(migration)
         used: set[Waiver] = set()
         for located in found:
-            kind = located.finding.kind
-            if kind is None:
+            if located.finding.kind is None:
                 self._info(located)
                 continue
-            waiver = next((w for w in waivers if w.covers(located.finding)), None)
-            if waiver:
-                used.add(waiver)
-            self._hazard(located, kind, waiver)
+            waived = waivers_for(located.finding, waivers)
+            used.update(waived.values())
+            self._hazard(located, waived)
         for waiver in waivers:
             if waiver not in used:
                 log.warning(
@@ -296,16 +358,24 @@ class Report:
         event = "brief_lock" if located.finding.observed else "not_observed"
         log.info(event, **self._fields(located))
 
-    def _hazard(self, located: Located, kind: str, waiver: Waiver | None) -> None:
+    def _hazard(self, located: Located, waived: dict[str, Waiver]) -> None:
         fields = self._fields(located)
-        fields["kind"] = kind
-        fields["alternative"] = safe_alternative(kind, located.statement.text)
+        kinds = located.finding.kinds
+        fields["kind"], fields["kinds"] = kinds[0], list(kinds)
+        alternatives = (safe_alternative(kind, located.statement.text) for kind in kinds)
+        fields["alternative"] = "; ".join(dict.fromkeys(a for a in alternatives if a)) or None
         self.hazards += 1
         rows = fields["rows"]
-        if waiver:
+        unwaived = [kind for kind in kinds if kind not in waived]
+        if not unwaived:
             self.waived += 1
-            log.warning("hazard", waived=True, waiver=waiver.reason, **fields)
-        elif kind in LOCK_KINDS and rows is not None and rows < self.min_rows:
+            reasons = dict.fromkeys(waiver.reason for waiver in waived.values())
+            log.warning("hazard", waived=True, waiver="; ".join(reasons), **fields)
+        elif waived:  # one kind of the change waived, not the other: still a hazard
+            if fields["file"] not in self.unwaived_files:
+                self.unwaived_files.append(fields["file"])
+            log.error("hazard", unwaived_kinds=unwaived, **fields)
+        elif set(kinds) <= set(LOCK_KINDS) and rows is not None and rows < self.min_rows:
             self.small += 1
             log.warning("hazard", below_min_rows=self.min_rows, **fields)
         else:

@@ -51,7 +51,8 @@ INDEX_BUILD = "index_build"
 LOCK_KINDS = (REWRITE, SCAN, INDEX_BUILD)
 BREAKING = "breaking"  # what the running release uses is dropped, renamed or narrowed
 DATA_LOSS = "data_loss"  # rows or columns that existed before the release are removed
-KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS)
+RERUN = "rerun"  # a statement of a non-transactional file fails when the file runs again
+KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS, RERUN)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,14 @@ class Finding:
     lock: Lock | None = None
     observed: bool = True  # False: classified from the documentation, not measured
     note: str | None = None
-    change: str | None = None  # breaking / data_loss: what happened to the object
+    change: str | None = None  # breaking / data_loss / rerun: what happened to the object
     table: str | None = None  # where the object's rows live, for the target's size
+    also: tuple[str, ...] = ()  # the change's other kinds (a dropped column: data_loss too)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every kind of the change: one change is one finding, whatever its kinds."""
+        return (self.kind, *self.also) if self.kind else ()
 
 
 def is_hazard(lock: Lock | None, *, rewrite: bool, scanned: bool, relkind: str) -> bool:
@@ -118,6 +125,10 @@ ALTERNATIVES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         (DATA_LOSS, r"",
          "keep a backup (CREATE TABLE ... AS SELECT) and remove the data in a later release, once "
          "no running release reads it"),
+        (RERUN, r"",
+         "make the statement re-runnable (CREATE ... IF NOT EXISTS, ADD COLUMN IF NOT EXISTS, "
+         "DROP ... IF EXISTS, INSERT ... ON CONFLICT DO NOTHING), or move it to a transactional "
+         "file: after a failure part-way the file is run again from its first statement"),
     )
 )  # fmt: skip
 

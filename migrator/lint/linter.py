@@ -23,25 +23,34 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import psycopg
 from psycopg import pq, sql
 
 from migrator.apply.location import migration_failed
+from migrator.apply.session import FileSession, SessionStatements
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
 from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
-from migrator.database.connect import connect
+from migrator.database.connect import behind_pooler, connect
 from migrator.database.scratch import scratch_database
 from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
+from migrator.history.name import TableName
 from migrator.history.plan import make_plan, phase_order
-from migrator.lint.contract import TABLE_KINDS, Catalog, compare, removed_rows, removing_command
+from migrator.lint.contract import (
+    TABLE_KINDS,
+    Catalog,
+    Release,
+    removed_rows,
+    removing_command,
+)
 from migrator.lint.findings import (
     Located,
     LockJudge,
@@ -52,6 +61,8 @@ from migrator.lint.findings import (
     is_transaction_control,
     min_rows_of,
     refused_in_transaction,
+    rerun_finding,
+    reruns_on_scratch,
 )
 from migrator.lint.hazards import Finding, Lock, documented
 from migrator.logs import get_logger
@@ -79,25 +90,61 @@ ERR_SHADOW_NOT_EMPTY = (
 USER_SCHEMAS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
 )
-NOT_HISTORY = "(n.nspname, c.relname) <> ('public', 'schema_migrations')"
+# The runner's history table (MIGRATIONS_TABLE) is not the files': filled in by _on_history.
+NOT_HISTORY = "(n.nspname, c.relname) <> ({history_schema}, {history_name})"
 # (kind, name) -> (value, identity): the identity survives a rename, the value is the contract.
+# A column "refuses NULL" through NOT NULL, an enforced CHECK (col IS NOT NULL) (valid or not:
+# NOT VALID constraints are checked on new rows), or its domain's NOT NULL or CHECK (VALUE IS
+# NOT NULL); it has a default of its own or its domain's. Partitions' columns are their
+# parent's (a partition cannot have columns of its own): only the parent's are listed.
 CATALOG = f"""
-SELECT 'table', format('%I.%I', n.nspname, c.relname), c.relkind::text, c.oid::text
+WITH RECURSIVE chain(top, oid) AS (
+  SELECT t.oid, t.oid FROM pg_type t WHERE t.typtype = 'd'
+  UNION ALL
+  SELECT chain.top, t.typbasetype FROM chain JOIN pg_type t ON t.oid = chain.oid
+  WHERE t.typtype = 'd'
+), domains AS (
+  SELECT chain.top AS oid,
+         bool_or(d.typnotnull OR EXISTS (SELECT 1 FROM pg_constraint k
+             WHERE k.contypid = d.oid AND k.contype = 'c'
+               AND CASE WHEN k.conrelid = 0 THEN pg_get_expr(k.conbin, 0) END
+                   = '(VALUE IS NOT NULL)')) AS not_null,
+         bool_or(d.typdefaultbin IS NOT NULL) AS has_default
+  FROM chain JOIN pg_type d ON d.oid = chain.oid AND d.typtype = 'd'
+  GROUP BY chain.top
+)
+SELECT 'table', format('%I.%I', n.nspname, c.relname),
+       c.relkind::text || coalesce((SELECT ' partition of ' || format('%I.%I', pn.nspname,
+           p.relname) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+           JOIN pg_namespace pn ON pn.oid = p.relnamespace
+           WHERE i.inhrelid = c.oid AND c.relispartition), ''),
+       c.oid::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} AND {NOT_HISTORY}
 UNION ALL
 SELECT 'column', format('%I.%I.%I', n.nspname, c.relname, a.attname),
        format_type(a.atttypid, a.atttypmod)
-       || CASE WHEN a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+       || CASE WHEN (a.attnotnull OR coalesce(dom.not_null, false) OR EXISTS (
+                    SELECT 1 FROM pg_constraint k
+                    WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum]
+                      AND CASE WHEN k.conrelid = c.oid THEN pg_get_expr(k.conbin, k.conrelid) END
+                          = format('(%s IS NOT NULL)', quote_ident(a.attname))
+                      AND coalesce((to_jsonb(k) ->> 'conenforced')::boolean, true)))
+                 AND NOT a.atthasdef AND NOT coalesce(dom.has_default, false)
+                 AND a.attidentity = '' AND a.attgenerated = ''
                THEN ' NOT NULL without a default' ELSE '' END,
        c.oid::text || '.' || a.attnum::text
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN domains dom ON dom.oid = a.atttypid
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-  AND {USER_SCHEMAS} AND {NOT_HISTORY}
+  AND NOT c.relispartition AND {USER_SCHEMAS} AND {NOT_HISTORY}
 UNION ALL
 SELECT 'function', format('%I.%I(%s)', n.nspname, p.proname,
-       pg_get_function_identity_arguments(p.oid)), '', p.oid::text
+       pg_get_function_identity_arguments(p.oid)),
+       'returns ' || coalesce(pg_get_function_result(p.oid), '') || '; defaults '
+       || p.pronargdefaults::text,
+       p.oid::text
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE {USER_SCHEMAS} AND NOT EXISTS (SELECT 1 FROM pg_depend d
       WHERE d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e')
@@ -110,6 +157,10 @@ SELECT 'enum value', format('%I.%I', n.nspname, t.typname) || '.' || quote_liter
        '', e.oid::text
 FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE {USER_SCHEMAS}"""
+# Partition -> its partitioned table, to fold rows removed from both into one finding.
+PARTITION_PARENTS = """
+SELECT i.inhrelid, i.inhparent FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE c.relispartition AND i.inhrelid = ANY(%s)"""
 # pg_stat views are snapshotted inside a transaction: drop the snapshot before each read.
 CLEAR_STATS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
 ROWS_DELETED = """
@@ -129,10 +180,10 @@ WHERE c.relkind IN ('r', 'p', 'm', 'v') AND {USER_SCHEMAS} LIMIT 1"""
 TARGET_SIZES = """
 SELECT format('%I.%I', n.nspname, c.relname),
        CASE WHEN c.relkind = 'p' THEN (SELECT sum(greatest(p.reltuples, 0))::bigint
-            FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid)
+            FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf)
             WHEN c.reltuples >= 0 THEN c.reltuples::bigint END,
        CASE WHEN c.relkind = 'p' THEN (SELECT sum(p.relpages)::bigint
-            FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid)
+            FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf)
             ELSE c.relpages::bigint END * current_setting('block_size')::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm')"""
@@ -156,7 +207,8 @@ class Observer(Protocol):
     ``tag`` is the statement's command tag, as the server returned it (``DELETE 12``).
     The observers read the catalog and statistics; what the readings mean is decided in
     findings.py (locks, rewrites, scans) and contract.py (breaking changes,
-    data loss). OBSERVERS lists them.
+    data loss). OBSERVERS lists them. ``bare`` follows a statement that ran outside their
+    transaction (unobserved), ``committed`` a commit: what other sessions now see.
     """
 
     def before(self, conn: psycopg.Connection[Any]) -> None: ...
@@ -164,6 +216,10 @@ class Observer(Protocol):
     def after(
         self, conn: psycopg.Connection[Any], statement: Statement, tag: str
     ) -> list[Finding]: ...
+
+    def bare(self, conn: psycopg.Connection[Any], statement: Statement) -> None: ...
+
+    def committed(self) -> list[tuple[Statement, Finding]]: ...
 
 
 def _snapshot(conn: psycopg.Connection[Any], oids: Sequence[int]) -> dict[int, Snapshot]:
@@ -184,8 +240,14 @@ def held_locks(conn: psycopg.Connection[Any], oids: Iterable[int]) -> dict[int, 
     return held
 
 
-def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
-    return {(kind, name): (value, ident) for kind, name, value, ident in conn.execute(CATALOG)}
+def _on_history(query: str, history: TableName) -> sql.Composed:
+    """``query`` with NOT_HISTORY naming the history table."""
+    return sql.SQL(query).format(history_schema=history.schema, history_name=history.name)
+
+
+def read_catalog(conn: psycopg.Connection[Any], history: TableName) -> Catalog:
+    rows = conn.execute(_on_history(CATALOG, history))
+    return {(kind, name): (value, ident) for kind, name, value, ident in rows}
 
 
 @dataclass
@@ -206,31 +268,44 @@ class LockObserver:
         now = _snapshot(conn, list(self.relations))
         return self._judge.findings(self._before, now, held_locks(conn, self.relations), tag)
 
+    def bare(self, conn: psycopg.Connection[Any], statement: Statement) -> None:
+        return None
+
+    def committed(self) -> list[tuple[Statement, Finding]]:
+        return []  # a lock is held (and listed) by the statement that takes it
+
 
 @dataclass
 class ContractObserver:
-    """The catalog before and after each statement; locks and deleted rows around a DELETE,
-    TRUNCATE or MERGE."""
+    """The catalog after each statement, judged against the release's start (``release``);
+    locks and deleted rows around a DELETE, TRUNCATE or MERGE."""
 
-    baseline: Catalog
+    release: Release[Statement]
     tables: dict[int, str]  # oid -> name of the tables that existed before the release
-    _before: Catalog = field(default_factory=dict)
+    parents: dict[int, int]  # partition -> its partitioned table, among ``tables``
+    history: TableName  # the runner's own table, left out of the catalog
     _deleted: dict[int, int] = field(default_factory=dict)
     _locks: dict[int, Lock] = field(default_factory=dict)
 
     def before(self, conn: psycopg.Connection[Any]) -> None:
-        self._before = read_catalog(conn)
         self._deleted = self._rows_deleted(conn)
         self._locks = held_locks(conn, self.tables)
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
-        changes = compare(self.baseline, self._before, read_catalog(conn))
+        self.release.observe(statement, read_catalog(conn, self.history))
         command = removing_command(tag)
         if command:
             locks = (self._locks, held_locks(conn, self.tables))
             deleted = (self._deleted, self._rows_deleted(conn))
-            changes += removed_rows(self.tables, command, locks, deleted)
-        return changes
+            rows = removed_rows(self.tables, command, locks, deleted, self.parents)
+            self.release.removed(statement, rows)
+        return []  # reported when committed: what other sessions can see
+
+    def bare(self, conn: psycopg.Connection[Any], statement: Statement) -> None:
+        self.release.observe(statement, read_catalog(conn, self.history))
+
+    def committed(self) -> list[tuple[Statement, Finding]]:
+        return self.release.commit()
 
     def _rows_deleted(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
         conn.execute(CLEAR_STATS_SNAPSHOT)
@@ -240,23 +315,32 @@ class ContractObserver:
 
 @dataclass(frozen=True)
 class Baseline:
-    """What existed before the release (with a target) or before the file (without one)."""
+    """What existed before the release (with a target) or before the file (without one), and
+    what other sessions have seen of the release so far."""
 
     relations: dict[int, Relation]
     catalog: Catalog
+    parents: dict[int, int]  # partition -> its partitioned table
+    release: Release[Statement]
+    history: TableName  # the runner's own table (MIGRATIONS_TABLE), left out of both
 
     @property
     def tables(self) -> dict[int, str]:
         return {oid: r.name for oid, r in self.relations.items() if r.relkind in TABLE_KINDS}
 
 
-def read_baseline(conn: psycopg.Connection[Any]) -> Baseline:
-    return Baseline(existing_relations(conn), read_catalog(conn))
+def read_baseline(conn: psycopg.Connection[Any], history: TableName) -> Baseline:
+    relations = existing_relations(conn, history)
+    catalog = read_catalog(conn, history)
+    rows = conn.execute(PARTITION_PARENTS, (list(relations),)).fetchall()
+    return Baseline(relations, catalog, dict(rows), Release(catalog), history)
 
 
 OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
     lambda baseline: LockObserver(baseline.relations),
-    lambda baseline: ContractObserver(baseline.catalog, baseline.tables),
+    lambda baseline: ContractObserver(
+        baseline.release, baseline.tables, baseline.parents, baseline.history
+    ),
 )
 
 
@@ -277,13 +361,53 @@ def _execute(
         raise migration_failed(migration, failure, statement, index) from None
 
 
+def second_run(
+    conn: psycopg.Connection[Any], statement: Statement, in_transaction: bool
+) -> psycopg.Error | None:
+    """Run an applied statement again, as the re-run of its file would: the server's error, or
+    None when it runs twice. In a transaction rolled back; a statement PostgreSQL refuses in
+    one runs bare, where a failure changes nothing."""
+    if in_transaction:
+        conn.execute("BEGIN")
+    try:
+        run_script(conn, statement.text)
+    except StatementFailed as failure:
+        return failure.error
+    finally:
+        if in_transaction:
+            conn.execute("ROLLBACK")
+    return None
+
+
+def _rerun(
+    conn: psycopg.Connection[Any], migration: Migration, statement: Statement, refused: bool
+) -> list[Located]:
+    """A statement of a non-transactional file that fails when the file runs again."""
+    if refused and not reruns_on_scratch(statement):
+        return []
+    error = second_run(conn, statement, in_transaction=not refused)
+    if error is None:
+        return []
+    message = error.diag.message_primary or str(error)
+    finding = rerun_finding(error.sqlstate, message, lambda name: _resolve(conn, name))
+    return [Located(migration, statement, finding)] if finding else []
+
+
+def _committed(migration: Migration, observers: Sequence[Observer]) -> list[Located]:
+    return [
+        Located(migration, statement, finding)
+        for observer in observers
+        for statement, finding in observer.committed()
+    ]
+
+
 def run_file(
     conn: psycopg.Connection[Any],
     migration: Migration,
     baseline: Baseline | None = None,
 ) -> list[Located]:
     """Apply ``migration`` as the runner would, observing each statement when ``baseline``
-    (what existed before) is given; returns what was found."""
+    (what existed before) is given; returns what was found, in the file's order."""
     observers = [make(baseline) for make in OBSERVERS] if baseline else []
     transactional = migration.mode_decision.mode is TransactionMode.TRANSACTION
     found: list[Located] = []
@@ -292,6 +416,8 @@ def run_file(
     for index, statement in enumerate(migration.statements):
         if not transactional and refused_in_transaction(statement):
             found += _documented(conn, migration, statement, index, baseline)
+            if observers:
+                found += _settled(conn, migration, statement, observers, refused=True)
             continue
         steps = _steps(statement, transactional)
         # A block of several statements sent as one text runs in one implicit transaction.
@@ -300,6 +426,7 @@ def run_file(
         wrap = wrap and conn.info.transaction_status is pq.TransactionStatus.IDLE
         if wrap:
             conn.execute("BEGIN")
+        own_transactions = False
         for step in steps:
             for observer in observers:
                 observer.before(conn)
@@ -314,14 +441,40 @@ def run_file(
                 _execute(conn, migration, step, index)
                 finding = Finding(None, "", observed=False, note=OWN_TRANSACTIONS)
                 found.append(Located(migration, step, finding))
+                for observer in observers:
+                    observer.bare(conn, step)
+                found += _committed(migration, observers)
+                own_transactions = True
                 break
             for observer in observers:
                 found += [Located(migration, step, f) for f in observer.after(conn, step, tag)]
+        if own_transactions:
+            continue
         if wrap and conn.info.transaction_status is not pq.TransactionStatus.IDLE:
             conn.execute("COMMIT")
+            if observers:  # each statement of a block, so that a finding names its own
+                for step in steps:
+                    found += _rerun(conn, migration, step, refused=False)
+        if not transactional and conn.info.transaction_status is pq.TransactionStatus.IDLE:
+            found += _committed(migration, observers)  # the file's own COMMIT too
     if transactional:
         conn.execute("COMMIT")
-    return found
+        found += _committed(migration, observers)
+    return sorted(found, key=lambda located: located.statement.offset)
+
+
+def _settled(
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    statement: Statement,
+    observers: Sequence[Observer],
+    refused: bool,
+) -> list[Located]:
+    """After a statement that ran bare (committed on its own): what other sessions now see,
+    and whether it runs twice."""
+    for observer in observers:
+        observer.bare(conn, statement)
+    return _committed(migration, observers) + _rerun(conn, migration, statement, refused)
 
 
 def _steps(statement: Statement, transactional: bool) -> list[Statement]:
@@ -365,8 +518,9 @@ def _resolve(conn: psycopg.Connection[Any], name: str) -> str:
     return str(row[0]) if row else name
 
 
-def existing_relations(conn: psycopg.Connection[Any]) -> dict[int, Relation]:
-    return {oid: Relation(name, kind) for oid, name, kind in conn.execute(RELATIONS).fetchall()}
+def existing_relations(conn: psycopg.Connection[Any], history: TableName) -> dict[int, Relation]:
+    rows = conn.execute(_on_history(RELATIONS, history)).fetchall()
+    return {oid: Relation(name, kind) for oid, name, kind in rows}
 
 
 # --- the scratch database and the target --------------------------------------------------------
@@ -431,10 +585,8 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
     kwargs = config.connect_kwargs()
     try:
         with connect(kwargs, config.wait_timeout) as conn:
-            plan = make_plan(
-                files, history.read_history(conn), config.allow_out_of_order,
-                phase=config.run_phase,
-            )  # fmt: skip
+            recorded = history.read_history(conn, config.history_table)
+            plan = make_plan(files, recorded, config.allow_out_of_order, phase=config.run_phase)
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
@@ -450,6 +602,38 @@ def _target_exists(config: Config) -> bool:
 # --- the command -------------------------------------------------------------------------------
 
 
+@dataclass
+class LintSession:
+    """The session each file is linted in, as migrate gives it: after each file the session
+    reset, and a new login when the file changed the defaults a login reads (FileSession)."""
+
+    files: FileSession
+    statements: SessionStatements
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        return self.files.conn
+
+    def settle(self, migration: Migration) -> None:
+        self.files.settle(migration.version, self.statements.reset)
+
+
+@contextmanager
+def lint_session(
+    conn: psycopg.Connection[Any], kwargs: dict[str, Any], config: Config
+) -> Iterator[LintSession]:
+    """``conn``, opened with ``kwargs``, as the files' session; a new login closed at the end."""
+    pooled = behind_pooler(conn)
+    reopen = partial(connect, kwargs, config.wait_timeout)
+    session = LintSession(
+        FileSession(conn, reopen, pooled), SessionStatements.of(conn, config, pooled)
+    )
+    try:
+        yield session
+    finally:
+        session.files.close()
+
+
 @contextmanager
 def files_session(
     scratch: psycopg.Connection[Any],
@@ -457,38 +641,51 @@ def files_session(
     config: Config,
     files: MigrationSet,
     applied: Sequence[Migration],
-) -> Iterator[psycopg.Connection[Any]]:
+) -> Iterator[LintSession]:
     """The bootstrap script on the scratch session, then the applied files, on the session the
     pending ones are linted in: the owner's own login, as migrate runs them. Never SET ROLE in
     the admin's session: a file would leave it with RESET ROLE and run as the superuser."""
-    if files.bootstrap:
-        new_owner = not role_exists(scratch, config.user)
-        for setting, value in (
-            (OWNER_ROLE_SETTING, config.user),
-            (APP_ROLE_SETTING, config.app_user),
-        ):
-            scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
-        run_file(scratch, files.bootstrap)
-        if new_owner and role_exists(scratch, config.user):
-            # 000 created the roles (they are cluster-wide): they get the passwords bootstrap
-            # will give them, so that the owner can log in. An existing role is left as it is.
-            set_role_passwords(scratch, config, files.bootstrap)
-    with owner_session(scratch, kwargs, config) as owner:
-        history.ensure_history_table(owner)  # files may grant on it, as on the target
-        for migration in applied:
-            run_file(owner, migration)
-        yield owner
+    with lint_session(scratch, kwargs, config) as admin:
+        if files.bootstrap:
+            bootstrap_scratch(admin, config, files.bootstrap)
+        with owner_session(admin, kwargs, config) as owner:
+            # Files may grant on it, as on the target; its schema is 000's there, made here if not.
+            history.ensure_schema(owner.conn, config.history_table)
+            history.ensure_history_table(owner.conn, config.history_table)
+            for migration in applied:
+                run_file(owner.conn, migration)
+                owner.settle(migration)
+            yield owner
+
+
+def bootstrap_scratch(admin: LintSession, config: Config, script: Migration) -> None:
+    """000 in the admin's session, with the role names set, and the passwords of the roles it
+    created; then what migrate's owner login would find (the defaults 000 set)."""
+    scratch = admin.conn
+    new_owner = not role_exists(scratch, config.user)
+    for setting, value in (
+        (OWNER_ROLE_SETTING, config.user),
+        (APP_ROLE_SETTING, config.app_user),
+    ):
+        scratch.execute("SELECT pg_catalog.set_config(%s, %s, false)", (setting, value))
+    run_file(scratch, script)
+    if new_owner and role_exists(scratch, config.user):
+        # 000 created the roles (they are cluster-wide): they get the passwords bootstrap
+        # will give them, so that the owner can log in. An existing role is left as it is.
+        set_role_passwords(scratch, config, script)
+    admin.settle(script)
 
 
 @contextmanager
 def owner_session(
-    scratch: psycopg.Connection[Any], kwargs: dict[str, Any], config: Config
-) -> Iterator[psycopg.Connection[Any]]:
+    admin: LintSession, kwargs: dict[str, Any], config: Config
+) -> Iterator[LintSession]:
     """The scratch session itself when its user is the owner; else the owner's own login to
     the scratch database, which it then owns as bootstrap makes it own the target (a shadow
     database is used as it is given)."""
+    scratch = admin.conn
     if scratch.info.user == config.user:
-        yield scratch
+        yield admin
         return
     if not config.shadow_url and role_exists(scratch, config.user):
         owner = sql.Identifier(config.user)
@@ -505,9 +702,9 @@ def owner_session(
         conn = connect(login, config.wait_timeout)
     except MigratorError as error:
         raise ConfigError(ERR_OWNER_LOGIN.format(owner=config.user, reason=error.message)) from None
-    with conn:
+    with conn, lint_session(conn, login, config) as session:
         conn.prepare_threshold = None
-        yield conn
+        yield session
 
 
 def run_lint(config: Config, files: MigrationSet) -> Report:
@@ -529,14 +726,16 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         applied = target.applied if target else ()
         with (
             lint_database(config) as (scratch, kwargs),
-            files_session(scratch, kwargs, config, files, applied) as conn,
+            files_session(scratch, kwargs, config, files, applied) as session,
         ):
             # With a target, what the pending files create is new and empty for all of them;
             # without one, each file is linted as if the files before it were in production.
-            base = read_baseline(conn) if target else None
+            table = config.history_table
+            base = read_baseline(session.conn, table) if target else None
             for migration in pending:
-                baseline = base if base is not None else read_baseline(conn)
-                report.add(migration, run_file(conn, migration, baseline))
+                baseline = base if base is not None else read_baseline(session.conn, table)
+                report.add(migration, run_file(session.conn, migration, baseline))
+                session.settle(migration)
     report.complete(round((time.monotonic() - start) * 1000))
     return report
 

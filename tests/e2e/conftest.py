@@ -228,9 +228,8 @@ class Stack:
 
     def enable_tls(self) -> None:
         """The files compose/docker-compose.prod.yml mounts: a CA, and a server certificate for
-        the names the runner connects to (postgres, and 127.0.0.1 on the host network)."""
-        folder = make_certificates(self.root / "tls", ["DNS:postgres", "DNS:localhost",
-                                                       "IP:127.0.0.1"])  # fmt: skip
+        the one name docs/docker.md makes it for (postgres: the hostnet file keeps that name)."""
+        folder = make_certificates(self.root / "tls", ["DNS:postgres"])
         for source, target in (("ca.crt", "db_ca.crt"), ("server.crt", "db_server.crt"),
                                ("server.key", "db_server.key")):  # fmt: skip
             shutil.copyfile(folder / source, self.secrets_dir / target)
@@ -240,11 +239,6 @@ class Stack:
         key.chmod(0o600)
         for name in ("db_ca.crt", "db_server.crt"):
             (self.secrets_dir / name).chmod(0o644)
-        # docker-compose.hostnet.yml replaces the command: add TLS back to it.
-        command = yaml.safe_load(HOSTNET_FILE.read_text())
-        tls_flags = yaml.safe_load(PROD_FILE.read_text())["services"]["postgres"]["command"][1:]
-        postgres_command = command["services"]["postgres"]["command"] + tls_flags
-        self.override("tls.yml", {"postgres": {"command": postgres_command}})
 
     @property
     def files(self) -> list[Path]:

@@ -16,15 +16,23 @@ DEPLOY = REPO / "deploy-docker-production.sh"
 RUN_MIGRATIONS = REPO / "scripts" / "run-migrations.sh"
 
 
-def deploy(stack: Stack, *args: str, image: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The production files (TLS verified with verify-full) over the test's host network."""
+def deploy(
+    stack: Stack, *args: str, image: str | None = None, build: bool = False, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The production files (TLS verified with verify-full) over the test's host network.
+
+    ``image`` is the release (MIGRATE_IMAGE and APP_IMAGE; "" leaves both unset, as an
+    operator who names no image); ``extra`` adds variables."""
     if not (stack.secrets_dir / "db_ca.crt").exists():
         stack.enable_tls()
-    env = stack.env
-    if image:
+    env = {**stack.env, "DEPLOY_STATE_DIR": str(stack.root / "deploy-state"), **extra}
+    if image == "":
+        del env["MIGRATE_IMAGE"], env["APP_IMAGE"]
+    elif image:
         env["MIGRATE_IMAGE"] = env["APP_IMAGE"] = image
     env["COMPOSE_FILE"] = os.pathsep.join(map(str, [*stack.files[:1], PROD_FILE, *stack.files[1:]]))
-    result = subprocess.run([str(DEPLOY), "--no-build", *args], env=env, capture_output=True,
+    options = [] if build else ["--no-build"]
+    result = subprocess.run([str(DEPLOY), *options, *args], env=env, capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     stack.assert_no_secret(result.stdout + result.stderr)
     return result
@@ -97,56 +105,100 @@ def test_deploy_stops_before_the_application_when_a_migration_fails(stack: Stack
     stack.check_logs()
 
 
-# Release N+1 for the rollback test: one more (expand-only) migration, and an application
-# that cannot start (`python` on its PATH exits 1; the runner's entrypoint is an absolute path).
+def test_a_failed_build_says_so_and_names_its_base_image(stack: Stack) -> None:
+    missing_base = f"local/no-such-base-{stack.project}"
+    image = f"local/auth-service-migrate:never-{stack.project}"
+
+    result = deploy(stack, build=True, image=image, BASE_IMAGE=missing_base)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("[deploy] ERROR: building the migration image failed"), error
+    assert f"BASE_IMAGE={missing_base}" in error, "the base image it was given was not used"
+    assert stack.containers("postgres") == [], "started something after a failed build"
+
+
+# Releases for the rollback test, built on the image under test (N): N+1 has one more
+# (expand-only) migration; N+2, built on N+1, another one, and its application runs but its
+# health check fails (`python` on its PATH answers `--check` with an error; the runner's
+# entrypoint is an absolute path).
 NEXT_RELEASE_DOCKERFILE = """\
 FROM {image}
 USER 0
-RUN echo 'CREATE TABLE rollout_probe (id int);' > /migrations/900_rollout_probe.sql \\
-    && mkdir /broken && printf '#!/bin/sh\\necho "app crashed" >&2\\nexit 1\\n' > /broken/python \\
+RUN echo 'CREATE TABLE rollout_probe (id int);' > /migrations/900_rollout_probe.sql
+USER 10001:10001
+"""
+UNHEALTHY_RELEASE_DOCKERFILE = """\
+FROM {image}
+USER 0
+RUN echo 'CREATE TABLE rollout_probe_2 (id int);' > /migrations/901_rollout_probe_2.sql \
+    && mkdir /broken && printf '#!/bin/sh\\ncase " $* " in *" --check "*) echo "probe says: \
+release N+2 cannot serve" >&2; exit 1;; esac\\nexec /opt/venv/bin/python "$@"\\n' > /broken/python \
     && chmod 755 /broken/python
 ENV PATH=/broken:$PATH
 USER 10001:10001
 """
+# The shipped check, every second instead of every 10 s: only the waits get shorter.
+FAST_APP_HEALTH = {"test": ["CMD", "python", "/srv/app/app.py", "--check"], "interval": "1s",
+                   "timeout": "5s", "retries": 3}  # fmt: skip
 
 
-def test_deploy_fails_on_an_unhealthy_app_and_rolls_back_to_the_previous_image(
-    stack: Stack,
-) -> None:
-    first = deploy(stack)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "app is healthy" in first.stdout
+def image_id(name: str) -> str:
+    return str(run(["docker", "image", "inspect", "-f", "{{.Id}}", name]).stdout.strip())
 
-    next_image = f"{stack.image.rsplit(':', 1)[0]}:next-{stack.project}"
-    previous = f"{stack.image.rsplit(':', 1)[0]}:previous-{stack.project}"
-    dockerfile = NEXT_RELEASE_DOCKERFILE.format(image=stack.image)
-    run(["docker", "build", "--quiet", "--network", "none", "-t", next_image, "-"],
-        input=dockerfile, timeout=300)  # fmt: skip
+
+def test_previous_changes_with_the_images_and_rollback_needs_no_image_names(stack: Stack) -> None:
+    stack.override("fast-health.yml", {"app": {"healthcheck": FAST_APP_HEALTH}})
+    release = f"local/auth-service-release-{stack.project}"  # another repository than N's
+    next_image, unhealthy_image = f"{release}:next", f"{release}:unhealthy"
+    previous = f"{release}:previous-{stack.project}"
+    for tag, dockerfile, base in ((next_image, NEXT_RELEASE_DOCKERFILE, stack.image),
+                                  (unhealthy_image, UNHEALTHY_RELEASE_DOCKERFILE, next_image)):  # fmt: skip
+        run(["docker", "build", "--quiet", "--network", "none", "-t", tag, "-"],
+            input=dockerfile.format(image=base), timeout=300)  # fmt: skip
     try:
-        start = time.monotonic()
-        broken = deploy(stack, image=next_image)
-        assert broken.returncode == 70, broken.stdout + broken.stderr
-        assert time.monotonic() - start < 200
-        assert "did not become healthy" in broken.stderr
-        assert "--rollback" in broken.stderr
-        assert f"as {previous}" in broken.stdout, "the running images were kept by tag"
+        first = deploy(stack)  # release N
+        assert first.returncode == 0, first.stdout + first.stderr
+
+        upgrade = deploy(stack, image=next_image)
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        assert f"kept the running app image as {previous}" in upgrade.stdout
         assert ("900_rollout_probe", 1) in stack.applied_versions()
 
-        back = deploy(stack, "--rollback", image=next_image)
-        assert back.returncode == 0, back.stdout + back.stderr
-        assert f"rolling back to {previous}" in back.stdout
-        assert "app is healthy" in back.stdout
-        (migrate,) = stack.containers("migrate")
-        assert migrate["Config"]["Image"] == previous
-        warnings = [e for e in stack.events("migrate") if e["event"] == "future_migrations"]
-        assert warnings and warnings[-1]["versions"] == ["900_rollout_probe"]
+        # The same release again: what runs does not become its own "previous".
+        again = deploy(stack, image=next_image)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "kept the running" not in again.stdout
+        assert image_id(previous) == image_id(stack.image)
+
+        start = time.monotonic()
+        broken = deploy(stack, image=unhealthy_image)
+        assert broken.returncode == 70, broken.stdout + broken.stderr
+        assert time.monotonic() - start < 120
+        assert "did not become healthy" in broken.stderr
+        assert "--rollback" in broken.stderr
+        assert f"kept the running app image as {previous}" in broken.stdout
+        assert image_id(previous) == image_id(next_image)
+        # Why it is unhealthy: the health check's own output, which the app's log lacks.
+        assert "last health check results" in broken.stderr
+        assert "1: probe says: release N+2 cannot serve" in broken.stderr
         (app,) = stack.containers("app")
-        assert app["Config"]["Image"] == previous
-        assert app["State"]["Health"]["Status"] == "healthy"
-        stack.check_logs(json_services=("migrate",))
+        assert "probe says" not in stack.logs(app)
+
+        # The operator names no image: the deploy recorded which ones to go back to.
+        back = deploy(stack, "--rollback", image="")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert f"rolling back to {previous} (migrate) and {previous} (app)" in back.stdout
+        assert "app is healthy" in back.stdout
+        for service in ("migrate", "app"):
+            (container,) = stack.containers(service)
+            assert container["Image"] == image_id(next_image), service
+        warnings = [e for e in stack.events("migrate") if e["event"] == "future_migrations"]
+        assert warnings and warnings[-1]["versions"] == ["901_rollout_probe_2"]
+        stack.check_logs()
     finally:
-        subprocess.run(["docker", "rmi", "-f", next_image, previous], capture_output=True,
-                       check=False, timeout=120)  # fmt: skip
+        subprocess.run(["docker", "rmi", "-f", next_image, unhealthy_image, previous],
+                       capture_output=True, check=False, timeout=120)  # fmt: skip
 
 
 def script_env(stack: Stack, **extra: str) -> dict[str, str]:

@@ -33,6 +33,8 @@ OWNER_ROLE = "auth_service"
 APP_ROLE = "auth_service_app"
 OWNER_PASSWORD = conftest.remember_secret("owner-" + secrets.token_urlsafe(18))
 APP_PASSWORD = conftest.remember_secret("app-" + secrets.token_urlsafe(18))
+CLEANUP_ROLE = "auth_service_cleanup"  # named after the owner by 000
+CLEANUP_PASSWORD = conftest.remember_secret("cleanup-" + secrets.token_urlsafe(18))
 
 # Tables holding per-user data: row level security must bind the runtime role.
 PER_USER_TABLES = (
@@ -78,6 +80,7 @@ def runner_env(db: Database) -> dict[str, str]:
         DB_ADMIN_USER="postgres",
         DB_ADMIN_PASSWORD=db.server.password,
         APP_DB_PASSWORD=APP_PASSWORD,
+        CLEANUP_DB_PASSWORD=CLEANUP_PASSWORD,
     )
 
 
@@ -105,6 +108,10 @@ class SchemaDatabase:
 
     def owner(self, **kwargs: Any) -> psycopg.Connection[Any]:
         return self.db.connect(user=OWNER_ROLE, password=OWNER_PASSWORD, **kwargs)
+
+    def cleanup(self) -> psycopg.Connection[Any]:
+        """The cleanup role: it may execute 004's cleanup functions and nothing else."""
+        return self.db.connect(user=CLEANUP_ROLE, password=CLEANUP_PASSWORD)
 
     def app(
         self, user_id: uuid.UUID | str | None = None, client_id: str | None = None

@@ -240,3 +240,19 @@ def test_a_file_that_deallocates_prepared_statements_is_applied_once(
     assert list(applied) == ["001_f", "002_call", "003_again", "004_after"]
     assert applied["004_after"]["locks"] == {"public.calls": "ACCESS EXCLUSIVE"}
     assert database.scalar("SELECT count(*) FROM schema_migrations") == 4
+
+
+def test_a_file_that_resets_all_settings_is_applied(database, run_runner, migrations):
+    """RESET ALL also resets what the runner remembered at BEGIN (set_config(..., true)): the
+    lock report and the statistics measure go without it, not fail the file."""
+    migrations.add(
+        {
+            "001_t.sql": "CREATE TABLE t (id int);\n",
+            "002_reset.sql": "RESET ALL;\nINSERT INTO t SELECT generate_series(1, 6000);\n",
+        }
+    )
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    assert database.scalar("SELECT count(*) FROM t") == 6000
+    analyzed = [e["relation"] for e in result.events_named("statistics_refreshed")]
+    assert analyzed == ["public.t"]

@@ -151,7 +151,8 @@ def managed_admin(pg_server, unborn_database):
     """An admin as managed services give one (Amazon RDS, Cloud SQL, Azure): CREATEROLE and
     CREATEDB, no SUPERUSER. The roles the shipped 000 creates for it are dropped at the end."""
     suffix = unborn_database.name
-    names = {"admin": f"admin_{suffix}", "owner": f"owner_{suffix}", "app": f"app_{suffix}"}
+    names = {"admin": f"admin_{suffix}", "owner": f"owner_{suffix}", "app": f"app_{suffix}",
+             "cleanup": f"owner_{suffix}_cleanup"}  # fmt: skip
     password = f"Managed-{suffix}-admin"
     with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
         conn.execute(
@@ -160,7 +161,7 @@ def managed_admin(pg_server, unborn_database):
     yield {**names, "password": password}
     with psycopg.connect(**pg_server.conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{unborn_database.name}" WITH (FORCE)')
-        for role in ("app", "owner", "admin"):
+        for role in ("cleanup", "app", "owner", "admin"):
             conn.execute(f"DROP ROLE IF EXISTS {names[role]}")
 
 
@@ -189,6 +190,7 @@ def test_the_shipped_schema_bootstraps_with_a_managed_services_admin(
         ("001_initial_production_schema",),
         ("002_security_invariants",),
         ("003_server_chosen_ids",),
+        ("004_cleanup_role",),
     ]
     owners = unborn_database.query(
         "SELECT pg_get_userbyid(datdba), (SELECT pg_get_userbyid(nspowner) FROM pg_namespace"

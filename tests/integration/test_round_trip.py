@@ -3,7 +3,7 @@ the no-lock start when nothing is pending, and the opt-in single transaction."""
 
 from __future__ import annotations
 
-from migrator.history.table import QUALIFIED_NAME
+from migrator.history.name import DEFAULT_TABLE
 from tests.conftest import hold_migration_lock
 
 THREE_FILES = {
@@ -78,7 +78,7 @@ def test_a_history_table_altered_by_hand_fails_the_file_and_keeps_nothing(
     assert result.returncode == 65, result
     failure = result.events_named("migration_failed")[0]
     assert failure["error"].startswith(
-        f"{bad}: INSERT INTO {QUALIFIED_NAME} (version, failed after the file ran: 23502 "
+        f"{bad}: INSERT INTO {DEFAULT_TABLE.regclass} (version, failed after the file ran: 23502 "
     )
     assert database.scalar("SELECT to_regclass('second')") is None
     assert versions(database) == ["001_first"]

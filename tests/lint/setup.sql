@@ -46,3 +46,17 @@ CREATE TYPE token_kind AS ENUM ('access', 'refresh');
 CREATE TABLE legacy_grants (id int, note text);
 INSERT INTO legacy_grants SELECT g, 'note ' || g FROM generate_series(1, 500) g;
 CREATE VIEW client_names AS SELECT id, name FROM clients;
+
+-- For the release-level contract corpus: a partitioned table with its partitions, a column of
+-- a domain and one of an enum, a function with an argument.
+CREATE TABLE events (id int, kind text, at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_other PARTITION OF events DEFAULT;
+INSERT INTO events SELECT g, 'login', date '2024-01-01' + g % 800 FROM generate_series(1, 1500) g;
+CREATE DOMAIN email AS text;
+CREATE TYPE contact_kind AS ENUM ('person', 'company');
+CREATE TABLE contacts (id int, email email, kind contact_kind NOT NULL DEFAULT 'person');
+INSERT INTO contacts SELECT g, 'c' || g || '@example.org' FROM generate_series(1, 200) g;
+CREATE FUNCTION token_count(client int) RETURNS bigint LANGUAGE sql
+    AS $$ SELECT count(*) FROM tokens WHERE client_id = client $$;

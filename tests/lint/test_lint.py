@@ -25,6 +25,7 @@ HERE = Path(__file__).parent
 CORPUS = sorted((HERE / "corpus").glob("*.sql"))
 CONTRACT_CORPUS = sorted((HERE / "contract_corpus").glob("*.sql"))
 SETUP = HERE / "setup.sql"
+CONTRACT_KINDS = {"breaking", "data_loss"}
 LABEL_RE = re.compile(r"^-- expect: (?:safe|(?P<kind>\w+) (?P<relation>\S+))$")
 
 
@@ -36,11 +37,14 @@ def label(path: Path) -> tuple[str, str] | None:
 
 
 def unwaived(result, kinds=LOCK_KINDS) -> set[tuple[str, str]]:
-    """(kind, relation) of the unwaived hazards of ``kinds`` (the lock corpus: lock kinds)."""
+    """(kind, relation) of the unwaived hazards of ``kinds`` (the lock corpus: lock kinds); a
+    finding with two kinds (a dropped column: breaking and data_loss) gives both."""
     return {
-        (e["kind"], e["relation"])
+        (kind, e["relation"])
         for e in result.events_named("hazard")
-        if e["level"] == "error" and e["kind"] in kinds
+        if e["level"] == "error"
+        for kind in e.get("unwaived_kinds", e["kinds"])
+        if kind in kinds
     }
 
 
@@ -118,12 +122,16 @@ def test_contract_corpus_file(path, lint_env, target, migrations, run_runner):
     found = unwaived(result, ("breaking", "data_loss"))
     assert found == labels(path), result
     assert result.returncode == (65 if unwaived(result, KINDS) else 0), result
+    # One change, one finding: a dropped column is one event with both kinds, a partitioned
+    # table's partitions fold into it.
+    contract = [e for e in result.events_named("hazard") if CONTRACT_KINDS & {*e["kinds"]}]
+    assert len(contract) == len({e["relation"] for e in contract}), result
     for event in result.events_named("hazard"):
-        if event["kind"] == "data_loss":  # the rows of its table on the target
+        if "data_loss" in event["kinds"]:  # the rows of its table on the target
             table = ".".join(event["relation"].split(".")[:2])
             rows = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
             assert event["rows"] == target.scalar(rows, table) > 0
-        if event["kind"] in ("breaking", "data_loss"):
+        if CONTRACT_KINDS & {*event["kinds"]}:
             assert event["change"]
             assert event["alternative"]
 
@@ -303,10 +311,10 @@ def test_a_procedure_that_commits_runs_bare_and_is_listed_as_not_observed(
     migrations.write(
         "002_backfill.sql",
         "-- migrate:no-transaction\n"
-        "CREATE PROCEDURE fill() LANGUAGE plpgsql AS $$ BEGIN\n"
+        "CREATE OR REPLACE PROCEDURE fill() LANGUAGE plpgsql AS $$ BEGIN\n"
         "  UPDATE legacy_grants SET note = note; COMMIT; END $$;\n"
         "CALL fill();\n"
-        "CREATE INDEX CONCURRENTLY legacy_grants_id ON legacy_grants (id);\n",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS legacy_grants_id ON legacy_grants (id);\n",
     )
     result = run_runner("lint", env=lint_env)
     assert result.returncode == 0, result
@@ -376,6 +384,110 @@ def test_a_finding_inside_a_goose_block_names_its_own_line_and_statement(
     # Every finding (the scan also breaks the column's writers) names the statement it is about.
     assert {(e["version"], e["line"], e["statement"]) for e in hazards} == {
         ("00002_index", 5, "CREATE INDEX tokens_scope ON tokens (scope)"),
+        ("00003_not_null", 4, "CREATE TABLE other (id int)"),  # cannot run twice
         ("00003_not_null", 5, "ALTER TABLE tokens ALTER COLUMN scope SET NOT NULL"),
     }
     assert unwaived(result) == {("index_build", "public.tokens"), ("scan", "public.tokens")}
+    assert unwaived(result, kinds={"rerun"}) == {("rerun", "public.other")}
+
+
+def hazards(result, kind):
+    return [e for e in result.events_named("hazard") if kind in e["kinds"]]
+
+
+def test_a_dropped_column_is_one_finding_and_the_two_waivers_written_for_it_still_cover_it(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_drop.sql",
+        "-- migrate:allow breaking tokens.scope: v42 no longer reads it\n"
+        "-- migrate:allow data_loss tokens.scope: copied to scopes_backup in 001\n"
+        "ALTER TABLE tokens DROP COLUMN scope;\n",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 0, result
+    [drop] = [e for e in result.events_named("hazard") if e["relation"] == "public.tokens.scope"]
+    assert (drop["kind"], drop["kinds"], drop["level"]) == (
+        "breaking", ["breaking", "data_loss"], "warning")  # fmt: skip
+    assert drop["waiver"] == "v42 no longer reads it; copied to scopes_backup in 001"
+    assert drop["change"] == "column dropped with its data"
+    assert "expand and contract" in drop["alternative"] and "backup" in drop["alternative"]
+    assert result.events_named("waiver_unused") == []
+    # One of the two kinds waived: the finding is still a hazard, for the other one.
+    migrations.write(
+        "002_drop.sql",
+        "-- migrate:allow breaking tokens.scope: v42 no longer reads it\n"
+        "ALTER TABLE tokens DROP COLUMN scope;\n",
+    )
+    half = run_runner("lint", env=lint_env)
+    assert half.returncode == 65, half
+    [drop] = [e for e in half.events_named("hazard") if e["relation"] == "public.tokens.scope"]
+    assert (drop["level"], drop["unwaived_kinds"]) == ("error", ["data_loss"])
+    assert half.events_named("lint_complete")[0]["unwaived"] == 1
+
+
+def test_the_release_is_judged_across_its_files_at_the_statement_that_made_the_difference(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_region.sql": "ALTER TABLE tokens ADD COLUMN region text NOT NULL DEFAULT 'eu';",
+        "003_region_required.sql": "SELECT 1;\nALTER TABLE tokens ALTER COLUMN region DROP DEFAULT;",
+    })  # fmt: skip
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    [required] = hazards(result, "breaking")
+    assert (required["version"], required["line"], required["relation"]) == (
+        "003_region_required", 2, "public.tokens.region")  # fmt: skip
+    assert required["change"] == (
+        "new column is NOT NULL without a default (INSERTs that omit it fail)"
+    )
+
+
+def test_a_not_null_check_then_set_not_null_is_one_change_at_the_check(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_n_required.sql",
+        "ALTER TABLE tokens ADD CONSTRAINT tokens_n_nn CHECK (n IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE tokens VALIDATE CONSTRAINT tokens_n_nn;\n"
+        "ALTER TABLE tokens ALTER COLUMN n SET NOT NULL;\n",
+    )
+    result = run_runner("lint", env=lint_env)
+    [required] = hazards(result, "breaking")
+    assert (required["line"], required["relation"]) == (1, "public.tokens.n")
+    assert required["change"].startswith("column becomes NOT NULL without a default")
+
+
+def test_a_statement_of_a_non_transactional_file_that_cannot_run_twice(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_no_tx.sql",
+        "-- migrate:allow rerun tokens_client: the runner drops an invalid index first\n"
+        "-- migrate:no-transaction\n"
+        "CREATE TABLE IF NOT EXISTS flags (id int);\n"
+        "ALTER TABLE flags ADD COLUMN IF NOT EXISTS enabled boolean;\n"
+        "CREATE TABLE audit_log (id int);\n"
+        "ALTER TABLE tokens ADD COLUMN region text;\n"
+        "INSERT INTO flags VALUES (1, true);\n"
+        "CREATE INDEX CONCURRENTLY tokens_region ON tokens (region);\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS tokens_n ON tokens (n);\n"
+        "CREATE INDEX CONCURRENTLY tokens_client ON tokens (client_id);\n"
+        "DROP INDEX CONCURRENTLY IF EXISTS tokens_n;\n",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    found = {(e["line"], e["relation"], e["level"]) for e in hazards(result, "rerun")}
+    assert found == {
+        (5, "public.audit_log", "error"),
+        (6, "public.tokens.region", "error"),
+        (8, "public.tokens_region", "error"),
+        (10, "public.tokens_client", "warning"),
+    }
+    audit = next(e for e in hazards(result, "rerun") if e["line"] == 5)
+    assert audit["change"] == 'a second run fails: relation "audit_log" already exists (42P07)'
+    assert "IF NOT EXISTS" in audit["alternative"]
+    assert audit["observed"] is True
+    # The same statements in a transactional file: a failure leaves nothing, nothing to say.
+    migrations.write("002_no_tx.sql", "CREATE TABLE audit_log (id int);\n")
+    assert hazards(run_runner("lint", env=lint_env), "rerun") == []

@@ -212,3 +212,45 @@ def test_an_index_build_reports_its_phase_through_the_pooler(pooled, database, r
     progress = result.events_named("migration_progress")
     phases = {p.get("phase") for p in progress if p["version"] == "002_big_slow"}
     assert any(phase and phase.startswith("building index") for phase in phases), progress
+
+
+def test_a_default_a_file_sets_is_warned_of_behind_the_pooler(
+    pooled, database, run_runner, migrations
+):
+    """A new login through the pooler gets a pooled server session that keeps the defaults it
+    logged in with: the runner says so instead of renewing, and the run completes."""
+    migrations.add(
+        {
+            "001_path.sql": "CREATE SCHEMA app;\nDO $$ BEGIN EXECUTE format("
+            "'ALTER DATABASE %I SET search_path = app, public', current_database()); END $$;\n",
+            "002_t.sql": "CREATE TABLE app.t (id int);\n",
+        }
+    )
+    result = run_runner(env=pooled.env(database, MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    assert [e["version"] for e in result.events_named("session_not_renewed")] == ["001_path"]
+    assert result.events_named("session_renewed") == []
+    assert database.scalar("SELECT count(*) FROM schema_migrations") == 2
+    assert database.scalar(LEFTOVER_LOCKS) == 0
+
+
+def test_cleanup_works_through_the_pooler_and_leaves_nothing_in_it(
+    pooled, pg_server, tmp_path, run_runner
+):
+    """The batches are whole transactions, one round trip each; the cleanup lock, a session
+    lock, is not taken behind a pooler (it would stay on a pooled server session)."""
+    from tests.integration.schema_fixtures import drop_database, migrate_fresh_database
+    from tests.integration.test_schema_functions import remaining, seed_cleanup_rows
+
+    db = migrate_fresh_database(pg_server, tmp_path)
+    try:
+        keys = seed_cleanup_rows(db, 5)
+        result = run_runner("cleanup", env=pooled.env(db.db))
+        assert result.returncode == 0, result
+        assert result.events_named("cleanup_lock_skipped")
+        left = remaining(db)
+        for table, sets in keys.items():
+            assert not (sets["expired"] & left[table]) and sets["live"] <= left[table], table
+        assert db.db.scalar(LEFTOVER_LOCKS) == 0
+    finally:
+        drop_database(db)

@@ -63,6 +63,7 @@ CREATORS = POOL_SIZE  # in session pooling each creator holds one of the pool's 
 
 def test_the_history_table_is_created_once_when_creators_race(route, database):
     """CREATE TABLE IF NOT EXISTS from many sessions at once: no unique violation on pg_type."""
+    from migrator.history.name import DEFAULT_TABLE
     from migrator.history.table import ensure_history_table
 
     connections = [route.connect(database) for _ in range(CREATORS)]
@@ -72,7 +73,7 @@ def test_the_history_table_is_created_once_when_creators_race(route, database):
     def create(conn) -> None:
         barrier.wait()
         try:
-            ensure_history_table(conn)
+            ensure_history_table(conn, DEFAULT_TABLE)
         except BaseException as error:  # collected: the assertion below names them
             errors.append(error)
 

@@ -22,32 +22,34 @@ from tests.security.conftest import (
     baseline_creates_the_history,
 )
 
+HISTORY = "public.schema_migrations"
 WRITES = (
-    "INSERT INTO public.schema_migrations (version, checksum) VALUES ('999_forged', 'x')",
-    "UPDATE public.schema_migrations SET checksum = 'x'",
-    "DELETE FROM public.schema_migrations",
-    "TRUNCATE public.schema_migrations",
+    "INSERT INTO {table} (version, checksum) VALUES ('999_forged', 'x')",
+    "UPDATE {table} SET checksum = 'x'",
+    "DELETE FROM {table}",
+    "TRUNCATE {table}",
 )
 # Every privilege on the history table held by a role other than its owner, except SELECT.
 OTHERS_WRITE = """
 SELECT coalesce(nullif(a.grantee, 0)::regrole::text, 'PUBLIC') || ' ' || a.privilege_type
 FROM pg_class c, aclexplode(c.relacl) a
-WHERE c.oid = 'public.schema_migrations'::regclass
+WHERE c.oid = '{table}'::regclass
   AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'
 ORDER BY 1
 """
 
 
-def assert_only_the_owner_writes(site: Site) -> None:
+def assert_only_the_owner_writes(site: Site, table: str = HISTORY) -> None:
+    """``table`` (the history, MIGRATIONS_TABLE) is written by its owner alone."""
     for role in (APP, NOBODY):
         for statement in WRITES:
             with site.login(role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(statement)
+                conn.execute(statement.format(table=table))
     with site.login(APP) as conn:  # the application may read it (status pages, support)
-        assert conn.execute("SELECT count(*) FROM public.schema_migrations").fetchone()
-    assert site.query(OTHERS_WRITE) == []
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert site.query(OTHERS_WRITE.format(table=table)) == []
     assert site.query("SELECT relowner::regrole::text FROM pg_class "
-                      "WHERE oid = 'public.schema_migrations'::regclass") == [(OWNER,)]  # fmt: skip
+                      f"WHERE oid = '{table}'::regclass") == [(OWNER,)]  # fmt: skip
 
 
 def test_created_by_bootstrap_and_migrate(site):
@@ -91,7 +93,7 @@ def test_created_in_the_lints_scratch_database(site):
         result = site.run("lint", DB_ADMIN_USER="", DB_ADMIN_PASSWORD="", LINT_SHADOW_URL=url)
         assert result.returncode == 0, result
         with site.admin(shadow.name) as conn:
-            assert conn.execute(OTHERS_WRITE).fetchall() == []
+            assert conn.execute(OTHERS_WRITE.format(table=HISTORY)).fetchall() == []
             owner = conn.execute("SELECT relowner::regrole::text FROM pg_class "
                                  "WHERE oid = 'public.schema_migrations'::regclass").fetchone()  # fmt: skip
         assert owner == (OWNER,)

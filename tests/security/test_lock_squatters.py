@@ -18,7 +18,6 @@ import psycopg
 import pytest
 
 from migrator.database.lock import lock_key
-from migrator.history.table import QUALIFIED_NAME
 from tests.security.conftest import APP, NOBODY, PERMISSION_DENIED, Site
 
 LOCK_VIEW = "public.schema_migrations_lock"
@@ -44,7 +43,9 @@ def squatting(site: Site, role: str) -> Iterator[list[str]]:
 
         # The key the advisory lock used (an older runner's lock): any role can take it.
         advisory = session()
-        advisory.execute("SELECT pg_advisory_lock(%s)", (lock_key(site.db.name, QUALIFIED_NAME),))
+        advisory.execute(
+            "SELECT pg_advisory_lock(%s)", (lock_key(site.db.name, "public.schema_migrations"),)
+        )
         held.append("advisory key")
         for mode in ("SHARE UPDATE EXCLUSIVE", "ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE"):
             conn = session()

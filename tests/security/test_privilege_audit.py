@@ -34,7 +34,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration import schema_fixtures
-from tests.integration.schema_fixtures import APP_ROLE, SchemaDatabase, sha256
+from tests.integration.schema_fixtures import APP_ROLE, CLEANUP_ROLE, SchemaDatabase, sha256
 from tests.security.conftest import (
     APP,
     NOBODY,
@@ -51,6 +51,7 @@ SHIPPED_APP = "Runtime role: the shipped schema"
 SITE_APP = "Runtime role: a site after migrate, baseline or adopt"
 ADOPTED_APP = "Runtime role: a site after adopt, in addition"
 NOBODY_EVERYWHERE = "CONNECT-only role: the shipped schema and every site"
+SHIPPED_CLEANUP = "Cleanup role: the shipped schema"
 
 # PostgreSQL 17 added MAINTAIN; asked only where the server knows it (15 and 18 give one list).
 TABLE_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
@@ -293,7 +294,7 @@ NEVER = re.compile(
 
 
 def test_the_allow_list_allows_nothing_a_role_must_never_hold():
-    headings = (SHIPPED_APP, SITE_APP, ADOPTED_APP, NOBODY_EVERYWHERE)
+    headings = (SHIPPED_APP, SITE_APP, ADOPTED_APP, NOBODY_EVERYWHERE, SHIPPED_CLEANUP)
     listed = [line for heading in headings for line in allow_list(heading)]
     assert [line for line in listed if NEVER.fullmatch(line)] == []
     assert "table public.schema_migrations: SELECT" in listed  # the pattern reads what it should
@@ -318,6 +319,23 @@ def nobody(schema_db: SchemaDatabase) -> Iterator[str]:
 def test_the_runtime_role_holds_what_the_list_allows_on_the_shipped_schema(schema_db):
     with schema_db.superuser() as conn:
         assert_allowed(audit(conn, APP_ROLE), SHIPPED_APP)
+
+
+# The cleanup role may execute 004's three functions and nothing else of the schema: no table,
+# column, sequence, no other function, no default privilege names it.
+CLEANUP_MAY_EXECUTE = {
+    "function public.cleanup_expired_tables(): EXECUTE",
+    "function public.cleanup_expired_pages(text, bigint, bigint): EXECUTE",
+    "function public.cleanup_analyze(text, timestamp with time zone): EXECUTE",
+}
+
+
+def test_the_cleanup_role_holds_what_the_list_allows_on_the_shipped_schema(schema_db):
+    with schema_db.superuser() as conn:
+        found = audit(conn, CLEANUP_ROLE)
+    assert_allowed(found, SHIPPED_CLEANUP)
+    own = [line for line in found if "public." in line and not line.startswith("type ")]
+    assert set(own) == CLEANUP_MAY_EXECUTE, own
 
 
 def test_a_connect_only_role_holds_what_the_list_allows_on_the_shipped_schema(schema_db, nobody):

@@ -40,6 +40,29 @@ def test_a_role_with_a_forbidden_attribute_is_refused(
     site.start_succeeds()
 
 
+CLEANUP = f"{OWNER}_cleanup"  # created by the shipped 000, named after the owner
+
+
+@pytest.mark.parametrize("attribute", ["SUPERUSER", "BYPASSRLS", "CREATEROLE"])
+def test_the_cleanup_role_with_a_forbidden_attribute_is_refused(site: Site, attribute: str) -> None:
+    site.as_admin(f"ALTER ROLE {CLEANUP} {attribute}")
+    try:
+        message = refused_and_unchanged(site, f"cleanup role {CLEANUP} has {attribute}")
+        assert f"ALTER ROLE {CLEANUP} NO{attribute}" in message
+    finally:
+        site.as_admin(f"ALTER ROLE {CLEANUP} NO{attribute}")
+    site.start_succeeds()
+
+
+def test_the_cleanup_role_as_a_member_of_the_owner_is_refused(site: Site) -> None:
+    site.as_admin(f"GRANT {OWNER} TO {CLEANUP}")
+    try:
+        refused_and_unchanged(site, CLEANUP, OWNER)
+    finally:
+        site.as_admin(f"REVOKE {OWNER} FROM {CLEANUP}")
+    site.start_succeeds()
+
+
 MEMBERSHIPS = [
     pytest.param(APP, "postgres", False, id="runtime-member-of-the-superuser"),
     pytest.param(APP, OWNER, False, id="runtime-member-of-the-owner"),

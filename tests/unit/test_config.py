@@ -1095,6 +1095,62 @@ def test_rollout_settings_from_their_defaults_variables_and_flag() -> None:
     assert load("wait", "--timeout", "0").migrations_wait_timeout == 0
 
 
+def test_cleanup_settings_from_their_defaults_and_variables(tmp_path: Path) -> None:
+    config = load("cleanup")
+    assert config.command == "cleanup"
+    assert config.cleanup_time_budget == 300
+    assert config.cleanup_password is None
+    assert config.cleanup_role == "auth_service_cleanup"
+    assert load("cleanup", CLEANUP_TIME_BUDGET="90s").cleanup_time_budget == 90
+    assert load(CLEANUP_TIME_BUDGET="2min").cleanup_time_budget == 120
+    assert load(DB_USER="owner_x").cleanup_role == "owner_x_cleanup"
+    secret = "cleanup-Unit-3c1f-8e20aa"
+    config = load(CLEANUP_DB_PASSWORD=secret)
+    assert config.cleanup_password == secret and secret in config.secrets
+    assert secret not in repr(config)
+    (tmp_path / "cleanup").write_text(secret + "\n")
+    assert load(CLEANUP_DB_PASSWORD_FILE=str(tmp_path / "cleanup")).cleanup_password == secret
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CLEANUP_TIME_BUDGET": "0"}, "CLEANUP_TIME_BUDGET must be above 0, got 0s"),
+        ({"CLEANUP_TIME_BUDGET": "0ms"}, "CLEANUP_TIME_BUDGET must be above 0, got 0s"),
+        (
+            {"CLEANUP_TIME_BUDGET": "soon"},
+            "CLEANUP_TIME_BUDGET must be a duration like 30, 30s, 500ms or 2min, got 'soon'",
+        ),
+        (
+            {"CLEANUP_DB_PASSWORD": "changeme"},
+            "CLEANUP_DB_PASSWORD is a placeholder from an example, not a password: generate "
+            "one, e.g. openssl rand -base64 24",
+        ),
+        (
+            {
+                "DB_ADMIN_USER": "postgres",
+                "DB_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "CLEANUP_DB_PASSWORD": "short-one",
+            },
+            "CLEANUP_DB_PASSWORD is shorter than 16 characters: bootstrap sets it on role "
+            "auth_service_cleanup; generate one, e.g. openssl rand -base64 24",
+        ),
+    ],
+)
+def test_cleanup_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
+    assert config_error("cleanup", **environ).message == message
+
+
+def test_a_short_cleanup_password_is_fine_when_bootstrap_does_not_set_it() -> None:
+    assert load("cleanup", CLEANUP_DB_PASSWORD="short-one").cleanup_password == "short-one"
+
+
+def test_a_cleanup_variable_typo_is_reported_with_the_closest_name() -> None:
+    assert load(CLEANUP_TIME_BUGDET="5min").unknown_settings == (
+        ("CLEANUP_TIME_BUGDET", "CLEANUP_TIME_BUDGET"),
+    )
+
+
 def test_the_timeout_and_shadow_url_flags_are_named_in_their_errors() -> None:
     assert config_error("wait", "--timeout", "later", MIGRATIONS_WAIT_TIMEOUT="5").message == (
         "--timeout must be a duration like 30, 30s, 500ms or 2min, got 'later'"
@@ -1400,7 +1456,7 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
     assert text.startswith("usage: entrypoint.py [-h] [--host HOST] [--port PORT]")
     lines = text.splitlines()
     assert "Wait for PostgreSQL, bootstrap it, apply pending migrations exactly once." in lines
-    assert "  {migrate,status,wait,lint,adopt,baseline,rollback}" in lines
+    assert "  {migrate,status,wait,lint,adopt,baseline,rollback,cleanup}" in lines
     helps = help_by_option(text.split("\nenvironment variables")[0])
     assert helps["-h, --help"] == "show this help message and exit"
     assert helps["--url URL"] == "postgresql:// URL instead of the DB_* parts"
@@ -1434,6 +1490,11 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
     epilog = text.split("\nenvironment variables (flags win over them):\n")[1].splitlines()
     assert epilog[0] == "  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)"
     assert "  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)" in epilog
+    assert "  CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete" in epilog
+    assert (
+        "  CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, "
+        "the cleanup role"
+    ) in epilog
     assert epilog[-1] == (
         "  130 / 143 interrupted / terminated   137 killed (e.g. out of memory: not the "
         "runner's choice)"
@@ -1530,3 +1591,78 @@ def test_a_misspelt_migrate_phase_is_named_with_the_real_one() -> None:
     config = load(MIGRATION_PHASE="post")
     assert config.unknown_settings == (("MIGRATION_PHASE", "MIGRATE_PHASE"),)
     assert config.phase is None
+
+
+# --- MIGRATIONS_TABLE ---------------------------------------------------------------------------
+
+
+def test_migrations_table_defaults_to_public_schema_migrations_and_its_lock() -> None:
+    for environ in ({}, {"MIGRATIONS_TABLE": ""}):  # compose passes ${VAR:-} as ""
+        table = load(**environ).history_table
+        assert (table.schema, table.name) == ("public", "schema_migrations")
+        assert str(table.lock) == "public.schema_migrations_lock"
+    assert Config().history_table == load().history_table
+
+
+@pytest.mark.parametrize(
+    ("value", "schema", "name"),
+    [
+        ("migrator_history", "public", "migrator_history"),  # a bare name is in public
+        ("migrator.history", "migrator", "history"),
+        ("_x1.t_2", "_x1", "t_2"),
+        ("public.schema_migrations", "public", "schema_migrations"),
+    ],
+)
+def test_migrations_table_is_a_name_or_schema_dot_name(value: str, schema: str, name: str) -> None:
+    table = load(MIGRATIONS_TABLE=value).history_table
+    assert (table.schema, table.name) == (schema, name)
+    # The lock's view follows the table, in its schema: two histories, two locks.
+    assert (table.lock.schema, table.lock.name) == (schema, name + "_lock")
+    assert table.regclass == f'"{schema}"."{name}"'
+    assert "MIGRATIONS_TABLE" not in dict(load(MIGRATIONS_TABLE=value).unknown_settings)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Schema_Migrations",  # psql would fold it, a quoted name would not: one meaning only
+        "a.b.c",
+        ".history",
+        "migrator.",
+        "1history",
+        "my-history",
+        "my history",
+        " history",
+        'migrator."history"',
+        "history;DROP TABLE users",
+        "migrator.hïstory",
+    ],
+)
+def test_migrations_table_that_is_not_a_plain_name_is_refused(value: str) -> None:
+    error = config_error(MIGRATIONS_TABLE=value)
+    assert error.message.startswith("MIGRATIONS_TABLE must be name or schema.name"), error
+    assert repr(value) in error.message
+
+
+@pytest.mark.parametrize("schema", ["pg_catalog", "pg_temp", "pg_toast", "information_schema"])
+def test_migrations_table_in_a_system_schema_is_refused(schema: str) -> None:
+    error = config_error(MIGRATIONS_TABLE=f"{schema}.history")
+    assert error.message.startswith(f"MIGRATIONS_TABLE names schema '{schema}'"), error
+    # "pg" alone, or a schema that only contains pg_, is the user's.
+    assert load(MIGRATIONS_TABLE=f"my{schema}.history").history_table.schema == f"my{schema}"
+
+
+def test_migrations_table_name_leaves_room_for_the_lock_suffix() -> None:
+    longest = "h" * 58  # 63 bytes with "_lock"
+    assert load(MIGRATIONS_TABLE=longest).history_table.lock.name == longest + "_lock"
+    error = config_error(MIGRATIONS_TABLE=longest + "h")
+    assert error.message.startswith("MIGRATIONS_TABLE: the table name 'hhh"), error
+    assert "59 bytes long; at most 58, so that the lock's view " in error.message
+    assert f"{longest}h_lock stays within PostgreSQL's 63-byte names" in error.message
+
+
+def test_migrations_table_schema_of_63_bytes_is_kept_and_of_64_refused() -> None:
+    assert load(MIGRATIONS_TABLE="s" * 63 + ".h").history_table.schema == "s" * 63
+    error = config_error(MIGRATIONS_TABLE="s" * 64 + ".h")
+    assert error.message.startswith("MIGRATIONS_TABLE's schema is 64 bytes long"), error
+    assert f"first 63 bytes of a name, so it would silently mean {'s' * 63!r}" in error.message

@@ -443,6 +443,17 @@ def test_the_wait_container_reads_as_the_application_s_role(overlay: str) -> Non
     assert seconds(env["DB_WAIT_TIMEOUT"]) + seconds(timeout) <= deadline
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_runner_of_the_database_names_the_same_history_table(overlay: str) -> None:
+    """Two values would be two histories: the Job would apply what the wait never sees."""
+    tables = {
+        name: env_of(container).get("MIGRATIONS_TABLE")
+        for name, (_, container) in runners(overlay).items()
+    }
+    assert set(tables.values()) == {"schema_migrations"}, tables
+    assert len(tables) >= 2, tables  # the bootstrap Job and the Deployment's init container
+
+
 def test_the_deployment_documents_the_wait_pattern() -> None:
     text = (KUBERNETES / "base" / "deployment.yaml").read_text()
     assert 'args: ["wait", "--timeout", ' in text
@@ -523,6 +534,65 @@ def test_the_docs_start_the_post_job_after_the_rollout() -> None:
     assert 'scripts/wait-for-job.sh "$post" 2700' in text[start:]
     # The first step (bootstrap) leaves the post Job out as well.
     assert "notin (server,migrate,migrate-post)" in text
+
+
+def cleanup_cronjob(overlay: str) -> dict[str, Any]:
+    (document,) = of_kind(overlay, "CronJob")
+    return document
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cleanup_cronjob_runs_one_at_a_time_within_its_deadline(overlay: str) -> None:
+    cron = cleanup_cronjob(overlay)
+    assert cron["metadata"]["name"] == "auth-service-cleanup"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert 0 < cron["spec"]["startingDeadlineSeconds"] <= 900
+    spec = cron["spec"]["jobTemplate"]["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["args"] == ["cleanup"]
+    env = env_of(container)
+    budget = seconds(env["CLEANUP_TIME_BUDGET"]) + seconds(env["DB_WAIT_TIMEOUT"])
+    assert spec["activeDeadlineSeconds"] > (spec["backoffLimit"] + 1) * budget
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "Ignore"
+    (rule,) = [r for r in rules if r["action"] == "FailJob"]
+    assert rule["onExitCodes"]["containerName"] == "cleanup"
+    assert {64, 65, 77, 78, 137} <= set(rule["onExitCodes"]["values"])
+    assert not {69, 75} & set(rule["onExitCodes"]["values"])  # worth the retry
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cleanup_cronjob_is_a_runner_like_the_jobs(overlay: str) -> None:
+    """The same image (tag included) and hardening as the bootstrap Job; TLS verified."""
+    pod = cleanup_cronjob(overlay)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    bootstrap_pod, bootstrap = runners(overlay)["bootstrap"]
+    assert container["image"] == bootstrap["image"] and ":" in container["image"]
+    assert container["securityContext"] == bootstrap["securityContext"]
+    assert pod["securityContext"] == bootstrap_pod["securityContext"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["automountServiceAccountToken"] is False
+    env = env_of(container)
+    assert env["DB_SSLMODE"] == "verify-full" and env["DB_SSLROOTCERT"].startswith("/run/tls/")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cleanup_cronjob_logs_in_as_the_cleanup_role_with_its_password_only(
+    overlay: str,
+) -> None:
+    pod = cleanup_cronjob(overlay)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = env_of(container)
+    assert env["DB_USER"] == "auth_service_cleanup"
+    assert not {"DB_PASSWORD", "DB_ADMIN_USER", "DB_ADMIN_PASSWORD_FILE"} & set(env)
+    files = mounted_files(overlay, pod, container)
+    assert files[env["DB_PASSWORD_FILE"]] == ("auth-service-db", "cleanup-db-password")
+    assert pod_secret_keys(pod, overlay) == {"cleanup-db-password"}
+    # Bootstrap sets that password: it reads the same key.
+    _, bootstrap = runners(overlay)["bootstrap"]
+    path = env_of(bootstrap)["CLEANUP_DB_PASSWORD_FILE"]
+    assert mounted_files(overlay, *runners(overlay)["bootstrap"])[path][1] == "cleanup-db-password"
 
 
 def test_the_documented_job_wait_ends_on_failure_too() -> None:
@@ -638,6 +708,13 @@ def test_compose_hands_secrets_as_files_only() -> None:
                 assert value.startswith("/run/secrets/")
                 assert Path(value).name in service["secrets"]
     assert set(document["secrets"]) == {"postgres_password", "db_password", "app_db_password"}
+
+
+def test_compose_passes_the_history_table_through() -> None:
+    """MIGRATIONS_TABLE=... docker compose up: empty (unset) means the default table."""
+    assert compose()["services"]["migrate"]["environment"]["MIGRATIONS_TABLE"] == (
+        "${MIGRATIONS_TABLE:-}"
+    )
 
 
 def test_compose_images_can_be_overridden() -> None:

@@ -1,2 +1,2 @@
--- expect: breaking public.sessions.user_id
-ALTER TABLE sessions ALTER COLUMN user_id SET NOT NULL;
+-- expect: breaking public.tokens.n
+ALTER TABLE tokens ALTER COLUMN n SET NOT NULL;

@@ -1,2 +1,2 @@
 -- expect: safe
-CREATE INDEX CONCURRENTLY tokens_scope_cc ON tokens (scope);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS tokens_scope_cc ON tokens (scope);

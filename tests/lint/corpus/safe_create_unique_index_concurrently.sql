@@ -1,2 +1,2 @@
 -- expect: safe
-CREATE UNIQUE INDEX CONCURRENTLY tokens_id_scope_cc ON tokens (id, scope);
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS tokens_id_scope_cc ON tokens (id, scope);

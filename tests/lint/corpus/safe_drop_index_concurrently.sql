@@ -1,2 +1,2 @@
 -- expect: safe
-DROP INDEX CONCURRENTLY tokens_expires_at;
+DROP INDEX CONCURRENTLY IF EXISTS tokens_expires_at;

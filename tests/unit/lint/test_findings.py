@@ -23,6 +23,9 @@ from migrator.lint.findings import (
     is_transaction_control,
     min_rows_of,
     refused_in_transaction,
+    rerun_finding,
+    reruns_on_scratch,
+    waivers_for,
     waivers_of,
 )
 from migrator.lint.hazards import NOT_OBSERVED, Documented, Finding, Lock, documented
@@ -285,7 +288,7 @@ def test_a_malformed_waiver_names_its_file_and_line(line):
         waivers_of(_migration(f"-- header\n{line}\nSELECT 1;"))
     assert raised.value.message == (
         f"002_x.sql: line 2: {line.strip()!r} must read -- migrate:allow <kind> <relation>: <reason> "
-        "(kinds: rewrite, scan, index_build, breaking, data_loss; the reason is required)"
+        "(kinds: rewrite, scan, index_build, breaking, data_loss, rerun; the reason is required)"
     )
     assert raised.value.fields == {"file": "002_x.sql", "line": 2}
 
@@ -346,7 +349,9 @@ def hazard_fields(**changes: object) -> dict[str, object]:
         "alternative": ALTERNATIVE,
         "log_level": "error",
     }
-    return {**fields, **changes}
+    merged = {**fields, **changes}
+    merged.setdefault("kinds", [merged["kind"]])
+    return merged
 
 
 SIZES = {"public.tokens": (50_000, 4_096_000), "public.small": (20, 8192)}
@@ -528,3 +533,128 @@ def test_lint_complete_carries_the_counts_and_the_summary():
         "duration_ms": 1234,
         "summary": "lint: 1 file(s), 3 hazard(s), 1 waived, 1 on small tables, 1 unwaived",
     }
+
+
+# --- one change, several kinds ------------------------------------------------------------------
+
+DROPPED = Finding("breaking", "public.tokens.scope", change="column dropped with its data",
+                  table="public.tokens", also=("data_loss",))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("waiver", "expected"),
+    [
+        (Waiver("breaking", "tokens.scope", "", 1), True),
+        (Waiver("data_loss", "tokens.scope", "", 1), True),
+        (Waiver("data_loss", "*", "", 1), True),
+        (Waiver("rewrite", "tokens.scope", "", 1), False),
+        (Waiver("data_loss", "tokens", "", 1), False),
+    ],
+)
+def test_a_waiver_covers_the_kind_of_a_finding_it_names(waiver, expected):
+    assert waiver.covers(DROPPED) is expected
+
+
+def test_a_finding_of_two_kinds_takes_a_waiver_for_each():
+    breaking, data_loss = (Waiver("breaking", "tokens.scope", "a", 1),
+                           Waiver("data_loss", "*", "b", 2))  # fmt: skip
+    other = Waiver("breaking", "tokens", "c", 3)
+    assert waivers_for(DROPPED, [other, breaking, data_loss]) == {
+        "breaking": breaking, "data_loss": data_loss}  # fmt: skip
+    assert waivers_for(DROPPED, [data_loss, data_loss]) == {"data_loss": data_loss}
+    assert waivers_for(DROPPED, [other]) == {}
+    assert waivers_for(Finding(None, "public.tokens"), [breaking]) == {}
+
+
+DROP = "ALTER TABLE tokens DROP COLUMN scope"
+DROP_FIELDS = {
+    "statement": DROP, "relation": "public.tokens.scope", "lock": None, "rows": 50_000,
+    "bytes": 4_096_000, "kind": "breaking", "kinds": ["breaking", "data_loss"],
+    "change": "column dropped with its data",
+    "alternative": "expand and contract: add the new object beside the old one, deploy the "
+    "release that uses it, and drop or rename the old one in a later release (a rename can go "
+    "through a view); keep a backup (CREATE TABLE ... AS SELECT) and remove the data in a "
+    "later release, once no running release reads it",
+}  # fmt: skip
+
+
+def test_the_two_waivers_written_for_a_dropped_column_waive_its_one_finding():
+    migration = _migration(
+        "-- migrate:allow breaking tokens.scope: v42 reads none\n"
+        "-- migrate:allow data_loss tokens.scope: backed up\n" + DROP
+    )
+    report = Report(10_000, SIZES)
+    with capture_logs() as logs:
+        report.add(migration, [located(migration, DROPPED, DROP)])
+    assert logs == [hazard_fields(**DROP_FIELDS, waived=True, log_level="warning",
+                                  waiver="v42 reads none; backed up")]  # fmt: skip
+    assert (report.hazards, report.waived, report.unwaived) == (1, 1, 0)
+
+
+def test_one_kind_of_a_finding_waived_leaves_it_a_hazard_and_says_which_kind():
+    migration = _migration("-- migrate:allow breaking tokens.scope: v42 reads none\n" + DROP)
+    report = Report(10_000, SIZES)
+    with capture_logs() as logs:
+        report.add(migration, [located(migration, DROPPED, DROP)])
+    assert logs == [hazard_fields(**DROP_FIELDS, unwaived_kinds=["data_loss"])]
+    assert (report.hazards, report.waived, report.small, report.unwaived) == (1, 0, 0, 1)
+    assert report.unwaived_files == ["002_x.sql"]
+    with pytest.raises(HazardsFoundError):
+        report.verdict()
+
+
+def test_a_finding_of_contract_kinds_is_never_small():
+    migration = _migration(DROP)
+    report = Report(10_000, {"public.tokens": (5, 8192)})
+    with capture_logs() as logs:
+        report.add(migration, [located(migration, DROPPED, DROP)])
+    assert logs[0]["log_level"] == "error"
+    assert (report.small, report.unwaived) == (0, 1)
+
+
+# --- statements that cannot run twice -----------------------------------------------------------
+
+
+def qualified(name: str) -> str:
+    return "public." + name
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "relation"),
+    [
+        ("42P07", 'relation "audit_log" already exists', "public.audit_log"),
+        ("42701", 'column "region" of relation "tokens" already exists', "public.tokens.region"),
+        ("42710", 'type "mood" already exists', "public.mood"),
+        ("42883", "function touch() does not exist", "(statement)"),
+        ("23505", 'duplicate key value violates unique constraint "flags_pkey"',
+         "public.flags_pkey"),
+    ],
+)  # fmt: skip
+def test_a_second_run_that_fails_is_a_rerun_hazard_on_what_it_names(sqlstate, message, relation):
+    finding = rerun_finding(sqlstate, message, qualified)
+    assert finding == Finding(
+        "rerun", relation, change=f"a second run fails: {message} ({sqlstate})"
+    )
+    assert finding.kinds == ("rerun",)
+
+
+@pytest.mark.parametrize("sqlstate", ["2D000", "25001"])
+def test_a_second_run_refused_for_the_transaction_it_was_tried_in_says_nothing(sqlstate):
+    assert rerun_finding(sqlstate, "cannot ...", qualified) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CREATE INDEX CONCURRENTLY t_a ON t (a)", True),
+        ("create unique index concurrently if not exists t_a on t (a)", True),
+        ("CREATE INDEX CONCURRENTLY ON t (a)", False),  # a second run builds a second index
+        ("CREATE UNIQUE INDEX CONCURRENTLY ON t (a)", False),
+        ("DROP INDEX CONCURRENTLY t_a", True),
+        ("VACUUM t", True),
+        ("ALTER SYSTEM SET work_mem = '8MB'", False),  # never run on the scratch server
+        ("CREATE DATABASE other", False),
+    ],
+)
+def test_which_statements_refused_in_a_transaction_run_a_second_time(text, expected):
+    assert reruns_on_scratch(Statement(text, 0, 1)) is expected

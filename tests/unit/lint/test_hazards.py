@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from migrator.files.formats import read_migration
-from migrator.lint.hazards import Lock, documented, is_hazard, normalized, safe_alternative
+from migrator.lint.hazards import (
+    KINDS,
+    Finding,
+    Lock,
+    documented,
+    is_hazard,
+    normalized,
+    safe_alternative,
+)
 
 
 def test_locks_from_pg_locks_in_order():
@@ -138,3 +146,17 @@ def test_the_not_null_alternative_names_the_column_when_it_can():
 
 def test_normalized_drops_comments_case_and_spacing():
     assert normalized("alter  table t -- why\n\tADD /* x */ c int") == "ALTER TABLE T ADD C INT"
+
+
+def test_a_finding_carries_every_kind_of_its_change():
+    assert Finding("breaking", "public.t.a", also=("data_loss",)).kinds == ("breaking", "data_loss")
+    assert Finding("rewrite", "public.t").kinds == ("rewrite",)
+    assert Finding(None, "public.t").kinds == ()
+
+
+def test_a_statement_that_cannot_run_twice_has_its_kind_and_alternative():
+    assert KINDS[-1] == "rerun"
+    alternative = safe_alternative("rerun", "CREATE TABLE t (id int)")
+    assert alternative is not None
+    assert alternative.startswith("make the statement re-runnable (CREATE ... IF NOT EXISTS")
+    assert "move it to a transactional file" in alternative

@@ -1,0 +1,2 @@
+-- expect: breaking public.contacts.email
+ALTER DOMAIN email SET NOT NULL;
