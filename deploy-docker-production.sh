@@ -6,6 +6,9 @@
 #   3. run `migrate` to completion against it
 #   4. only when it exited 0: start or update the application
 #   5. wait for the application's health check (APP_HEALTH_TIMEOUT, default 120 s)
+#   6. once it is healthy: run `migrate --phase post` (migrate-post), the files marked
+#      `-- migrate:phase post` that must not run while the previous release served
+#      (step 3 runs `--phase pre`; docs/writing-migrations.md, Phases)
 #
 #   ./deploy-docker-production.sh             # deploy
 #   ./deploy-docker-production.sh --dry-run   # show the plan (and the pending
@@ -36,8 +39,9 @@
 # Exit codes: 0 deployed (the application is healthy), 64 usage, 78 a secret file
 # missing or readable by others, 1 preflight/infrastructure (a failed build, pull or
 # postgres start, or no previous images to roll back to), 70 the application did not become healthy (it was replaced: roll back
-# with --rollback), otherwise the migration runner's exit code (the application was left
-# as it was).
+# with --rollback), otherwise the migration runner's exit code: of step 3 (the application
+# was left as it was) or of step 6 (the application is deployed and healthy, the post
+# files are pending: the message says which; fix and run `docker compose up migrate-post`).
 set -euo pipefail
 
 readonly EX_USAGE=64
@@ -184,9 +188,11 @@ plan() {
     say "  2. start postgres and wait until it is healthy"
     say "  3. run migrate to completion; stop here unless it exits 0"
     say "  4. start or update app"
+    say "  5. wait until app is healthy"
+    say "  6. run migrate --phase post (migrate-post): the files marked -- migrate:phase post"
     if postgres_running; then
-        say "pending migrations (runner dry run, nothing is changed):"
-        "${compose[@]}" run --rm --no-deps -T -e DRY_RUN=true migrate ||
+        say "pending migrations of both phases (runner dry run, nothing is changed):"
+        "${compose[@]}" run --rm --no-deps -T -e DRY_RUN=true migrate migrate --phase all ||
             say "the dry run failed with exit code $?"
     else
         say "postgres is not running: pending migrations are listed once it is"
@@ -292,6 +298,27 @@ build_args=(--build-arg "REVISION=$(git -C "$repo" rev-parse HEAD 2>/dev/null ||
 # through the host's network.
 [[ -z "${PIP_FIND_LINKS:-}" ]] || build_args+=(--network host --build-arg "PIP_FIND_LINKS=$PIP_FIND_LINKS")
 
+# Step 6: the post phase, only now that the new application serves (the previous one is
+# gone). A failure leaves the application as it is, healthy: the post files stay pending.
+run_post_migrations() {
+    local id code
+    if ! "${compose[@]}" config --services 2>/dev/null | grep -qx migrate-post; then
+        say "no migrate-post service in the compose files: post-rollout migrations skipped"
+        return 0
+    fi
+    say "running post-rollout migrations (migrate --phase post)"
+    "${compose[@]}" up -d --no-build --no-deps --force-recreate migrate-post
+    id="$(container_of migrate-post)"
+    [[ -n "$id" ]] || fail 1 "the migrate-post container did not start"
+    code="$(docker wait "$id")"
+    if [[ "$code" != 0 ]]; then
+        printf '[deploy] last runner events:\n' >&2
+        docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
+        fail "$code" "post-rollout migrations failed with exit code $code ($(exit_meaning "$code")): the application IS deployed and healthy, the post files are pending; fix them, then run: ${compose[*]} up --no-deps migrate-post"
+    fi
+    say "post-rollout migrations applied (exit 0)"
+}
+
 main() {
     preflight
     if [[ "$rollback" == true ]]; then
@@ -336,7 +363,9 @@ main() {
     "${compose[@]}" up -d --no-build --no-deps app
     say "waiting for app to become healthy (at most ${app_health_timeout}s)"
     wait_for_app
-    say "deployed: app is healthy ($APP_IMAGE)"
+    say "app is healthy ($APP_IMAGE)"
+    run_post_migrations
+    say "deployed: app is healthy ($APP_IMAGE), post-rollout migrations applied"
 }
 
 main

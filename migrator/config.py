@@ -32,6 +32,7 @@ from migrator.database.conninfo import (
     tls_file,
 )
 from migrator.errors import ConfigError
+from migrator.files.migration import ALL, PRE, RUN_PHASES
 from migrator.history.name import DEFAULT_TABLE, LOCK_SUFFIX, TableName
 from migrator.version import NAME, VERSION, revision
 
@@ -159,7 +160,7 @@ KNOWN_VARIABLES = frozenset(
         "MIGRATION_LOCK_TIMEOUT", "DDL_LOCK_TIMEOUT", "DDL_LOCK_RETRIES", "STATEMENT_TIMEOUT",
         "PROGRESS_INTERVAL", "MIGRATIONS_WAIT_TIMEOUT", "LINT_SHADOW_URL", "LINT_MIN_ROWS",
         "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
-        "TERMINATION_LOG", "MIGRATOR_REVISION",
+        "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
         "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
     }
 )  # fmt: skip
@@ -217,6 +218,8 @@ class Config:
     allow_out_of_order: bool = False
     single_transaction: bool = False  # all pending files in one transaction (Flyway's group)
     init_only: bool = False
+    # --phase / MIGRATE_PHASE: pre, post or all; None when not set, each command's default.
+    phase: str | None = None
     status_json: bool = False
     target_version: str | None = None  # baseline --version V, rollback --to V
     rollback_steps: int | None = None  # rollback --steps N
@@ -254,6 +257,18 @@ class Config:
     def tolerate_future(self) -> bool:
         """Versions a newer release applied are a warning, not an error (FUTURE_MIGRATIONS)."""
         return self.future_migrations != "fail"
+
+    @property
+    def run_phase(self) -> str:
+        """The files a run applies (migrate, lint, rollback, status): all unless set."""
+        return self.phase or ALL
+
+    @property
+    def ready_phase(self) -> str:
+        """The files that must be applied for the application to be ready (wait,
+        healthcheck.py): the pre files unless set, so that post files left for after the
+        rollout do not hold the rollout up."""
+        return self.phase or PRE
 
     @property
     def bootstrap_enabled(self) -> bool:
@@ -415,6 +430,7 @@ def load_config(
         allow_out_of_order=args.allow_out_of_order or reader.boolean("ALLOW_OUT_OF_ORDER"),
         single_transaction=args.single_transaction or reader.boolean("SINGLE_TRANSACTION"),
         init_only=args.init_only,
+        phase=_phase(args, reader),
         status_json=args.status_json,
         target_version=args.baseline_version or args.rollback_to,
         rollback_steps=steps(args.rollback_steps),
@@ -577,6 +593,20 @@ def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSe
         ),
         revision=revision(reader.environ),
     )
+
+
+def _phase(args: argparse.Namespace, reader: _Settings) -> str | None:
+    """--phase or MIGRATE_PHASE (pre, post, all), None when neither is set.
+
+    >>> _phase(argparse.Namespace(phase=None), _Settings({"MIGRATE_PHASE": "POST"}))
+    'post'
+    """
+    name, value = _first_set(
+        ("--phase", args.phase), ("MIGRATE_PHASE", reader.environ.get("MIGRATE_PHASE"))
+    )
+    if not value.strip():
+        return None
+    return _one_of(name, value.strip().lower(), RUN_PHASES)
 
 
 def _default_log_format() -> str:

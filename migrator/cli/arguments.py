@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply all pending files in one transaction: all or nothing",
     )
     parser.add_argument("--init-only", action="store_true")
+    parser.add_argument("--phase")
     parser.add_argument("--json", dest="status_json", action="store_true")
     parser.add_argument(
         "--version",
@@ -89,6 +90,9 @@ FLAG_HELP = {
     "allow_out_of_order": "apply a pending file older than the newest applied one "
     "(ALLOW_OUT_OF_ORDER)",
     "init_only": "bootstrap only (database, roles, 000_*.sql); needs DB_ADMIN_USER",
+    "phase": "pre: the files without -- migrate:phase post (before the rollout: the init "
+    "container); post: those with it (after the rollout); all: pre, then post (MIGRATE_PHASE; "
+    "default all, and pre for wait and healthcheck.py)",
     "status_json": "status: one JSON document on stdout (logs go to stderr)",
     "log_format": "json or console (LOG_FORMAT; default json, console on a terminal)",
     "log_level": "debug, info, warning or error (LOG_LEVEL, default info)",
@@ -104,6 +108,7 @@ HELP_EPILOG = """environment variables (flags win over them):
   ROLE_PASSWORDS                    always (default) | on-create: when bootstrap sets passwords
   DB_SSLMODE DB_SSLROOTCERT DB_SSLCERT DB_SSLKEY DB_SSLCRL DB_CHANNEL_BINDING   TLS
   MIGRATIONS_DIR DRY_RUN ALLOW_OUT_OF_ORDER SINGLE_TRANSACTION
+  MIGRATE_PHASE                     pre | post | all (default; pre for wait): which files run
   FUTURE_MIGRATIONS                 warn (default) | fail: versions applied by a newer release
   DB_WAIT_TIMEOUT (60s) MIGRATION_LOCK_TIMEOUT (600s) DDL_LOCK_TIMEOUT (5s)
   DDL_LOCK_RETRIES (5) STATEMENT_TIMEOUT (0: none) PROGRESS_INTERVAL (5s)

@@ -32,6 +32,8 @@ def run(config: Config, files: MigrationSet) -> str:
     """Record every file up to ``--version`` as applied, for a database built by hand."""
     assert config.target_version is not None  # config requires it
     target = target_key(files, config.target_version, "--version")
+    # Both phases (--phase is not read): the database built by hand has what every file up
+    # to the version made, the post files' contractions included.
     chosen = [m for m in files.versioned if m.sort_key <= target]
     with locked(lock_settings(config)) as session:
         if config.dry_run:
@@ -54,7 +56,9 @@ def run(config: Config, files: MigrationSet) -> str:
             verify_baseline(config, session.conn, chosen)
         event = "plan_baseline_version" if config.dry_run else "baseline_version"
         for migration in chosen:
-            log.info(event, version=migration.version, checksum=migration.checksum)
+            log.info(
+                event, version=migration.version, checksum=migration.checksum, phase=migration.phase
+            )
         if config.dry_run:
             summary = f"dry run: would record {len(chosen)} file(s) as applied"
             log.info("plan_complete", versions=len(chosen), summary=summary)

@@ -27,7 +27,7 @@ from migrator.errors import ConfigError
 from migrator.files.folder import MigrationSet
 from migrator.files.migration import MAY_HOLD_WAIVER
 from migrator.history import table as history
-from migrator.history.plan import Plan, make_plan
+from migrator.history.plan import Plan, deferred_note, make_plan
 from migrator.history.status import warn_future
 from migrator.logs import get_logger
 
@@ -78,6 +78,7 @@ def migrate(config: Config, files: MigrationSet) -> str:
             files, history.read_history(lock_conn, config.history_table),
             config.allow_out_of_order,
             config.tolerate_future,
+            config.run_phase,
         )  # fmt: skip
         if not plan.pending:
             return summarise(plan, {}, time.monotonic())
@@ -122,8 +123,12 @@ def apply_under_lock(
         # Read again under the lock: a runner that waited usually finds nothing to do.
         history.ensure_history_table(conn, config.history_table)
         recorded = history.read_history(conn, config.history_table)
-        plan = make_plan(files, recorded, config.allow_out_of_order, config.tolerate_future)
-        if not recorded and plan.pending:  # a first run, or a history under another name
+        plan = make_plan(
+            files, recorded, config.allow_out_of_order, config.tolerate_future, config.run_phase
+        )
+        if not recorded and (
+            plan.pending or plan.deferred
+        ):  # a first run, or a history under another name
             versions = [m.version for m in files.all]
             history.refuse_history_elsewhere(conn, config.history_table, versions)
         # Behind a pooler the applying backend changes between transactions: progress looks
@@ -195,10 +200,12 @@ def summarise(plan: Plan, durations: dict[str, int], start: float) -> str:
             reason="recorded by hand without a SHA-256 checksum",
         )
     summary = f"applied {len(durations)} migration(s), {len(plan.applied)} already applied"
+    summary += deferred_note(plan)
     log.info(
         "migrations_complete",
         applied=list(durations),
         skipped=len(plan.applied),
+        deferred=[m.version for m in plan.deferred],
         durations_ms=durations,
         duration_ms=round((time.monotonic() - start) * 1000),
         summary=summary,
@@ -220,7 +227,9 @@ def dry_run(config: Config, files: MigrationSet) -> str:
             set_passwords_for=roles,
         )
         if not exists:
-            return plan_summary(make_plan(files, {}, config.allow_out_of_order))
+            return plan_summary(
+                make_plan(files, {}, config.allow_out_of_order, phase=config.run_phase)
+            )
     owner_first = not config.bootstrap_enabled
     with wait_for_connection(
         config.connect_kwargs(), config.wait_timeout, first=owner_first
@@ -230,6 +239,7 @@ def dry_run(config: Config, files: MigrationSet) -> str:
             history.read_own_history(conn, config.history_table),
             config.allow_out_of_order,
             config.tolerate_future,
+            config.run_phase,
         )
     summary = plan_summary(plan)
     if plan.pending and (config.admin_user or config.shadow_url):
@@ -254,9 +264,16 @@ def plan_summary(plan: Plan) -> str:
             mode=decision.mode.value,
             mode_reason=decision.reason,
             statements=len(migration.statements),
+            phase=migration.phase,
         )
     summary = f"dry run: {len(plan.pending)} pending, {len(plan.applied)} applied, nothing changed"
-    log.info("plan_complete", pending=[m.version for m in plan.pending], summary=summary)
+    summary += deferred_note(plan)
+    log.info(
+        "plan_complete",
+        pending=[m.version for m in plan.pending],
+        deferred=[m.version for m in plan.deferred],
+        summary=summary,
+    )
     return summary
 
 

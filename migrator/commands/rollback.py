@@ -23,7 +23,7 @@ from migrator.files.folder import MigrationSet
 from migrator.files.migration import Migration
 from migrator.history import table as history
 from migrator.history.name import TableName
-from migrator.history.plan import make_plan
+from migrator.history.plan import in_phase, make_plan
 from migrator.logs import get_logger
 
 log = get_logger("maintenance")
@@ -38,10 +38,11 @@ def rollback_targets(
     config: Config, files: MigrationSet, recorded: dict[str, history.AppliedMigration]
 ) -> list[Migration]:
     """The applied files to undo, newest first; refused before anything runs when one of them
-    has no down part."""
+    has no down part. ``--phase pre`` or ``post`` undoes files of that phase only (``--steps 1
+    --phase post``: the newest post file); by default both, newest version first."""
     make_plan(files, recorded, allow_out_of_order=True)  # drift: the files must be as applied
     applied = sorted(
-        (m for m in files.versioned if m.version in recorded),
+        (m for m in files.versioned if m.version in recorded and in_phase(m, config.run_phase)),
         key=lambda m: m.sort_key,
         reverse=True,
     )
@@ -84,6 +85,7 @@ def run(config: Config, files: MigrationSet) -> str:
             log.info(
                 "plan_rollback" if config.dry_run else "rollback_started",
                 version=migration.version,
+                phase=migration.phase,
                 file=str(migration.down.path),
                 mode=migration.down.mode_decision.mode.value,
             )

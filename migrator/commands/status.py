@@ -31,12 +31,14 @@ def run(config: Config, files: MigrationSet) -> str:
         rows = status_rows(files, history.read_own_history(conn, config.history_table))
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
-    up_to_date = not problems(rows, config.tolerate_future)
+    up_to_date = not problems(rows, config.tolerate_future, config.run_phase)
     warn_future(future_rows(rows))
     if config.status_json:
         # The one document on stdout (the log went to stderr): `status --json | jq`.
         runner = {"version": config.version, "revision": config.revision}
-        document = status_document(rows, config.dbname, config.tolerate_future, runner)
+        document = status_document(
+            rows, config.dbname, config.tolerate_future, runner, config.run_phase
+        )
         sys.stdout.write(json.dumps(document, default=str) + "\n")
     else:
         for row in rows:

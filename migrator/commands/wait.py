@@ -18,7 +18,7 @@ from migrator.database.connect import wait_for_connection
 from migrator.errors import WaitTimeoutError
 from migrator.files.folder import MigrationSet
 from migrator.history import table as history
-from migrator.history.plan import Plan, make_plan
+from migrator.history.plan import Plan, deferred_note, make_plan
 from migrator.history.status import warn_future
 from migrator.logs import get_logger
 
@@ -71,20 +71,25 @@ def wait_until_applied(config: Config, files: MigrationSet) -> str:
 
 
 def read_plan(conn: psycopg.Connection[Any], config: Config, files: MigrationSet) -> Plan:
+    # The pre files by default: post files are applied after the rollout these pods are part
+    # of, so waiting for them would hold the rollout up for good (--phase all waits for them).
     return make_plan(
         files,
         history.read_history(conn, config.history_table),
         config.allow_out_of_order,
         config.tolerate_future,
+        config.ready_phase,
     )
 
 
 def ready(plan: Plan, waited: float) -> str:
     warn_future(plan.future)
     summary = f"every migration of this image is applied (waited {waited:.1f}s)"
+    summary += deferred_note(plan)  # the post files, left for after the rollout
     log.info(
         "migrations_ready",
         applied=len(plan.applied),
+        deferred=[m.version for m in plan.deferred],
         waited_s=round(waited, 3),
         summary=summary,
     )

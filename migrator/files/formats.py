@@ -24,15 +24,20 @@ from typing import TYPE_CHECKING
 
 from migrator.errors import MigrationFilesError
 from migrator.files.migration import (
+    BOOTSTRAP_NUMBER,
     ERR_BAD_NAME,
+    ERR_PHASE_BOOTSTRAP,
     ERR_UNREADABLE,
     FILE_NAME_PATTERN,
     MAY_HOLD_DIRECTIVE,
+    PHASE_LINE,
+    POST,
     REPLACES_CHECKSUM,
     Migration,
     checksum_of,
     decode,
     parse_file_name,
+    phase_of,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +72,8 @@ MIGRATE_MARKER = re.compile(
     r"^[ \t]*--\s*migrate\s*:\s*(?P<name>\S*)(?P<options>.*)$", re.MULTILINE
 )
 # allow: a hazard waiver that `lint` reads (-- migrate:allow <kind> <relation>: <reason>).
-KNOWN_MARKERS = frozenset({"up", "down", "no-transaction", "allow", "replaces-checksum"})
+# phase: pre or post, when the file runs in a release (migrator/files/migration.py, phase_of).
+KNOWN_MARKERS = frozenset({"up", "down", "no-transaction", "allow", "replaces-checksum", "phase"})
 GOOSE_MARKER = re.compile(r"^[ \t]*--.*\+goose", re.MULTILINE)
 FLYWAY_PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
 
@@ -77,6 +83,10 @@ ERR_MIXED = (
 )
 ERR_MARKER = "{path}: line {line}: {problem}"
 ERR_DUPLICATE_VERSION = "{first} and {second} have the same version {version}"
+ERR_PHASE_OTHER_FORMAT = (
+    "-- migrate:phase is read in the runner's own format only: {tool} files all run before the "
+    "release (phase pre)"
+)
 ERR_DOWN_TWICE = "{path} has a -- migrate:down section and a companion {companion}: keep one"
 ERR_ORPHAN_DOWN = "{path} is a down part without its up file {expected}"
 DBMATE_BEFORE_UP = "statements before -- migrate:up (dbmate refuses them too)"
@@ -86,7 +96,7 @@ UNKNOWN_OPTION = (
     "unknown option {option!r} on {marker} (known: transaction:false, transaction:true)"
 )
 UNKNOWN_MARKER = "unknown marker {marker!r} (known: -- migrate:up, -- migrate:down, " + (
-    "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum)"
+    "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum, -- migrate:phase)"
 )
 BAD_REPLACES_CHECKSUM = (
     "{marker!r} needs the SHA-256 (64 hex digits) of the file's earlier text, then why the new "
@@ -217,11 +227,22 @@ def read_folder(paths: Sequence[Path]) -> tuple[str, list[Migration]]:
     names = {source.path.name for source in sources}
     formats = {source.path: format_of(source, names) for source in sources}
     folder_format = refuse_mixed(formats)
+    if folder_format != RUNNER:
+        refuse_phase_lines(sources, folder_format)
     reader = READERS[folder_format]
     return (
         DBMATE if DBMATE in formats.values() else folder_format,
         reader(sources),
     )
+
+
+def refuse_phase_lines(sources: Sequence[SourceFile], tool: str) -> None:
+    """Another tool's file with a ``-- migrate:phase`` line: refused rather than applied in a
+    phase it does not ask for (exit 65)."""
+    for source in sources:
+        found = PHASE_LINE.search(source.text) if source.may_hold_migrate_marker else None
+        if found:
+            raise source.refuse(found.start(), ERR_PHASE_OTHER_FORMAT.format(tool=tool))
 
 
 # --- the runner's own files, and dbmate's ------------------------------------------------------
@@ -271,6 +292,16 @@ def read_runner_file(source: SourceFile, companion: SourceFile | None) -> Migrat
         check_markers(source)
         up = DBMATE_UP.search(source.text)
         down = DBMATE_DOWN.search(source.text)
+    phase = phase_of(source.path, source.text)
+    if phase == POST and int(match["number"]) == BOOTSTRAP_NUMBER:
+        found = PHASE_LINE.search(source.text)
+        assert found is not None
+        line = source.line_of(found.start())
+        raise MigrationFilesError(
+            ERR_PHASE_BOOTSTRAP.format(path=source.path, line=line),
+            file=str(source.path),
+            line=line,
+        )
     end = down.start() if down else len(source.text)
     migration = Migration(
         path=source.path,
@@ -280,6 +311,7 @@ def read_runner_file(source: SourceFile, companion: SourceFile | None) -> Migrat
         checksum=source.checksum_of_prefix(end),
         forced_reason=no_transaction_reason(source, up),
         key=match["number"],
+        phase=phase,
     )
     if down is not None and companion is not None:
         raise MigrationFilesError(

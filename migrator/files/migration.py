@@ -38,11 +38,33 @@ REPLACES_CHECKSUM = re.compile(
     re.MULTILINE | re.IGNORECASE,
 )
 
+# The phase a file runs in (docs/writing-migrations.md, Phases): "pre", before the new release
+# starts (the init container), or "post", after it rolled out (a Job or step of its own).
+#   -- migrate:phase post
+PRE, POST, ALL = "pre", "post", "all"
+PHASES = (PRE, POST)  # what a file can say, in the order ``all`` applies them
+RUN_PHASES = (PRE, POST, ALL)  # what a run can ask for (--phase, MIGRATE_PHASE)
+PHASE_LINE = re.compile(
+    r"^[ \t]*--\s*migrate\s*:\s*phase\b(?P<value>.*)$", re.MULTILINE | re.IGNORECASE
+)
+
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
 ERR_NOT_UTF8 = "{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x} at offset {offset})"
 ERR_NUL = "{path}: line {line}: contains a NUL byte (libpq would send the file only up to it)"
 ERR_UNREADABLE = "{path}: cannot be read ({reason})"
 ERR_REFUSED = "{path}: line {line}: {reason}; nothing of it was run"
+ERR_PHASE_VALUE = (
+    "{path}: line {line}: -- migrate:phase must be followed by pre or post, got {value!r}"
+)
+ERR_PHASE_TWICE = "{path}: line {line}: a second -- migrate:phase line: a file has one phase"
+ERR_PHASE_NOT_IN_HEADER = (
+    "{path}: line {line}: -- migrate:phase must be in the header, the comment lines before the "
+    "file's first statement"
+)
+ERR_PHASE_BOOTSTRAP = (
+    "{path}: line {line}: the bootstrap script runs before every phase: it takes no "
+    "-- migrate:phase"
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,7 @@ class Migration:
     given_statements: tuple[Statement, ...] | None = None  # the format groups statements itself
     repeatable: bool = False  # re-applied when its checksum changes (Flyway's R__ files)
     key: str = ""  # the version as the tool that wrote the file records it in its history
+    phase: str = PRE  # its -- migrate:phase header: pre (the default) or post
 
     @property
     def is_bootstrap(self) -> bool:
@@ -170,6 +193,63 @@ def parse_file_name(path: Path) -> tuple[int, str] | None:
     if not match:
         return None
     return int(match["number"]), path.name.removesuffix(".sql")
+
+
+def phase_of(path: Path, text: str) -> str:
+    """The file's ``-- migrate:phase`` header (pre or post), PRE without one; MigrationFilesError
+    (exit 65, naming the line) for another value, a second line, or one after the header.
+
+    Only the header is read in any letter case (most files: a few lines); the rest of the
+    file only when it holds "migrate" at all, as the other markers are found.
+
+    >>> phase_of(Path("004_drop_x.sql"), "-- Description: drop x\\n-- migrate:phase post\\nDROP x;")
+    'post'
+    >>> phase_of(Path("004_drop_x.sql"), "-- migrate:phase later\\n")
+    Traceback (most recent call last):
+    migrator.errors.MigrationFilesError: 004_drop_x.sql: line 1: -- migrate:phase must be ...
+    """
+    end = header_end(text)
+    found = list(PHASE_LINE.finditer(text, 0, end))
+    later = PHASE_LINE.search(text, end) if text.find("migrate", end) >= 0 else None
+    if later is not None:
+        line = text.count("\n", 0, later.start()) + 1
+        error = ERR_PHASE_TWICE if found else ERR_PHASE_NOT_IN_HEADER
+        raise MigrationFilesError(error.format(path=path, line=line), file=str(path), line=line)
+    if not found:
+        return PRE
+    first = found[0]
+    line = text.count("\n", 0, first.start()) + 1
+    if len(found) > 1:
+        second = text.count("\n", 0, found[1].start()) + 1
+        raise MigrationFilesError(
+            ERR_PHASE_TWICE.format(path=path, line=second), file=str(path), line=second
+        )
+    value = first["value"].strip().lower()
+    if value not in PHASES:
+        raise MigrationFilesError(
+            ERR_PHASE_VALUE.format(path=path, line=line, value=first["value"].strip()),
+            file=str(path),
+            line=line,
+        )
+    return value
+
+
+def header_end(text: str) -> int:
+    """Where the header ends: after the leading blank and ``--`` comment lines.
+
+    >>> text = "-- a\\n\\n-- b\\nCREATE TABLE t ();\\n-- c\\n"
+    >>> text[: header_end(text)]
+    '-- a\\n\\n-- b\\n'
+    """
+    start = 0
+    while start < len(text):
+        newline = text.find("\n", start)
+        end = len(text) if newline < 0 else newline + 1
+        stripped = text[start:end].strip()
+        if stripped and not stripped.startswith("--"):
+            return start
+        start = end
+    return len(text)
 
 
 def checksum_of(content: bytes) -> str:

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from migrator.errors import HistoryMismatchError
 from migrator.files.folder import MigrationSet
-from migrator.files.migration import Migration, looks_like_checksum, parse_file_name
+from migrator.files.migration import (
+    ALL,
+    PHASES,
+    POST,
+    Migration,
+    looks_like_checksum,
+    parse_file_name,
+)
 from migrator.history.table import AppliedMigration
 
 ERR_CHANGED = (
@@ -45,6 +52,8 @@ class Plan:
     unverified: tuple[Migration, ...]  # recorded by hand, without a real checksum
     # Applied by a newer release: recorded versions above the newest file (FUTURE_MIGRATIONS).
     future: tuple[str, ...] = ()
+    # Pending, but in the phase this run does not apply (--phase): left for that run.
+    deferred: tuple[Migration, ...] = ()
 
 
 def future_versions(files: MigrationSet, history: Mapping[str, AppliedMigration]) -> list[str]:
@@ -102,14 +111,39 @@ def drift_problems(
 
 
 def out_of_order_problems(pending: list[Migration], applied: list[Migration]) -> list[str]:
-    if not applied:
-        return []
-    newest = max(applied, key=lambda m: m.sort_key)
-    return [
-        ERR_OUT_OF_ORDER.format(file=m.path, newest=newest.version)
-        for m in pending
-        if m.sort_key < newest.sort_key
-    ]
+    """Pending files numbered below an applied file they should have run before.
+
+    A post file runs after the pre files of its release, so a pending post file below
+    applied *pre* files is in order; below an applied post file it is not. A pending pre
+    file below any applied file is out of order (every run applies pre files before post
+    files, so it should have come first).
+    """
+    problems = []
+    for migration in pending:
+        newest = newest_before(migration, applied)
+        if newest is not None and migration.sort_key < newest.sort_key:
+            problems.append(ERR_OUT_OF_ORDER.format(file=migration.path, newest=newest.version))
+    return problems
+
+
+def newest_before(migration: Migration, applied: list[Migration]) -> Migration | None:
+    """The newest applied file that ``migration`` must not sort below: for a post file the
+    newest applied post file, for a pre file the newest applied file of either phase."""
+    relevant = [m for m in applied if migration.phase != POST or m.phase == POST]
+    return max(relevant, key=lambda m: m.sort_key, default=None)
+
+
+def in_phase(migration: Migration, phase: str) -> bool:
+    """Whether a run of ``phase`` (pre, post or all) applies ``migration``.
+
+    Repeatable files have no phase of their own: they run with the pre files.
+    """
+    return phase == ALL or migration.phase == phase
+
+
+def phase_order(pending: list[Migration]) -> list[Migration]:
+    """Pre files first, then post files, each in version order (``pending`` is in it)."""
+    return sorted(pending, key=lambda m: PHASES.index(m.phase))
 
 
 def changed_or_new(migration: Migration, history: Mapping[str, AppliedMigration]) -> bool:
@@ -122,11 +156,15 @@ def make_plan(
     history: Mapping[str, AppliedMigration],
     allow_out_of_order: bool = False,
     tolerate_future: bool = False,
+    phase: str = ALL,
 ) -> Plan:
     """The versioned files still to apply, or HistoryMismatchError (exit 65).
 
     ``tolerate_future``: versions a newer release applied (above the newest file) are listed
     in ``Plan.future`` instead of failing the run (FUTURE_MIGRATIONS=warn).
+    ``phase``: pre or post applies the pending files of that phase only (the others are
+    ``Plan.deferred``); all applies the pre files, then the post files. The history is checked
+    whole whatever the phase: a problem stops the init container, before the rollout.
     """
     future = future_versions(files, history) if tolerate_future else []
     problems = drift_problems(files, history, frozenset(future))
@@ -140,4 +178,21 @@ def make_plan(
         message = problems[0] + (ERR_MORE.format(count=len(problems) - 1) if problems[1:] else "")
         raise HistoryMismatchError(message, problems=problems)
     unverified = [m for m in applied if not looks_like_checksum(history[m.version].checksum)]
-    return Plan(tuple(pending), tuple(applied), tuple(unverified), tuple(future))
+    chosen = phase_order([m for m in pending if in_phase(m, phase)])
+    deferred = [m for m in pending if not in_phase(m, phase)]
+    return Plan(tuple(chosen), tuple(applied), tuple(unverified), tuple(future), tuple(deferred))
+
+
+def deferred_note(plan: Plan) -> str:
+    """What the summary adds when files of the other phase are pending: who applies them.
+
+    >>> post = Migration(Path("003_x.sql"), 3, "003_x", "", "", phase="post")
+    >>> deferred_note(Plan((), (), (), (), (post,)))
+    '; 1 pending post file(s) left for --phase post'
+    """
+    phases = sorted({m.phase for m in plan.deferred})
+    if not phases:
+        return ""
+    names = " and ".join(phases)
+    flags = " / ".join(f"--phase {phase}" for phase in phases)
+    return f"; {len(plan.deferred)} pending {names} file(s) left for {flags}"

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from migrator.files.folder import MigrationSet
-from migrator.files.migration import looks_like_checksum
+from migrator.files.migration import ALL, looks_like_checksum
 from migrator.history.plan import future_versions
 from migrator.history.table import AppliedMigration
 from migrator.logs import get_logger
@@ -63,6 +63,7 @@ def status_rows(
                 "applied_at": row.applied_at.isoformat() if row else None,
                 "mode": migration.mode_decision.mode.value,
                 "bootstrap": migration.is_bootstrap,
+                "phase": migration.phase,
             }
         )
     known = files.by_version()
@@ -78,20 +79,41 @@ def status_rows(
                     "applied_at": row.applied_at.isoformat(),
                     "mode": None,
                     "bootstrap": False,
+                    "phase": None,
                 }
             )
     return rows
 
 
-def problems(rows: list[dict[str, Any]], tolerate_future: bool = True) -> list[dict[str, Any]]:
+def problems(
+    rows: list[dict[str, Any]], tolerate_future: bool = True, phase: str = ALL
+) -> list[dict[str, Any]]:
     """Rows that keep the database from being up to date.
 
     The bootstrap script is left out: it belongs to the superuser's phase, which a
     deployment without admin credentials never runs. A newer release's versions (``future``)
-    count only when they are not tolerated (FUTURE_MIGRATIONS=fail).
+    count only when they are not tolerated (FUTURE_MIGRATIONS=fail). With ``phase`` pre or
+    post, a pending file of the other phase is left for its own run (``left_for_other_phase``);
+    a changed or missing file is a problem in any phase.
     """
     fine = (APPLIED, UNVERIFIED, FUTURE) if tolerate_future else (APPLIED, UNVERIFIED)
-    return [row for row in rows if row["state"] not in fine and not row["bootstrap"]]
+    return [
+        row
+        for row in rows
+        if row["state"] not in fine
+        and not row["bootstrap"]
+        and not left_for_other_phase(row, phase)
+    ]
+
+
+def left_for_other_phase(row: dict[str, Any], phase: str) -> bool:
+    """A pending file that a run of ``phase`` does not apply (a post file, for pre).
+
+    >>> row = {"version": "004_drop_x", "state": "pending", "phase": "post"}
+    >>> left_for_other_phase(row, "pre"), left_for_other_phase(row, "all")
+    (True, False)
+    """
+    return row["state"] == PENDING and phase != ALL and row.get("phase", phase) != phase
 
 
 def future_rows(rows: list[dict[str, Any]]) -> list[str]:
@@ -107,7 +129,11 @@ def warn_future(versions: Iterable[str]) -> None:
 
 
 def status_document(
-    rows: list[dict[str, Any]], dbname: str, tolerate_future: bool, runner: dict[str, str]
+    rows: list[dict[str, Any]],
+    dbname: str,
+    tolerate_future: bool,
+    runner: dict[str, str],
+    phase: str = ALL,
 ) -> dict[str, Any]:
     """What `status --json` prints: one document, for `json.load` and `jq`.
 
@@ -121,12 +147,13 @@ def status_document(
     """
     return {
         "database": dbname,
-        "up_to_date": not problems(rows, tolerate_future),
+        "phase": phase,  # the phase up_to_date and problems judge (--phase, default all)
+        "up_to_date": not problems(rows, tolerate_future, phase),
         "pending": [row["version"] for row in rows if row["state"] == PENDING],
         "future": future_rows(rows),
         "problems": [
             {"version": row["version"], "state": row["state"]}
-            for row in problems(rows, tolerate_future)
+            for row in problems(rows, tolerate_future, phase)
         ],
         "migrations": rows,
         "runner": runner,

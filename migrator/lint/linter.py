@@ -43,7 +43,7 @@ from migrator.files.migration import Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
 from migrator.history.name import TableName
-from migrator.history.plan import make_plan
+from migrator.history.plan import make_plan, phase_order
 from migrator.lint.contract import (
     TABLE_KINDS,
     Catalog,
@@ -586,7 +586,7 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
     try:
         with connect(kwargs, config.wait_timeout) as conn:
             recorded = history.read_history(conn, config.history_table)
-            plan = make_plan(files, recorded, config.allow_out_of_order)
+            plan = make_plan(files, recorded, config.allow_out_of_order, phase=config.run_phase)
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
@@ -712,7 +712,8 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     start = time.monotonic()
     target = read_target(config, files)
     min_rows = min_rows_of(config.lint_min_rows, target is not None)
-    pending = target.pending if target else files.versioned
+    # No target yet: every file, in the order a first `migrate` applies them (pre, then post).
+    pending = target.pending if target else tuple(phase_order(list(files.versioned)))
     report = Report(min_rows, target.sizes if target else {})
     log.info(
         "lint_started",

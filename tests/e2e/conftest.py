@@ -279,7 +279,8 @@ class Stack:
             (target / name).write_text(sql)
         for path in [target, *target.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        self.override("migrations.yml", {"migrate": {"volumes": [f"{target}:/migrations:ro"]}})
+        mount = {"volumes": [f"{target}:/migrations:ro"]}
+        self.override("migrations.yml", {"migrate": mount, "migrate-post": mount})
         return target
 
     def containers(self, service: str) -> list[dict[str, Any]]:

@@ -102,3 +102,24 @@ def test_three_migrate_containers_apply_each_migration_exactly_once(stack: Stack
     assert sorted(applied) == [v for v in versions if v != "000_init_database"], applied
     assert wait_for_event(stack, "app", "schema_ok")
     stack.check_logs()
+
+
+def test_migrate_post_applies_the_post_files_once_the_app_is_healthy(stack: Stack) -> None:
+    """A post file numbered below a pre file that it needs: migrate leaves it, migrate-post
+    applies it after the application became healthy."""
+    stack.migrations_dir({
+        "900_contract.sql": "-- migrate:phase post\nALTER TABLE phase_probe DROP COLUMN old;",
+        "901_expand.sql": "CREATE TABLE phase_probe (id int, old text);",
+    })  # fmt: skip
+    stack.up()
+    assert stack.wait_exited("migrate") == [0]
+    assert stack.wait_exited("migrate-post") == [0]
+    (migrate,) = [e for e in stack.events("migrate") if e["event"] == "migrations_complete"]
+    assert migrate["deferred"] == ["900_contract"] and "900_contract" not in migrate["applied"]
+    (post,) = [e for e in stack.events("migrate-post") if e["event"] == "migrations_complete"]
+    assert post["applied"] == ["900_contract"]
+    (app,) = stack.containers("app")
+    (migrate_post,) = stack.containers("migrate-post")
+    assert migrate_post["State"]["StartedAt"] > app["State"]["StartedAt"]
+    assert ("900_contract", 1) in stack.applied_versions()
+    stack.check_logs()

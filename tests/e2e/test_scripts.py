@@ -60,6 +60,37 @@ def test_deploy_migrates_then_starts_the_application(stack: Stack) -> None:
     stack.check_logs()
 
 
+def test_deploy_runs_the_post_phase_after_the_health_gate(stack: Stack) -> None:
+    stack.migrations_dir({
+        "900_contract.sql": "-- migrate:phase post\nALTER TABLE phase_probe DROP COLUMN old;",
+        "901_expand.sql": "CREATE TABLE phase_probe (id int, old text);",
+    })  # fmt: skip
+    plan = deploy(stack, "--dry-run")
+    assert "6. run migrate --phase post" in plan.stdout
+
+    result = deploy(stack)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.index("app is healthy") < out.index("running post-rollout migrations")
+    assert "post-rollout migrations applied" in out
+    assert stack.wait_exited("migrate") == [0] and stack.wait_exited("migrate-post") == [0]
+    assert ("900_contract", 1) in stack.applied_versions()
+    stack.check_logs()
+
+
+def test_a_failing_post_phase_leaves_the_application_deployed(stack: Stack) -> None:
+    stack.migrations_dir({"900_contract.sql": "-- migrate:phase post\nDROP TABLE no_such_table;"})
+
+    result = deploy(stack)
+
+    assert result.returncode == 65, result.stdout + result.stderr
+    assert "post-rollout migrations failed with exit code 65" in result.stderr
+    assert "IS deployed and healthy" in result.stderr
+    assert stack.containers("app")[0]["State"]["Running"]
+    assert "900_contract" not in dict(stack.applied_versions())
+
+
 def test_deploy_stops_before_the_application_when_a_migration_fails(stack: Stack) -> None:
     stack.migrations_dir({"900_broken.sql": BROKEN})
 

@@ -1557,6 +1557,42 @@ def test_a_mistyped_variable_is_reported_with_the_name_meant() -> None:
     )
 
 
+# --- phases -------------------------------------------------------------------------------------
+
+
+def test_the_phase_is_unset_by_default_and_each_command_has_its_own() -> None:
+    config = load()
+    assert config.phase is None
+    assert (config.run_phase, config.ready_phase) == ("all", "pre")
+
+
+@pytest.mark.parametrize("value", ["pre", "post", "all", "POST", " pre "])
+def test_the_phase_from_the_flag_or_migrate_phase(value: str) -> None:
+    assert load("--phase", value).phase == value.strip().lower()
+    config = load(MIGRATE_PHASE=value)
+    assert (config.phase, config.run_phase, config.ready_phase) == (value.strip().lower(),) * 3
+
+
+def test_the_flag_wins_over_migrate_phase() -> None:
+    assert load("--phase", "post", MIGRATE_PHASE="pre").phase == "post"
+    assert load(MIGRATE_PHASE="").phase is None
+
+
+def test_a_bad_phase_is_one_line_naming_its_source() -> None:
+    assert config_error("--phase", "later").message == (
+        "--phase must be one of pre, post, all, got 'later'"
+    )
+    assert config_error(MIGRATE_PHASE="both").message == (
+        "MIGRATE_PHASE must be one of pre, post, all, got 'both'"
+    )
+
+
+def test_a_misspelt_migrate_phase_is_named_with_the_real_one() -> None:
+    config = load(MIGRATION_PHASE="post")
+    assert config.unknown_settings == (("MIGRATION_PHASE", "MIGRATE_PHASE"),)
+    assert config.phase is None
+
+
 # --- MIGRATIONS_TABLE ---------------------------------------------------------------------------
 
 

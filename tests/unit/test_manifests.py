@@ -154,7 +154,9 @@ def runners(overlay: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     found = {}
     spec = deployment(overlay)["spec"]["template"]["spec"]
     (found["deployment"],) = [(spec, c) for c in spec["initContainers"]]
-    for component, container in (("migrate", "migrate"), ("bootstrap", "bootstrap")):
+    for component, container in (
+        ("migrate", "migrate"), ("migrate-post", "migrate"), ("bootstrap", "bootstrap"),
+    ):  # fmt: skip
         document = job(overlay, component)
         if document is not None:
             spec = document["spec"]["template"]["spec"]
@@ -417,7 +419,7 @@ def test_the_deployment_migrates_or_waits_before_the_application(overlay: str) -
     if pattern_b(overlay):
         assert init["name"] == "wait" and init["args"][0] == "wait"
     else:
-        assert init["name"] == "migrate" and init["args"] == ["migrate"]
+        assert init["name"] == "migrate" and init["args"] == ["migrate", "--phase", "pre"]
 
 
 WAIT_OVERLAYS = [o for o in OVERLAYS
@@ -503,6 +505,35 @@ def test_a_job_per_release_with_a_deadline_that_fits_its_retries(overlay: str) -
         assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
         (rule,) = [r for r in rules if r["action"] == "FailJob"]
         assert rule["onExitCodes"]["containerName"] == container["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_post_files_wait_for_the_rollout_in_a_suspended_job(overlay: str) -> None:
+    """Before the rollout only the pre phase runs; the post Job is created, never started."""
+    post = job(overlay, "migrate-post")
+    assert post is not None, f"{overlay}: no migrate-post Job"
+    assert post["spec"]["suspend"] is True, "it would run beside the rollout"
+    (container,) = post["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["migrate", "--phase", "post"]
+    tag = container["image"].rpartition(":")[2]
+    assert post["metadata"]["name"] == f"auth-service-migrate-post-{tag}"
+    for name, (_, runner) in runners(overlay).items():
+        if name in ("bootstrap", "migrate-post"):
+            continue
+        if runner["args"][0] == "wait":  # pre by default: post files must not hold it up
+            assert "--phase" not in runner["args"] and "MIGRATE_PHASE" not in env_of(runner)
+        else:
+            assert runner["args"] == ["migrate", "--phase", "pre"], (name, runner["args"])
+
+
+def test_the_docs_start_the_post_job_after_the_rollout() -> None:
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    rollout = text.index("kubectl rollout status deployment/auth-service")
+    start = text.index("""kubectl patch job "$post" --type=merge -p '{"spec":{"suspend":false}}'""")
+    assert rollout < start
+    assert 'scripts/wait-for-job.sh "$post" 2700' in text[start:]
+    # The first step (bootstrap) leaves the post Job out as well.
+    assert "notin (server,migrate,migrate-post)" in text
 
 
 def cleanup_cronjob(overlay: str) -> dict[str, Any]:
@@ -647,6 +678,23 @@ def test_compose_orders_postgres_migrate_app() -> None:
     assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert any(v.startswith("pgdata:") for v in services["postgres"]["volumes"])
     assert "pgdata" in compose()["volumes"]
+
+
+def test_compose_applies_post_files_once_the_app_is_healthy() -> None:
+    services = compose()["services"]
+    assert services["migrate"]["command"] == ["migrate", "--phase", "pre"]
+    post = services["migrate-post"]
+    assert post["command"] == ["migrate", "--phase", "post"]
+    assert post["depends_on"] == {"app": {"condition": "service_healthy"}}
+    assert post["image"] == services["migrate"]["image"]
+    assert post["restart"] == "no" and post["read_only"] is True
+    # The owner's password only: bootstrap (the superuser's) is migrate's alone.
+    assert "DB_ADMIN_USER" not in post["environment"] and post["secrets"] == ["db_password"]
+    prod = yaml.safe_load((REPO / "compose" / "docker-compose.prod.yml").read_text())["services"]
+    assert prod["migrate-post"]["environment"] == prod["migrate"]["environment"]
+    assert set(prod["migrate-post"]["secrets"]) == {"db_password", "db_ca_cert"}
+    hostnet = yaml.safe_load((REPO / "compose" / "docker-compose.hostnet.yml").read_text())
+    assert hostnet["services"]["migrate-post"] == hostnet["services"]["migrate"]
 
 
 def test_compose_hands_secrets_as_files_only() -> None:

@@ -541,7 +541,7 @@ def test_down_section_and_companion_together_are_refused(tmp_path: Path) -> None
             "SELECT 1;\n  -- migrate:dwon\nSELECT 2;",
             2,
             "unknown marker '-- migrate:dwon' (known: -- migrate:up, -- migrate:down, "
-            "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum)",
+            "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum, -- migrate:phase)",
         ),
     ],
 )
@@ -812,3 +812,83 @@ def test_the_checksum_of_a_file_with_a_down_section_is_of_its_up_part(tmp_path: 
     up = "CREATE TABLE a (id int);\n"
     migration = read(tmp_path, {"001_a.sql": up + "-- migrate:down\nDROP TABLE a;\n"})["001_a"]
     assert migration.checksum == sha(up)
+
+
+# --- phases (-- migrate:phase) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "-- migrate:phase post\n",
+        "-- Description: drop the old column\n\n-- migrate:phase post\n",
+        "  --  MIGRATE : phase   POST  \n",
+        "-- migrate:phase post\n-- migrate:up\n",  # with dbmate's markers
+    ],
+)
+def test_a_post_header_in_the_runner_s_format(tmp_path: Path, header: str) -> None:
+    found = read(tmp_path, {"001_a.sql": "SELECT 1;", "002_b.sql": header + "SELECT 2;"})
+    assert (found["001_a"].phase, found["002_b"].phase) == ("pre", "post")
+
+
+def test_a_pre_header_is_the_default_said_out_loud(tmp_path: Path) -> None:
+    found = read(tmp_path, {"001_a.sql": "-- migrate:phase pre\nSELECT 1;"})
+    assert found["001_a"].phase == "pre"
+
+
+def test_the_down_part_keeps_its_file_s_phase(tmp_path: Path) -> None:
+    text = "-- migrate:phase post\n-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;\n"
+    found = read(tmp_path, {"001_a.sql": text})
+    assert found["001_a"].down is not None and found["001_a"].down.phase == "post"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("-- migrate:phase later\nSELECT 1;",
+         1, "-- migrate:phase must be followed by pre or post, got 'later'"),
+        ("-- x\n-- migrate:phase\nSELECT 1;",
+         2, "-- migrate:phase must be followed by pre or post, got ''"),
+        ("-- migrate:phase post now\nSELECT 1;",
+         1, "-- migrate:phase must be followed by pre or post, got 'post now'"),
+        ("-- migrate:phase post\n-- migrate:phase pre\nSELECT 1;",
+         2, "a second -- migrate:phase line: a file has one phase"),
+        ("-- migrate:phase post\nSELECT 1;\n-- migrate:phase pre\n",
+         3, "a second -- migrate:phase line: a file has one phase"),
+        ("SELECT 1;\n-- migrate:phase post\nSELECT 2;",
+         2, "-- migrate:phase must be in the header, the comment lines before the file's "
+            "first statement"),
+    ],
+)  # fmt: skip
+def test_a_bad_phase_header_is_refused_naming_the_line(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    message = refused(tmp_path, {"001_a.sql": text})
+    path = tmp_path / "migrations" / "001_a.sql"
+    assert message == f"{path}: line {line}: {problem}"
+
+
+def test_the_bootstrap_script_takes_no_post_phase(tmp_path: Path) -> None:
+    message = refused(tmp_path, {"000_init_database.sql": "-- x\n-- migrate:phase post\nSELECT 0;"})
+    path = tmp_path / "migrations" / "000_init_database.sql"
+    assert message.startswith(f"{path}: line 2: the bootstrap script runs before every phase")
+
+
+@pytest.mark.parametrize(
+    ("files", "tool"),
+    [
+        ({"1_a.up.sql": "-- migrate:phase post\nSELECT 1;"}, "golang-migrate"),
+        ({"1_a.sql": "-- +goose Up\n-- migrate:phase post\nSELECT 1;"}, "goose"),
+        ({"V1__a.sql": "SELECT 1;\n-- migrate:phase post\n"}, "flyway"),
+    ],
+)
+def test_other_tools_files_take_no_phase(
+    tmp_path: Path, files: dict[str, str | bytes], tool: str
+) -> None:
+    message = refused(tmp_path, files)
+    (name,) = files
+    line = 1 if tool == "golang-migrate" else 2
+    assert message == (
+        f"{tmp_path / 'migrations' / name}: line {line}: -- migrate:phase is read in the "
+        f"runner's own format only: {tool} files all run before the release (phase pre)"
+    )

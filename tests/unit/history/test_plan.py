@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from migrator.errors import EX_DATAERR, HistoryMismatchError
 from migrator.files.folder import MigrationSet
-from migrator.history.plan import make_plan
+from migrator.history.plan import deferred_note, make_plan
 from migrator.history.table import AppliedMigration
 from tests.conftest import applied_row, write_migration_set
 
@@ -32,7 +33,7 @@ def applied(found: MigrationSet, *versions: str) -> dict[str, AppliedMigration]:
     return {v: row(v, by_version[v].checksum) for v in versions}
 
 
-def mismatch(found: MigrationSet, history: dict[str, AppliedMigration], **kw: bool) -> str:
+def mismatch(found: MigrationSet, history: dict[str, AppliedMigration], **kw: Any) -> str:
     with pytest.raises(HistoryMismatchError) as caught:
         make_plan(found, history, **kw)
     assert caught.value.exit_code == EX_DATAERR == 65
@@ -40,7 +41,7 @@ def mismatch(found: MigrationSet, history: dict[str, AppliedMigration], **kw: bo
     return caught.value.message
 
 
-def pending(found: MigrationSet, history: dict[str, AppliedMigration], **kw: bool) -> list[str]:
+def pending(found: MigrationSet, history: dict[str, AppliedMigration], **kw: Any) -> list[str]:
     return [m.version for m in make_plan(found, history, **kw).pending]
 
 
@@ -294,3 +295,93 @@ def test_a_version_numbered_like_the_newest_file_is_a_lost_file_not_a_newer_one(
         f"002_c is recorded as applied (checksum {'2' * 64}) but {folder / '002_c.sql'} is gone; "
         "restore the file"
     )
+
+
+# --- phases -------------------------------------------------------------------------------------
+
+POST = "-- migrate:phase post\n"
+RELEASE = {
+    "010_a": "SELECT 1;",
+    "020_drop_old": POST + "SELECT 2;",
+    "030_b": "SELECT 3;",
+    "040_backfill": POST + "SELECT 4;",
+}
+
+
+def test_all_applies_the_pre_files_then_the_post_files_each_in_version_order(
+    folder: Path,
+) -> None:
+    found = files(folder, **RELEASE)
+    plan = make_plan(found, {})
+    assert [m.version for m in plan.pending] == ["010_a", "030_b", "020_drop_old", "040_backfill"]
+    assert plan.deferred == ()
+    assert pending(found, {}, phase="all") == ["010_a", "030_b", "020_drop_old", "040_backfill"]
+
+
+def test_pre_leaves_the_post_files_for_their_run(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    plan = make_plan(found, {}, phase="pre")
+    assert [m.version for m in plan.pending] == ["010_a", "030_b"]
+    assert [m.version for m in plan.deferred] == ["020_drop_old", "040_backfill"]
+
+
+def test_post_applies_the_post_files_only(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    plan = make_plan(found, applied(found, "010_a", "030_b"), phase="post")
+    assert [m.version for m in plan.pending] == ["020_drop_old", "040_backfill"]
+    assert plan.deferred == ()
+    # Before the pre files ran, post still applies only its own: the pre files wait.
+    plan = make_plan(found, {}, phase="post")
+    assert [m.version for m in plan.pending] == ["020_drop_old", "040_backfill"]
+    assert [m.version for m in plan.deferred] == ["010_a", "030_b"]
+
+
+def test_a_pending_post_file_below_applied_pre_files_is_in_order(folder: Path) -> None:
+    """The init container applied 030 (pre) while 020 (post) waits for the rollout."""
+    found = files(folder, **RELEASE)
+    history = applied(found, "010_a", "030_b")
+    for phase in ("pre", "post", "all"):
+        make_plan(found, history, phase=phase)  # no HistoryMismatchError
+    assert pending(found, history) == ["020_drop_old", "040_backfill"]
+
+
+def test_a_pending_post_file_below_an_applied_post_file_is_out_of_order(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    history = applied(found, "010_a", "030_b", "040_backfill")
+    message = mismatch(found, history)
+    assert "020_drop_old.sql" in message and "040_backfill" in message
+    # Whatever the phase: the init container stops before the rollout.
+    assert "020_drop_old.sql" in mismatch(found, history, phase="pre")
+
+
+def test_a_pending_pre_file_below_an_applied_post_file_is_out_of_order(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    history = applied(found, "010_a", "020_drop_old")
+    assert pending(found, history, phase="pre") == ["030_b"]  # above 020: in order
+    found = files(folder, **{"015_late": "SELECT 5;"})
+    message = mismatch(found, history, phase="pre")
+    assert "015_late.sql" in message and "020_drop_old" in message
+
+
+def test_a_pending_pre_file_below_an_applied_pre_file_is_still_out_of_order(folder: Path) -> None:
+    found = files(folder, **{**RELEASE, "025_late": "SELECT 25;"})
+    message = mismatch(found, applied(found, "010_a", "030_b"), phase="post")
+    assert "025_late.sql" in message and "030_b" in message
+    assert "020_drop_old" not in message
+
+
+def test_out_of_order_post_files_pass_when_allowed(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    history = applied(found, "010_a", "030_b", "040_backfill")
+    assert pending(found, history, allow_out_of_order=True, phase="post") == ["020_drop_old"]
+
+
+def test_the_summary_names_the_phase_left_and_the_run_that_applies_it(folder: Path) -> None:
+    found = files(folder, **RELEASE)
+    assert deferred_note(make_plan(found, {}, phase="pre")) == (
+        "; 2 pending post file(s) left for --phase post"
+    )
+    assert deferred_note(make_plan(found, {}, phase="post")) == (
+        "; 2 pending pre file(s) left for --phase pre"
+    )
+    assert deferred_note(make_plan(found, {})) == ""

@@ -106,6 +106,7 @@ def test_row_fields(folder: Path) -> None:
         "applied_at": APPLIED_AT.isoformat(),
         "mode": "transaction",
         "bootstrap": False,
+        "phase": "pre",
     }
     assert second["state"] == "pending"
     assert second["recorded_checksum"] is None
@@ -188,6 +189,7 @@ def test_a_missing_row_has_every_key_a_file_row_has(folder: Path) -> None:
         "applied_at": APPLIED_AT.isoformat(),
         "mode": None,
         "bootstrap": False,
+        "phase": None,
     }
     assert missing.keys() == file_row.keys()
     assert problems([file_row, missing]) == [missing]
@@ -204,6 +206,7 @@ def test_pending_row_of_a_no_transaction_file(folder: Path) -> None:
         "applied_at": None,
         "mode": "no-transaction",
         "bootstrap": False,
+        "phase": "pre",
     }
     assert problems([pending]) == [pending]
 
@@ -221,6 +224,7 @@ def test_the_status_document_in_full(folder: Path) -> None:
     document = status_document(rows, "auth_db", False, runner)
     assert document == {
         "database": "auth_db",
+        "phase": "all",
         "up_to_date": False,
         "pending": ["002_b", "004_d"],
         "future": ["005_newer"],
@@ -270,3 +274,64 @@ def test_one_warning_names_the_versions_a_newer_release_applied(json_log: io.Str
 def test_no_warning_without_future_versions(json_log: io.StringIO) -> None:
     warn_future([])
     assert json_log.getvalue() == ""
+
+
+# --- phases -------------------------------------------------------------------------------------
+
+
+POST_FILES = {
+    "001_a": "SELECT 1;",
+    "002_contract": "-- migrate:phase post\nSELECT 2;",
+    "003_b": "SELECT 3;",
+}
+
+
+def test_rows_carry_each_file_s_phase(folder: Path) -> None:
+    found = files(folder, **POST_FILES)
+    rows = status_rows(found, {"009_gone": row("009_gone", "a" * 64)})
+    assert [(r["version"], r["phase"]) for r in rows] == [
+        ("001_a", "pre"),
+        ("002_contract", "post"),
+        ("003_b", "pre"),
+        ("009_gone", None),
+    ]
+
+
+def test_a_pending_post_file_is_no_problem_for_the_pre_phase(folder: Path) -> None:
+    found = files(folder, **POST_FILES)
+    history = {v: row(v, found.by_version()[v].checksum) for v in ("001_a", "003_b")}
+    rows = status_rows(found, history)
+    assert problems(rows, phase="pre") == []
+    assert [r["version"] for r in problems(rows)] == ["002_contract"]  # all, the default
+    assert [r["version"] for r in problems(rows, phase="all")] == ["002_contract"]
+    assert [r["version"] for r in problems(rows, phase="post")] == ["002_contract"]
+
+
+def test_a_pending_pre_file_is_no_problem_for_the_post_phase(folder: Path) -> None:
+    found = files(folder, **POST_FILES)
+    history = {v: row(v, found.by_version()[v].checksum) for v in ("001_a", "002_contract")}
+    rows = status_rows(found, history)
+    assert problems(rows, phase="post") == []
+    assert [r["version"] for r in problems(rows, phase="pre")] == ["003_b"]
+
+
+def test_a_changed_post_file_is_a_problem_in_every_phase(folder: Path) -> None:
+    found = files(folder, **POST_FILES)
+    history = {v: row(v, found.by_version()[v].checksum) for v in ("001_a", "003_b")}
+    history["002_contract"] = row("002_contract", "c" * 64)
+    rows = status_rows(found, history)
+    for phase in ("pre", "post", "all"):
+        assert [(r["version"], r["state"]) for r in problems(rows, phase=phase)] == [
+            ("002_contract", "changed")
+        ], phase
+
+
+def test_the_document_judges_the_phase_it_names(folder: Path) -> None:
+    found = files(folder, **POST_FILES)
+    history = {v: row(v, found.by_version()[v].checksum) for v in ("001_a", "003_b")}
+    rows = status_rows(found, history)
+    pre = status_document(rows, "db", True, {}, "pre")
+    assert (pre["phase"], pre["up_to_date"], pre["pending"]) == ("pre", True, ["002_contract"])
+    every = status_document(rows, "db", True, {})
+    assert (every["phase"], every["up_to_date"]) == ("all", False)
+    assert every["problems"] == [{"version": "002_contract", "state": "pending"}]
