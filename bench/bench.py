@@ -120,7 +120,7 @@ TARGETS = (
     ("W5", "runner / dbmate", 1.0),
     ("C1", "runner / python-floor", 1.15),
 )
-ADDED_SIZE_TARGET_BYTES = 15_000_000  # issue 14: what the image adds to its base
+ADDED_SIZE_TARGET_BYTES = 16_000_000  # what the image adds to its base (15 MB until 2026-12-07)
 W4_TARGET_S = 0.3
 RSS_TARGET_BYTES = 60_000_000
 # pgserver's settings that change timings (the same for every tool).

