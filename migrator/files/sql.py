@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_REASON",
@@ -67,12 +68,16 @@ class _Kind(Enum):
     BLOCK_COMMENT = "block comment"
     META = "psql meta-command"  # a backslash outside quotes: psql's, up to the end of the line
 
+    # Members are singletons: hashed by identity, ``kind in COMMENT_KINDS`` (once per token)
+    # costs no call into Enum.__hash__, which hashes the name in Python.
+    __hash__ = object.__hash__
+
 
 COMMENT_KINDS = frozenset({_Kind.LINE_COMMENT, _Kind.BLOCK_COMMENT})
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
+    # A tuple: millions are made for a big data file, and a tuple is made fastest.
     kind: _Kind
     start: int
     end: int
@@ -87,31 +92,80 @@ IDENT_CONT = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9
 DOLLAR_TAG_CONT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9, never $
 
 WHITESPACE_RE = re.compile(r"[ \t\n\r\f]+")
-LINE_END_RE = re.compile(r"[\n\r]")
-WORD_RE = re.compile(rf"{IDENT_START}{IDENT_CONT}*")
-# Digits, then (PostgreSQL 15+ "junk" or older "number then identifier") any identifier
-# glued to them: either way a "$" right after is part of that token, never a dollar quote.
-NUMBER_RE = re.compile(rf"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:{IDENT_START}{IDENT_CONT}*)?")
-PARAM_RE = re.compile(r"\$\d+")
-DOLLAR_DELIMITER_RE = re.compile(rf"\$(?:{IDENT_START}{DOLLAR_TAG_CONT}*)?\$")
-# Bodies after the opening quote, written as "unrolled loops" so that an unterminated
-# literal fails in linear time instead of backtracking exponentially.
-STANDARD_STRING_BODY_RE = re.compile(r"[^']*(?:''[^']*)*'")
-ESCAPE_STRING_BODY_RE = re.compile(r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'", re.DOTALL)
-QUOTED_IDENT_BODY_RE = re.compile(r'[^"]*(?:""[^"]*)*"')
-BLOCK_COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
 # The line that ends the inline data of COPY ... FROM stdin, as psql reads it.
 COPY_DATA_END_RE = re.compile(r"^\\\.\r?(?:\n|\Z)", re.MULTILINE)
+BLOCK_COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
+
+# The token patterns, joined below into one that the ``re`` engine scans token after token.
+# Digits, then (PostgreSQL 15+ "junk" or older "number then identifier") any identifier
+# glued to them: either way a "$" right after is part of that token, never a dollar quote.
+NUMBER = rf"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:{IDENT_START}{IDENT_CONT}*)?"
+# Bodies after the opening quote, written as "unrolled loops" so that an unterminated
+# literal fails in linear time instead of backtracking exponentially; when the body does not
+# close, the literal runs to the end of the text (``.*``, the pattern is DOTALL).
+STANDARD_STRING_BODY = r"(?:[^']*(?:''[^']*)*'|.*)"
+ESCAPE_STRING_BODY = r"(?:[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|.*)"
+QUOTED_IDENT_BODY = r'(?:[^"]*(?:""[^"]*)*"|.*)'
 # SQL continues a string literal across whitespace that contains a newline:
 # E'a\'b'  <newline>  'c\'d' is one E'' literal, so the second part keeps backslash escapes.
-STRING_CONTINUATION_RE = re.compile(
-    r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'"
-)
+STRING_CONTINUATION = r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'"
+ESCAPE_STRING = rf"{ESCAPE_STRING_BODY}(?:{STRING_CONTINUATION}{ESCAPE_STRING_BODY})*"
 
-# Prefixes that start a string or quoted identifier, longest first (psql's xestart, xusstart...).
-ESCAPE_STRING_PREFIXES = ("e'", "E'")
-STANDARD_STRING_PREFIXES = ("u&'", "U&'", "b'", "B'", "x'", "X'", "n'", "N'")
-UNICODE_IDENT_PREFIXES = ('u&"', 'U&"')
+
+def _token_pattern(escape_string_start: str) -> re.Pattern[str]:
+    """Blanks, then one token; each alternative is a named group, tried in psql's order at
+    the same place.  Two need a look beyond a pattern: a block comment with another inside
+    (``nested_comment``: PostgreSQL nests them) and a dollar quote's body (``dollar``: it
+    ends at the same tag); the lexer finds their ends itself."""
+    return re.compile(
+        rf"""[ \t\n\r\f]*+(?:
+        (?P<line_comment>--[^\n\r]*)
+        |(?P<block_comment>/\*(?:[^/*]++|/(?!\*)|\*(?!/))*+\*/)
+        |(?P<nested_comment>/\*)
+        |(?P<escape_string>{escape_string_start}'{ESCAPE_STRING})
+        |(?P<string>(?:[uU]&|[bBxXnN])?'{STANDARD_STRING_BODY})
+        |(?P<quoted_ident>(?:[uU]&)?"{QUOTED_IDENT_BODY})
+        |(?P<meta>\\[^\n\r]*)
+        |(?P<param>\$\d+)
+        |(?P<dollar>\$(?:{IDENT_START}{DOLLAR_TAG_CONT}*)?\$)
+        |(?P<word>{IDENT_START}{IDENT_CONT}*)
+        |(?P<number>{NUMBER})
+        |(?P<lparen>\()
+        |(?P<rparen>\))
+        |(?P<semicolon>;)
+        |(?P<other>.)
+        )""",
+        re.DOTALL | re.VERBOSE,
+    )
+
+
+# psql's xestart: E'...' always; with standard_conforming_strings off, '...' and N'...' too.
+STANDARD_TOKEN_RE = _token_pattern("[eE]")
+ESCAPING_TOKEN_RE = _token_pattern("[eEnN]?")
+GROUP_KINDS: dict[str, _Kind] = {
+    "line_comment": _Kind.LINE_COMMENT,
+    "block_comment": _Kind.BLOCK_COMMENT,
+    "nested_comment": _Kind.BLOCK_COMMENT,
+    "escape_string": _Kind.STRING,
+    "string": _Kind.STRING,
+    "quoted_ident": _Kind.QUOTED_IDENT,
+    "meta": _Kind.META,
+    "param": _Kind.PARAM,
+    "dollar": _Kind.DOLLAR,
+    "word": _Kind.WORD,
+    "number": _Kind.NUMBER,
+    "lparen": _Kind.LPAREN,
+    "rparen": _Kind.RPAREN,
+    "semicolon": _Kind.SEMICOLON,
+    "other": _Kind.OTHER,
+}
+# Both patterns number their groups alike: a token's kind by its group's number.
+KIND_BY_GROUP = {index: GROUP_KINDS[name] for name, index in STANDARD_TOKEN_RE.groupindex.items()}
+NESTED_COMMENT_GROUP = STANDARD_TOKEN_RE.groupindex["nested_comment"]
+DOLLAR_GROUP = STANDARD_TOKEN_RE.groupindex["dollar"]
+OPAQUE_GROUPS = (NESTED_COMMENT_GROUP, DOLLAR_GROUP)
+# _Token(kind, start, end) without the Python-level __new__ a NamedTuple has.
+new_token = tuple.__new__
 BYTE_ORDER_MARK = "\ufeff"
 
 
@@ -120,6 +174,9 @@ class _Lexer:
 
     ``standard_strings`` is psql's view of ``standard_conforming_strings``; the splitter
     changes it between statements.  ``skip`` is a region (COPY data) the lexer jumps over.
+    The ``re`` engine finds the tokens, one compiled pattern for all of them; the lexer starts
+    it again only where its state changes (a setting, COPY data) or where a token's end is
+    beyond a pattern (a nested comment, a dollar quote's body).
     """
 
     def __init__(self, sql: str, pos: int = 0, standard_strings: bool = True) -> None:
@@ -129,100 +186,62 @@ class _Lexer:
         self.skip: tuple[int, int] | None = None
 
     def tokens(self) -> Iterator[_Token]:
-        sql = self.sql
+        sql, size = self.sql, len(self.sql)
         if self.pos == 0 and sql.startswith(BYTE_ORDER_MARK):
             self.pos = len(BYTE_ORDER_MARK)  # editors add it; it is not SQL
-        while self.pos < len(sql):
-            if self.skip is not None and self.pos >= self.skip[0]:
-                self.pos = max(self.pos, self.skip[1])
-                self.skip = None
+        while self.pos < size:
+            if self.skip is not None and self._skip_copy_data():
                 continue
-            blank = WHITESPACE_RE.match(sql, self.pos)
-            if blank:  # blanks that run into COPY data are skipped with it just above
-                self.pos = blank.end()
-                continue
-            start = self.pos
-            kind = self._scan_token()
-            yield _Token(kind, start, self.pos)
+            standard = self.standard_strings
+            pattern = STANDARD_TOKEN_RE if standard else ESCAPING_TOKEN_RE
+            for match in pattern.finditer(sql, self.pos):
+                group = match.lastindex or 0
+                start, end = match.span(group)  # the token ends its match
+                opaque = group in OPAQUE_GROUPS
+                if opaque:
+                    end = self._opaque_end(group, start, end)
+                self.pos = end
+                yield new_token(_Token, (KIND_BY_GROUP[group], start, end))
+                # Start the scan again when it is behind, or when the state changed (next to
+                # COPY data token by token: blanks must not run into the data unseen).
+                if opaque or self.skip is not None or self.standard_strings != standard:
+                    break
+            else:
+                self.pos = size  # only blanks were left
 
-    def _scan_token(self) -> _Kind:
-        sql, pos = self.sql, self.pos
-        char = sql[pos]
-        if sql.startswith("--", pos):
-            return self._rest_of_line(_Kind.LINE_COMMENT)
-        if sql.startswith("/*", pos):
-            return self._block_comment()
-        if sql.startswith(ESCAPE_STRING_PREFIXES, pos):
-            return self._escape_string(pos + 2)
-        if not self.standard_strings and sql.startswith(("'", "n'", "N'"), pos):
-            return self._escape_string(sql.index("'", pos) + 1)  # psql's xqstart goes to xe
-        if sql.startswith(STANDARD_STRING_PREFIXES, pos):
-            return self._quoted(sql.index("'", pos) + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
-        if sql.startswith(UNICODE_IDENT_PREFIXES, pos):
-            return self._quoted(pos + 3, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
-        if char == "'":
-            return self._quoted(pos + 1, STANDARD_STRING_BODY_RE, _Kind.STRING)
-        if char == "\\":
-            return self._rest_of_line(_Kind.META)
-        if char == '"':
-            return self._quoted(pos + 1, QUOTED_IDENT_BODY_RE, _Kind.QUOTED_IDENT)
-        if char == "$":
-            return self._dollar()
-        return self._simple_token(char)
+    def _skip_copy_data(self) -> bool:
+        """Jump over the COPY data once it is reached, blanks first; False at a token."""
+        assert self.skip is not None
+        if self.pos >= self.skip[0]:
+            self.pos = max(self.pos, self.skip[1])
+            self.skip = None
+            return True
+        blank = WHITESPACE_RE.match(self.sql, self.pos)
+        if blank:  # blanks that run into COPY data are skipped with it just above
+            self.pos = blank.end()
+            return True
+        return False
 
-    def _simple_token(self, char: str) -> _Kind:
-        word = WORD_RE.match(self.sql, self.pos)
-        if word:
-            self.pos = word.end()
-            return _Kind.WORD
-        number = NUMBER_RE.match(self.sql, self.pos)
-        if number:
-            self.pos = number.end()
-            return _Kind.NUMBER
-        self.pos += 1
-        return {"(": _Kind.LPAREN, ")": _Kind.RPAREN, ";": _Kind.SEMICOLON}.get(char, _Kind.OTHER)
+    def _opaque_end(self, group: int, start: int, end: int) -> int:
+        """The end of a nested comment or of a dollar quote's body, from its opening."""
+        if group == NESTED_COMMENT_GROUP:
+            return self._block_comment_end(start)
+        return self._dollar_end(start, end)
 
-    def _rest_of_line(self, kind: _Kind) -> _Kind:
-        """A line comment or a meta-command: up to the end of the line, its newline excluded."""
-        line_end = LINE_END_RE.search(self.sql, self.pos)
-        self.pos = line_end.start() if line_end else len(self.sql)
-        return kind
-
-    def _quoted(self, body_start: int, body: re.Pattern[str], kind: _Kind) -> _Kind:
-        match = body.match(self.sql, body_start)
-        self.pos = match.end() if match else len(self.sql)  # unterminated: the rest of the file
-        return kind
-
-    def _escape_string(self, body_start: int) -> _Kind:
-        self._quoted(body_start, ESCAPE_STRING_BODY_RE, _Kind.STRING)
-        while continuation := STRING_CONTINUATION_RE.match(self.sql, self.pos):
-            self._quoted(continuation.end(), ESCAPE_STRING_BODY_RE, _Kind.STRING)
-        return _Kind.STRING
-
-    def _block_comment(self) -> _Kind:
+    def _block_comment_end(self, start: int) -> int:
         # PostgreSQL nests block comments: /* a /* b */ c */ is one comment.
         depth = 0
-        for edge in BLOCK_COMMENT_EDGE_RE.finditer(self.sql, self.pos):
+        for edge in BLOCK_COMMENT_EDGE_RE.finditer(self.sql, start):
             depth += 1 if edge.group() == "/*" else -1
             if depth == 0:
-                self.pos = edge.end()
-                return _Kind.BLOCK_COMMENT
-        self.pos = len(self.sql)
-        return _Kind.BLOCK_COMMENT
+                return edge.end()
+        return len(self.sql)
 
-    def _dollar(self) -> _Kind:
-        param = PARAM_RE.match(self.sql, self.pos)
-        if param:
-            self.pos = param.end()
-            return _Kind.PARAM
-        delimiter = DOLLAR_DELIMITER_RE.match(self.sql, self.pos)
-        if not delimiter:
-            self.pos += 1  # a lone "$" (psql's dolqfailed): the tag letters are lexed next
-            return _Kind.OTHER
+    def _dollar_end(self, start: int, body_start: int) -> int:
         # The body is opaque and ends at the first identical delimiter, so $a$ inside $fn$ is text.
-        close = self.sql.find(delimiter.group(), delimiter.end())
-        self.pos = len(self.sql) if close == -1 else close + len(delimiter.group())
-        return _Kind.DOLLAR
+        delimiter = self.sql[start:body_start]
+        close = self.sql.find(delimiter, body_start)
+        return len(self.sql) if close == -1 else close + len(delimiter)
 
 
 def _significant_tokens(sql: str) -> list[_Token]:
@@ -332,17 +351,23 @@ class _AtomicBodyTracker:
         self.letters: list[str] = []
         self.word_count = 0
         self.depth = 0
+        self.routine = False  # the remembered words start CREATE [OR REPLACE] FUNCTION|PROCEDURE
 
     def reset(self) -> None:
         self.letters = []
-        self.word_count = 0
+        self.word_count = 0  # ``routine`` is decided again at the next word
+
+    def wants(self) -> bool:
+        """Whether the next word can matter: most statements' words after the fourth do not."""
+        return self.routine or self.word_count < REMEMBERED_WORDS
 
     def see_word(self, word: str, paren_depth: int) -> None:
         lowered = word.lower()
         if self.word_count < REMEMBERED_WORDS:
             self.letters.append(ROUTINE_WORD_LETTERS.get(lowered, "-"))
+            self.routine = "".join(self.letters).startswith(ROUTINE_HEADS)
         self.word_count += 1
-        if paren_depth > 0 or not "".join(self.letters).startswith(ROUTINE_HEADS):
+        if paren_depth > 0 or not self.routine:
             return
         if lowered == "begin":
             self.depth += 1
@@ -458,24 +483,27 @@ class _ScriptReader:
         paren_depth = 0
         sql = self.sql
         for token in self.lexer.tokens():
-            if token.kind in COMMENT_KINDS:
+            kind = token.kind
+            if kind in COMMENT_KINDS:
                 continue
-            if token.kind is _Kind.META:
+            if kind is _Kind.META:
                 self._see_meta(token)
                 continue
-            if token.kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
+            if kind is _Kind.SEMICOLON and paren_depth == 0 and atomic.depth == 0:
                 self._end_statement(token.end)
                 atomic.reset()
                 continue
-            if token.kind is _Kind.LPAREN:
+            if kind is _Kind.LPAREN:
                 paren_depth += 1
-            elif token.kind is _Kind.RPAREN and paren_depth > 0:
+            elif kind is _Kind.RPAREN and paren_depth > 0:
                 paren_depth -= 1
-            elif token.kind is _Kind.WORD:
+            elif kind is _Kind.WORD and atomic.wants():
                 atomic.see_word(sql[token.start : token.end], paren_depth)
-            if token.kind in VARIABLE_KINDS and self.last is not None:
+            # A variable is glued to a colon: most tokens are not, and are passed over here.
+            if kind in VARIABLE_KINDS and sql[token.start - 1] == ":" and self.last is not None:
                 self._see_variable(self.last, token)
-            self.first = self.first or token
+            if self.first is None:
+                self.first = token
             self.last = token
         self._end_statement(len(sql))
         return Script(self.statements, self.meta, self.variables)
@@ -912,7 +940,8 @@ SUBSCRIPTION_RE = re.compile(r"\s*create\s+subscription\b", re.IGNORECASE)
 
 
 def _statement_reason(statement: Statement) -> str | None:
-    first = next(_iter_significant_tokens(statement.text), None)
+    tokens = _iter_significant_tokens(statement.text)  # lexed once, only as far as needed
+    first = next(tokens, None)
     head = _word(statement.text, first) if first else None
     if head not in INTERESTING_HEADS:
         return None
@@ -920,8 +949,8 @@ def _statement_reason(statement: Statement) -> str | None:
     needed = WORDS_NEEDED.get(head)
     if head == "CREATE" and SUBSCRIPTION_RE.match(statement.text):
         needed = None  # its options decide
-    tokens = itertools.islice(_iter_significant_tokens(statement.text), needed)
-    words = [_word(statement.text, token) for token in tokens]
+    rest = itertools.islice(tokens, None if needed is None else needed - 1)
+    words = [head, *(_word(statement.text, token) for token in rest)]
     refused = _refused_in_transaction(words)
     if refused:
         return f"line {statement.line}: {refused} cannot run inside a transaction block"

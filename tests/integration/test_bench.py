@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import py_compile
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,10 @@ def test_bench_quick_runs_every_workload_and_its_checks_pass() -> None:
     assert ("W3", "runner: schema_migrations has 10 rows") in names
     assert ("W5", "schema after psql-session == schema after runner") in names
     assert ("W4", "runner exits after the server is ready") in names
+    assert (
+        "W1",
+        "the runner's modules and libraries load from their pyc, as in the image",
+    ) in names
     (summary,) = by_type["summary"]
     assert summary["checks_passed"] is True
 
@@ -117,6 +122,20 @@ def load_bench() -> Any:
     sys.modules[spec.name] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     return bench
+
+
+def test_the_bench_sees_a_module_compiled_from_source_at_each_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on the machine of the README's figures (and in the image): no pyc is ever written.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    bench = load_bench()
+    module = tmp_path / "fresh_module.py"
+    module.write_text("VALUE = 1\n")
+    assert bench.compiled_from_source("import fresh_module", tmp_path) == [str(module)]
+    assert bench.compiled_from_source("import fresh_module", tmp_path) == [str(module)]
+    py_compile.compile(str(module))
+    assert bench.compiled_from_source("import fresh_module", tmp_path) == []
 
 
 def test_bench_markdown_and_text_share_one_renderer() -> None:
