@@ -96,9 +96,9 @@ BEGIN
             (SELECT nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace
              WHERE nspname = 'public'), current_user, owner_role
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = pg_catalog.format('As PostgreSQL 15 does, have a superuser run once: '
-                      'ALTER SCHEMA public OWNER TO pg_database_owner (in database %I, or in '
-                      'template1 for every new database)', pg_catalog.current_database());
+                  HINT = pg_catalog.format('Have a superuser run once: ALTER SCHEMA public '
+                      'OWNER TO %I (in database %I, or in template1 for every database created '
+                      'later)', current_user, pg_catalog.current_database());
     END IF;
     EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %I', owner_role);
     REVOKE ALL ON SCHEMA public FROM PUBLIC;
