@@ -14,8 +14,14 @@ RUNNERS = 10
 SLOW_FILES = {
     "001_counter.sql": "CREATE TABLE applied_counter (version text);\n"
     "INSERT INTO applied_counter VALUES ('001');",
-    # Slow enough that the others queue behind the lock and report its holder.
-    "002_slow.sql": "SELECT pg_sleep(1.5);\nINSERT INTO applied_counter VALUES ('002');",
+    # Slow enough that the others queue behind the lock and report its holder: it waits for
+    # another runner's session (at most 30 s; on a loaded machine the others may start late),
+    # then long enough for that one to try the lock.
+    "002_slow.sql": "DO $$ BEGIN FOR i IN 1..300 LOOP EXIT WHEN (SELECT count(*) "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND application_name = 'auth-service-migrator') >= 2; PERFORM pg_sleep(0.1); "
+    "PERFORM pg_stat_clear_snapshot(); END LOOP; "
+    "END $$;\nSELECT pg_sleep(1.5);\nINSERT INTO applied_counter VALUES ('002');",
     "003_more.sql": "INSERT INTO applied_counter VALUES ('003');",
 }
 
