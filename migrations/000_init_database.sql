@@ -107,6 +107,18 @@ BEGIN
     -- The owner owns the database and schema public, so it can create the schema
     -- objects; nobody else can create anything in it.
     EXECUTE pg_catalog.format('ALTER DATABASE %I OWNER TO %I', pg_catalog.current_database(), owner_role);
+    -- PostgreSQL 15+ gives schema public to pg_database_owner (the owner, now); 14 and older
+    -- to the bootstrap superuser, which a managed service's admin cannot act as.
+    IF NOT pg_catalog.pg_has_role(current_user,
+            (SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'public'), 'USAGE') THEN
+        RAISE EXCEPTION 'schema public belongs to %, which % cannot hand over to %',
+            (SELECT nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace
+             WHERE nspname = 'public'), current_user, owner_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = pg_catalog.format('Have a superuser run once: ALTER SCHEMA public '
+                      'OWNER TO %I (in database %I, or in template1 for every database created '
+                      'later)', current_user, pg_catalog.current_database());
+    END IF;
     EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %I', owner_role);
     REVOKE ALL ON SCHEMA public FROM PUBLIC;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA public TO %I', app_role);

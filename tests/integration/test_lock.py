@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import psycopg
+import pytest
+
 from tests.conftest import hold_migration_lock
 
 RUNNERS = 10
@@ -11,8 +14,14 @@ RUNNERS = 10
 SLOW_FILES = {
     "001_counter.sql": "CREATE TABLE applied_counter (version text);\n"
     "INSERT INTO applied_counter VALUES ('001');",
-    # Slow enough that the others queue behind the lock and report its holder.
-    "002_slow.sql": "SELECT pg_sleep(1.5);\nINSERT INTO applied_counter VALUES ('002');",
+    # Slow enough that the others queue behind the lock and report its holder: it waits for
+    # another runner's session (at most 30 s; on a loaded machine the others may start late),
+    # then long enough for that one to try the lock.
+    "002_slow.sql": "DO $$ BEGIN FOR i IN 1..300 LOOP EXIT WHEN (SELECT count(*) "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND application_name = 'auth-service-migrator') >= 2; PERFORM pg_sleep(0.1); "
+    "PERFORM pg_stat_clear_snapshot(); END LOOP; "
+    "END $$;\nSELECT pg_sleep(1.5);\nINSERT INTO applied_counter VALUES ('002');",
     "003_more.sql": "INSERT INTO applied_counter VALUES ('003');",
 }
 
@@ -102,3 +111,28 @@ def test_a_runner_queued_for_the_lock_holds_one_connection(database, start_runne
     assert result.events_named("lock_waiting")[0]["holder"]["pid"] == holder_pid
     assert result.events_named("migrations_complete")[0]["applied"] == ["001_t"]
     assert database.scalar("SELECT count(*) FROM schema_migrations WHERE version = '001_t'") == 1
+
+
+# PostgreSQL 17 added transaction_timeout: it ends any transaction older than the setting.
+TRANSACTION_TIMEOUT_SINCE = 170000
+SET_TRANSACTION_TIMEOUT = "ALTER DATABASE {name} SET transaction_timeout = '1s'"
+
+
+def test_transaction_timeout_pg17_and_later_does_not_end_the_lock(database, run_runner, migrations):
+    """The lock's transaction lasts the whole run: on PostgreSQL 17+ a transaction_timeout set
+    on the database would end it (and the run, exit 75) after the first second, so the runner
+    turns it off for that transaction alone. Older servers do not know the setting; the runner
+    must not name it there (42704, every run would fail)."""
+    migrations.add({f"00{n}_slow.sql": "SELECT pg_sleep(0.6);" for n in (1, 2, 3)})
+    with database.connect() as conn:
+        version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+        if version and version[0] >= TRANSACTION_TIMEOUT_SINCE:
+            conn.execute(SET_TRANSACTION_TIMEOUT.format(name=database.name))
+        else:
+            with pytest.raises(psycopg.errors.UndefinedObject):
+                conn.execute(SET_TRANSACTION_TIMEOUT.format(name=database.name))
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+    assert result.returncode == 0, result
+    assert result.events_named("migrations_complete")[0]["applied"] == [
+        "001_slow", "002_slow", "003_slow"
+    ]  # fmt: skip

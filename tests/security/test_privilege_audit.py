@@ -59,6 +59,15 @@ COLUMN_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "REFERENCES"]
 SEQUENCE_PRIVILEGES = ["USAGE", "SELECT", "UPDATE"]
 SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 
+# GRANT SET / ALTER SYSTEM ON PARAMETER and pg_parameter_acl are PostgreSQL 15+: on 14 the
+# audit leaves this part out (no such privilege to hold).
+PARAMETER_PRIVILEGES_SINCE = 150000
+PARAMETER_PRIVILEGES = """SELECT 'parameter ' || pa.parname || ': ' || p FROM pg_parameter_acl pa, r,
+       unnest(ARRAY['SET', 'ALTER SYSTEM']) AS p
+WHERE has_parameter_privilege(r.role, pa.parname, p)
+UNION ALL
+"""
+
 # Every line but the functions'. %(role)s is the audited role; %(owner)s the database's owner,
 # named "owner" in the default privileges so both fixtures read alike.
 AUDIT = f"""
@@ -124,11 +133,7 @@ UNION ALL
 SELECT 'tablespace ' || quote_ident(s.spcname) || ': CREATE' FROM pg_tablespace s, r
 WHERE has_tablespace_privilege(r.role, s.oid, 'CREATE')
 UNION ALL
-SELECT 'parameter ' || pa.parname || ': ' || p FROM pg_parameter_acl pa, r,
-       unnest(ARRAY['SET', 'ALTER SYSTEM']) AS p
-WHERE has_parameter_privilege(r.role, pa.parname, p)
-UNION ALL
--- Creating one (PUBLIC may run these by PostgreSQL's default) makes the role an owner.
+{PARAMETER_PRIVILEGES}-- Creating one (PUBLIC may run these by PostgreSQL's default) makes the role an owner.
 SELECT 'large objects: create' FROM r
 WHERE has_function_privilege(r.role, 'pg_catalog.lo_creat(integer)', 'EXECUTE')
    OR has_function_privilege(r.role, 'pg_catalog.lo_create(oid)', 'EXECUTE')
@@ -239,7 +244,10 @@ def audit(conn: psycopg.Connection[Any], role: str) -> list[str]:
         "column_privileges": COLUMN_PRIVILEGES,
         "sequence_privileges": SEQUENCE_PRIVILEGES,
     }
-    lines = [row[0] for row in conn.execute(AUDIT, params)]
+    query = AUDIT
+    if version and version[0] < PARAMETER_PRIVILEGES_SINCE:
+        query = AUDIT.replace(PARAMETER_PRIVILEGES, "")
+    lines = [row[0] for row in conn.execute(query, params)]
     if not any(line.startswith("membership: ") for line in lines):
         lines.append("membership: none")
     if not any(line.startswith("attribute: ") for line in lines):

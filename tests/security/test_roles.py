@@ -99,6 +99,33 @@ def test_a_role_member_of_a_stronger_role_is_refused(
     site.start_succeeds()
 
 
+# Predefined roles that newer servers added, with the first version that has each: refused
+# where the server has them; an older server does not know the name (the check skips it).
+NEWER_PREDEFINED_ROLES = [
+    pytest.param("pg_create_subscription", 160000, id="pg_create_subscription-pg16+"),
+    pytest.param("pg_maintain", 170000, id="pg_maintain-pg17+"),
+]
+
+
+@pytest.mark.parametrize(("group", "since"), NEWER_PREDEFINED_ROLES)
+def test_a_role_member_of_a_newer_predefined_role_is_refused_where_it_exists(
+    site: Site, group: str, since: int
+) -> None:
+    (version,) = site.query("SELECT current_setting('server_version_num')::int")[0]
+    if version < since:
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            site.as_admin(f"GRANT {group} TO {APP}")
+        site.start_succeeds()
+        return
+    site.as_admin(f"GRANT {group} TO {APP}")
+    try:
+        message = refused_and_unchanged(site, f"runtime role {APP} is a member of {group}")
+        assert f"REVOKE {group} FROM {APP}" in message
+    finally:
+        site.as_admin(f"REVOKE {group} FROM {APP}")
+    site.start_succeeds()
+
+
 def test_a_role_member_of_a_role_with_createrole_is_refused(site: Site) -> None:
     """SET ROLE to that role gives CREATEROLE, and with it any role."""
     site.as_admin(f"CREATE ROLE {INTERMEDIATE} CREATEROLE; GRANT {INTERMEDIATE} TO {APP}")
