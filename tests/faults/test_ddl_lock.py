@@ -19,6 +19,10 @@ FILES = {
     "001_busy.sql": "CREATE TABLE busy (id int);\nINSERT INTO busy SELECT generate_series(1, 1000);"
 }
 ALTER = {"002_alter_busy.sql": "ALTER TABLE busy ADD COLUMN note text;"}
+ALTER_WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND query LIKE '%ALTER TABLE busy%'"
+)
 
 
 class Reader(threading.Thread):
@@ -41,7 +45,7 @@ class Reader(threading.Thread):
 
 @pytest.mark.parametrize("repeat", range(REPEATS))
 def test_a_held_table_blocks_neither_the_migration_nor_readers_for_long(
-    database, run_runner, migrations, repeat
+    database, run_runner, start_runner, migrations, repeat
 ):
     migrations.add(FILES)
     env = database.env(MIGRATIONS_DIR=str(migrations.path), DDL_LOCK_TIMEOUT=f"{DDL_LOCK_TIMEOUT}s",
@@ -54,8 +58,12 @@ def test_a_held_table_blocks_neither_the_migration_nor_readers_for_long(
         release = threading.Timer(HOLD_SECONDS, holder.rollback)
         reader.start()
         wait_until(lambda: len(reader.latencies) > 0)
+        runner = start_runner(env=env)
+        # The hold counts from the ALTER's first wait, not from the process start, which a
+        # loaded machine stretches: 3.5 s cover two tries of 1 s and their backoff.
+        wait_until(lambda: database.scalar(ALTER_WAITING) > 0, timeout=30)
         release.start()
-        result = run_runner(env=env)
+        result = runner.wait()
         release.join()
     reader.stop.set()
     reader.join()
