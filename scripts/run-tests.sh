@@ -29,11 +29,14 @@ MATRIX_TESTS=(
     tests/integration/test_schema_apply.py tests/integration/test_schema_constraints.py
     tests/integration/test_schema_functions.py tests/integration/test_schema_rls.py
     tests/integration/test_standby.py tests/integration/test_corpus.py
+    tests/integration/test_cleanup.py tests/integration/test_session_defaults.py
+    tests/integration/test_migrations_table.py tests/integration/test_phases.py
     tests/security/test_bootstrap_lock.py tests/security/test_history_privileges.py
     tests/security/test_lint_as_owner.py tests/security/test_lock_squatters.py
     tests/security/test_owner_objects.py tests/security/test_privilege_audit.py
     tests/security/test_roles.py tests/security/test_runtime_role.py
-    tests/security/test_server_log.py
+    tests/security/test_server_log.py tests/security/test_cleanup_role.py
+    tests/security/test_configured_history.py
     tests/lint
 )
 
