@@ -3,6 +3,7 @@ on the tables so that only the runner can have analyzed them."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.conftest import Database, MigrationsFolder
@@ -14,14 +15,32 @@ TOKENS = (
 FILL = "INSERT INTO tokens SELECT g, g % 100 FROM generate_series({first}, {last}) g;\n"
 
 
+# PostgreSQL 14 and older count ANALYZE through the statistics collector, which publishes its
+# counts up to 0.5 s late (15 moved them to shared memory): read until two reads agree.
+SHARED_MEMORY_STATS = 150000
+COLLECTOR_DELAY = 1.0
+
+
 def analyzed(database: Database, table: str = "tokens") -> tuple[int, float]:
     """(how many times ANALYZE ran on ``table``, its pg_class.reltuples)."""
-    row = database.query(
-        "SELECT s.analyze_count + s.autoanalyze_count, c.reltuples FROM pg_stat_user_tables s "
-        "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s",
-        table,
-    )
-    return int(row[0][0]), float(row[0][1])
+
+    def read() -> tuple[int, float]:
+        row = database.query(
+            "SELECT s.analyze_count + s.autoanalyze_count, c.reltuples FROM pg_stat_user_tables s "
+            "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s",
+            table,
+        )
+        return int(row[0][0]), float(row[0][1])
+
+    last = read()
+    if int(database.scalar("SHOW server_version_num")) >= SHARED_MEMORY_STATS:
+        return last
+    while True:
+        time.sleep(COLLECTOR_DELAY)
+        now = read()
+        if now == last:
+            return now
+        last = now
 
 
 def analyze(database: Database) -> None:
