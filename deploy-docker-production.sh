@@ -298,24 +298,30 @@ build_args=(--build-arg "REVISION=$(git -C "$repo" rev-parse HEAD 2>/dev/null ||
 # through the host's network.
 [[ -z "${PIP_FIND_LINKS:-}" ]] || build_args+=(--network host --build-arg "PIP_FIND_LINKS=$PIP_FIND_LINKS")
 
+# Run a runner service (migrate, migrate-post) once, to its end. On a failure: its last events,
+# then the runner's exit code and what the failure leaves behind (the deploy stops there).
+run_to_completion() {
+    local service=$1 what=$2 consequence=$3 id code
+    "${compose[@]}" up -d --no-build --no-deps --force-recreate "$service"
+    id="$(container_of "$service")"
+    [[ -n "$id" ]] || fail 1 "the $service container did not start"
+    code="$(docker wait "$id")"
+    if [[ "$code" != 0 ]]; then
+        printf '[deploy] last runner events:\n' >&2
+        docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
+        fail "$code" "$what failed with exit code $code ($(exit_meaning "$code")): $consequence"
+    fi
+}
+
 # Step 6: the post phase, only now that the new application serves (the previous one is
 # gone). A failure leaves the application as it is, healthy: the post files stay pending.
 run_post_migrations() {
-    local id code
     if ! "${compose[@]}" config --services 2>/dev/null | grep -qx migrate-post; then
         say "no migrate-post service in the compose files: post-rollout migrations skipped"
         return 0
     fi
     say "running post-rollout migrations (migrate --phase post)"
-    "${compose[@]}" up -d --no-build --no-deps --force-recreate migrate-post
-    id="$(container_of migrate-post)"
-    [[ -n "$id" ]] || fail 1 "the migrate-post container did not start"
-    code="$(docker wait "$id")"
-    if [[ "$code" != 0 ]]; then
-        printf '[deploy] last runner events:\n' >&2
-        docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
-        fail "$code" "post-rollout migrations failed with exit code $code ($(exit_meaning "$code")): the application IS deployed and healthy, the post files are pending; fix them, then run: ${compose[*]} up --no-deps migrate-post"
-    fi
+    run_to_completion migrate-post "post-rollout migrations" "the application IS deployed and healthy, the post files are pending; fix them, then run: ${compose[*]} up --no-deps migrate-post"
     say "post-rollout migrations applied (exit 0)"
 }
 
@@ -347,16 +353,7 @@ main() {
 
     remember_previous
     say "running migrations"
-    "${compose[@]}" up -d --no-build --no-deps --force-recreate migrate
-    local id code
-    id="$(container_of migrate)"
-    [[ -n "$id" ]] || fail 1 "the migrate container did not start"
-    code="$(docker wait "$id")"
-    if [[ "$code" != 0 ]]; then
-        printf '[deploy] last runner events:\n' >&2
-        docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
-        fail "$code" "migration failed with exit code $code ($(exit_meaning "$code")): the application was NOT started or updated"
-    fi
+    run_to_completion migrate "migration" "the application was NOT started or updated"
     say "migrations applied (exit 0)"
 
     say "starting or updating app"
