@@ -49,6 +49,8 @@ def recorded(database: Database) -> list[str]:
 
 
 def checkpoint(database: Database) -> tuple | None:
+    if database.scalar("SELECT to_regclass('public.schema_migrations_batch')") is None:
+        return None
     rows = database.query(
         "SELECT checkpoint, rows_done, batches FROM schema_migrations_batch WHERE version = %s",
         "002_backfill",
