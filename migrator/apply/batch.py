@@ -65,9 +65,10 @@ BOUNDS = (
     "ORDER BY {key} LIMIT {size}) s"
 )
 AFTER = " WHERE {key} > {checkpoint}"
-# pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+).
+# pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+;
+# 0 before it on older servers, which also reads as unknown).
 ESTIMATED_ROWS = (
-    "SELECT greatest(c.reltuples, 0)::bigint FROM pg_catalog.pg_class c "
+    "SELECT nullif(greatest(c.reltuples, 0), 0)::bigint FROM pg_catalog.pg_class c "
     "WHERE c.oid = pg_catalog.to_regclass(%s)"
 )
 KEPT = (
@@ -75,7 +76,7 @@ KEPT = (
     "the next run resumes after it"
 )
 ERR_LOCKED = (
-    "{file}: a batch of one row (key after {checkpoint}) timed out waiting for a lock "
+    "{file}: a batch of one row ({where}) timed out waiting for a lock "
     "{attempts} times in a row (DDL_LOCK_TIMEOUT={timeout_ms}ms): a session holds a lock on it; "
     "the batches before it stay committed and the next run resumes there"
 )
@@ -138,7 +139,8 @@ class BatchRun:
     rows_done: int = 0  # every run's, as the checkpoint row counts them
     batches: int = 0
     size: int = 0
-    estimated: int = 0  # the table's rows, as the planner estimates them
+    # The table's rows as the planner estimates them; None before its first ANALYZE.
+    estimated: int | None = None
     throttle: Throttle = field(init=False)
     measured: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3))
     # This run's own figures, for the rate and the events.
@@ -163,7 +165,8 @@ class BatchRun:
                 self._done(batch)
             if batch is None or batch.last:
                 break
-            if self.clock() - last_report >= self.applier.config.progress_interval:
+            interval = self.applier.config.progress_interval  # 0: no progress events
+            if interval > 0 and self.clock() - last_report >= interval:
                 self._progress(started)
                 last_report = self.clock()
         log.info(
@@ -192,7 +195,7 @@ class BatchRun:
             )
         self.size = min(self.spec.size or self.settings.size, self.settings.max_size)
         row = self.conn.execute(ESTIMATED_ROWS, (self.relation,)).fetchone()
-        self.estimated = int(row[0]) if row else 0
+        self.estimated = int(row[0]) if row and row[0] is not None else None
         log.info(
             "batch_started",
             version=self.migration.version,
@@ -227,14 +230,16 @@ class BatchRun:
     def _progress(self, started: float) -> None:
         elapsed = max(self.clock() - started - self.paused, 1e-9)
         rate = self.walked / elapsed
-        left = max(self.estimated - self.rows_done, 0)
+        # An estimate the walk has passed (rows added since ANALYZE) is raised to it.
+        total = max(self.estimated, self.rows_done) if self.estimated is not None else None
+        eta = (total - self.rows_done) / rate if total is not None and rate > 0 else None
         log.info(
             "batch_progress",
             version=self.migration.version,
             rows_done=self.rows_done,
-            estimated_total=self.estimated,
+            estimated_total=total,
             rows_per_second=round(rate, 1),
-            eta_seconds=round(left / rate, 1) if rate > 0 else None,
+            eta_seconds=round(eta, 1) if eta is not None else None,
             batch_size=self.size,
             batches=self.batches,
             checkpoint=self.checkpoint,
@@ -277,7 +282,7 @@ class BatchRun:
     def _locked(self, attempts: int) -> MigrationFailedError:
         message = ERR_LOCKED.format(
             file=self.migration.path,
-            checkpoint=self.checkpoint,
+            where="the first key" if self.checkpoint is None else f"key after {self.checkpoint}",
             attempts=attempts,
             timeout_ms=round(self.applier.config.ddl_lock_timeout * 1000),
         )
