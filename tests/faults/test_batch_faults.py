@@ -14,7 +14,7 @@ import time
 import pytest
 
 from migrator.errors import EX_OK, EX_TERMINATED, EX_UNAVAILABLE
-from tests.conftest import LEFTOVER_LOCKS, Database
+from tests.conftest import LEFTOVER_LOCKS, LOCK_HOLDERS, Database
 from tests.faults.conftest import runner_backends, wait_until
 from tests.integration.test_batch import ROWS, TABLE, backfill, checkpoint, recorded
 
@@ -169,3 +169,22 @@ def test_server_restart_mid_backfill_then_the_next_run_resumes(
     upto = assert_done_up_to_checkpoint(napping)
     assert 0 < upto < 2100
     rerun_finishes(napping, run_runner, env, 2100)
+
+
+def test_a_lost_lock_stops_the_batch_before_its_commit(
+    napping, migrations, start_watched, run_runner
+):
+    """The lock guard travels in every batch's commit: once the lock's session is gone, the
+    batch running rolls back with its checkpoint (another runner may hold the lock now)."""
+    env = env_of(napping, migrations)
+    assert run_runner("--phase", "pre", env=env).returncode == 0
+    nap(napping, 1500, 1.5)
+    runner = napping_run(napping, start_watched, env)
+    assert napping.scalar("SELECT pg_terminate_backend(%s)", napping.scalar(LOCK_HOLDERS))
+    result = runner.finish(timeout=30)
+    assert result.returncode == EX_UNAVAILABLE, result
+    lost = result.events_named("lock_lost")
+    assert lost and "002_backfill" in lost[0]["error"], result
+    upto = assert_done_up_to_checkpoint(napping)
+    assert 0 < upto < 1500, "the napping batch did not commit without the lock"
+    rerun_finishes(napping, run_runner, env, 1500)

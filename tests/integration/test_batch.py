@@ -240,6 +240,34 @@ def test_the_runtime_role_cannot_write_the_checkpoints(database, run_runner, mig
             conn.execute("DROP ROLE batch_app_role")
 
 
+def test_a_checkpoint_table_another_role_planted_is_refused(database, run_runner, migrations):
+    """A role that created schema_migrations_batch first could move the checkpoints."""
+    password = "batch-Owner-5d1e-77c0aa"
+    with database.connect() as conn:
+        conn.execute(f"CREATE ROLE batch_owner LOGIN PASSWORD '{password}'")
+        conn.execute("CREATE ROLE batch_intruder")
+        conn.execute(f'GRANT CREATE ON DATABASE "{database.name}" TO batch_owner')
+        conn.execute("ALTER SCHEMA public OWNER TO batch_owner")
+        conn.execute("GRANT CREATE ON SCHEMA public TO batch_intruder")
+        conn.execute("SET ROLE batch_intruder")
+        conn.execute("CREATE TABLE schema_migrations_batch (version text PRIMARY KEY)")
+        conn.execute("RESET ROLE")
+    try:
+        migrations.add({"001_items.sql": TABLE, "002_backfill.sql": backfill()})
+        env = {"DB_USER": "batch_owner", "DB_PASSWORD": password}
+        result = run(run_runner, database, migrations, **env)
+        one_error(result, "permission_denied", 77, "public.schema_migrations_batch",
+                  "owned by batch_intruder, not by batch_owner")  # fmt: skip
+        assert counts(database) == {0: ROWS}, "nothing of the batch file ran"
+        assert "002_backfill" not in recorded(database)
+    finally:
+        with database.connect() as conn:
+            conn.execute("ALTER SCHEMA public OWNER TO pg_database_owner")
+            for role in ("batch_owner", "batch_intruder"):
+                conn.execute(f"DROP OWNED BY {role} CASCADE")
+                conn.execute(f"DROP ROLE {role}")
+
+
 # --- status and dry run ------------------------------------------------------------------------
 
 
