@@ -4,7 +4,7 @@ table's key, each batch a short transaction that also moves the checkpoint.
 One batch, on the applier's session (its timeouts; behind a pooler, one transaction)::
 
     BEGIN; SET LOCAL lock_timeout ...; SET LOCAL statement_timeout ...;
-    SELECT min(k)::text, max(k)::text, count(*)
+    SELECT to_json(min(k)) #>> '{}', to_json(max(k)) #>> '{}', count(*)
       FROM (SELECT id AS k FROM public.tokens WHERE id > '5000' ORDER BY id LIMIT 1000) s;
     UPDATE tokens SET ... WHERE id BETWEEN $1 AND $2;     -- ('5001', '6000'), not prepared
     INSERT INTO public.schema_migrations_batch ... checkpoint = '6000' ...;
@@ -59,10 +59,12 @@ MEASURED_BATCHES = 3
 SHRINK_LIMIT = 0.5
 GROWTH_LIMIT = 2.0
 # The walk's own read: the batch's bounds, at most ``size`` keys after the checkpoint, in the
-# key's index order. The bounds travel as text, as the checkpoint is stored.
+# key's index order. The bounds travel as text, as the checkpoint is stored: JSON's text of
+# the value, which (unlike ::text) does not follow DateStyle, so a timestamptz checkpoint
+# reads back the same in a later run whose session writes dates another way.
 BOUNDS = (
-    "SELECT min(k)::text, max(k)::text, count(*) FROM (SELECT {key} AS k FROM {table}{after} "
-    "ORDER BY {key} LIMIT {size}) s"
+    "SELECT to_json(min(k)) #>> '{{}}', to_json(max(k)) #>> '{{}}', count(*) "
+    "FROM (SELECT {key} AS k FROM {table}{after} ORDER BY {key} LIMIT {size}) s"
 )
 AFTER = " WHERE {key} > {checkpoint}"
 # pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+;
