@@ -8,8 +8,12 @@ One batch, on the applier's session (its timeouts; behind a pooler, one transact
       FROM (SELECT id AS k FROM public.tokens WHERE id > '5000' ORDER BY id LIMIT 1000) s;
     UPDATE tokens SET ... WHERE id BETWEEN $1 AND $2;     -- ('5001', '6000'), not prepared
     INSERT INTO public.schema_migrations_batch ... checkpoint = '6000' ...;
+    SELECT count(*)::int FROM (SELECT DISTINCT pid FROM pg_locks ...;  -- sessions waiting on it
     SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE ...;   -- the lock guard
     COMMIT;
+
+Before each batch the throttle (migrator/apply/throttle.py) waits while a standby lags, while
+autovacuum works on the table, or for one interval after a batch that sessions waited on.
 
 Exactly once: the checkpoint commits with the rows it covers, or neither does (kill -9, a
 failover, SIGTERM); the next run starts after it. Rows whose key equals the batch's highest
@@ -36,6 +40,7 @@ from psycopg import pq, sql
 from migrator.apply.location import migration_failed
 from migrator.apply.retry import LOCK_NOT_AVAILABLE, LOCK_RETRY_WAIT
 from migrator.apply.session import SessionStatements
+from migrator.apply.throttle import WAITERS_SQL, Throttle
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
@@ -141,6 +146,7 @@ class BatchRun:
     walked: int = 0
     changed: int = 0
     paused: float = 0.0
+    throttle: Throttle | None = None
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -151,8 +157,8 @@ class BatchRun:
         self._start()
         started = last_report = self.clock()
         while True:
-            # THROTTLE: helper B's Throttle.wait_until_healthy(conn, version) goes here (it
-            # returns the seconds paused, added to self.paused), before each batch.
+            assert self.throttle is not None
+            self.paused += self.throttle.wait_until_healthy(self.conn, self.migration.version)
             batch = self._with_retries()
             if batch is not None:
                 self._done(batch)
@@ -185,6 +191,9 @@ class BatchRun:
                 found.batches,
             )
         self.size = min(self.spec.size or self.settings.size, self.settings.max_size)
+        self.throttle = Throttle(
+            self.applier.config.throttle, self.relation, self.sleep, self.clock
+        )
         row = self.conn.execute(ESTIMATED_ROWS, (self.relation,)).fetchone()
         self.estimated = int(row[0]) if row else 0
         log.info(
@@ -301,7 +310,13 @@ class BatchRun:
         rows = checkpoints.upsert(
             self.conn, self.applier.config.history_table, self.migration, upper_text, walked
         )
-        self._commit((rows, *(self._recording() if last else ())), "moving the checkpoint")
+        # The sessions now waiting on the batch's locks: counted before its COMMIT, in its
+        # round trip.
+        results = self._commit(
+            (WAITERS_SQL, rows, *(self._recording() if last else ())), "moving the checkpoint"
+        )
+        assert self.throttle is not None
+        self.throttle.after_batch(int(results[0].get_value(0, 0) or 0))
         return Batch(lower_text, upper_text, walked, changed, seconds, last)
 
     def _bounds(self) -> str:
@@ -362,9 +377,9 @@ class BatchRun:
             )
             raise self._kept(MigrationFailedError(message, file=str(self.migration.path))) from None
 
-    def _commit(self, statements: tuple[str, ...], what: str) -> None:
+    def _commit(self, statements: tuple[str, ...], what: str) -> list[pq.abc.PGresult]:
         guard = self.applier.guard
-        self._send((*statements, *((guard.sql,) if guard else ()), "COMMIT"), what)
+        return self._send((*statements, *((guard.sql,) if guard else ()), "COMMIT"), what)
 
     def _kept(self, error: MigrationFailedError) -> MigrationFailedError:
         """``error``, saying that the batches before stay and where the next run resumes."""
