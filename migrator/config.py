@@ -612,15 +612,13 @@ def _batch_settings(reader: _Settings) -> BatchSettings:
     target = reader.duration("BATCH_TARGET_DURATION", DEFAULT_BATCH_TARGET_DURATION)
     if target <= 0:  # a batch cannot aim at no time at all
         raise ConfigError(ERR_NOT_POSITIVE.format(name="BATCH_TARGET_DURATION", value=target))
-    sizes = {}
-    for name, default in (
-        ("BATCH_SIZE", DEFAULT_BATCH_SIZE),
-        ("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE),
-    ):
-        sizes[name] = reader.count(name, default)
-        if sizes[name] < 1:
-            raise ConfigError(ERR_NOT_ROWS.format(name=name, value=sizes[name]))
-    size, max_size = sizes["BATCH_SIZE"], sizes["BATCH_MAX_SIZE"]
+    max_size = reader.count("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE)
+    if max_size < 1:
+        raise ConfigError(ERR_NOT_ROWS.format(name="BATCH_MAX_SIZE", value=max_size))
+    # Unset, the first size stays within a lower maximum; set above it, it is a mistake.
+    size = reader.count("BATCH_SIZE", min(DEFAULT_BATCH_SIZE, max_size))
+    if size < 1:
+        raise ConfigError(ERR_NOT_ROWS.format(name="BATCH_SIZE", value=size))
     if size > max_size:
         raise ConfigError(ERR_SIZE_ABOVE_MAX.format(size=size, max_size=max_size))
     return BatchSettings(target_duration=target, size=size, max_size=max_size)

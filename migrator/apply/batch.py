@@ -8,12 +8,9 @@ One batch, on the applier's session (its timeouts; behind a pooler, one transact
       FROM (SELECT id AS k FROM public.tokens WHERE id > '5000' ORDER BY id LIMIT 1000) s;
     UPDATE tokens SET ... WHERE id BETWEEN $1 AND $2;     -- ('5001', '6000'), not prepared
     INSERT INTO public.schema_migrations_batch ... checkpoint = '6000' ...;
-    SELECT count(*)::int FROM (SELECT DISTINCT pid FROM pg_locks ...;  -- sessions waiting on it
+    SELECT count(*) ... pg_blocking_pids ...;                -- WAITERS_SQL (the throttle)
     SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE ...;   -- the lock guard
     COMMIT;
-
-Before each batch the throttle (migrator/apply/throttle.py) waits while a standby lags, while
-autovacuum works on the table, or for one interval after a batch that sessions waited on.
 
 Exactly once: the checkpoint commits with the rows it covers, or neither does (kill -9, a
 failover, SIGTERM); the next run starts after it. Rows whose key equals the batch's highest
@@ -44,6 +41,7 @@ from migrator.apply.throttle import WAITERS_SQL, Throttle
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
+from migrator.database.connect import session_lost
 from migrator.database.lock import LockGuard
 from migrator.errors import MigrationFailedError
 from migrator.files.batch import BatchSpec
@@ -141,12 +139,12 @@ class BatchRun:
     batches: int = 0
     size: int = 0
     estimated: int = 0  # the table's rows, as the planner estimates them
+    throttle: Throttle = field(init=False)
     measured: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3))
     # This run's own figures, for the rate and the events.
     walked: int = 0
     changed: int = 0
     paused: float = 0.0
-    throttle: Throttle | None = None
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -157,7 +155,8 @@ class BatchRun:
         self._start()
         started = last_report = self.clock()
         while True:
-            assert self.throttle is not None
+            # Between batches nothing is open: wait while a replica lags, sessions waited on the
+            # last batch's locks, or autovacuum works on the table.
             self.paused += self.throttle.wait_until_healthy(self.conn, self.migration.version)
             batch = self._with_retries()
             if batch is not None:
@@ -184,6 +183,7 @@ class BatchRun:
         found = checkpoints.read_checkpoint(self.conn, history_table, self.migration.version)
         checkpoints.refuse_changed(self.migration, found, history_table)
         self.relation = refuse_unindexed_key(self.conn, self.spec, self.migration.path)
+        self.throttle = Throttle(self.applier.config.throttle, self.relation, self.sleep)
         if found is not None:
             self.checkpoint, self.rows_done, self.batches = (
                 found.checkpoint,
@@ -191,9 +191,6 @@ class BatchRun:
                 found.batches,
             )
         self.size = min(self.spec.size or self.settings.size, self.settings.max_size)
-        self.throttle = Throttle(
-            self.applier.config.throttle, self.relation, self.sleep, self.clock
-        )
         row = self.conn.execute(ESTIMATED_ROWS, (self.relation,)).fetchone()
         self.estimated = int(row[0]) if row else 0
         log.info(
@@ -310,13 +307,12 @@ class BatchRun:
         rows = checkpoints.upsert(
             self.conn, self.applier.config.history_table, self.migration, upper_text, walked
         )
-        # The sessions now waiting on the batch's locks: counted before its COMMIT, in its
-        # round trip.
+        # The sessions waiting on this batch's locks, counted while it still holds them.
         results = self._commit(
             (WAITERS_SQL, rows, *(self._recording() if last else ())), "moving the checkpoint"
         )
-        assert self.throttle is not None
-        self.throttle.after_batch(int(results[0].get_value(0, 0) or 0))
+        waiters = results[0].get_value(0, 0)
+        self.throttle.after_batch(int(waiters) if waiters is not None else 0)
         return Batch(lower_text, upper_text, walked, changed, seconds, last)
 
     def _bounds(self) -> str:
@@ -352,8 +348,8 @@ class BatchRun:
                 text = statement.text.encode(self.conn.info.encoding)
                 cursor.execute(text, (lower, upper), prepare=False)
             except psycopg.Error as error:
-                if not error.sqlstate:  # the connection itself failed
-                    raise
+                if not error.sqlstate or session_lost(error, self.conn):  # e.g. 57P01
+                    raise  # the applier says what stays: the batches before, the checkpoint
                 if error.sqlstate == LOCK_NOT_AVAILABLE:
                     raise LockTimedOut() from None
                 failure = StatementFailed(error, 0, migration=self.migration)
@@ -366,6 +362,8 @@ class BatchRun:
         try:
             return run_script(self.conn, "".join(f"{text};\n" for text in statements))
         except StatementFailed as failure:
+            if session_lost(failure.error, self.conn):
+                raise failure.error from None
             if failure.error.sqlstate == LOCK_NOT_AVAILABLE:
                 raise LockTimedOut() from None
             guard = self.applier.guard
