@@ -283,6 +283,21 @@ def test_lock_waiters_pause_one_interval(database: Database, events: Any) -> Non
     assert named(events(), "batch_resumed")[0]["paused_seconds"] >= FAST
 
 
+def test_after_a_short_batch_the_pause_is_as_short(database: Database, events: Any) -> None:
+    # The waiters went on when the batch committed: a pause as long as the batch took leaves
+    # the application the table half the time, without the whole check interval.
+    throttle = Throttle(ThrottleSettings(check_interval=30), "public.t")
+    with database.connect() as conn:
+        assert throttle.wait_until_healthy(conn, "005_backfill") == 0.0
+        time.sleep(0.3)  # the batch
+        throttle.after_batch(1)
+        started = time.monotonic()
+        paused = throttle.wait_until_healthy(conn, "005_backfill")
+        assert 0.3 <= paused <= time.monotonic() - started < 3
+    [resumed] = named(events(), "batch_resumed")
+    assert resumed["paused_seconds"] == pytest.approx(paused, abs=0.01)
+
+
 def test_sigterm_during_a_pause_stops_it(database: Database, events: Any) -> None:
     # The entrypoint's handler raises Interrupted in the main thread, inside the sleep.
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
