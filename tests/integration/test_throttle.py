@@ -227,6 +227,25 @@ def test_a_role_that_cannot_see_the_positions_is_told_once_and_not_paused(
         run(database, f"DROP ROLE {UNPRIVILEGED}")
 
 
+def test_a_server_that_refuses_the_view_is_told_once_and_not_paused(
+    database: Database, events: Any
+) -> None:
+    # As on a managed service or a pooler's target that keeps pg_stat_replication to itself.
+    run(database, f"CREATE ROLE {UNPRIVILEGED} LOGIN PASSWORD '{UNPRIVILEGED_PASSWORD}'")
+    run(database, "REVOKE SELECT ON pg_catalog.pg_stat_replication FROM PUBLIC")
+    try:
+        with database.connect(user=UNPRIVILEGED, password=UNPRIVILEGED_PASSWORD) as conn:
+            throttle = Throttle(ThrottleSettings(max_replica_lag=1), "public.t")
+            assert throttle.reason(conn) is None
+            assert throttle.reason(conn) is None
+            conn.execute("SELECT 1")  # the session is fine
+    finally:
+        run(database, "GRANT SELECT ON pg_catalog.pg_stat_replication TO PUBLIC")
+        run(database, f"DROP ROLE {UNPRIVILEGED}")
+    [unknown] = named(events(), "replica_lag_unknown")
+    assert unknown["reason"] == "42501 permission denied for view pg_stat_replication"
+
+
 # --- lock waiters -------------------------------------------------------------------------------
 
 
