@@ -122,6 +122,8 @@ def test_bounded_data_statements_are_accepted(tmp_path, body):
         ("UPDATE tokens SET a = 1 WHERE id >= $1;", "does not use $2"),
         ("UPDATE tokens SET a = '$1 $2' WHERE id > 0;", "does not use $1"),
         ("UPDATE tokens SET a = 1 /* $1 */ WHERE id <= $2;", "does not use $1"),
+        ("UPDATE tokens SET a = $f$ $1 $f$ WHERE id <= $2;", "does not use $1"),
+        ("UPDATE tokens SET a = 1 WHERE id <= $2; -- $1", "does not use $1"),
         ("UPDATE tokens SET a = $3 WHERE id BETWEEN $1 AND $2;", "uses $3"),
         ("ALTER TABLE tokens ADD COLUMN b int; -- $1 $2", "not ALTER"),
         ("CREATE INDEX i ON tokens (id) WHERE id BETWEEN $1 AND $2;", "not CREATE"),
