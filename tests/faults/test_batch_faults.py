@@ -14,7 +14,7 @@ import time
 import pytest
 
 from migrator.errors import EX_OK, EX_TERMINATED, EX_UNAVAILABLE
-from tests.conftest import LEFTOVER_LOCKS, LOCK_HOLDERS, Database
+from tests.conftest import LEFTOVER_LOCKS, LOCK_HOLDERS, Database, PgServer
 from tests.faults.conftest import runner_backends, wait_until
 from tests.integration.test_batch import ROWS, TABLE, backfill, checkpoint, recorded
 
@@ -188,3 +188,32 @@ def test_a_lost_lock_stops_the_batch_before_its_commit(
     upto = assert_done_up_to_checkpoint(napping)
     assert 0 < upto < 1500, "the napping batch did not commit without the lock"
     rerun_finishes(napping, run_runner, env, 1500)
+
+
+def test_a_failover_mid_backfill_then_the_promoted_standby_resumes(
+    own_server, napping, migrations, start_watched, run_runner
+):
+    """The primary dies during a batch; on the promoted standby the rows done are exactly the
+    keys up to the checkpoint it replayed (a commit streamed or not, rows and checkpoint went
+    together), and a run there finishes every row once."""
+    env = env_of(napping, migrations)
+    assert run_runner("--phase", "pre", env=env).returncode == 0
+    standby = PgServer.standby_of(own_server)
+    standby.start()
+    try:
+        replica = Database(standby, napping.name)
+        nap(napping, 1800, 60)
+        runner = napping_run(napping, start_watched, env)
+        wait_until(lambda: (checkpoint(replica) or ("0",))[0] != "0", timeout=30)
+        own_server.stop("immediate")
+        try:
+            result = runner.finish(timeout=30)
+            assert result.returncode in (EX_OK, EX_UNAVAILABLE), result
+            standby.promote()
+            upto = assert_done_up_to_checkpoint(replica)
+            assert 0 < upto < 1800
+            rerun_finishes(replica, run_runner, env_of(replica, migrations), 1800)
+        finally:
+            own_server.start()
+    finally:
+        standby.destroy()
