@@ -78,8 +78,8 @@ KEPT = (
     "the next run resumes after it"
 )
 ERR_LOCKED = (
-    "{file}: a batch of one row ({where}) timed out waiting for a lock "
-    "{attempts} times in a row (DDL_LOCK_TIMEOUT={timeout_ms}ms): a session holds a lock on it; "
+    "{file}: a batch of one row ({where}) failed {attempts} times in a row ({reason}; "
+    "DDL_LOCK_TIMEOUT={timeout_ms}ms): a session holds a lock on it; "
     "the batches before it stay committed and the next run resumes there"
 )
 
@@ -93,8 +93,23 @@ class Applier(Protocol):
     session: SessionStatements
 
 
+# What rolls a batch back and is worth trying again: the batch is whole or not at all, so
+# running it again does each row once. A deadlock (the application locked rows in another
+# order) or a serialization failure goes away like a lock wait does.
+RETRIED = {
+    LOCK_NOT_AVAILABLE: "lock timeout",
+    "40P01": "deadlock",
+    "40001": "serialization failure",
+}
+
+
 class LockTimedOut(Exception):
-    """A statement of the batch waited longer than lock_timeout (55P03); rolled back."""
+    """The batch waited longer than lock_timeout (55P03), was a deadlock's victim or failed to
+    serialize; rolled back whole."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
 
 
 @dataclass
@@ -144,7 +159,9 @@ class BatchRun:
     # The table's rows as the planner estimates them; None before its first ANALYZE.
     estimated: int | None = None
     throttle: Throttle = field(init=False)
-    measured: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3))
+    measured: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=MEASURED_BATCHES)
+    )
     # This run's own figures, for the rate and the events.
     walked: int = 0
     changed: int = 0
@@ -249,23 +266,28 @@ class BatchRun:
         )
 
     def _with_retries(self) -> Batch | None:
-        """One batch, tried again after a lock timeout (with backoff); halved after
-        SPLIT_AFTER timeouts in a row; failed once a single row keeps timing out."""
+        """One batch, tried again after a lock timeout, a deadlock or a serialization failure
+        (with backoff); halved after SPLIT_AFTER of them in a row; failed once a single row
+        keeps failing."""
         in_row = at_one = 0
         config = self.applier.config
         while True:
             try:
                 return self._attempt()
-            except LockTimedOut:
+            except LockTimedOut as timeout:
                 in_row += 1
                 at_one += self.size == 1
                 if self.size == 1 and at_one > config.ddl_lock_retries:
-                    raise self._locked(at_one) from None
+                    raise self._locked(at_one, timeout.sqlstate) from None
                 since_split = (in_row - 1) % SPLIT_AFTER + 1
                 log.warning(
-                    "lock_timeout_retry",
+                    "lock_timeout_retry"
+                    if timeout.sqlstate == LOCK_NOT_AVAILABLE
+                    else "batch_retry",
                     version=self.migration.version,
                     attempt=in_row,
+                    sqlstate=timeout.sqlstate,
+                    reason=RETRIED[timeout.sqlstate],
                     batch_size=self.size,
                     checkpoint=self.checkpoint,
                     lock_timeout_ms=round(config.ddl_lock_timeout * 1000),
@@ -281,14 +303,15 @@ class BatchRun:
                     )
                 self.sleep(_backoff(since_split))
 
-    def _locked(self, attempts: int) -> MigrationFailedError:
+    def _locked(self, attempts: int, sqlstate: str) -> MigrationFailedError:
         message = ERR_LOCKED.format(
             file=self.migration.path,
             where="the first key" if self.checkpoint is None else f"key after {self.checkpoint}",
+            reason=RETRIED[sqlstate],
             attempts=attempts,
             timeout_ms=round(self.applier.config.ddl_lock_timeout * 1000),
         )
-        return MigrationFailedError(message, file=str(self.migration.path), sqlstate="55P03")
+        return MigrationFailedError(message, file=str(self.migration.path), sqlstate=sqlstate)
 
     def _attempt(self) -> Batch | None:
         """One batch's transaction; rolled back whole on any failure or interruption."""
@@ -357,8 +380,8 @@ class BatchRun:
             except psycopg.Error as error:
                 if not error.sqlstate or session_lost(error, self.conn):  # e.g. 57P01
                     raise  # the applier says what stays: the batches before, the checkpoint
-                if error.sqlstate == LOCK_NOT_AVAILABLE:
-                    raise LockTimedOut() from None
+                if error.sqlstate in RETRIED:
+                    raise LockTimedOut(error.sqlstate) from None
                 failure = StatementFailed(error, 0, migration=self.migration)
                 failed = migration_failed(self.migration, failure, statement, 0)
                 raise self._kept(failed) from None
@@ -371,8 +394,8 @@ class BatchRun:
         except StatementFailed as failure:
             if session_lost(failure.error, self.conn):
                 raise failure.error from None
-            if failure.error.sqlstate == LOCK_NOT_AVAILABLE:
-                raise LockTimedOut() from None
+            if failure.error.sqlstate in RETRIED:
+                raise LockTimedOut(failure.error.sqlstate) from None
             guard = self.applier.guard
             if guard is not None and statements[failure.index] == guard.sql:
                 raise guard.lost(self.migration.version) from None

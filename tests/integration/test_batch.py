@@ -426,3 +426,39 @@ def test_a_row_locked_for_good_fails_the_run_and_keeps_the_batches_before(
     rerun = run(run_runner, database, migrations, "--phase", "post", **env)
     assert rerun.returncode == 0, rerun
     assert database.query("SELECT done, count(*) FROM items GROUP BY 1") == [(1, 10)]
+
+
+def test_a_batch_that_loses_a_deadlock_is_tried_again(database, start_runner, migrations):
+    """The application holds row 50, the batch waits for it, then the application waits for
+    row 10, which the batch holds: the batch is the deadlock's victim (its check runs first),
+    rolls back whole, and its retry does every row once."""
+    from tests.faults.conftest import Watched, wait_until
+
+    migrations.add(
+        {
+            "001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY, done int NOT NULL "
+            "DEFAULT 0, note text);\n"
+            "INSERT INTO items (id) SELECT g FROM generate_series(1, 200) g;\n",
+            "002_backfill.sql": backfill("table=items key=id size=100"),
+        }
+    )
+    env = database.env(MIGRATIONS_DIR=str(migrations.path))
+    assert start_runner("--phase", "pre", env=env).wait().returncode == 0
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND application_name = 'auth-service-migrator'"
+    )
+    with database.connect() as application:
+        application.execute("SET deadlock_timeout = '10s'")  # the batch's check runs first
+        application.execute("BEGIN")
+        application.execute("UPDATE items SET note = 'app' WHERE id = 50")
+        runner = Watched(start_runner("--phase", "post", env=env))
+        wait_until(lambda: database.scalar(waiting) == 1, timeout=30)
+        application.execute("UPDATE items SET note = 'app' WHERE id = 10")  # waits, then wins
+        application.execute("COMMIT")
+    result = runner.finish()
+    assert result.returncode == 0, result
+    (retry,) = result.events_named("batch_retry")
+    assert (retry["sqlstate"], retry["reason"], retry["attempt"]) == ("40P01", "deadlock", 1)
+    assert database.query("SELECT done, count(*) FROM items GROUP BY 1") == [(1, 200)]
+    assert database.scalar("SELECT count(*) FROM items WHERE note = 'app'") == 2
