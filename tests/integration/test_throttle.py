@@ -544,3 +544,30 @@ def test_a_backfill_pauses_after_a_batch_the_application_waited_on(
     names = [event["event"] for event in result.events]
     assert names.index("batch_committed") < names.index("batch_paused")
     assert result.events_named("batch_committed")[0]["lower"] == "1"
+
+
+def test_sigterm_while_paused_exits_143_and_the_next_run_finishes(
+    standby: PgServer, database: Database, migrations: MigrationsFolder, tmp_path: Path
+) -> None:
+    migrations.add({"001_items.sql": ITEMS, "002_backfill.sql": BACKFILL})
+    env = backfill_env(database, migrations, BATCH_MAX_REPLICA_LAG="1MB")
+    eventually(lambda: replay_lag(database) < 2**20)
+    with psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            watched = Watched(launch(env=env, workdir=tmp_path))
+            assert watched.wait_for(lambda event: event["event"] == "batch_paused"), (
+                watched.finish()
+            )
+            watched.signal(signal.SIGTERM)
+            stopped = watched.finish()
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+    assert stopped.returncode == 143, stopped
+    assert stopped.events_named("batch_resumed") == []
+    assert counts(database) == {0: ROWS}
+    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [("001_items",)]
+    finished = Watched(launch(env=env, workdir=tmp_path)).finish()
+    assert finished.returncode == 0, finished
+    assert counts(database) == {1: ROWS}
+    assert [e["version"] for e in finished.events_named("migration_applied")] == ["002_backfill"]
