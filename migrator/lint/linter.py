@@ -48,8 +48,8 @@ from migrator.lint.contract import (
     TABLE_KINDS,
     Catalog,
     Release,
-    removed_rows,
-    removing_command,
+    row_command,
+    written_rows,
 )
 from migrator.lint.findings import (
     Located,
@@ -64,7 +64,7 @@ from migrator.lint.findings import (
     rerun_finding,
     reruns_on_scratch,
 )
-from migrator.lint.hazards import Finding, Lock, documented
+from migrator.lint.hazards import DATA_LOSS, Finding, Lock, documented
 from migrator.logs import get_logger
 
 log = get_logger("lint")
@@ -163,8 +163,8 @@ SELECT i.inhrelid, i.inhparent FROM pg_inherits i JOIN pg_class c ON c.oid = i.i
 WHERE c.relispartition AND i.inhrelid = ANY(%s)"""
 # pg_stat views are snapshotted inside a transaction: drop the snapshot before each read.
 CLEAR_STATS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
-ROWS_DELETED = """
-SELECT relid, n_tup_del FROM pg_stat_xact_user_tables WHERE relid = ANY(%s)"""
+ROWS_WRITTEN = """
+SELECT relid, n_tup_del + n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = ANY(%s)"""
 HELD_LOCKS = """
 SELECT relation, mode FROM pg_locks
 WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted AND relation = ANY(%s)"""
@@ -278,28 +278,31 @@ class LockObserver:
 @dataclass
 class ContractObserver:
     """The catalog after each statement, judged against the release's start (``release``);
-    locks and deleted rows around a DELETE, TRUNCATE or MERGE."""
+    locks and deleted or updated rows around a DELETE, TRUNCATE, MERGE or UPDATE."""
 
     release: Release[Statement]
     tables: dict[int, str]  # oid -> name of the tables that existed before the release
     parents: dict[int, int]  # partition -> its partitioned table, among ``tables``
     history: TableName  # the runner's own table, left out of the catalog
-    _deleted: dict[int, int] = field(default_factory=dict)
+    _written: dict[int, int] = field(default_factory=dict)
     _locks: dict[int, Lock] = field(default_factory=dict)
 
     def before(self, conn: psycopg.Connection[Any]) -> None:
-        self._deleted = self._rows_deleted(conn)
+        self._written = self._rows_written(conn)
         self._locks = held_locks(conn, self.tables)
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
         self.release.observe(statement, read_catalog(conn, self.history))
-        command = removing_command(tag)
-        if command:
-            locks = (self._locks, held_locks(conn, self.tables))
-            deleted = (self._deleted, self._rows_deleted(conn))
-            rows = removed_rows(self.tables, command, locks, deleted, self.parents)
-            self.release.removed(statement, rows)
-        return []  # reported when committed: what other sessions can see
+        command = row_command(tag)
+        if not command:
+            return []
+        locks = (self._locks, held_locks(conn, self.tables))
+        written = (self._written, self._rows_written(conn))
+        rows = written_rows(self.tables, command, locks, written, self.parents)
+        # Rows removed are reported when committed (what other sessions can see), once per
+        # release; an UPDATE of a whole table is the statement's own doing: each one, now.
+        self.release.removed(statement, [f for f in rows if DATA_LOSS in f.kinds])
+        return [f for f in rows if DATA_LOSS not in f.kinds]
 
     def bare(self, conn: psycopg.Connection[Any], statement: Statement) -> None:
         self.release.observe(statement, read_catalog(conn, self.history))
@@ -307,10 +310,10 @@ class ContractObserver:
     def committed(self) -> list[tuple[Statement, Finding]]:
         return self.release.commit()
 
-    def _rows_deleted(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
+    def _rows_written(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
         conn.execute(CLEAR_STATS_SNAPSHOT)
-        rows = conn.execute(ROWS_DELETED, (list(self.tables),)).fetchall()
-        return {oid: deleted for oid, deleted in rows}
+        rows = conn.execute(ROWS_WRITTEN, (list(self.tables),)).fetchall()
+        return {oid: written for oid, written in rows}
 
 
 @dataclass(frozen=True)
@@ -714,12 +717,13 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     min_rows = min_rows_of(config.lint_min_rows, target is not None)
     # No target yet: every file, in the order a first `migrate` applies them (pre, then post).
     pending = target.pending if target else tuple(phase_order(list(files.versioned)))
-    report = Report(min_rows, target.sizes if target else {})
+    report = Report(min_rows, target.sizes if target else {}, config.lint_batch_rows)
     log.info(
         "lint_started",
         target=target is not None,
         pending=[m.version for m in pending],
         min_rows=min_rows,
+        batch_rows=config.lint_batch_rows,
         scratch="shadow" if config.shadow_url else "created",
     )
     if pending:  # else no scratch database, nothing to build

@@ -491,3 +491,45 @@ def test_a_statement_of_a_non_transactional_file_that_cannot_run_twice(
     # The same statements in a transactional file: a failure leaves nothing, nothing to say.
     migrations.write("002_no_tx.sql", "CREATE TABLE audit_log (id int);\n")
     assert hazards(run_runner("lint", env=lint_env), "rerun") == []
+
+
+def test_an_update_or_delete_of_a_large_table_in_one_statement_asks_for_the_batched_form(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_backfill.sql": "UPDATE tokens SET n = id;",
+        "003_purge.sql": "-- migrate:allow data_loss sessions: closed sessions only\n"
+                         "DELETE FROM sessions WHERE id > 1000;",
+        "004_small.sql": "UPDATE clients SET name = upper(name);",
+        "005_waived.sql": "-- migrate:allow unbatched audit_2024: archive, nobody writes it\n"
+                          "UPDATE audit_2024 SET id = id + 1;",
+    })  # fmt: skip
+    result = run_runner("lint", env={**lint_env, "LINT_BATCH_ROWS": "1000"})
+    assert result.returncode == 65, result
+    assert result.events_named("lint_started")[0]["batch_rows"] == 1000
+    hazards = {e["version"]: e for e in result.events_named("hazard")}
+    assert set(hazards) == {"002_backfill", "003_purge", "005_waived"}  # clients: 100 rows
+    update = hazards["002_backfill"]
+    assert (update["level"], update["kinds"], update["relation"]) == (
+        "error",
+        ["unbatched"],
+        "public.tokens",
+    )
+    assert (update["rows"], update["line"]) == (2000, 1)
+    assert update["change"] == "rows updated in one statement (UPDATE)"
+    assert "-- migrate:batch table=public.tokens key=" in update["alternative"]
+    # One change, one finding: the DELETE is data loss and unbatched; one waiver covers one.
+    delete = hazards["003_purge"]
+    assert (delete["kinds"], delete["unwaived_kinds"]) == (
+        ["data_loss", "unbatched"],
+        ["unbatched"],
+    )
+    assert (hazards["005_waived"]["level"], hazards["005_waived"]["waiver"]) == (
+        "warning",
+        "archive, nobody writes it",
+    )
+    # LINT_BATCH_ROWS defaults to 100,000: tables of 2,000 rows are small.
+    default = run_runner("lint", env=lint_env)
+    assert default.returncode == 0, default
+    assert [e["kinds"] for e in default.events_named("hazard")] == [["data_loss"]]
+    assert default.events_named("lint_started")[0]["batch_rows"] == 100_000
