@@ -39,11 +39,11 @@ from migrator.database.connect import behind_pooler, connect
 from migrator.database.scratch import scratch_database
 from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
 from migrator.files.folder import MigrationSet
-from migrator.files.migration import Migration
+from migrator.files.migration import POST, Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
 from migrator.history.name import TableName
-from migrator.history.plan import make_plan, phase_order
+from migrator.history.plan import in_phase, make_plan, phase_order
 from migrator.lint.contract import (
     TABLE_KINDS,
     Catalog,
@@ -579,6 +579,15 @@ class Target:
     applied: tuple[Migration, ...]
     pending: tuple[Migration, ...]
     sizes: dict[str, tuple[int | None, int | None]]  # relation -> (rows, bytes)
+    # ``--phase post``: the pending pre files, which run before the post ones (the init
+    # container's run): applied on the scratch database first, not judged.
+    earlier: tuple[Migration, ...] = ()
+
+
+def earlier_phase(pending: Sequence[Migration], phase: str) -> tuple[Migration, ...]:
+    """Of ``pending`` (in phase order), the files a run of ``phase`` finds applied before its
+    own: the pre files (and repeatable ones, which run with them) for ``--phase post``."""
+    return tuple(m for m in pending if phase == POST and not in_phase(m, POST))
 
 
 def read_target(config: Config, files: MigrationSet) -> Target | None:
@@ -593,7 +602,8 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
-    return Target(plan.applied, plan.pending, sizes)
+    earlier = earlier_phase(plan.deferred, config.run_phase)
+    return Target(plan.applied, plan.pending, sizes, earlier)
 
 
 def _target_exists(config: Config) -> bool:
@@ -715,19 +725,25 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     start = time.monotonic()
     target = read_target(config, files)
     min_rows = min_rows_of(config.lint_min_rows, target is not None)
-    # No target yet: every file, in the order a first `migrate` applies them (pre, then post).
-    pending = target.pending if target else tuple(phase_order(list(files.versioned)))
+    phase = config.run_phase
+    # No target yet: every file of the phase, in the order a first `migrate` applies them (pre,
+    # then post); for --phase post, after the pre files.
+    every = phase_order(list(files.versioned))
+    pending = target.pending if target else tuple(m for m in every if in_phase(m, phase))
+    earlier = target.earlier if target else earlier_phase(every, phase)
     report = Report(min_rows, target.sizes if target else {}, config.lint_batch_rows)
     log.info(
         "lint_started",
         target=target is not None,
         pending=[m.version for m in pending],
+        applied_first=[m.version for m in earlier],
         min_rows=min_rows,
         batch_rows=config.lint_batch_rows,
         scratch="shadow" if config.shadow_url else "created",
     )
     if pending:  # else no scratch database, nothing to build
-        applied = target.applied if target else ()
+        # The release as --phase post meets it: the pre files applied (not judged here).
+        applied = (*(target.applied if target else ()), *earlier)
         with (
             lint_database(config) as (scratch, kwargs),
             files_session(scratch, kwargs, config, files, applied) as session,

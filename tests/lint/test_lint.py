@@ -533,3 +533,48 @@ def test_an_update_or_delete_of_a_large_table_in_one_statement_asks_for_the_batc
     assert default.returncode == 0, default
     assert [e["kinds"] for e in default.events_named("hazard")] == [["data_loss"]]
     assert default.events_named("lint_started")[0]["batch_rows"] == 100_000
+
+
+def test_lint_phase_post_meets_the_pending_pre_files_applied_and_judges_only_the_post_ones(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_add_scope_v2.sql": "ALTER TABLE tokens ADD COLUMN scope_v2 text;",
+        "003_backfill.sql": "-- migrate:phase post\nUPDATE tokens SET scope_v2 = scope;",
+        "004_index.sql": "CREATE INDEX tokens_scope ON tokens (scope);",
+    })  # fmt: skip
+    post = run_runner("lint", "--phase", "post", env=lint_env)
+    assert post.returncode == 0, post
+    [started] = post.events_named("lint_started")
+    assert started["pending"] == ["003_backfill"]
+    assert started["applied_first"] == ["002_add_scope_v2", "004_index"]
+    findings = ("hazard", "brief_lock", "not_observed")
+    assert [e for e in post.events if e["event"] in findings] == []  # no ADD COLUMN, no index
+    # The pre phase lints the pre files only: the index build, not the backfill.
+    pre = run_runner("lint", "--phase", "pre", env={**lint_env, "LINT_BATCH_ROWS": "1"})
+    assert pre.returncode == 65, pre
+    assert unwaived(pre, KINDS) == {("index_build", "public.tokens")}
+    assert pre.events_named("lint_started")[0]["applied_first"] == []
+
+
+def test_without_a_target_lint_phase_post_builds_the_pre_files_first(
+    unborn_database, pg_server, migrations, run_runner
+):
+    migrations.add({
+        "001_tokens.sql": "CREATE TABLE tokens (id int, scope text);",
+        "002_post.sql": "-- migrate:phase post\nALTER TABLE tokens ADD COLUMN scope_v2 text;",
+        "003_index.sql": "CREATE INDEX tokens_scope ON tokens (scope);",
+    })  # fmt: skip
+    env = unborn_database.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+    post = run_runner("lint", "--phase", "post", env=env)
+    assert post.returncode == 0, post
+    [started] = post.events_named("lint_started")
+    assert (started["pending"], started["applied_first"]) == (
+        ["002_post"],
+        ["001_tokens", "003_index"],
+    )
+    assert unwaived(run_runner("lint", env=env), KINDS) == {("index_build", "public.tokens")}
