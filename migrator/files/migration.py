@@ -20,6 +20,7 @@ from migrator.errors import MigrationFilesError
 # The lexer (migrator.files.sql) is imported when a file is first parsed: a start with nothing
 # pending reads and checksums every file but parses none.
 if TYPE_CHECKING:
+    from migrator.files.batch import BatchSpec
     from migrator.files.sql import ModeDecision, Script, Statement
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
@@ -85,6 +86,8 @@ class Migration:
     repeatable: bool = False  # re-applied when its checksum changes (Flyway's R__ files)
     key: str = ""  # the version as the tool that wrote the file records it in its history
     phase: str = PRE  # its -- migrate:phase header: pre (the default) or post
+    # Its -- migrate:batch header: run once per batch of the key (migrator/files/batch.py).
+    batch: BatchSpec | None = None
 
     @property
     def is_bootstrap(self) -> bool:
@@ -129,9 +132,14 @@ class Migration:
     def refuse_unsupported(self) -> None:
         """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
         a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
-        variable psql defines, a ``BEGIN`` the file leaves open."""
+        variable psql defines, a ``BEGIN`` the file leaves open; a batch file whose statement
+        is not one bounded data statement (migrator/files/batch.py, validate_batch)."""
         from migrator.files.sql import TransactionMode, refusal, unterminated_transaction
 
+        if self.batch is not None:
+            from migrator.files.batch import validate_batch
+
+            validate_batch(self)
         found = refusal(self.script) if self.needs_reading else None
         if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
             found = unterminated_transaction(self.statements)
