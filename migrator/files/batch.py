@@ -18,13 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from migrator.errors import MigrationFilesError
-from migrator.files.migration import PHASE_LINE, POST, header_end
+from migrator.files.header import PHASE_LINE, POST, header_end
 
 if TYPE_CHECKING:
-    from migrator.files.migration import Migration
+    from migrator.files.sql import Statement
 
 BATCH_LINE = re.compile(
     r"^[ \t]*--\s*migrate\s*:\s*batch\b(?P<options>.*)$", re.MULTILINE | re.IGNORECASE
@@ -75,6 +75,17 @@ INSERTS_INTO_WALKED = (
     "the statement inserts into {table}, the table it walks: the batches would walk their own "
     "new rows; insert into another table"
 )
+
+
+class BatchFile(Protocol):
+    """What validate_batch reads of a Migration (files/migration.py imports this module)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def batch(self) -> BatchSpec | None: ...
+    @property
+    def statements(self) -> list[Statement]: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +173,7 @@ def _spec(path: Path, line: int, options: str) -> BatchSpec:
     return BatchSpec(table=values["table"], key=values["key"], size=size, line=line)
 
 
-def validate_batch(migration: Migration) -> None:
+def validate_batch(migration: BatchFile) -> None:
     """Refuse (exit 65, naming the line) a batch file whose statement the loop cannot run
     exactly once per row: not exactly one statement; not an UPDATE, DELETE or INSERT ...
     SELECT (a leading WITH allowed), so no DDL and no transaction control; not using both
