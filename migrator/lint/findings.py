@@ -319,7 +319,8 @@ class Report:
         waivers = waivers_of(migration)
         used: set[Waiver] = set()
         for each in found:
-            located = batch_sized(each, self._rows(each.finding), self.batch_rows)
+            batched = migration.batch is not None
+            located = batch_sized(each, self._rows(each.finding), self.batch_rows, batched)
             if located is None:
                 continue
             if located.finding.kind is None:

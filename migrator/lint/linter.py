@@ -34,7 +34,12 @@ from migrator.apply.session import FileSession, SessionStatements
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
-from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
+from migrator.database.catalog import (
+    MAINTENANCE_DATABASE,
+    database_exists,
+    refuse_unindexed_key,
+    role_exists,
+)
 from migrator.database.connect import behind_pooler, connect
 from migrator.database.scratch import scratch_database
 from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
@@ -351,10 +356,17 @@ OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
 
 
 def _execute(
-    conn: psycopg.Connection[Any], migration: Migration, statement: Statement, index: int
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    statement: Statement,
+    index: int,
+    bounds: Bounds | None = None,
 ) -> str:
-    """Run one statement; its command tag (``ALTER TABLE``, ``DELETE 3``)."""
+    """Run one statement (a batch file's with ``bounds`` as $1 and $2); its command tag
+    (``ALTER TABLE``, ``DELETE 3``)."""
     try:
+        if bounds is not None:
+            return _run_bounded(conn, statement, bounds)
         results = run_script(conn, statement.text)
         status = results[-1].command_status if results else None
         return status.decode() if status else ""
@@ -362,6 +374,38 @@ def _execute(
         if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
             conn.execute("ROLLBACK")
         raise migration_failed(migration, failure, statement, index) from None
+
+
+# A batch file's statement runs once on the scratch database, for every row there: $1 and $2
+# the lowest and highest key (NULL on an empty table: it runs and changes nothing).
+Bounds = tuple[str | None, str | None]
+WHOLE_KEY_RANGE = "SELECT min({key})::text, max({key})::text FROM {table}"
+
+
+def batch_bounds(conn: psycopg.Connection[Any], migration: Migration) -> Bounds | None:
+    """A batch file's bounds covering its table's whole key range on the scratch database,
+    after the runner's own check of its table and key (refuse_unindexed_key: exit 65, one line,
+    as migrate refuses the file right before its first batch); None for another file."""
+    spec = migration.batch
+    if spec is None:
+        return None
+    table = refuse_unindexed_key(conn, spec, migration.path)
+    query = sql.SQL(WHOLE_KEY_RANGE).format(key=sql.Identifier(spec.key_name), table=sql.SQL(table))
+    row = conn.execute(query).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def _run_bounded(conn: psycopg.Connection[Any], statement: Statement, bounds: Bounds) -> str:
+    """The statement with ``bounds`` as $1 and $2, as text parameters, never prepared on the
+    server (as the runner sends it: a pooler may sit between)."""
+    with psycopg.RawCursor(conn) as cursor:
+        try:
+            cursor.execute(statement.text.encode(conn.info.encoding), bounds, prepare=False)
+        except psycopg.Error as error:
+            if not error.sqlstate:  # the connection itself failed
+                raise
+            raise StatementFailed(error, 0) from None
+        return cursor.statusmessage or ""
 
 
 def second_run(
@@ -414,6 +458,7 @@ def run_file(
     observers = [make(baseline) for make in OBSERVERS] if baseline else []
     transactional = migration.mode_decision.mode is TransactionMode.TRANSACTION
     found: list[Located] = []
+    bounds = batch_bounds(conn, migration)
     if transactional:
         conn.execute("BEGIN")
     for index, statement in enumerate(migration.statements):
@@ -434,7 +479,7 @@ def run_file(
             for observer in observers:
                 observer.before(conn)
             try:
-                tag = _execute(conn, migration, step, index)
+                tag = _execute(conn, migration, step, index, bounds)
             except MigrationFailedError as failure:
                 sqlstate = failure.fields.get("sqlstate")
                 if not wrap or len(steps) > 1 or sqlstate != INVALID_TRANSACTION_TERMINATION:
@@ -731,6 +776,8 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     every = phase_order(list(files.versioned))
     pending = target.pending if target else tuple(m for m in every if in_phase(m, phase))
     earlier = target.earlier if target else earlier_phase(every, phase)
+    for migration in pending:  # refused before anything runs (exit 65), as migrate does
+        migration.refuse_unsupported()
     report = Report(min_rows, target.sizes if target else {}, config.lint_batch_rows)
     log.info(
         "lint_started",

@@ -578,3 +578,56 @@ def test_without_a_target_lint_phase_post_builds_the_pre_files_first(
         ["001_tokens", "003_index"],
     )
     assert unwaived(run_runner("lint", env=env), KINDS) == {("index_build", "public.tokens")}
+
+
+BATCH_HEADER = "-- migrate:phase post\n-- migrate:batch table=public.tokens key=id size=100\n"
+
+
+def test_a_batch_file_runs_once_over_the_whole_key_range_and_is_not_unbatched(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_backfill.sql": BATCH_HEADER
+        + "UPDATE tokens SET scope = 'write' WHERE id BETWEEN $1 AND $2 AND scope = 'read';",
+        # Holds only when the backfill reached every row of the scratch table.
+        "003_check.sql": "-- migrate:phase post\n"
+        "-- migrate:allow scan tokens: the test's own proof\n"
+        "ALTER TABLE tokens ADD CONSTRAINT tokens_written CHECK (scope = 'write');",
+    })  # fmt: skip
+    result = run_runner("lint", env={**lint_env, "LINT_BATCH_ROWS": "1000"})
+    assert result.returncode == 0, result
+    assert [e["version"] for e in result.events_named("hazard")] == ["003_check"]
+    # A batched DELETE still removes rows: data loss, not unbatched.
+    migrations.write(
+        "002_backfill.sql", BATCH_HEADER + "DELETE FROM tokens WHERE id BETWEEN $1 AND $2;"
+    )
+    (migrations.path / "003_check.sql").unlink()
+    deleted = run_runner("lint", env={**lint_env, "LINT_BATCH_ROWS": "1000"})
+    assert deleted.returncode == 65, deleted
+    assert unwaived(deleted, KINDS) == {("data_loss", "public.tokens")}
+    assert [e["kinds"] for e in deleted.events_named("hazard")] == [["data_loss"]]
+
+
+@pytest.mark.parametrize(
+    ("header", "statement", "problem"),
+    [
+        (BATCH_HEADER, "UPDATE tokens SET n = 0 WHERE id >= $1;", "does not use $2"),
+        (
+            "-- migrate:phase post\n-- migrate:batch table=clients key=name\n",
+            "UPDATE clients SET id = id WHERE name BETWEEN $1 AND $2;",
+            "no valid btree index of the table starts with name",
+        ),
+    ],
+    ids=["a_bound_missing", "an_unindexed_key"],
+)
+def test_a_batch_file_the_runner_refuses_is_refused_by_the_lint_in_one_line(
+    header, statement, problem, lint_env, migrations, run_runner, pg_server
+):
+    migrations.write("002_backfill.sql", header + statement)
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    [error] = result.events_named("invalid_migration_files")
+    assert error["file"].endswith("002_backfill.sql")
+    assert problem in error["error"] and "\n" not in error["error"]
+    assert result.events_named("hazard") == []
+    assert scratch_databases(pg_server) == []
