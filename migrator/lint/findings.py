@@ -35,6 +35,7 @@ from migrator.lint.hazards import (
     REWRITE,
     SCAN,
     UNBATCHED,
+    UNBOUNDED,
     Documented,
     Finding,
     Lock,
@@ -213,6 +214,42 @@ class Located:
     migration: Migration
     statement: Statement
     finding: Finding
+
+
+# --- a batch file's bounds ----------------------------------------------------------------------
+
+COMPARISON = r"\s*(?:<=|>=|<|>|=)\s*"
+
+
+def _bounds_key(alias: str, key: str, parameter: str, conditions: str) -> bool:
+    """Whether ``conditions`` (a plan node's, as EXPLAIN VERBOSE prints them) compare the
+    column ``key`` of ``alias`` with the parameter, either way round: ``(t.id >= $1)``,
+    ``($1 <= t.id)``, a cast of the parameter too."""
+    column = rf'"?{re.escape(alias)}"?\."?{re.escape(key)}"?(?![\w"])'
+    param = rf"\(?\{parameter}(?!\d)\)?(?:::[\w ]+)?"
+    pattern = rf"{column}{COMPARISON}{param}|{param}{COMPARISON}{column}"
+    return re.search(pattern, conditions) is not None
+
+
+def bounds_finding(table: str, key: str, scans: list[tuple[str, str]]) -> Finding | None:
+    """The ``unbounded`` finding of a batch file whose statement, in PostgreSQL's generic plan
+    of it, has no scan of the walked ``table`` (or of a partition of it) that compares its
+    ``key`` with both $1 and $2; None when one does. ``scans`` holds each such scan node's
+    alias and conditions (Index Cond, Filter...).
+
+    >>> bounds_finding("public.t", "id", [("t", "((t.id >= $1) AND (t.id <= $2))")]) is None
+    True
+    >>> bounds_finding("public.t", "id", [("t", "((t.other >= $1) AND (t.other <= $2))")]).kind
+    'unbounded'
+    """
+    for alias, conditions in scans:
+        if all(_bounds_key(alias, key, bound, conditions) for bound in ("$1", "$2")):
+            return None
+    change = (
+        f"no scan of {table} in PostgreSQL's plan of the statement compares {key} with both $1 "
+        "and $2: its batches would not each take their own rows"
+    )
+    return Finding(UNBOUNDED, table, change=change, table=table)
 
 
 # --- the waivers --------------------------------------------------------------------------------

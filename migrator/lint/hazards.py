@@ -55,7 +55,10 @@ RERUN = "rerun"  # a statement of a non-transactional file fails when the file r
 # An UPDATE or DELETE of a large table in one statement: its row locks held to its end, its
 # WAL written at once (LINT_BATCH_ROWS says large; -- migrate:batch is the way).
 UNBATCHED = "unbatched"
-KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS, RERUN, UNBATCHED)
+# A batch file whose statement does not select the walked table's rows by the key between $1
+# and $2 (in PostgreSQL's plan of it): its batches would not each take their own rows.
+UNBOUNDED = "unbounded"
+KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS, RERUN, UNBATCHED, UNBOUNDED)
 # Where a kind's alternative names the finding's table.
 TABLE_PLACEHOLDER = "<table>"
 
@@ -139,6 +142,9 @@ ALTERNATIVES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
          f"table={TABLE_PLACEHOLDER} key=<an indexed column, e.g. its primary key> and the "
          "statement selecting its rows with WHERE key BETWEEN $1 AND $2: the runner runs it in "
          "short transactions, resumable and throttled (docs/writing-migrations.md)"),
+        (UNBOUNDED, r"",
+         f"select the rows of {TABLE_PLACEHOLDER} by the key the header names, WHERE <key> "
+         "BETWEEN $1 AND $2 on that table (the bounds are values of its key, batch after batch)"),
     )
 )  # fmt: skip
 

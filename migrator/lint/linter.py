@@ -62,6 +62,7 @@ from migrator.lint.findings import (
     Relation,
     Report,
     Snapshot,
+    bounds_finding,
     documented_findings,
     is_transaction_control,
     min_rows_of,
@@ -382,17 +383,74 @@ Bounds = tuple[str | None, str | None]
 WHOLE_KEY_RANGE = "SELECT min({key})::text, max({key})::text FROM {table}"
 
 
-def batch_bounds(conn: psycopg.Connection[Any], migration: Migration) -> Bounds | None:
-    """A batch file's bounds covering its table's whole key range on the scratch database,
-    after the runner's own check of its table and key (refuse_unindexed_key: exit 65, one line,
-    as migrate refuses the file right before its first batch); None for another file."""
+@dataclass(frozen=True)
+class BatchRun:
+    """How a batch file's statement runs on the scratch database, and what its plan says."""
+
+    bounds: Bounds
+    unbounded: Finding | None  # its statement does not bound the key by $1 and $2
+
+
+def batch_run(conn: psycopg.Connection[Any], migration: Migration, judged: bool) -> BatchRun | None:
+    """For a batch file, after the runner's own check of its table and key
+    (refuse_unindexed_key: exit 65, one line, as migrate refuses the file right before its
+    first batch): bounds covering its table's whole key range on the scratch database, and
+    when ``judged`` (a pending file) whether its statement bounds the key; None for another
+    file."""
     spec = migration.batch
     if spec is None:
         return None
     table = refuse_unindexed_key(conn, spec, migration.path)
     query = sql.SQL(WHOLE_KEY_RANGE).format(key=sql.Identifier(spec.key_name), table=sql.SQL(table))
     row = conn.execute(query).fetchone()
-    return (row[0], row[1]) if row else (None, None)
+    bounds = (row[0], row[1]) if row else (None, None)
+    scans = batch_scans(conn, migration.statements[0], table) if judged else None
+    finding = None if scans is None else bounds_finding(table, spec.key_name, scans)
+    return BatchRun(bounds, finding)
+
+
+# The walked table and its partitions, whose scans may carry the bounds.
+WALKED = """
+SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(table)s::regclass OR c.oid IN (
+    SELECT relid FROM pg_catalog.pg_partition_tree(%(table)s::regclass))"""
+PLAN_NAME = "migrator_lint_batch"
+# A plan node's conditions that may hold the bounds of its scan.
+CONDITIONS = ("Index Cond", "Recheck Cond", "Filter", "TID Cond")
+
+
+def _scans(plan: dict[str, Any], relations: set[str]) -> Iterator[tuple[str, str]]:
+    """(alias, conditions) of each scan of ``relations`` (schema.name, as the catalog stores
+    them) in an EXPLAIN (VERBOSE, FORMAT JSON) plan."""
+    name = f"{plan.get('Schema')}.{plan.get('Relation Name')}"
+    if plan.get("Node Type") != "ModifyTable" and name in relations:
+        conditions = " AND ".join(str(plan[k]) for k in CONDITIONS if k in plan)
+        yield str(plan.get("Alias", plan.get("Relation Name"))), conditions
+    for child in plan.get("Plans", ()):
+        yield from _scans(child, relations)
+
+
+def batch_scans(
+    conn: psycopg.Connection[Any], statement: Statement, table: str
+) -> list[tuple[str, str]] | None:
+    """The scans of ``table`` (a batch file's, qualified as refuse_unindexed_key gives it) in
+    PostgreSQL's generic plan of the statement, with $1 and $2 as the parameters they are;
+    None when the server cannot plan it (running it then reports why)."""
+    relations = {row[0] for row in conn.execute(WALKED, {"table": table}).fetchall()}
+    try:
+        run_script(conn, f"PREPARE {PLAN_NAME} AS {statement.text}")
+    except StatementFailed:
+        return None
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        row = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE {PLAN_NAME}(NULL, NULL)")
+        [[plans]] = row.fetchall()
+    finally:
+        conn.execute("ROLLBACK")
+        conn.execute(f"DEALLOCATE {PLAN_NAME}")
+    return [scan for plan in plans for scan in _scans(plan["Plan"], relations)]
 
 
 def _run_bounded(conn: psycopg.Connection[Any], statement: Statement, bounds: Bounds) -> str:
@@ -458,7 +516,10 @@ def run_file(
     observers = [make(baseline) for make in OBSERVERS] if baseline else []
     transactional = migration.mode_decision.mode is TransactionMode.TRANSACTION
     found: list[Located] = []
-    bounds = batch_bounds(conn, migration)
+    batch = batch_run(conn, migration, judged=baseline is not None)
+    bounds = batch.bounds if batch else None
+    if batch and batch.unbounded:
+        found.append(Located(migration, migration.statements[0], batch.unbounded))
     if transactional:
         conn.execute("BEGIN")
     for index, statement in enumerate(migration.statements):

@@ -631,3 +631,43 @@ def test_a_batch_file_the_runner_refuses_is_refused_by_the_lint_in_one_line(
     assert problem in error["error"] and "\n" not in error["error"]
     assert result.events_named("hazard") == []
     assert scratch_databases(pg_server) == []
+
+
+def test_a_batch_statement_that_bounds_another_column_is_unbounded(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_backfill.sql",
+        BATCH_HEADER + "UPDATE tokens SET scope = 'write' WHERE n BETWEEN $1 AND $2;",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    [hazard] = result.events_named("hazard")
+    assert (hazard["kinds"], hazard["relation"], hazard["line"]) == (
+        ["unbounded"],
+        "public.tokens",
+        3,
+    )
+    assert "compares id with both $1 and $2" in hazard["change"]
+    # A join that bounds the walked table through a CTE of it is bounded.
+    migrations.write(
+        "002_backfill.sql",
+        BATCH_HEADER + "WITH b AS (SELECT id FROM tokens WHERE id BETWEEN $1 AND $2)\n"
+        "UPDATE tokens SET scope = 'write' FROM b WHERE b.id = tokens.id;",
+    )
+    joined = run_runner("lint", env=lint_env)
+    assert joined.returncode == 0, joined
+    assert joined.events_named("hazard") == []
+    # A partitioned table is scanned through its partitions: their scans carry the bounds.
+    migrations.add({
+        "002_backfill.sql": "CREATE TABLE ev (id bigint NOT NULL, at date) PARTITION BY RANGE (at);\n"
+        "CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');\n"
+        "CREATE TABLE ev_other PARTITION OF ev DEFAULT;\n"
+        "CREATE INDEX ev_id ON ev (id);\n"
+        "INSERT INTO ev SELECT g, date '2024-01-01' + g FROM generate_series(1, 500) g;",
+        "003_purge.sql": "-- migrate:phase post\n-- migrate:batch table=ev key=id\n"
+        "DELETE FROM ev WHERE id BETWEEN $1 AND $2 AND at < date '2024-06-01';",
+    })  # fmt: skip
+    partitioned = run_runner("lint", env=lint_env)
+    assert partitioned.returncode == 0, partitioned
+    assert partitioned.events_named("hazard") == []

@@ -20,6 +20,7 @@ from migrator.lint.findings import (
     Snapshot,
     Waiver,
     batch_sized,
+    bounds_finding,
     documented_findings,
     is_transaction_control,
     min_rows_of,
@@ -29,7 +30,14 @@ from migrator.lint.findings import (
     waivers_for,
     waivers_of,
 )
-from migrator.lint.hazards import NOT_OBSERVED, Documented, Finding, Lock, documented
+from migrator.lint.hazards import (
+    NOT_OBSERVED,
+    Documented,
+    Finding,
+    Lock,
+    documented,
+    safe_alternative,
+)
 
 TOKENS, SESSIONS, VIEW = 10, 20, 30
 RELATIONS = {
@@ -289,8 +297,8 @@ def test_a_malformed_waiver_names_its_file_and_line(line):
         waivers_of(_migration(f"-- header\n{line}\nSELECT 1;"))
     assert raised.value.message == (
         f"002_x.sql: line 2: {line.strip()!r} must read -- migrate:allow <kind> <relation>: <reason> "
-        "(kinds: rewrite, scan, index_build, breaking, data_loss, rerun, unbatched; the reason is "
-        "required)"
+        "(kinds: rewrite, scan, index_build, breaking, data_loss, rerun, unbatched, unbounded; "
+        "the reason is required)"
     )
     assert raised.value.fields == {"file": "002_x.sql", "line": 2}
 
@@ -744,3 +752,39 @@ def test_an_update_of_a_small_table_is_no_event_and_lint_min_rows_does_not_apply
     with capture_logs():
         large.add(migration, [located(migration, UNBATCHED_UPDATE, UPDATE)])
     assert (large.small, large.unwaived) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("scans", "bounded"),
+    [
+        ([("tokens", "((tokens.id >= $1) AND (tokens.id <= $2))")], True),
+        ([("t", "(($1 <= t.id) AND (t.id <= $2) AND (t.scope = 'a'::text))")], True),
+        ([("t", '((t."id" >= ($1)::bigint) AND (t."id" <= ($2)::bigint))')], True),
+        # The outer scan unbounded, the one a CTE joins it with bounded: the rows are bounded.
+        ([("tokens", ""), ("tokens_1", "((tokens_1.id >= $1) AND (tokens_1.id <= $2))")], True),
+        ([("tokens", "((tokens.other >= $1) AND (tokens.other <= $2))")], False),  # another column
+        ([("tokens", "((tokens.id >= $1) AND (tokens.n <= $2))")], False),  # one bound on the key
+        ([("tokens", "((tokens.idx >= $1) AND (tokens.idx <= $2))")], False),  # a longer name
+        ([("tokens", "((tokens.id >= $12) AND (tokens.id <= $2))")], False),  # not $1
+        ([("tokens", "((o.id >= $1) AND (o.id <= $2))")], False),  # another table's id
+        ([], False),  # no scan of the table at all
+    ],
+)
+def test_a_batch_statement_must_bound_the_key_of_the_walked_table_by_both_parameters(
+    scans, bounded
+):
+    found = bounds_finding("public.tokens", "id", scans)
+    if bounded:
+        assert found is None
+        return
+    assert found is not None
+    assert (found.kind, found.relation, found.table) == (
+        "unbounded",
+        "public.tokens",
+        "public.tokens",
+    )
+    assert found.change == (
+        "no scan of public.tokens in PostgreSQL's plan of the statement compares id with both $1 "
+        "and $2: its batches would not each take their own rows"
+    )
+    assert "WHERE <key> BETWEEN $1 AND $2" in safe_alternative("unbounded", "", "public.tokens")
