@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from migrator import commands
+from migrator.apply.throttle import (
+    DEFAULT_CHECK_INTERVAL,
+    DEFAULT_MAX_LOCK_WAITERS,
+    DEFAULT_MAX_REPLICA_LAG,
+    ThrottleSettings,
+)
 from migrator.cli.arguments import build_parser, check_command_flags, steps
 from migrator.database.conninfo import (
     CHANNEL_BINDINGS,
@@ -103,11 +109,16 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
+# Sizes as postgresql.conf writes them (a kB is 1024 bytes), any case; a bare number is bytes.
+SIZE_UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
+SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+OFF_WORDS = frozenset({"off", "0"})
 
 ERR_NOT_A_PORT = "{name} must be a port number from 1 to 65535, got {value!r}"
 ERR_NOT_A_DURATION = "{name} must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
 ERR_NOT_POSITIVE = "{name} must be above 0, got {value:g}s"
 ERR_NOT_A_COUNT = "{name} must be a whole number >= 0, got {value!r}"
+ERR_NOT_A_SIZE = "{name} must be a size like 64MB, 512kB or 1GB (off: no limit), got {value!r}"
 ERR_NOT_ROWS = "{name} must be a whole number of rows, 1 or more, got {value}"
 ERR_SIZE_ABOVE_MAX = "BATCH_SIZE ({size}) must not be above BATCH_MAX_SIZE ({max_size})"
 ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
@@ -172,7 +183,8 @@ KNOWN_VARIABLES = frozenset(
         "LINT_BATCH_ROWS", "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
         "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
         "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
-        "BATCH_TARGET_DURATION", "BATCH_SIZE", "BATCH_MAX_SIZE",
+        "BATCH_CHECK_INTERVAL", "BATCH_MAX_REPLICA_LAG", "BATCH_MAX_LOCK_WAITERS",
+        "BATCH_PAUSE_ON_AUTOVACUUM", "BATCH_TARGET_DURATION", "BATCH_SIZE", "BATCH_MAX_SIZE",
     }
 )  # fmt: skip
 RUNNER_PREFIXES = (
@@ -274,6 +286,8 @@ class Config:
     cleanup_time_budget: float = DEFAULT_CLEANUP_TIME_BUDGET
     cleanup_password: str | None = field(default=None, repr=False)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    # Batched data migrations pause between batches while the database is busy (BATCH_*).
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     version: str = VERSION
     revision: str = "unknown"
 
@@ -480,6 +494,7 @@ def load_config(
         **_rollout_settings(args, reader),
         **_cleanup_settings(reader),
         batch=_batch_settings(reader),
+        throttle=_throttle_settings(reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -604,18 +619,33 @@ def _batch_settings(reader: _Settings) -> BatchSettings:
     target = reader.duration("BATCH_TARGET_DURATION", DEFAULT_BATCH_TARGET_DURATION)
     if target <= 0:  # a batch cannot aim at no time at all
         raise ConfigError(ERR_NOT_POSITIVE.format(name="BATCH_TARGET_DURATION", value=target))
-    sizes = {}
-    for name, default in (
-        ("BATCH_SIZE", DEFAULT_BATCH_SIZE),
-        ("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE),
-    ):
-        sizes[name] = reader.count(name, default)
-        if sizes[name] < 1:
-            raise ConfigError(ERR_NOT_ROWS.format(name=name, value=sizes[name]))
-    size, max_size = sizes["BATCH_SIZE"], sizes["BATCH_MAX_SIZE"]
+    max_size = reader.count("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE)
+    if max_size < 1:
+        raise ConfigError(ERR_NOT_ROWS.format(name="BATCH_MAX_SIZE", value=max_size))
+    # Unset, the first size stays within a lower maximum; set above it, it is a mistake.
+    size = reader.count("BATCH_SIZE", min(DEFAULT_BATCH_SIZE, max_size))
+    if size < 1:
+        raise ConfigError(ERR_NOT_ROWS.format(name="BATCH_SIZE", value=size))
     if size > max_size:
         raise ConfigError(ERR_SIZE_ABOVE_MAX.format(size=size, max_size=max_size))
     return BatchSettings(target_duration=target, size=size, max_size=max_size)
+
+
+def _throttle_settings(reader: _Settings) -> ThrottleSettings:
+    """When a batched data migration pauses between batches (migrator/apply/throttle.py).
+
+    >>> _throttle_settings(_Settings({"BATCH_MAX_REPLICA_LAG": "16MB"})).max_replica_lag
+    16777216
+    """
+    interval = reader.duration("BATCH_CHECK_INTERVAL", DEFAULT_CHECK_INTERVAL)
+    if interval <= 0:  # a pause would re-check without ever sleeping
+        raise ConfigError(ERR_NOT_POSITIVE.format(name="BATCH_CHECK_INTERVAL", value=interval))
+    return ThrottleSettings(
+        check_interval=interval,
+        max_replica_lag=reader.size("BATCH_MAX_REPLICA_LAG", DEFAULT_MAX_REPLICA_LAG),
+        max_lock_waiters=reader.count("BATCH_MAX_LOCK_WAITERS", DEFAULT_MAX_LOCK_WAITERS),
+        pause_on_autovacuum=reader.boolean("BATCH_PAUSE_ON_AUTOVACUUM", default=True),
+    )
 
 
 def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:
@@ -785,6 +815,18 @@ class _Settings:
         if not match:
             raise ConfigError(ERR_NOT_A_DURATION.format(name=name, value=value))
         return float(match[1]) * DURATION_UNITS[match[2] or "s"]
+
+    def size(self, name: str, default: int) -> int:
+        """Bytes, from 64MB, 512 kB, 1GB or 1048576; off (or 0) is 0."""
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        if value.strip().lower() in OFF_WORDS:
+            return 0
+        match = SIZE_PATTERN.match(value)
+        if not match or match[2].lower() not in SIZE_UNITS:
+            raise ConfigError(ERR_NOT_A_SIZE.format(name=name, value=value))
+        return round(float(match[1]) * SIZE_UNITS[match[2].lower()])
 
     def count(self, name: str, default: int) -> int:
         found = self.optional_count(name)

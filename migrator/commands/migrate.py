@@ -48,6 +48,9 @@ ERR_NOT_IN_ONE_TRANSACTION = (
 )
 
 
+BATCHED_REASON = "a batched data migration commits each batch with its checkpoint"
+
+
 def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
     owner: psycopg.Connection[Any] | None = None
@@ -184,6 +187,10 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
     from migrator.files.sql import TransactionMode
 
     for migration in pending:
+        if migration.batch is not None:  # each batch commits on its own
+            raise ConfigError(
+                ERR_NOT_IN_ONE_TRANSACTION.format(file=migration.path, reason=BATCHED_REASON)
+            )
         decision = migration.mode_decision
         if decision.mode is not TransactionMode.TRANSACTION:
             raise ConfigError(
@@ -228,7 +235,8 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         )
         if not exists:
             return plan_summary(
-                make_plan(files, {}, config.allow_out_of_order, phase=config.run_phase)
+                make_plan(files, {}, config.allow_out_of_order, phase=config.run_phase),
+                config.batch.size,
             )
     owner_first = not config.bootstrap_enabled
     with wait_for_connection(
@@ -241,7 +249,7 @@ def dry_run(config: Config, files: MigrationSet) -> str:
             config.tolerate_future,
             config.run_phase,
         )
-    summary = plan_summary(plan)
+    summary = plan_summary(plan, config.batch.size)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.
         # lazy: not on the no-op start
@@ -251,7 +259,15 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     return summary
 
 
-def plan_summary(plan: Plan) -> str:
+def batch_plan(migration: Migration, default_size: int) -> dict[str, Any]:
+    """What the dry run says of a batch file: the table and key it walks, its first size."""
+    spec = migration.batch
+    if spec is None:
+        return {}
+    return {"batch": {"table": spec.table, "key": spec.key, "size": spec.size or default_size}}
+
+
+def plan_summary(plan: Plan, config_batch_size: int) -> str:
     warn_future(plan.future)
     for migration in plan.pending:
         migration.refuse_unsupported()
@@ -265,6 +281,7 @@ def plan_summary(plan: Plan) -> str:
             mode_reason=decision.reason,
             statements=len(migration.statements),
             phase=migration.phase,
+            **batch_plan(migration, config_batch_size),
         )
     summary = f"dry run: {len(plan.pending)} pending, {len(plan.applied)} applied, nothing changed"
     summary += deferred_note(plan)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from migrator.apply.throttle import ThrottleSettings
 from migrator.cli.arguments import build_parser
 from migrator.config import Config, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
@@ -1151,6 +1152,94 @@ def test_a_cleanup_variable_typo_is_reported_with_the_closest_name() -> None:
     )
 
 
+# --- the throttle of batched data migrations ---------------------------------------------------
+
+
+def test_throttle_settings_from_their_defaults_and_variables() -> None:
+    assert load().throttle == ThrottleSettings(
+        check_interval=1.0,
+        max_replica_lag=64 * 2**20,
+        max_lock_waiters=0,
+        pause_on_autovacuum=True,
+    )
+    config = load(
+        BATCH_CHECK_INTERVAL="250ms",
+        BATCH_MAX_REPLICA_LAG="1GB",
+        BATCH_MAX_LOCK_WAITERS="3",
+        BATCH_PAUSE_ON_AUTOVACUUM="false",
+    )
+    assert config.throttle == ThrottleSettings(0.25, 2**30, 3, False)
+    assert config.unknown_settings == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("16MB", 16 * 2**20),
+        ("16mb", 16 * 2**20),
+        ("512 kB", 512 * 2**10),
+        ("1.5GB", 3 * 2**29),
+        ("2TB", 2 * 2**40),
+        ("1048576", 2**20),
+        ("100B", 100),
+        (" 8MB ", 8 * 2**20),
+        ("off", 0),
+        ("OFF", 0),
+        ("0", 0),
+        ("", 64 * 2**20),
+    ],
+)
+def test_replica_lag_is_a_size_as_postgresql_writes_it(value: str, expected: int) -> None:
+    assert load(BATCH_MAX_REPLICA_LAG=value).throttle.max_replica_lag == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"BATCH_MAX_REPLICA_LAG": "lots"},
+            "BATCH_MAX_REPLICA_LAG must be a size like 64MB, 512kB or 1GB (off: no limit), "
+            "got 'lots'",
+        ),
+        (
+            {"BATCH_MAX_REPLICA_LAG": "64MiB"},
+            "BATCH_MAX_REPLICA_LAG must be a size like 64MB, 512kB or 1GB (off: no limit), "
+            "got '64MiB'",
+        ),
+        (
+            {"BATCH_MAX_REPLICA_LAG": "-1MB"},
+            "BATCH_MAX_REPLICA_LAG must be a size like 64MB, 512kB or 1GB (off: no limit), "
+            "got '-1MB'",
+        ),
+        ({"BATCH_CHECK_INTERVAL": "0"}, "BATCH_CHECK_INTERVAL must be above 0, got 0s"),
+        (
+            {"BATCH_CHECK_INTERVAL": "often"},
+            "BATCH_CHECK_INTERVAL must be a duration like 30, 30s, 500ms or 2min, got 'often'",
+        ),
+        (
+            {"BATCH_MAX_LOCK_WAITERS": "-1"},
+            "BATCH_MAX_LOCK_WAITERS must be a whole number >= 0, got '-1'",
+        ),
+        (
+            {"BATCH_MAX_LOCK_WAITERS": "some"},
+            "BATCH_MAX_LOCK_WAITERS must be a whole number >= 0, got 'some'",
+        ),
+        (
+            {"BATCH_PAUSE_ON_AUTOVACUUM": "sometimes"},
+            "BATCH_PAUSE_ON_AUTOVACUUM must be true or false, got 'sometimes'",
+        ),
+    ],
+)
+def test_throttle_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
+    assert config_error(**environ).message == message
+
+
+def test_a_batch_variable_typo_is_reported_with_the_closest_name() -> None:
+    assert load(BATCH_MAX_REPLICA_LAGS="1GB").unknown_settings == (
+        ("BATCH_MAX_REPLICA_LAGS", "BATCH_MAX_REPLICA_LAG"),
+    )
+
+
 def test_the_timeout_and_shadow_url_flags_are_named_in_their_errors() -> None:
     assert config_error("wait", "--timeout", "later", MIGRATIONS_WAIT_TIMEOUT="5").message == (
         "--timeout must be a duration like 30, 30s, 500ms or 2min, got 'later'"
@@ -1492,6 +1581,9 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
     assert "  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)" in epilog
     assert "  CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete" in epilog
     assert (
+        "  BATCH_PAUSE_ON_AUTOVACUUM (true)  when a batched data migration pauses between batches"
+    ) in epilog
+    assert (
         "  CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, "
         "the cleanup role"
     ) in epilog
@@ -1666,3 +1758,33 @@ def test_migrations_table_schema_of_63_bytes_is_kept_and_of_64_refused() -> None
     error = config_error(MIGRATIONS_TABLE="s" * 64 + ".h")
     assert error.message.startswith("MIGRATIONS_TABLE's schema is 64 bytes long"), error
     assert f"first 63 bytes of a name, so it would silently mean {'s' * 63!r}" in error.message
+
+
+def test_batch_settings_from_their_defaults_and_variables() -> None:
+    batch = load().batch
+    assert (batch.target_duration, batch.size, batch.max_size) == (0.15, 1000, 50000)
+    batch = load(BATCH_TARGET_DURATION="300ms", BATCH_SIZE="20", BATCH_MAX_SIZE="400").batch
+    assert (batch.target_duration, batch.size, batch.max_size) == (0.3, 20, 400)
+    # Unset, the first size stays within a lower maximum.
+    assert load(BATCH_MAX_SIZE="200").batch.size == 200
+    assert load(BATCH_SIZE="50000").batch.size == 50000
+    assert load(BATCH_SZE="5").unknown_settings == (("BATCH_SZE", "BATCH_SIZE"),)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"BATCH_TARGET_DURATION": "0"}, "BATCH_TARGET_DURATION must be above 0, got 0s"),
+        ({"BATCH_TARGET_DURATION": "fast"}, "BATCH_TARGET_DURATION must be a duration like"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE must be a whole number of rows, 1 or more, got 0"),
+        ({"BATCH_MAX_SIZE": "0"}, "BATCH_MAX_SIZE must be a whole number of rows, 1 or more"),
+        ({"BATCH_SIZE": "-1"}, "BATCH_SIZE must be a whole number >= 0, got '-1'"),
+        (
+            {"BATCH_SIZE": "600", "BATCH_MAX_SIZE": "500"},
+            "BATCH_SIZE (600) must not be above BATCH_MAX_SIZE (500)",
+        ),
+        ({"BATCH_SIZE": "50001"}, "BATCH_SIZE (50001) must not be above BATCH_MAX_SIZE (50000)"),
+    ],
+)
+def test_batch_settings_refused(environ: dict[str, str], message: str) -> None:
+    assert message in config_error(**environ).message
