@@ -4,7 +4,7 @@ table's key, each batch a short transaction that also moves the checkpoint.
 One batch, on the applier's session (its timeouts; behind a pooler, one transaction)::
 
     BEGIN; SET LOCAL lock_timeout ...; SET LOCAL statement_timeout ...;
-    SELECT min(k)::text, max(k)::text, count(*)
+    SELECT to_json(min(k)) #>> '{}', to_json(max(k)) #>> '{}', count(*)
       FROM (SELECT id AS k FROM public.tokens WHERE id > '5000' ORDER BY id LIMIT 1000) s;
     UPDATE tokens SET ... WHERE id BETWEEN $1 AND $2;     -- ('5001', '6000'), not prepared
     INSERT INTO public.schema_migrations_batch ... checkpoint = '6000' ...;
@@ -59,15 +59,18 @@ MEASURED_BATCHES = 3
 SHRINK_LIMIT = 0.5
 GROWTH_LIMIT = 2.0
 # The walk's own read: the batch's bounds, at most ``size`` keys after the checkpoint, in the
-# key's index order. The bounds travel as text, as the checkpoint is stored.
+# key's index order. The bounds travel as text, as the checkpoint is stored: JSON's text of
+# the value, which (unlike ::text) does not follow DateStyle, so a timestamptz checkpoint
+# reads back the same in a later run whose session writes dates another way.
 BOUNDS = (
-    "SELECT min(k)::text, max(k)::text, count(*) FROM (SELECT {key} AS k FROM {table}{after} "
-    "ORDER BY {key} LIMIT {size}) s"
+    "SELECT to_json(min(k)) #>> '{{}}', to_json(max(k)) #>> '{{}}', count(*) "
+    "FROM (SELECT {key} AS k FROM {table}{after} ORDER BY {key} LIMIT {size}) s"
 )
 AFTER = " WHERE {key} > {checkpoint}"
-# pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+).
+# pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+;
+# 0 before it on older servers, which also reads as unknown).
 ESTIMATED_ROWS = (
-    "SELECT greatest(c.reltuples, 0)::bigint FROM pg_catalog.pg_class c "
+    "SELECT nullif(greatest(c.reltuples, 0), 0)::bigint FROM pg_catalog.pg_class c "
     "WHERE c.oid = pg_catalog.to_regclass(%s)"
 )
 KEPT = (
@@ -75,7 +78,7 @@ KEPT = (
     "the next run resumes after it"
 )
 ERR_LOCKED = (
-    "{file}: a batch of one row (key after {checkpoint}) timed out waiting for a lock "
+    "{file}: a batch of one row ({where}) timed out waiting for a lock "
     "{attempts} times in a row (DDL_LOCK_TIMEOUT={timeout_ms}ms): a session holds a lock on it; "
     "the batches before it stay committed and the next run resumes there"
 )
@@ -138,7 +141,8 @@ class BatchRun:
     rows_done: int = 0  # every run's, as the checkpoint row counts them
     batches: int = 0
     size: int = 0
-    estimated: int = 0  # the table's rows, as the planner estimates them
+    # The table's rows as the planner estimates them; None before its first ANALYZE.
+    estimated: int | None = None
     throttle: Throttle = field(init=False)
     measured: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3))
     # This run's own figures, for the rate and the events.
@@ -163,7 +167,8 @@ class BatchRun:
                 self._done(batch)
             if batch is None or batch.last:
                 break
-            if self.clock() - last_report >= self.applier.config.progress_interval:
+            interval = self.applier.config.progress_interval  # 0: no progress events
+            if interval > 0 and self.clock() - last_report >= interval:
                 self._progress(started)
                 last_report = self.clock()
         log.info(
@@ -192,7 +197,7 @@ class BatchRun:
             )
         self.size = min(self.spec.size or self.settings.size, self.settings.max_size)
         row = self.conn.execute(ESTIMATED_ROWS, (self.relation,)).fetchone()
-        self.estimated = int(row[0]) if row else 0
+        self.estimated = int(row[0]) if row and row[0] is not None else None
         log.info(
             "batch_started",
             version=self.migration.version,
@@ -227,14 +232,16 @@ class BatchRun:
     def _progress(self, started: float) -> None:
         elapsed = max(self.clock() - started - self.paused, 1e-9)
         rate = self.walked / elapsed
-        left = max(self.estimated - self.rows_done, 0)
+        # An estimate the walk has passed (rows added since ANALYZE) is raised to it.
+        total = max(self.estimated, self.rows_done) if self.estimated is not None else None
+        eta = (total - self.rows_done) / rate if total is not None and rate > 0 else None
         log.info(
             "batch_progress",
             version=self.migration.version,
             rows_done=self.rows_done,
-            estimated_total=self.estimated,
+            estimated_total=total,
             rows_per_second=round(rate, 1),
-            eta_seconds=round(left / rate, 1) if rate > 0 else None,
+            eta_seconds=round(eta, 1) if eta is not None else None,
             batch_size=self.size,
             batches=self.batches,
             checkpoint=self.checkpoint,
@@ -277,7 +284,7 @@ class BatchRun:
     def _locked(self, attempts: int) -> MigrationFailedError:
         message = ERR_LOCKED.format(
             file=self.migration.path,
-            checkpoint=self.checkpoint,
+            where="the first key" if self.checkpoint is None else f"key after {self.checkpoint}",
             attempts=attempts,
             timeout_ms=round(self.applier.config.ddl_lock_timeout * 1000),
         )

@@ -148,3 +148,13 @@ def test_another_tools_file_with_a_batch_line_is_refused(tmp_path):
     (tmp_path / "1_x.up.sql").write_text("-- migrate:batch table=t key=id\nSELECT 1;\n")
     with pytest.raises(MigrationFilesError, match="migrate:batch is read in the runner's own"):
         find_migrations(tmp_path)
+
+
+def test_the_down_part_of_a_batch_file_runs_whole(tmp_path: Path) -> None:
+    up = tmp_path / "004_backfill.sql"
+    up.write_text(HEAD + "-- migrate:batch table=tokens key=id\n" + GOOD, encoding="utf-8")
+    (tmp_path / "004_backfill.down.sql").write_text("UPDATE tokens SET scope_v2 = NULL;\n")
+    migration = read_migration(up)
+    assert migration.batch is not None
+    assert migration.down is not None and migration.down.batch is None
+    migration.down.refuse_unsupported()
