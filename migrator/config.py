@@ -82,6 +82,9 @@ ROLE_PASSWORDS_MODES = ("always", "on-create")
 DEFAULT_ROLE_PASSWORDS = "always"
 # `wait`: how long to wait for every file of the image to be applied by someone else.
 DEFAULT_MIGRATIONS_WAIT_TIMEOUT = 600.0
+# `lint`: a table this big (estimated rows on the target) is not UPDATEd or DELETEd from in one
+# statement: about a second of row locks and a burst of WAL the replicas replay (docs/lint.md).
+DEFAULT_LINT_BATCH_ROWS = 100_000
 # `cleanup`: how long one run may delete before it stops between two batches (a CronJob's
 # activeDeadlineSeconds must be above it, with the connection's wait).
 DEFAULT_CLEANUP_TIME_BUDGET = 300.0
@@ -177,7 +180,7 @@ KNOWN_VARIABLES = frozenset(
         "ALLOW_OUT_OF_ORDER", "SINGLE_TRANSACTION", "FUTURE_MIGRATIONS", "DB_WAIT_TIMEOUT",
         "MIGRATION_LOCK_TIMEOUT", "DDL_LOCK_TIMEOUT", "DDL_LOCK_RETRIES", "STATEMENT_TIMEOUT",
         "PROGRESS_INTERVAL", "MIGRATIONS_WAIT_TIMEOUT", "LINT_SHADOW_URL", "LINT_MIN_ROWS",
-        "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
+        "LINT_BATCH_ROWS", "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
         "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
         "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
         "BATCH_CHECK_INTERVAL", "BATCH_MAX_REPLICA_LAG", "BATCH_MAX_LOCK_WAITERS",
@@ -268,9 +271,11 @@ class Config:
     unknown_settings: tuple[tuple[str, str | None], ...] = ()
     # The hazard lint (migrator/lint/linter.py): a scratch database instead of one created by the
     # admin, the rows below which a table's hazards pass (None: 10,000 with a target, else 0),
-    # and whether migrate lints before applying.
+    # the rows from which an UPDATE or DELETE of a whole table asks for the batched form, and
+    # whether migrate lints before applying.
     shadow_url: str | None = field(default=None, repr=False)
     lint_min_rows: int | None = None
+    lint_batch_rows: int = DEFAULT_LINT_BATCH_ROWS
     lint_before_apply: bool = False
     # ANALYZE what a transactional file rewrote or filled, after it (migrator/apply/statistics.py).
     analyze_after_migrate: bool = True
@@ -566,6 +571,7 @@ def _check_role_password(name: str, value: str | None, role: str) -> None:
 class _LintSettings(TypedDict):
     shadow_url: str | None
     lint_min_rows: int | None
+    lint_batch_rows: int
     lint_before_apply: bool
 
 
@@ -579,6 +585,7 @@ def _lint_settings(args: argparse.Namespace, reader: _Settings) -> _LintSettings
     return _LintSettings(
         shadow_url=shadow_url or None,
         lint_min_rows=reader.optional_count("LINT_MIN_ROWS"),
+        lint_batch_rows=reader.count("LINT_BATCH_ROWS", DEFAULT_LINT_BATCH_ROWS),
         lint_before_apply=reader.boolean("LINT_BEFORE_APPLY"),
     )
 

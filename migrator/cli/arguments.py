@@ -113,7 +113,7 @@ HELP_EPILOG = """environment variables (flags win over them):
   DB_WAIT_TIMEOUT (60s) MIGRATION_LOCK_TIMEOUT (600s) DDL_LOCK_TIMEOUT (5s)
   DDL_LOCK_RETRIES (5) STATEMENT_TIMEOUT (0: none) PROGRESS_INTERVAL (5s)
   MIGRATIONS_WAIT_TIMEOUT (600s)    the wait command's deadline
-  LINT_SHADOW_URL LINT_MIN_ROWS (10000) LINT_BEFORE_APPLY   the hazard lint
+  LINT_SHADOW_URL LINT_MIN_ROWS (10000) LINT_BATCH_ROWS (100000) LINT_BEFORE_APPLY   the lint
   ANALYZE_AFTER_MIGRATE (true)      ANALYZE what a file rewrote or filled
   CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete
   CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, the cleanup role

@@ -10,7 +10,7 @@ A catalog maps (kind, name) to (type or relkind, identity), as lint/linter.py re
 >>> scope = {**tokens, ("column", "public.tokens.scope"): ("text", "16390.3")}
 >>> [(f.kinds, f.change) for f in compare(baseline=scope, state=tokens)]
 [(('breaking', 'data_loss'), 'column dropped with its data')]
->>> removing_command("DELETE 12")
+>>> row_command("DELETE 12")
 'DELETE'
 """
 
@@ -21,10 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
-from migrator.lint.hazards import BREAKING, DATA_LOSS, KINDS, Finding, Lock
+from migrator.lint.hazards import BREAKING, DATA_LOSS, KINDS, UNBATCHED, Finding, Lock
 
 # Command tags (from the server, not the SQL text) of statements that remove rows.
 REMOVING_TAGS = ("DELETE", "TRUNCATE", "MERGE")
+# ... and of those the batched form (-- migrate:batch) does in short transactions instead: in
+# one statement over a large table they hold their row locks to the end (Report decides what
+# is large, from the target's size).
+BATCHABLE_TAGS = ("UPDATE", "DELETE")
 TABLE_KINDS = ("r", "p")  # relations that hold rows of their own
 RELKIND_NAMES = {"r": "table", "p": "partitioned table", "m": "materialized view",
                  "f": "foreign table", "v": "view"}  # fmt: skip
@@ -242,22 +246,31 @@ def compare(baseline: Catalog, state: Catalog) -> list[Finding]:
     return _merged(found)
 
 
-def removing_command(tag: str) -> str | None:
-    """``DELETE`` for the command tag ``DELETE 12``: a command that removes rows, else None."""
-    return tag.split()[0] if tag.startswith(REMOVING_TAGS) else None
+def row_command(tag: str) -> str | None:
+    """``DELETE`` for the command tag ``DELETE 12``: a command that removes rows or that the
+    batched form does (``UPDATE``), else None."""
+    command = tag.split()[0] if tag else ""
+    return command if command in (*REMOVING_TAGS, *BATCHABLE_TAGS) else None
 
 
-def removed_rows(
+def written_rows(
     tables: dict[int, str],
     command: str,
     locks: tuple[dict[int, Lock], dict[int, Lock]],
     deleted: tuple[dict[int, int], dict[int, int]],
     parents: Mapping[int, int] | None = None,
 ) -> list[Finding]:
-    """The tables ``command`` (``DELETE``, ``TRUNCATE``, ``MERGE``) removed rows from, given the
-    locks held on ``tables`` and their deleted-row counters (before, after the statement).
-    ``parents`` maps a partition to its partitioned table: a partition whose parent lost rows
-    too is folded into it (one finding for one statement)."""
+    """The tables ``command`` (``DELETE``, ``TRUNCATE``, ``MERGE``, ``UPDATE``) removed or
+    changed rows of, given the locks held on ``tables`` and their deleted- or updated-row
+    counters (before, after the statement). ``parents`` maps a partition to its partitioned
+    table: a partition whose parent lost rows too is folded into it (one finding for one
+    statement). A ``DELETE`` is data loss and unbatched (one change, two kinds), an
+    ``UPDATE`` unbatched only.
+
+    >>> [(f.kinds, f.change) for f in written_rows({1: "public.t"}, "UPDATE",
+    ...                                            ({}, {1: Lock.ROW_EXCLUSIVE}), ({}, {}))]
+    [(('unbatched',), 'rows updated in one statement (UPDATE)')]
+    """
     (locks_before, locks_after), (deleted_before, deleted_after) = locks, deleted
     written = []
     for oid, lock in locks_after.items():
@@ -265,12 +278,15 @@ def removed_rows(
         fresh = lock >= Lock.ROW_EXCLUSIVE and locks_before.get(oid, Lock.ACCESS_SHARE) < lock
         if fresh or deleted_after.get(oid, 0) > deleted_before.get(oid, 0):
             written.append(oid)
+    removes = command in REMOVING_TAGS
+    kinds = ((DATA_LOSS,) if removes else ()) + ((UNBATCHED,) if command in BATCHABLE_TAGS else ())
+    change = f"rows {'removed' if removes else 'updated in one statement'} ({command})"
     found = []
     for oid in written:
         if (_ancestors(oid, parents or {}) - {oid}) & set(written):
             continue
         name = tables[oid]
-        found.append(_finding(DATA_LOSS, name, f"rows removed ({command})", name))
+        found.append(Finding(kinds[0], name, change=change, table=name, also=kinds[1:]))
     return found
 
 

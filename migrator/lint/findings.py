@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from migrator.apply.location import STATEMENT_EXCERPT_LENGTH
+from migrator.config import DEFAULT_LINT_BATCH_ROWS
 from migrator.errors import HazardsFoundError, MigrationFilesError
 from migrator.files.migration import Migration
 from migrator.files.sql import (
@@ -33,6 +34,8 @@ from migrator.lint.hazards import (
     RERUN,
     REWRITE,
     SCAN,
+    UNBATCHED,
+    UNBOUNDED,
     Documented,
     Finding,
     Lock,
@@ -213,6 +216,42 @@ class Located:
     finding: Finding
 
 
+# --- a batch file's bounds ----------------------------------------------------------------------
+
+COMPARISON = r"\s*(?:<=|>=|<|>|=)\s*"
+
+
+def _bounds_key(alias: str, key: str, parameter: str, conditions: str) -> bool:
+    """Whether ``conditions`` (a plan node's, as EXPLAIN VERBOSE prints them) compare the
+    column ``key`` of ``alias`` with the parameter, either way round: ``(t.id >= $1)``,
+    ``($1 <= t.id)``, a cast of the parameter too."""
+    column = rf'"?{re.escape(alias)}"?\."?{re.escape(key)}"?(?![\w"])'
+    param = rf"\(?\{parameter}(?!\d)\)?(?:::[\w ]+)?"
+    pattern = rf"{column}{COMPARISON}{param}|{param}{COMPARISON}{column}"
+    return re.search(pattern, conditions) is not None
+
+
+def bounds_finding(table: str, key: str, scans: list[tuple[str, str]]) -> Finding | None:
+    """The ``unbounded`` finding of a batch file whose statement, in PostgreSQL's generic plan
+    of it, has no scan of the walked ``table`` (or of a partition of it) that compares its
+    ``key`` with both $1 and $2; None when one does. ``scans`` holds each such scan node's
+    alias and conditions (Index Cond, Filter...).
+
+    >>> bounds_finding("public.t", "id", [("t", "((t.id >= $1) AND (t.id <= $2))")]) is None
+    True
+    >>> bounds_finding("public.t", "id", [("t", "((t.other >= $1) AND (t.other <= $2))")]).kind
+    'unbounded'
+    """
+    for alias, conditions in scans:
+        if all(_bounds_key(alias, key, bound, conditions) for bound in ("$1", "$2")):
+            return None
+    change = (
+        f"no scan of {table} in PostgreSQL's plan of the statement compares {key} with both $1 "
+        "and $2: its batches would not each take their own rows"
+    )
+    return Finding(UNBOUNDED, table, change=change, table=table)
+
+
 # --- the waivers --------------------------------------------------------------------------------
 
 
@@ -272,10 +311,28 @@ def min_rows_of(setting: int | None, has_target: bool) -> int:
     return DEFAULT_MIN_ROWS if has_target else 0
 
 
+def batch_sized(
+    located: Located, rows: int | None, batch_rows: int, batched: bool = False
+) -> Located | None:
+    """``located`` without its ``unbatched`` kind when its table is not large (fewer than
+    ``batch_rows`` estimated rows on the target, or no estimate) or the file is ``batched``
+    (-- migrate:batch, the form the kind asks for); None when no kind is left (an UPDATE of a
+    small table is nothing)."""
+    finding = located.finding
+    large = rows is not None and rows >= batch_rows
+    if UNBATCHED not in finding.kinds or (large and not batched):
+        return located
+    kinds = [kind for kind in finding.kinds if kind != UNBATCHED]
+    if not kinds:
+        return None
+    return replace(located, finding=replace(finding, kind=kinds[0], also=tuple(kinds[1:])))
+
+
 @dataclass
 class Report:
     min_rows: int
     sizes: dict[str, tuple[int | None, int | None]]  # relation -> (rows, bytes) on the target
+    batch_rows: int = DEFAULT_LINT_BATCH_ROWS  # LINT_BATCH_ROWS: from here a table is large
     files: int = 0
     hazards: int = 0
     waived: int = 0
@@ -298,7 +355,11 @@ class Report:
         self.files += 1
         waivers = waivers_of(migration)
         used: set[Waiver] = set()
-        for located in found:
+        for each in found:
+            batched = migration.batch is not None
+            located = batch_sized(each, self._rows(each.finding), self.batch_rows, batched)
+            if located is None:
+                continue
             if located.finding.kind is None:
                 self._info(located)
                 continue
@@ -337,6 +398,10 @@ class Report:
             raise HazardsFoundError(message, hazards=self.unwaived)
         return self.summary
 
+    def _rows(self, finding: Finding) -> int | None:
+        """The estimated rows on the target of the table ``finding`` is about."""
+        return self.sizes.get(finding.table or finding.relation, (None, None))[0]
+
     def _fields(self, located: Located) -> dict[str, Any]:
         finding, statement = located.finding, located.statement
         rows, size = self.sizes.get(finding.table or finding.relation, (None, None))
@@ -362,7 +427,8 @@ class Report:
         fields = self._fields(located)
         kinds = located.finding.kinds
         fields["kind"], fields["kinds"] = kinds[0], list(kinds)
-        alternatives = (safe_alternative(kind, located.statement.text) for kind in kinds)
+        table = located.finding.table or located.finding.relation
+        alternatives = (safe_alternative(kind, located.statement.text, table) for kind in kinds)
         fields["alternative"] = "; ".join(dict.fromkeys(a for a in alternatives if a)) or None
         self.hazards += 1
         rows = fields["rows"]

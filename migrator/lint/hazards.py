@@ -52,7 +52,15 @@ LOCK_KINDS = (REWRITE, SCAN, INDEX_BUILD)
 BREAKING = "breaking"  # what the running release uses is dropped, renamed or narrowed
 DATA_LOSS = "data_loss"  # rows or columns that existed before the release are removed
 RERUN = "rerun"  # a statement of a non-transactional file fails when the file runs again
-KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS, RERUN)
+# An UPDATE or DELETE of a large table in one statement: its row locks held to its end, its
+# WAL written at once (LINT_BATCH_ROWS says large; -- migrate:batch is the way).
+UNBATCHED = "unbatched"
+# A batch file whose statement does not select the walked table's rows by the key between $1
+# and $2 (in PostgreSQL's plan of it): its batches would not each take their own rows.
+UNBOUNDED = "unbounded"
+KINDS = (*LOCK_KINDS, BREAKING, DATA_LOSS, RERUN, UNBATCHED, UNBOUNDED)
+# Where a kind's alternative names the finding's table.
+TABLE_PLACEHOLDER = "<table>"
 
 
 @dataclass(frozen=True)
@@ -129,15 +137,30 @@ ALTERNATIVES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
          "make the statement re-runnable (CREATE ... IF NOT EXISTS, ADD COLUMN IF NOT EXISTS, "
          "DROP ... IF EXISTS, INSERT ... ON CONFLICT DO NOTHING), or move it to a transactional "
          "file: after a failure part-way the file is run again from its first statement"),
+        (UNBATCHED, r"",
+         f"a batched data migration: a post file (-- migrate:phase post) with -- migrate:batch "
+         f"table={TABLE_PLACEHOLDER} key=<an indexed column, e.g. its primary key> and the "
+         "statement selecting its rows with WHERE key BETWEEN $1 AND $2: the runner runs it in "
+         "short transactions, resumable and throttled (docs/writing-migrations.md)"),
+        (UNBOUNDED, r"",
+         f"select the rows of {TABLE_PLACEHOLDER} by the key the header names, WHERE <key> "
+         "BETWEEN $1 AND $2 on that table (the bounds are values of its key, batch after batch)"),
     )
 )  # fmt: skip
 
 
-def safe_alternative(kind: str, statement: str) -> str | None:
-    """The standard safe way to do what ``statement`` does, None when there is none."""
+def safe_alternative(kind: str, statement: str, table: str | None = None) -> str | None:
+    """The standard safe way to do what ``statement`` does (to ``table``, when the way names
+    it), None when there is none.
+
+    >>> "-- migrate:batch table=public.t key=" in safe_alternative("unbatched", "", "public.t")
+    True
+    """
     text = normalized(statement)
     for candidate, pattern, alternative in ALTERNATIVES:
         if candidate == kind and pattern.search(text):
+            if table:
+                alternative = alternative.replace(TABLE_PLACEHOLDER, table)
             # The SET NOT NULL alternative names the column when the statement does.
             column = re.search(r"ALTER (?:COLUMN )?(\S+) SET NOT NULL", text)
             if column:

@@ -34,22 +34,27 @@ from migrator.apply.session import FileSession, SessionStatements
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
-from migrator.database.catalog import MAINTENANCE_DATABASE, database_exists, role_exists
+from migrator.database.catalog import (
+    MAINTENANCE_DATABASE,
+    database_exists,
+    refuse_unindexed_key,
+    role_exists,
+)
 from migrator.database.connect import behind_pooler, connect
 from migrator.database.scratch import scratch_database
 from migrator.errors import ConfigError, DatabaseMissingError, MigrationFailedError, MigratorError
 from migrator.files.folder import MigrationSet
-from migrator.files.migration import Migration
+from migrator.files.migration import POST, Migration
 from migrator.files.sql import Statement, TransactionMode, concurrent_index, inner_statements
 from migrator.history import table as history
 from migrator.history.name import TableName
-from migrator.history.plan import make_plan, phase_order
+from migrator.history.plan import in_phase, make_plan, phase_order
 from migrator.lint.contract import (
     TABLE_KINDS,
     Catalog,
     Release,
-    removed_rows,
-    removing_command,
+    row_command,
+    written_rows,
 )
 from migrator.lint.findings import (
     Located,
@@ -57,6 +62,7 @@ from migrator.lint.findings import (
     Relation,
     Report,
     Snapshot,
+    bounds_finding,
     documented_findings,
     is_transaction_control,
     min_rows_of,
@@ -64,7 +70,7 @@ from migrator.lint.findings import (
     rerun_finding,
     reruns_on_scratch,
 )
-from migrator.lint.hazards import Finding, Lock, documented
+from migrator.lint.hazards import DATA_LOSS, Finding, Lock, documented
 from migrator.logs import get_logger
 
 log = get_logger("lint")
@@ -163,8 +169,8 @@ SELECT i.inhrelid, i.inhparent FROM pg_inherits i JOIN pg_class c ON c.oid = i.i
 WHERE c.relispartition AND i.inhrelid = ANY(%s)"""
 # pg_stat views are snapshotted inside a transaction: drop the snapshot before each read.
 CLEAR_STATS_SNAPSHOT = "SELECT pg_stat_clear_snapshot()"
-ROWS_DELETED = """
-SELECT relid, n_tup_del FROM pg_stat_xact_user_tables WHERE relid = ANY(%s)"""
+ROWS_WRITTEN = """
+SELECT relid, n_tup_del + n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = ANY(%s)"""
 HELD_LOCKS = """
 SELECT relation, mode FROM pg_locks
 WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted AND relation = ANY(%s)"""
@@ -278,28 +284,31 @@ class LockObserver:
 @dataclass
 class ContractObserver:
     """The catalog after each statement, judged against the release's start (``release``);
-    locks and deleted rows around a DELETE, TRUNCATE or MERGE."""
+    locks and deleted or updated rows around a DELETE, TRUNCATE, MERGE or UPDATE."""
 
     release: Release[Statement]
     tables: dict[int, str]  # oid -> name of the tables that existed before the release
     parents: dict[int, int]  # partition -> its partitioned table, among ``tables``
     history: TableName  # the runner's own table, left out of the catalog
-    _deleted: dict[int, int] = field(default_factory=dict)
+    _written: dict[int, int] = field(default_factory=dict)
     _locks: dict[int, Lock] = field(default_factory=dict)
 
     def before(self, conn: psycopg.Connection[Any]) -> None:
-        self._deleted = self._rows_deleted(conn)
+        self._written = self._rows_written(conn)
         self._locks = held_locks(conn, self.tables)
 
     def after(self, conn: psycopg.Connection[Any], statement: Statement, tag: str) -> list[Finding]:
         self.release.observe(statement, read_catalog(conn, self.history))
-        command = removing_command(tag)
-        if command:
-            locks = (self._locks, held_locks(conn, self.tables))
-            deleted = (self._deleted, self._rows_deleted(conn))
-            rows = removed_rows(self.tables, command, locks, deleted, self.parents)
-            self.release.removed(statement, rows)
-        return []  # reported when committed: what other sessions can see
+        command = row_command(tag)
+        if not command:
+            return []
+        locks = (self._locks, held_locks(conn, self.tables))
+        written = (self._written, self._rows_written(conn))
+        rows = written_rows(self.tables, command, locks, written, self.parents)
+        # Rows removed are reported when committed (what other sessions can see), once per
+        # release; an UPDATE of a whole table is the statement's own doing: each one, now.
+        self.release.removed(statement, [f for f in rows if DATA_LOSS in f.kinds])
+        return [f for f in rows if DATA_LOSS not in f.kinds]
 
     def bare(self, conn: psycopg.Connection[Any], statement: Statement) -> None:
         self.release.observe(statement, read_catalog(conn, self.history))
@@ -307,10 +316,10 @@ class ContractObserver:
     def committed(self) -> list[tuple[Statement, Finding]]:
         return self.release.commit()
 
-    def _rows_deleted(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
+    def _rows_written(self, conn: psycopg.Connection[Any]) -> dict[int, int]:
         conn.execute(CLEAR_STATS_SNAPSHOT)
-        rows = conn.execute(ROWS_DELETED, (list(self.tables),)).fetchall()
-        return {oid: deleted for oid, deleted in rows}
+        rows = conn.execute(ROWS_WRITTEN, (list(self.tables),)).fetchall()
+        return {oid: written for oid, written in rows}
 
 
 @dataclass(frozen=True)
@@ -348,10 +357,17 @@ OBSERVERS: tuple[Callable[[Baseline], Observer], ...] = (
 
 
 def _execute(
-    conn: psycopg.Connection[Any], migration: Migration, statement: Statement, index: int
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    statement: Statement,
+    index: int,
+    bounds: Bounds | None = None,
 ) -> str:
-    """Run one statement; its command tag (``ALTER TABLE``, ``DELETE 3``)."""
+    """Run one statement (a batch file's with ``bounds`` as $1 and $2); its command tag
+    (``ALTER TABLE``, ``DELETE 3``)."""
     try:
+        if bounds is not None:
+            return _run_bounded(conn, statement, bounds)
         results = run_script(conn, statement.text)
         status = results[-1].command_status if results else None
         return status.decode() if status else ""
@@ -359,6 +375,95 @@ def _execute(
         if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
             conn.execute("ROLLBACK")
         raise migration_failed(migration, failure, statement, index) from None
+
+
+# A batch file's statement runs once on the scratch database, for every row there: $1 and $2
+# the lowest and highest key (NULL on an empty table: it runs and changes nothing).
+Bounds = tuple[str | None, str | None]
+WHOLE_KEY_RANGE = "SELECT min({key})::text, max({key})::text FROM {table}"
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """How a batch file's statement runs on the scratch database, and what its plan says."""
+
+    bounds: Bounds
+    unbounded: Finding | None  # its statement does not bound the key by $1 and $2
+
+
+def batch_run(conn: psycopg.Connection[Any], migration: Migration, judged: bool) -> BatchRun | None:
+    """For a batch file, after the runner's own check of its table and key
+    (refuse_unindexed_key: exit 65, one line, as migrate refuses the file right before its
+    first batch): bounds covering its table's whole key range on the scratch database, and
+    when ``judged`` (a pending file) whether its statement bounds the key; None for another
+    file."""
+    spec = migration.batch
+    if spec is None:
+        return None
+    table = refuse_unindexed_key(conn, spec, migration.path)
+    query = sql.SQL(WHOLE_KEY_RANGE).format(key=sql.Identifier(spec.key_name), table=sql.SQL(table))
+    row = conn.execute(query).fetchone()
+    bounds = (row[0], row[1]) if row else (None, None)
+    scans = batch_scans(conn, migration.statements[0], table) if judged else None
+    finding = None if scans is None else bounds_finding(table, spec.key_name, scans)
+    return BatchRun(bounds, finding)
+
+
+# The walked table and its partitions, whose scans may carry the bounds.
+WALKED = """
+SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(table)s::regclass OR c.oid IN (
+    SELECT relid FROM pg_catalog.pg_partition_tree(%(table)s::regclass))"""
+PLAN_NAME = "migrator_lint_batch"
+# A plan node's conditions that may hold the bounds of its scan.
+CONDITIONS = ("Index Cond", "Recheck Cond", "Filter", "TID Cond")
+
+
+def _scans(plan: dict[str, Any], relations: set[str]) -> Iterator[tuple[str, str]]:
+    """(alias, conditions) of each scan of ``relations`` (schema.name, as the catalog stores
+    them) in an EXPLAIN (VERBOSE, FORMAT JSON) plan."""
+    name = f"{plan.get('Schema')}.{plan.get('Relation Name')}"
+    if plan.get("Node Type") != "ModifyTable" and name in relations:
+        conditions = " AND ".join(str(plan[k]) for k in CONDITIONS if k in plan)
+        yield str(plan.get("Alias", plan.get("Relation Name"))), conditions
+    for child in plan.get("Plans", ()):
+        yield from _scans(child, relations)
+
+
+def batch_scans(
+    conn: psycopg.Connection[Any], statement: Statement, table: str
+) -> list[tuple[str, str]] | None:
+    """The scans of ``table`` (a batch file's, qualified as refuse_unindexed_key gives it) in
+    PostgreSQL's generic plan of the statement, with $1 and $2 as the parameters they are;
+    None when the server cannot plan it (running it then reports why)."""
+    relations = {row[0] for row in conn.execute(WALKED, {"table": table}).fetchall()}
+    try:
+        run_script(conn, f"PREPARE {PLAN_NAME} AS {statement.text}")
+    except StatementFailed:
+        return None
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        row = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE {PLAN_NAME}(NULL, NULL)")
+        [[plans]] = row.fetchall()
+    finally:
+        conn.execute("ROLLBACK")
+        conn.execute(f"DEALLOCATE {PLAN_NAME}")
+    return [scan for plan in plans for scan in _scans(plan["Plan"], relations)]
+
+
+def _run_bounded(conn: psycopg.Connection[Any], statement: Statement, bounds: Bounds) -> str:
+    """The statement with ``bounds`` as $1 and $2, as text parameters, never prepared on the
+    server (as the runner sends it: a pooler may sit between)."""
+    with psycopg.RawCursor(conn) as cursor:
+        try:
+            cursor.execute(statement.text.encode(conn.info.encoding), bounds, prepare=False)
+        except psycopg.Error as error:
+            if not error.sqlstate:  # the connection itself failed
+                raise
+            raise StatementFailed(error, 0) from None
+        return cursor.statusmessage or ""
 
 
 def second_run(
@@ -411,6 +516,10 @@ def run_file(
     observers = [make(baseline) for make in OBSERVERS] if baseline else []
     transactional = migration.mode_decision.mode is TransactionMode.TRANSACTION
     found: list[Located] = []
+    batch = batch_run(conn, migration, judged=baseline is not None)
+    bounds = batch.bounds if batch else None
+    if batch and batch.unbounded:
+        found.append(Located(migration, migration.statements[0], batch.unbounded))
     if transactional:
         conn.execute("BEGIN")
     for index, statement in enumerate(migration.statements):
@@ -431,7 +540,7 @@ def run_file(
             for observer in observers:
                 observer.before(conn)
             try:
-                tag = _execute(conn, migration, step, index)
+                tag = _execute(conn, migration, step, index, bounds)
             except MigrationFailedError as failure:
                 sqlstate = failure.fields.get("sqlstate")
                 if not wrap or len(steps) > 1 or sqlstate != INVALID_TRANSACTION_TERMINATION:
@@ -576,6 +685,15 @@ class Target:
     applied: tuple[Migration, ...]
     pending: tuple[Migration, ...]
     sizes: dict[str, tuple[int | None, int | None]]  # relation -> (rows, bytes)
+    # ``--phase post``: the pending pre files, which run before the post ones (the init
+    # container's run): applied on the scratch database first, not judged.
+    earlier: tuple[Migration, ...] = ()
+
+
+def earlier_phase(pending: Sequence[Migration], phase: str) -> tuple[Migration, ...]:
+    """Of ``pending`` (in phase order), the files a run of ``phase`` finds applied before its
+    own: the pre files (and repeatable ones, which run with them) for ``--phase post``."""
+    return tuple(m for m in pending if phase == POST and not in_phase(m, POST))
 
 
 def read_target(config: Config, files: MigrationSet) -> Target | None:
@@ -590,7 +708,8 @@ def read_target(config: Config, files: MigrationSet) -> Target | None:
             sizes = {row[0]: (row[1], row[2]) for row in conn.execute(TARGET_SIZES).fetchall()}
     except DatabaseMissingError:
         return None
-    return Target(plan.applied, plan.pending, sizes)
+    earlier = earlier_phase(plan.deferred, config.run_phase)
+    return Target(plan.applied, plan.pending, sizes, earlier)
 
 
 def _target_exists(config: Config) -> bool:
@@ -712,18 +831,27 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
     start = time.monotonic()
     target = read_target(config, files)
     min_rows = min_rows_of(config.lint_min_rows, target is not None)
-    # No target yet: every file, in the order a first `migrate` applies them (pre, then post).
-    pending = target.pending if target else tuple(phase_order(list(files.versioned)))
-    report = Report(min_rows, target.sizes if target else {})
+    phase = config.run_phase
+    # No target yet: every file of the phase, in the order a first `migrate` applies them (pre,
+    # then post); for --phase post, after the pre files.
+    every = phase_order(list(files.versioned))
+    pending = target.pending if target else tuple(m for m in every if in_phase(m, phase))
+    earlier = target.earlier if target else earlier_phase(every, phase)
+    for migration in pending:  # refused before anything runs (exit 65), as migrate does
+        migration.refuse_unsupported()
+    report = Report(min_rows, target.sizes if target else {}, config.lint_batch_rows)
     log.info(
         "lint_started",
         target=target is not None,
         pending=[m.version for m in pending],
+        applied_first=[m.version for m in earlier],
         min_rows=min_rows,
+        batch_rows=config.lint_batch_rows,
         scratch="shadow" if config.shadow_url else "created",
     )
     if pending:  # else no scratch database, nothing to build
-        applied = target.applied if target else ()
+        # The release as --phase post meets it: the pre files applied (not judged here).
+        applied = (*(target.applied if target else ()), *earlier)
         with (
             lint_database(config) as (scratch, kwargs),
             files_session(scratch, kwargs, config, files, applied) as session,

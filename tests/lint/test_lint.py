@@ -491,3 +491,183 @@ def test_a_statement_of_a_non_transactional_file_that_cannot_run_twice(
     # The same statements in a transactional file: a failure leaves nothing, nothing to say.
     migrations.write("002_no_tx.sql", "CREATE TABLE audit_log (id int);\n")
     assert hazards(run_runner("lint", env=lint_env), "rerun") == []
+
+
+def test_an_update_or_delete_of_a_large_table_in_one_statement_asks_for_the_batched_form(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_backfill.sql": "UPDATE tokens SET n = id;",
+        "003_purge.sql": "-- migrate:allow data_loss sessions: closed sessions only\n"
+                         "DELETE FROM sessions WHERE id > 1000;",
+        "004_small.sql": "UPDATE clients SET name = upper(name);",
+        "005_waived.sql": "-- migrate:allow unbatched audit_2024: archive, nobody writes it\n"
+                          "UPDATE audit_2024 SET id = id + 1;",
+    })  # fmt: skip
+    result = run_runner("lint", env={**lint_env, "LINT_BATCH_ROWS": "1000"})
+    assert result.returncode == 65, result
+    assert result.events_named("lint_started")[0]["batch_rows"] == 1000
+    hazards = {e["version"]: e for e in result.events_named("hazard")}
+    assert set(hazards) == {"002_backfill", "003_purge", "005_waived"}  # clients: 100 rows
+    update = hazards["002_backfill"]
+    assert (update["level"], update["kinds"], update["relation"]) == (
+        "error",
+        ["unbatched"],
+        "public.tokens",
+    )
+    assert (update["rows"], update["line"]) == (2000, 1)
+    assert update["change"] == "rows updated in one statement (UPDATE)"
+    assert "-- migrate:batch table=public.tokens key=" in update["alternative"]
+    # One change, one finding: the DELETE is data loss and unbatched; one waiver covers one.
+    delete = hazards["003_purge"]
+    assert (delete["kinds"], delete["unwaived_kinds"]) == (
+        ["data_loss", "unbatched"],
+        ["unbatched"],
+    )
+    assert (hazards["005_waived"]["level"], hazards["005_waived"]["waiver"]) == (
+        "warning",
+        "archive, nobody writes it",
+    )
+    # LINT_BATCH_ROWS defaults to 100,000: tables of 2,000 rows are small.
+    default = run_runner("lint", env=lint_env)
+    assert default.returncode == 0, default
+    assert [e["kinds"] for e in default.events_named("hazard")] == [["data_loss"]]
+    assert default.events_named("lint_started")[0]["batch_rows"] == 100_000
+
+
+def test_lint_phase_post_meets_the_pending_pre_files_applied_and_judges_only_the_post_ones(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_add_scope_v2.sql": "ALTER TABLE tokens ADD COLUMN scope_v2 text;",
+        "003_backfill.sql": "-- migrate:phase post\nUPDATE tokens SET scope_v2 = scope;",
+        "004_index.sql": "CREATE INDEX tokens_scope ON tokens (scope);",
+    })  # fmt: skip
+    post = run_runner("lint", "--phase", "post", env=lint_env)
+    assert post.returncode == 0, post
+    [started] = post.events_named("lint_started")
+    assert started["pending"] == ["003_backfill"]
+    assert started["applied_first"] == ["002_add_scope_v2", "004_index"]
+    findings = ("hazard", "brief_lock", "not_observed")
+    assert [e for e in post.events if e["event"] in findings] == []  # no ADD COLUMN, no index
+    # The pre phase lints the pre files only: the index build, not the backfill.
+    pre = run_runner("lint", "--phase", "pre", env={**lint_env, "LINT_BATCH_ROWS": "1"})
+    assert pre.returncode == 65, pre
+    assert unwaived(pre, KINDS) == {("index_build", "public.tokens")}
+    assert pre.events_named("lint_started")[0]["applied_first"] == []
+
+
+def test_without_a_target_lint_phase_post_builds_the_pre_files_first(
+    unborn_database, pg_server, migrations, run_runner
+):
+    migrations.add({
+        "001_tokens.sql": "CREATE TABLE tokens (id int, scope text);",
+        "002_post.sql": "-- migrate:phase post\nALTER TABLE tokens ADD COLUMN scope_v2 text;",
+        "003_index.sql": "CREATE INDEX tokens_scope ON tokens (scope);",
+    })  # fmt: skip
+    env = unborn_database.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+    post = run_runner("lint", "--phase", "post", env=env)
+    assert post.returncode == 0, post
+    [started] = post.events_named("lint_started")
+    assert (started["pending"], started["applied_first"]) == (
+        ["002_post"],
+        ["001_tokens", "003_index"],
+    )
+    assert unwaived(run_runner("lint", env=env), KINDS) == {("index_build", "public.tokens")}
+
+
+BATCH_HEADER = "-- migrate:phase post\n-- migrate:batch table=public.tokens key=id size=100\n"
+
+
+def test_a_batch_file_runs_once_over_the_whole_key_range_and_is_not_unbatched(
+    lint_env, migrations, run_runner
+):
+    migrations.add({
+        "002_backfill.sql": BATCH_HEADER
+        + "UPDATE tokens SET scope = 'write' WHERE id BETWEEN $1 AND $2 AND scope = 'read';",
+        # Holds only when the backfill reached every row of the scratch table.
+        "003_check.sql": "-- migrate:phase post\n"
+        "-- migrate:allow scan tokens: the test's own proof\n"
+        "ALTER TABLE tokens ADD CONSTRAINT tokens_written CHECK (scope = 'write');",
+    })  # fmt: skip
+    result = run_runner("lint", env={**lint_env, "LINT_BATCH_ROWS": "1000"})
+    assert result.returncode == 0, result
+    assert [e["version"] for e in result.events_named("hazard")] == ["003_check"]
+    # A batched DELETE still removes rows: data loss, not unbatched.
+    migrations.write(
+        "002_backfill.sql", BATCH_HEADER + "DELETE FROM tokens WHERE id BETWEEN $1 AND $2;"
+    )
+    (migrations.path / "003_check.sql").unlink()
+    deleted = run_runner("lint", env={**lint_env, "LINT_BATCH_ROWS": "1000"})
+    assert deleted.returncode == 65, deleted
+    assert unwaived(deleted, KINDS) == {("data_loss", "public.tokens")}
+    assert [e["kinds"] for e in deleted.events_named("hazard")] == [["data_loss"]]
+
+
+@pytest.mark.parametrize(
+    ("header", "statement", "problem"),
+    [
+        (BATCH_HEADER, "UPDATE tokens SET n = 0 WHERE id >= $1;", "does not use $2"),
+        (
+            "-- migrate:phase post\n-- migrate:batch table=clients key=name\n",
+            "UPDATE clients SET id = id WHERE name BETWEEN $1 AND $2;",
+            "no valid btree index of the table starts with name",
+        ),
+    ],
+    ids=["a_bound_missing", "an_unindexed_key"],
+)
+def test_a_batch_file_the_runner_refuses_is_refused_by_the_lint_in_one_line(
+    header, statement, problem, lint_env, migrations, run_runner, pg_server
+):
+    migrations.write("002_backfill.sql", header + statement)
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    [error] = result.events_named("invalid_migration_files")
+    assert error["file"].endswith("002_backfill.sql")
+    assert problem in error["error"] and "\n" not in error["error"]
+    assert result.events_named("hazard") == []
+    assert scratch_databases(pg_server) == []
+
+
+def test_a_batch_statement_that_bounds_another_column_is_unbounded(
+    lint_env, migrations, run_runner
+):
+    migrations.write(
+        "002_backfill.sql",
+        BATCH_HEADER + "UPDATE tokens SET scope = 'write' WHERE n BETWEEN $1 AND $2;",
+    )
+    result = run_runner("lint", env=lint_env)
+    assert result.returncode == 65, result
+    [hazard] = result.events_named("hazard")
+    assert (hazard["kinds"], hazard["relation"], hazard["line"]) == (
+        ["unbounded"],
+        "public.tokens",
+        3,
+    )
+    assert "compares id with both $1 and $2" in hazard["change"]
+    # A join that bounds the walked table through a CTE of it is bounded.
+    migrations.write(
+        "002_backfill.sql",
+        BATCH_HEADER + "WITH b AS (SELECT id FROM tokens WHERE id BETWEEN $1 AND $2)\n"
+        "UPDATE tokens SET scope = 'write' FROM b WHERE b.id = tokens.id;",
+    )
+    joined = run_runner("lint", env=lint_env)
+    assert joined.returncode == 0, joined
+    assert joined.events_named("hazard") == []
+    # A partitioned table is scanned through its partitions: their scans carry the bounds.
+    migrations.add({
+        "002_backfill.sql": "CREATE TABLE ev (id bigint NOT NULL, at date) PARTITION BY RANGE (at);\n"
+        "CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');\n"
+        "CREATE TABLE ev_other PARTITION OF ev DEFAULT;\n"
+        "CREATE INDEX ev_id ON ev (id);\n"
+        "INSERT INTO ev SELECT g, date '2024-01-01' + g FROM generate_series(1, 500) g;",
+        "003_purge.sql": "-- migrate:phase post\n-- migrate:batch table=ev key=id\n"
+        "DELETE FROM ev WHERE id BETWEEN $1 AND $2 AND at < date '2024-06-01';",
+    })  # fmt: skip
+    partitioned = run_runner("lint", env=lint_env)
+    assert partitioned.returncode == 0, partitioned
+    assert partitioned.events_named("hazard") == []

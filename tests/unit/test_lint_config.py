@@ -43,3 +43,11 @@ def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_config(["lint"], {**ENV, **env}, interactive=False)
     assert "secret" not in error.value.message
+
+
+def test_lint_batch_rows_defaults_to_a_hundred_thousand_and_is_read():
+    assert load_config(["lint"], ENV, interactive=False).lint_batch_rows == 100_000
+    env = {**ENV, "LINT_BATCH_ROWS": "1000"}
+    assert load_config(["lint"], env, interactive=False).lint_batch_rows == 1000
+    with pytest.raises(ConfigError, match="LINT_BATCH_ROWS must be a whole number"):
+        load_config(["lint"], {**ENV, "LINT_BATCH_ROWS": "lots"}, interactive=False)

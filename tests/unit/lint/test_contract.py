@@ -10,10 +10,10 @@ from migrator.lint.contract import (
     Release,
     compare,
     key_of,
-    removed_rows,
-    removing_command,
+    row_command,
     still_resolves,
     widens,
+    written_rows,
 )
 from migrator.lint.hazards import Finding, Lock
 
@@ -116,14 +116,15 @@ def test_widening_a_varchar_breaks_no_reader(old, new, expected):
         ("DELETE 12", "DELETE"),
         ("TRUNCATE TABLE", "TRUNCATE"),
         ("MERGE 3", "MERGE"),
-        ("UPDATE 3", None),
+        ("UPDATE 3", "UPDATE"),
+        ("UPDATED 3", None),
         ("INSERT 0 1", None),
         ("ALTER TABLE", None),
         ("", None),
     ],
 )
-def test_the_commands_that_remove_rows_by_their_tag(tag, expected):
-    assert removing_command(tag) == expected
+def test_the_commands_that_remove_or_update_rows_by_their_tag(tag, expected):
+    assert row_command(tag) == expected
 
 
 TABLES = {1: "public.tokens", 2: "public.sessions", 3: "public.audit"}
@@ -133,7 +134,7 @@ RX, AE, AS = Lock.ROW_EXCLUSIVE, Lock.ACCESS_EXCLUSIVE, Lock.ACCESS_SHARE
 def removed(command, locks, deleted=({}, {})):
     return [
         (f.kind, f.relation, f.change, f.table)
-        for f in removed_rows(TABLES, command, locks, deleted)
+        for f in written_rows(TABLES, command, locks, deleted)
     ]
 
 
@@ -524,9 +525,22 @@ def test_a_removed_partition_folds_into_its_partitioned_table():
               4: "public.events_2024_q1"}  # fmt: skip
     parents = {2: 1, 3: 1, 4: 2}
     locks = ({}, {1: RX, 2: RX, 3: RX, 4: RX})
-    found = removed_rows(tables, "DELETE", locks, ({}, {}), parents)
+    found = written_rows(tables, "DELETE", locks, ({}, {}), parents)
     assert [f.relation for f in found] == ["public.events"]
-    alone = removed_rows(tables, "DELETE", ({}, {2: RX, 4: RX}), ({}, {}), parents)
+    alone = written_rows(tables, "DELETE", ({}, {2: RX, 4: RX}), ({}, {}), parents)
     assert [f.relation for f in alone] == ["public.events_2024"]
-    cycle = removed_rows(tables, "DELETE", ({}, {3: RX}), ({}, {}), {3: 3})
+    cycle = written_rows(tables, "DELETE", ({}, {3: RX}), ({}, {}), {3: 3})
     assert [f.relation for f in cycle] == ["public.events_2025"]
+
+
+def test_an_update_is_unbatched_only_and_a_delete_both_one_finding_each():
+    update = written_rows(TABLES, "UPDATE", ({}, {1: RX, 2: AS}), ({}, {}))
+    assert [(f.kinds, f.relation, f.change, f.table) for f in update] == [
+        (("unbatched",), "public.tokens", "rows updated in one statement (UPDATE)", "public.tokens")
+    ]
+    delete = written_rows(TABLES, "DELETE", ({1: RX}, {1: RX}), ({1: 3}, {1: 4}))
+    assert [(f.kind, f.kinds) for f in delete] == [("data_loss", ("data_loss", "unbatched"))]
+    truncate = written_rows(TABLES, "TRUNCATE", ({}, {1: AE}), ({}, {}))
+    assert [f.kinds for f in truncate] == [("data_loss",)]
+    merge = written_rows(TABLES, "MERGE", ({}, {1: RX}), ({}, {}))
+    assert [f.kinds for f in merge] == [("data_loss",)]

@@ -19,6 +19,8 @@ from migrator.lint.findings import (
     Report,
     Snapshot,
     Waiver,
+    batch_sized,
+    bounds_finding,
     documented_findings,
     is_transaction_control,
     min_rows_of,
@@ -28,7 +30,14 @@ from migrator.lint.findings import (
     waivers_for,
     waivers_of,
 )
-from migrator.lint.hazards import NOT_OBSERVED, Documented, Finding, Lock, documented
+from migrator.lint.hazards import (
+    NOT_OBSERVED,
+    Documented,
+    Finding,
+    Lock,
+    documented,
+    safe_alternative,
+)
 
 TOKENS, SESSIONS, VIEW = 10, 20, 30
 RELATIONS = {
@@ -288,7 +297,8 @@ def test_a_malformed_waiver_names_its_file_and_line(line):
         waivers_of(_migration(f"-- header\n{line}\nSELECT 1;"))
     assert raised.value.message == (
         f"002_x.sql: line 2: {line.strip()!r} must read -- migrate:allow <kind> <relation>: <reason> "
-        "(kinds: rewrite, scan, index_build, breaking, data_loss, rerun; the reason is required)"
+        "(kinds: rewrite, scan, index_build, breaking, data_loss, rerun, unbatched, unbounded; "
+        "the reason is required)"
     )
     assert raised.value.fields == {"file": "002_x.sql", "line": 2}
 
@@ -658,3 +668,123 @@ def test_a_second_run_refused_for_the_transaction_it_was_tried_in_says_nothing(s
 )
 def test_which_statements_refused_in_a_transaction_run_a_second_time(text, expected):
     assert reruns_on_scratch(Statement(text, 0, 1)) is expected
+
+
+# --- unbatched: an UPDATE or DELETE of a large table in one statement ---------------------------
+
+UPDATE = "UPDATE tokens SET scope = 'read'"
+UNBATCHED_UPDATE = Finding(
+    "unbatched", "public.tokens", change="rows updated in one statement (UPDATE)",
+    table="public.tokens",
+)  # fmt: skip
+UNBATCHED_DELETE = Finding(
+    "data_loss", "public.tokens", change="rows removed (DELETE)", table="public.tokens",
+    also=("unbatched",),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("finding", "rows", "batched", "kinds"),
+    [
+        (UNBATCHED_UPDATE, 100, False, ("unbatched",)),  # at the threshold: large
+        (UNBATCHED_UPDATE, 99, False, None),  # below: nothing
+        (UNBATCHED_UPDATE, None, False, None),  # no estimate: not known to be large
+        (UNBATCHED_UPDATE, 10**6, True, None),  # the batched form itself
+        (UNBATCHED_DELETE, 100, False, ("data_loss", "unbatched")),
+        (UNBATCHED_DELETE, 99, False, ("data_loss",)),  # the data loss stays
+        (UNBATCHED_DELETE, 10**6, True, ("data_loss",)),
+        (Finding("rewrite", "public.tokens", AE), 1, False, ("rewrite",)),  # other kinds pass
+    ],
+)
+def test_unbatched_only_on_a_large_table_and_outside_the_batched_form(
+    finding, rows, batched, kinds
+):
+    migration = _migration(UPDATE)
+    found = batch_sized(located(migration, finding, UPDATE), rows, 100, batched)
+    assert (found.finding.kinds if found else None) == kinds
+    if found and kinds:
+        assert found.finding.kind == kinds[0]
+
+
+def test_an_update_of_a_large_table_fails_the_lint_with_the_batched_form_naming_it():
+    report = Report(10_000, SIZES, batch_rows=50_000)
+    migration = _migration(UPDATE)
+    with capture_logs() as logs:
+        report.add(migration, [located(migration, UNBATCHED_UPDATE, UPDATE)])
+    [event] = logs
+    assert (event["log_level"], event["kind"], event["kinds"]) == (
+        "error",
+        "unbatched",
+        ["unbatched"],
+    )
+    assert event["rows"] == 50_000
+    assert event["change"] == "rows updated in one statement (UPDATE)"
+    assert "-- migrate:batch table=public.tokens key=" in event["alternative"]
+    assert "-- migrate:phase post" in event["alternative"]
+    with pytest.raises(HazardsFoundError):
+        report.verdict()
+
+
+def test_a_delete_of_a_large_table_is_one_finding_of_both_kinds_waived_by_both():
+    lines = (
+        "-- migrate:allow data_loss tokens: expired rows only\n"
+        "-- migrate:allow unbatched tokens: at night\n"
+    )
+    migration = _migration(lines + "DELETE FROM tokens")
+    report = Report(10_000, SIZES, batch_rows=50_000)
+    with capture_logs() as logs:
+        report.add(migration, [located(migration, UNBATCHED_DELETE, "DELETE FROM tokens")])
+    [event] = logs
+    assert event["kinds"] == ["data_loss", "unbatched"]
+    assert (event["log_level"], event["waiver"]) == ("warning", "expired rows only; at night")
+    assert "keep a backup" in event["alternative"] and "-- migrate:batch" in event["alternative"]
+    assert report.verdict().endswith("1 waived, 0 on small tables, 0 unwaived")
+
+
+def test_an_update_of_a_small_table_is_no_event_and_lint_min_rows_does_not_apply():
+    report = Report(0, SIZES, batch_rows=50_001)  # LINT_MIN_ROWS=0 makes nothing small
+    migration = _migration(UPDATE)
+    with capture_logs() as logs:
+        report.add(migration, [located(migration, UNBATCHED_UPDATE, UPDATE)])
+    assert logs == []
+    assert report.hazards == 0
+    large = Report(10**9, SIZES, batch_rows=50_000)  # a huge LINT_MIN_ROWS passes no unbatched
+    with capture_logs():
+        large.add(migration, [located(migration, UNBATCHED_UPDATE, UPDATE)])
+    assert (large.small, large.unwaived) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("scans", "bounded"),
+    [
+        ([("tokens", "((tokens.id >= $1) AND (tokens.id <= $2))")], True),
+        ([("t", "(($1 <= t.id) AND (t.id <= $2) AND (t.scope = 'a'::text))")], True),
+        ([("t", '((t."id" >= ($1)::bigint) AND (t."id" <= ($2)::bigint))')], True),
+        # The outer scan unbounded, the one a CTE joins it with bounded: the rows are bounded.
+        ([("tokens", ""), ("tokens_1", "((tokens_1.id >= $1) AND (tokens_1.id <= $2))")], True),
+        ([("tokens", "((tokens.other >= $1) AND (tokens.other <= $2))")], False),  # another column
+        ([("tokens", "((tokens.id >= $1) AND (tokens.n <= $2))")], False),  # one bound on the key
+        ([("tokens", "((tokens.idx >= $1) AND (tokens.idx <= $2))")], False),  # a longer name
+        ([("tokens", "((tokens.id >= $12) AND (tokens.id <= $2))")], False),  # not $1
+        ([("tokens", "((o.id >= $1) AND (o.id <= $2))")], False),  # another table's id
+        ([], False),  # no scan of the table at all
+    ],
+)
+def test_a_batch_statement_must_bound_the_key_of_the_walked_table_by_both_parameters(
+    scans, bounded
+):
+    found = bounds_finding("public.tokens", "id", scans)
+    if bounded:
+        assert found is None
+        return
+    assert found is not None
+    assert (found.kind, found.relation, found.table) == (
+        "unbounded",
+        "public.tokens",
+        "public.tokens",
+    )
+    assert found.change == (
+        "no scan of public.tokens in PostgreSQL's plan of the statement compares id with both $1 "
+        "and $2: its batches would not each take their own rows"
+    )
+    assert "WHERE <key> BETWEEN $1 AND $2" in safe_alternative("unbounded", "", "public.tokens")
