@@ -129,10 +129,18 @@ class Migration:
     def refuse_unsupported(self) -> None:
         """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
         a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
-        variable psql defines, a ``BEGIN`` the file leaves open."""
-        from migrator.files.sql import TransactionMode, refusal, unterminated_transaction
+        variable psql defines, a ``BEGIN`` the file leaves open, a statement PostgreSQL refuses
+        in a transaction block sharing a goose block with others."""
+        from migrator.files.sql import (
+            TransactionMode,
+            refusal,
+            refused_in_block,
+            unterminated_transaction,
+        )
 
         found = refusal(self.script) if self.needs_reading else None
+        if found is None and self.given_statements is not None:
+            found = refused_in_block(self.given_statements)
         if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
             found = unterminated_transaction(self.statements)
         if found is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "read_script",
     "redact_literals",
     "refusal",
+    "refused_in_block",
     "server_statements",
     "split_statements",
     "standard_strings_after",
@@ -939,7 +940,8 @@ WORDS_NEEDED = {"CREATE": 4, "DROP": 3}
 SUBSCRIPTION_RE = re.compile(r"\s*create\s+subscription\b", re.IGNORECASE)
 
 
-def _statement_reason(statement: Statement) -> str | None:
+def _head_words(statement: Statement) -> list[str] | None:
+    """The words that decide ``statement``'s mode; None for a head none of the checks reads."""
     tokens = _iter_significant_tokens(statement.text)  # lexed once, only as far as needed
     first = next(tokens, None)
     head = _word(statement.text, first) if first else None
@@ -950,7 +952,23 @@ def _statement_reason(statement: Statement) -> str | None:
     if head == "CREATE" and SUBSCRIPTION_RE.match(statement.text):
         needed = None  # its options decide
     rest = itertools.islice(tokens, None if needed is None else needed - 1)
-    words = [head, *(_word(statement.text, token) for token in rest)]
+    return [head, *(_word(statement.text, token) for token in rest)]
+
+
+def _statement_reason(statement: Statement) -> str | None:
+    """Why ``statement`` cannot run in the runner's transaction; each statement of a block
+    (goose's StatementBegin/End) is read, not only its first."""
+    for each in inner_statements(statement):
+        reason = _own_reason(each)
+        if reason:
+            return reason
+    return None
+
+
+def _own_reason(statement: Statement) -> str | None:
+    words = _head_words(statement)
+    if words is None:
+        return None
     refused = _refused_in_transaction(words)
     if refused:
         return f"line {statement.line}: {refused} cannot run inside a transaction block"
@@ -1063,6 +1081,30 @@ def needs_reading(sql: str) -> bool:
     if any(mark in lowered for mark in NEEDS_READING_MARKS):
         return True
     return any(mark in sql for mark in VARIABLE_MARKS) or PSQL_VARIABLE_RE.search(sql) is not None
+
+
+REFUSED_IN_BLOCK = (
+    "{refused} in a StatementBegin/StatementEnd block of several statements: PostgreSQL runs "
+    "the block, sent as one text, as one transaction and refuses it there; give it a block "
+    "of its own"
+)
+
+
+def refused_in_block(statements: Iterable[Statement]) -> tuple[int, str] | None:
+    """(line, why) of a statement PostgreSQL refuses in a transaction block that shares its
+    block (goose's StatementBegin/End, sent as one text) with others: it can never run.
+
+    >>> refused_in_block([Statement("SELECT 1;\\nVACUUM t", 0, 3)])
+    (4, 'VACUUM in a StatementBegin/StatementEnd block of several statements: ...')
+    """
+    for statement in statements:
+        inner = inner_statements(statement)
+        for each in inner if len(inner) > 1 else ():
+            words = _head_words(each)
+            refused = _refused_in_transaction(words) if words else None
+            if refused:
+                return each.line, REFUSED_IN_BLOCK.format(refused=refused)
+    return None
 
 
 def refusal(script: Script) -> tuple[int, str] | None:

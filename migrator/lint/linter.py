@@ -722,6 +722,8 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         min_rows=min_rows,
         scratch="shadow" if config.shadow_url else "created",
     )
+    for migration in pending:  # what migrate refuses up front (exit 65), before the scratch
+        migration.refuse_unsupported()
     if pending:  # else no scratch database, nothing to build
         applied = target.applied if target else ()
         with (

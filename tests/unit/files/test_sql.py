@@ -1287,3 +1287,26 @@ def test_a_publication_named_connect_is_not_an_option() -> None:
 )  # fmt: skip
 def test_redact_literals_masks_only_password_literals(text: str, shown: str) -> None:
     assert redact_literals(text) == shown
+
+
+def test_a_block_is_read_to_its_last_statement_for_the_mode() -> None:
+    """goose's StatementBegin/End block: a later statement that cannot run in a transaction
+    (or that ends one) decides the mode, named at its own line; before, only the first was read."""
+    block = Statement("CREATE TABLE t (a int);\nVACUUM t", 0, 3)
+    assert not may_run_in_transaction_block(block)
+    assert transaction_mode("", [block]) == ModeDecision(
+        TransactionMode.NO_TRANSACTION, "line 4: VACUUM cannot run inside a transaction block"
+    )
+    committing = Statement("INSERT INTO t VALUES (1);\nCOMMIT", 0, 3)
+    assert transaction_mode("", [committing]).mode is TransactionMode.NO_TRANSACTION
+
+
+def test_a_refused_statement_sharing_a_block_is_refused_up_front() -> None:
+    from migrator.files.sql import refused_in_block  # new in this change
+
+    index = Statement("SELECT 1;\nCREATE INDEX CONCURRENTLY i ON t (a)", 0, 5)
+    found = refused_in_block([Statement("SELECT 2", 0, 1), index])
+    assert found is not None and found[0] == 6
+    assert found[1].startswith("CREATE INDEX CONCURRENTLY in a StatementBegin/StatementEnd block")
+    alone = Statement("CREATE INDEX CONCURRENTLY i ON t (a)", 0, 5)  # a block of its own runs
+    assert refused_in_block([alone]) is None
