@@ -42,6 +42,7 @@ __all__ = [
     "refusal",
     "refused_in_block",
     "server_statements",
+    "settings_reset",
     "split_statements",
     "standard_strings_after",
     "statement_at",
@@ -639,6 +640,47 @@ def standard_strings_after(text: str) -> bool | None:
     return False if value in OFF_WORDS else None
 
 
+# The settings the runner gives every file (apply/session.py): a file's RESET ALL, RESET of
+# one of them, SET ... TO DEFAULT or DISCARD ALL puts it back to the session's default (0, no
+# lock_timeout, whatever the runner set), and the runner sets it again after that statement.
+RUNNER_SETTINGS = ("lock_timeout", "statement_timeout", "client_connection_check_interval")
+RESET_HEADS = frozenset({"RESET", "SET", "DISCARD"})
+RESET_WORDS_NEEDED = 5  # SET SESSION lock_timeout TO DEFAULT
+SET_DEFAULT = (["TO", "DEFAULT"], ["=", "DEFAULT"])
+
+
+def settings_reset(statement: Statement) -> frozenset[str]:
+    """The runner's settings that ``statement`` (any statement of a block) puts back to the
+    session's default; a file that sets one to a value of its own keeps it.
+
+    >>> sorted(settings_reset(Statement("SET LOCAL lock_timeout TO DEFAULT", 0, 1)))
+    ['lock_timeout']
+    >>> settings_reset(Statement("SET lock_timeout = '0'", 0, 1))
+    frozenset()
+    """
+    found: set[str] = set()
+    for each in inner_statements(statement):
+        tokens = _iter_significant_tokens(each.text)
+        first = next(tokens, None)
+        head = _word(each.text, first) if first else None
+        if head in RESET_HEADS:
+            rest = itertools.islice(tokens, RESET_WORDS_NEEDED - 1)
+            found |= _reset_by([head, *(_word(each.text, token) for token in rest)])
+    return frozenset(found)
+
+
+def _reset_by(words: list[str]) -> set[str]:
+    names = {name.upper(): name for name in RUNNER_SETTINGS}
+    if words[:2] in (["RESET", "ALL"], ["DISCARD", "ALL"]):
+        return set(RUNNER_SETTINGS)
+    if words[0] == "RESET" and len(words) > 1 and words[1] in names:
+        return {names[words[1]]}
+    rest = words[2:] if words[1:2] in (["SESSION"], ["LOCAL"]) else words[1:]
+    if words[0] == "SET" and rest[:1] and rest[0] in names and rest[1:3] in SET_DEFAULT:
+        return {names[rest[0]]}
+    return set()
+
+
 def position_to_line_column(sql: str, offset: int) -> tuple[int, int]:
     """Turn a 0-based character offset into a 1-based (line, column).
 
@@ -1025,7 +1067,14 @@ def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
 
 # Files without any of these need no reading before they are sent whole (most files). Plain
 # substring searches: a regex with word boundaries takes seconds on a 50 MB data file.
-NEEDS_READING_MARKS = ("\\", "copy", "prepare", "reset", "standard_conforming_strings")
+NEEDS_READING_MARKS = (
+    "\\",
+    "copy",
+    "prepare",
+    "reset",
+    "standard_conforming_strings",
+    *RUNNER_SETTINGS,  # SET lock_timeout TO DEFAULT
+)
 VARIABLE_MARKS = (":'", ':"')
 PREPARE_TRANSACTION_RE = re.compile(r"prepare\s+transaction\b", re.IGNORECASE)
 REFUSED_META = "psql meta-command {command}: the runner sends SQL only, never psql's commands"

@@ -1310,3 +1310,40 @@ def test_a_refused_statement_sharing_a_block_is_refused_up_front() -> None:
     assert found[1].startswith("CREATE INDEX CONCURRENTLY in a StatementBegin/StatementEnd block")
     alone = Statement("CREATE INDEX CONCURRENTLY i ON t (a)", 0, 5)  # a block of its own runs
     assert refused_in_block([alone]) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("RESET ALL", {"lock_timeout", "statement_timeout", "client_connection_check_interval"}),
+        ("discard all", {"lock_timeout", "statement_timeout", "client_connection_check_interval"}),
+        ("RESET lock_timeout", {"lock_timeout"}),
+        ("reset STATEMENT_TIMEOUT", {"statement_timeout"}),
+        ("SET lock_timeout TO DEFAULT", {"lock_timeout"}),
+        ("SET SESSION lock_timeout = DEFAULT", {"lock_timeout"}),
+        ("SET LOCAL statement_timeout TO default", {"statement_timeout"}),
+        (
+            "/* c */ RESET -- x\n ALL",
+            {"lock_timeout", "statement_timeout", "client_connection_check_interval"},
+        ),
+        ("CREATE TABLE t (a int);\nRESET lock_timeout", {"lock_timeout"}),  # a goose block
+        # A value of the file's own is its choice; other settings are not the runner's.
+        ("SET lock_timeout = '0'", set()),
+        ("SET LOCAL lock_timeout TO 0", set()),
+        ("RESET search_path", set()),
+        ("SET search_path TO DEFAULT", set()),
+        ("RESET ROLE", set()),
+        ("DISCARD TEMP", set()),
+        ("SELECT 'RESET ALL'", set()),
+        ("CREATE TABLE t (a int DEFAULT 1)", set()),
+    ],
+)
+def test_the_statements_that_reset_the_runners_settings(sql: str, expected: set[str]) -> None:
+    from migrator.files.sql import settings_reset  # new in this change
+
+    assert settings_reset(Statement(sql, 0, 1)) == expected
+
+
+def test_a_file_that_may_reset_a_timeout_is_read() -> None:
+    assert needs_reading("SET lock_timeout TO DEFAULT;\nALTER TABLE t ADD b int;")
+    assert needs_reading("RESET ALL;")
