@@ -39,14 +39,18 @@
 # Exit codes: 0 deployed (the application is healthy), 64 usage, 78 a secret file
 # missing or readable by others, 1 preflight/infrastructure (a failed build, pull or
 # postgres start, or no previous images to roll back to), 70 the application did not become healthy (it was replaced: roll back
-# with --rollback), otherwise the migration runner's exit code: of step 3 (the application
-# was left as it was) or of step 6 (the application is deployed and healthy, the post
-# files are pending: the message says which; fix and run `docker compose up migrate-post`).
+# with --rollback), 71 step 6 failed (the application IS deployed and healthy, the post
+# files are pending; the message gives the runner's own exit code: fix and run
+# `docker compose up migrate-post`), otherwise the migration runner's exit code of step 3
+# (the application was left as it was).
 set -euo pipefail
 
 readonly EX_USAGE=64
 readonly EX_CONFIG=78
 readonly EX_APP_UNHEALTHY=70
+# Step 6 failed: not the runner's code, which step 3's failure passes on (the application was
+# left as it was); here it is deployed and healthy, and only the post files are pending.
+readonly EX_POST_FAILED=71
 # Password files, and the TLS files the production override mounts (docs/docker.md).
 readonly SECRET_FILES=(postgres_password.txt db_password.txt app_db_password.txt)
 readonly TLS_FILES=(db_ca.crt db_server.crt db_server.key)
@@ -299,9 +303,10 @@ build_args=(--build-arg "REVISION=$(git -C "$repo" rev-parse HEAD 2>/dev/null ||
 [[ -z "${PIP_FIND_LINKS:-}" ]] || build_args+=(--network host --build-arg "PIP_FIND_LINKS=$PIP_FIND_LINKS")
 
 # Run a runner service (migrate, migrate-post) once, to its end. On a failure: its last events,
-# then the runner's exit code and what the failure leaves behind (the deploy stops there).
+# then the runner's exit code and what the failure leaves behind (the deploy stops there),
+# exiting with the runner's code, or with the fourth argument when given.
 run_to_completion() {
-    local service=$1 what=$2 consequence=$3 id code
+    local service=$1 what=$2 consequence=$3 exit_code=${4:-} id code
     "${compose[@]}" up -d --no-build --no-deps --force-recreate "$service"
     id="$(container_of "$service")"
     [[ -n "$id" ]] || fail 1 "the $service container did not start"
@@ -309,7 +314,7 @@ run_to_completion() {
     if [[ "$code" != 0 ]]; then
         printf '[deploy] last runner events:\n' >&2
         docker logs --tail 5 "$id" 2>&1 | sed 's/^/[deploy]   /' >&2
-        fail "$code" "$what failed with exit code $code ($(exit_meaning "$code")): $consequence"
+        fail "${exit_code:-$code}" "$what failed with exit code $code ($(exit_meaning "$code")): $consequence"
     fi
 }
 
@@ -321,7 +326,7 @@ run_post_migrations() {
         return 0
     fi
     say "running post-rollout migrations (migrate --phase post)"
-    run_to_completion migrate-post "post-rollout migrations" "the application IS deployed and healthy, the post files are pending; fix them, then run: ${compose[*]} up --no-deps migrate-post"
+    run_to_completion migrate-post "post-rollout migrations" "the application IS deployed and healthy, the post files are pending; fix them, then run: ${compose[*]} up --no-deps migrate-post" "$EX_POST_FAILED"
     say "post-rollout migrations applied (exit 0)"
 }
 

@@ -472,7 +472,7 @@ def cleanup(admin: dict[str, Any], owner: dict[str, Any], app: dict[str, Any]) -
         conn.execute("VACUUM ANALYZE tokens_unbatched")
         expired = conn.execute("SELECT count(*) FROM tokens WHERE expires_at < now()").fetchone()
         rows = int(expired[0]) if expired else 0
-    with psycopg.connect(**app, autocommit=True) as conn:
+    with psycopg.connect(**owner, autocommit=True) as conn:  # 005: the owner's alone
         start = time.perf_counter()
         conn.execute("CALL cleanup_expired_data_all()")
         batched = time.perf_counter() - start

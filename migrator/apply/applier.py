@@ -56,6 +56,7 @@ from migrator.files.sql import (
     mentions_standard_strings,
     read_script,
     server_statements,
+    settings_reset,
 )
 from migrator.history import table as history
 from migrator.logs import get_logger
@@ -392,8 +393,11 @@ class Applier:
                 self._copy(migration, statement)
                 continue
             pending.append(statement)
-            if mentions_standard_strings(statement.text):
+            reset = settings_reset(statement)
+            if mentions_standard_strings(statement.text) or reset:
                 flush()
+            # The runner's timeouts again, in the transaction, before the next statement.
+            head = self.session.restore(reset, "SET LOCAL") if reset else head
         return flush(envelope.after)  # the last round trip carries the envelope's tail
 
     def _following_server(self, migration: Migration) -> Iterator[Statement]:
@@ -457,6 +461,9 @@ class Applier:
             action = partial(self._run_statement, migration, statement)
             with self._loss_explained(migration, statement):
                 self._retrying(migration, action, statement, index)
+            if not self.pooled:  # behind a pooler each statement carries its own SET LOCAL
+                for setting in self.session.restore(settings_reset(statement), "SET"):
+                    self.conn.execute(setting)
         if self.conn.info.transaction_status is not pq.TransactionStatus.IDLE:
             # Recording now would put the row inside the file's transaction, lost at exit.
             self.conn.rollback()

@@ -8,14 +8,15 @@ resident memory are read here unless given:
 >>> pending = find_migrations(Path("migrations")).versioned
 >>> check_memory(pending, limit=64_000_000, resident=63_900_000)
 Traceback (most recent call last):
-migrator.errors.MemoryLimitError: migrations/001_initial_production_schema.sql (0 MB) needs
+migrator.errors.MemoryLimitError: migrations/001_initial_production_schema.sql (59 kB) needs
 about 65 MB to apply, more than the container's memory limit of 64 MB (cgroup memory.max): ...
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from migrator.errors import MemoryLimitError
@@ -38,12 +39,29 @@ PROC_STATM = Path("/proc/self/statm")
 # interpreter and the text (tests/faults/test_big_file.py); 4.5 keeps a margin over that.
 ADDED_BYTES_PER_FILE_BYTE = 4.5
 MB = 1_000_000
+KB = 1_000
 
 ERR_TOO_BIG = (
-    "{file} ({size} MB) needs about {need} MB to apply, more than the container's memory "
-    "limit of {limit} MB (cgroup memory.max): raise the limit to at least {need} MB "
+    "{file} ({size}) needs about {need} to apply, more than the container's memory "
+    "limit of {limit} (cgroup memory.max): raise the limit to at least {need} "
     "(docker --memory, resources.limits.memory, mem_limit) or split the file; nothing was applied"
 )
+
+
+def amount(count: int, rounded: Callable[[float], int]) -> str:
+    """``count`` bytes in MB, or in kB or bytes below a MB, so that a small file, limit or
+    need is never told as "0 MB"; ``rounded`` says which way (a need up, a limit down).
+
+    >>> amount(64_000_000, int), amount(400_123, round), amount(999_999, math.ceil)
+    ('64 MB', '400 kB', '1000 kB')
+    >>> amount(512, round)
+    '512 bytes'
+    """
+    if count >= MB:
+        return f"{rounded(count / MB)} MB"
+    if count >= KB:
+        return f"{rounded(count / KB)} kB"
+    return f"{count} bytes"
 
 
 def memory_limit(files: Sequence[Path] = CGROUP_LIMIT_FILES) -> int | None:
@@ -89,9 +107,9 @@ def check_memory(
         raise MemoryLimitError(
             ERR_TOO_BIG.format(
                 file=biggest.path,
-                size=round(size / MB),
-                need=-(-need // MB),
-                limit=limit // MB,
+                size=amount(size, round),
+                need=amount(need, math.ceil),
+                limit=amount(limit, int),
             ),
             file=str(biggest.path),
             limit_bytes=limit,

@@ -31,6 +31,7 @@ from migrator.logs import get_logger
 
 log = get_logger("apply")
 
+TIMEOUTS = ("lock_timeout", "statement_timeout")
 POOLED_CLIENT_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
 CLIENT_CHECK_INTERVAL = "SET client_connection_check_interval = '1s'"
 # Each file starts from the session state of a new connection, as with one ``psql -f`` per
@@ -110,12 +111,28 @@ class SessionStatements:
             after_reset=after_reset,
         )
 
-    def timeouts(self, command: str) -> tuple[str, str]:
+    def timeouts(self, command: str) -> tuple[str, ...]:
         """``SET`` or ``SET LOCAL`` of the two timeouts every statement of a file runs under."""
-        return (
-            f"{command} lock_timeout = '{self.lock_timeout_ms}ms'",
-            f"{command} statement_timeout = '{self.statement_timeout_ms}ms'",
-        )
+        return self.restore(frozenset(TIMEOUTS), command)
+
+    def restore(self, names: frozenset[str], command: str) -> tuple[str, ...]:
+        """``SET`` or ``SET LOCAL`` of the runner's settings among ``names``: after a file's
+        statement that put them back to the session's default (``settings_reset``: RESET ALL,
+        RESET lock_timeout, SET ... TO DEFAULT), which would leave its next DDL waiting for a
+        lock without a limit, queueing the application behind it.
+
+        >>> session = SessionStatements(5000, 0, False, 150000, "''")
+        >>> session.restore(frozenset(["lock_timeout"]), "SET")
+        ("SET lock_timeout = '5000ms'",)
+        """
+        values = {
+            "lock_timeout": f"'{self.lock_timeout_ms}ms'",
+            "statement_timeout": f"'{self.statement_timeout_ms}ms'",
+        }
+        if self.server_version >= CLIENT_CHECK_MIN_VERSION:
+            values["client_connection_check_interval"] = "'1s'"
+        chosen = (name for name in values if name in names)
+        return tuple(f"{command} {name} = {values[name]}" for name in chosen)
 
     @cached_property
     def begin(self) -> tuple[str, ...]:

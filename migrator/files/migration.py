@@ -132,15 +132,23 @@ class Migration:
     def refuse_unsupported(self) -> None:
         """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
         a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
-        variable psql defines, a ``BEGIN`` the file leaves open; a batch file whose statement
+        variable psql defines, a ``BEGIN`` the file leaves open, a statement PostgreSQL refuses
+        in a transaction block sharing a goose block with others; a batch file whose statement
         is not one bounded data statement (migrator/files/batch.py, validate_batch)."""
-        from migrator.files.sql import TransactionMode, refusal, unterminated_transaction
+        from migrator.files.sql import (
+            TransactionMode,
+            refusal,
+            refused_in_block,
+            unterminated_transaction,
+        )
 
         if self.batch is not None:
             from migrator.files.batch import validate_batch
 
             validate_batch(self)
         found = refusal(self.script) if self.needs_reading else None
+        if found is None and self.given_statements is not None:
+            found = refused_in_block(self.given_statements)
         if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
             found = unterminated_transaction(self.statements)
         if found is not None:

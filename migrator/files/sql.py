@@ -40,7 +40,9 @@ __all__ = [
     "read_script",
     "redact_literals",
     "refusal",
+    "refused_in_block",
     "server_statements",
+    "settings_reset",
     "split_statements",
     "standard_strings_after",
     "statement_at",
@@ -638,6 +640,47 @@ def standard_strings_after(text: str) -> bool | None:
     return False if value in OFF_WORDS else None
 
 
+# The settings the runner gives every file (apply/session.py): a file's RESET ALL, RESET of
+# one of them, SET ... TO DEFAULT or DISCARD ALL puts it back to the session's default (0, no
+# lock_timeout, whatever the runner set), and the runner sets it again after that statement.
+RUNNER_SETTINGS = ("lock_timeout", "statement_timeout", "client_connection_check_interval")
+RESET_HEADS = frozenset({"RESET", "SET", "DISCARD"})
+RESET_WORDS_NEEDED = 5  # SET SESSION lock_timeout TO DEFAULT
+SET_DEFAULT = (["TO", "DEFAULT"], ["=", "DEFAULT"])
+
+
+def settings_reset(statement: Statement) -> frozenset[str]:
+    """The runner's settings that ``statement`` (any statement of a block) puts back to the
+    session's default; a file that sets one to a value of its own keeps it.
+
+    >>> sorted(settings_reset(Statement("SET LOCAL lock_timeout TO DEFAULT", 0, 1)))
+    ['lock_timeout']
+    >>> settings_reset(Statement("SET lock_timeout = '0'", 0, 1))
+    frozenset()
+    """
+    found: set[str] = set()
+    for each in inner_statements(statement):
+        tokens = _iter_significant_tokens(each.text)
+        first = next(tokens, None)
+        head = _word(each.text, first) if first else None
+        if head in RESET_HEADS:
+            rest = itertools.islice(tokens, RESET_WORDS_NEEDED - 1)
+            found |= _reset_by([head, *(_word(each.text, token) for token in rest)])
+    return frozenset(found)
+
+
+def _reset_by(words: list[str]) -> set[str]:
+    names = {name.upper(): name for name in RUNNER_SETTINGS}
+    if words[:2] in (["RESET", "ALL"], ["DISCARD", "ALL"]):
+        return set(RUNNER_SETTINGS)
+    if words[0] == "RESET" and len(words) > 1 and words[1] in names:
+        return {names[words[1]]}
+    rest = words[2:] if words[1:2] in (["SESSION"], ["LOCAL"]) else words[1:]
+    if words[0] == "SET" and rest[:1] and rest[0] in names and rest[1:3] in SET_DEFAULT:
+        return {names[rest[0]]}
+    return set()
+
+
 def position_to_line_column(sql: str, offset: int) -> tuple[int, int]:
     """Turn a 0-based character offset into a 1-based (line, column).
 
@@ -963,7 +1006,8 @@ WORDS_NEEDED = {"CREATE": 4, "DROP": 3}
 SUBSCRIPTION_RE = re.compile(r"\s*create\s+subscription\b", re.IGNORECASE)
 
 
-def _statement_reason(statement: Statement) -> str | None:
+def _head_words(statement: Statement) -> list[str] | None:
+    """The words that decide ``statement``'s mode; None for a head none of the checks reads."""
     tokens = _iter_significant_tokens(statement.text)  # lexed once, only as far as needed
     first = next(tokens, None)
     head = _word(statement.text, first) if first else None
@@ -974,7 +1018,23 @@ def _statement_reason(statement: Statement) -> str | None:
     if head == "CREATE" and SUBSCRIPTION_RE.match(statement.text):
         needed = None  # its options decide
     rest = itertools.islice(tokens, None if needed is None else needed - 1)
-    words = [head, *(_word(statement.text, token) for token in rest)]
+    return [head, *(_word(statement.text, token) for token in rest)]
+
+
+def _statement_reason(statement: Statement) -> str | None:
+    """Why ``statement`` cannot run in the runner's transaction; each statement of a block
+    (goose's StatementBegin/End) is read, not only its first."""
+    for each in inner_statements(statement):
+        reason = _own_reason(each)
+        if reason:
+            return reason
+    return None
+
+
+def _own_reason(statement: Statement) -> str | None:
+    words = _head_words(statement)
+    if words is None:
+        return None
     refused = _refused_in_transaction(words)
     if refused:
         return f"line {statement.line}: {refused} cannot run inside a transaction block"
@@ -1031,7 +1091,14 @@ def transaction_mode(sql: str, statements: list[Statement]) -> ModeDecision:
 
 # Files without any of these need no reading before they are sent whole (most files). Plain
 # substring searches: a regex with word boundaries takes seconds on a 50 MB data file.
-NEEDS_READING_MARKS = ("\\", "copy", "prepare", "reset", "standard_conforming_strings")
+NEEDS_READING_MARKS = (
+    "\\",
+    "copy",
+    "prepare",
+    "reset",
+    "standard_conforming_strings",
+    *RUNNER_SETTINGS,  # SET lock_timeout TO DEFAULT
+)
 VARIABLE_MARKS = (":'", ':"')
 PREPARE_TRANSACTION_RE = re.compile(r"prepare\s+transaction\b", re.IGNORECASE)
 REFUSED_META = "psql meta-command {command}: the runner sends SQL only, never psql's commands"
@@ -1087,6 +1154,30 @@ def needs_reading(sql: str) -> bool:
     if any(mark in lowered for mark in NEEDS_READING_MARKS):
         return True
     return any(mark in sql for mark in VARIABLE_MARKS) or PSQL_VARIABLE_RE.search(sql) is not None
+
+
+REFUSED_IN_BLOCK = (
+    "{refused} in a StatementBegin/StatementEnd block of several statements: PostgreSQL runs "
+    "the block, sent as one text, as one transaction and refuses it there; give it a block "
+    "of its own"
+)
+
+
+def refused_in_block(statements: Iterable[Statement]) -> tuple[int, str] | None:
+    """(line, why) of a statement PostgreSQL refuses in a transaction block that shares its
+    block (goose's StatementBegin/End, sent as one text) with others: it can never run.
+
+    >>> refused_in_block([Statement("SELECT 1;\\nVACUUM t", 0, 3)])
+    (4, 'VACUUM in a StatementBegin/StatementEnd block of several statements: ...')
+    """
+    for statement in statements:
+        inner = inner_statements(statement)
+        for each in inner if len(inner) > 1 else ():
+            words = _head_words(each)
+            refused = _refused_in_transaction(words) if words else None
+            if refused:
+                return each.line, REFUSED_IN_BLOCK.format(refused=refused)
+    return None
 
 
 def refusal(script: Script) -> tuple[int, str] | None:

@@ -849,6 +849,8 @@ def run_lint(config: Config, files: MigrationSet) -> Report:
         batch_rows=config.lint_batch_rows,
         scratch="shadow" if config.shadow_url else "created",
     )
+    for migration in pending:  # what migrate refuses up front (exit 65), before the scratch
+        migration.refuse_unsupported()
     if pending:  # else no scratch database, nothing to build
         # The release as --phase post meets it: the pre files applied (not judged here).
         applied = (*(target.applied if target else ()), *earlier)

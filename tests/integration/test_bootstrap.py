@@ -205,6 +205,7 @@ def test_the_shipped_schema_bootstraps_with_a_managed_services_admin(
         ("002_security_invariants",),
         ("003_server_chosen_ids",),
         ("004_cleanup_role",),
+        ("005_cleanup_by_key_owner_only",),
     ]
     owners = unborn_database.query(
         "SELECT pg_get_userbyid(datdba), (SELECT pg_get_userbyid(nspowner) FROM pg_namespace"

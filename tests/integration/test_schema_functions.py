@@ -469,7 +469,7 @@ def remaining(db: SchemaDatabase) -> dict[str, set[Any]]:
 def test_cleanup_removes_exactly_the_expired_rows(fresh_schema_db: SchemaDatabase) -> None:
     db = fresh_schema_db
     keys = seed_cleanup_rows(db, 7)
-    with db.app() as conn:  # SEED.md: SELECT cleanup_expired_data();
+    with db.owner() as conn:  # SEED.md: SELECT cleanup_expired_data(); as the owner (005)
         result = conn.execute("SELECT cleanup_expired_data()").fetchone()[0]
     expected_counts = {table: len(sets["expired"]) for table, sets in keys.items()}
     assert result == {**expected_counts, "more": False}
@@ -477,7 +477,7 @@ def test_cleanup_removes_exactly_the_expired_rows(fresh_schema_db: SchemaDatabas
     for table, sets in keys.items():
         assert sets["live"] <= left[table], table
         assert not (sets["expired"] & left[table]), table
-    with db.app() as conn:
+    with db.owner() as conn:
         again = conn.execute("SELECT cleanup_expired_data()").fetchone()[0]
     assert set(again.values()) == {0}
 
@@ -486,7 +486,7 @@ def test_cleanup_works_in_bounded_batches(fresh_schema_db: SchemaDatabase) -> No
     db = fresh_schema_db
     keys = seed_cleanup_rows(db, 7)
     calls = []
-    with db.app() as conn:
+    with db.owner() as conn:
         # At most 2 batches of 3 rows per table per call.
         while not calls or calls[-1]["more"]:
             calls.append(conn.execute("SELECT cleanup_expired_data(3, 2)").fetchone()[0])
@@ -505,7 +505,7 @@ def test_cleanup_works_in_bounded_batches(fresh_schema_db: SchemaDatabase) -> No
 def test_cleanup_procedure_commits_between_batches(fresh_schema_db: SchemaDatabase) -> None:
     db = fresh_schema_db
     keys = seed_cleanup_rows(db, 5)
-    with db.app() as conn:
+    with db.owner() as conn:
         conn.execute("CALL cleanup_expired_data_all(2)")
     left = remaining(db)
     for table, sets in keys.items():

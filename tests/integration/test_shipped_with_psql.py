@@ -31,7 +31,7 @@ def psql(database, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_shipped_files_apply_with_psql_in_order(database):
-    assert [p.name[:3] for p in SHIPPED] == ["000", "001", "002", "003", "004"]
+    assert [p.name[:3] for p in SHIPPED] == ["000", "001", "002", "003", "004", "005"]
     bootstrap = psql(database, "-f", str(SHIPPED[0]))  # as the superuser
     assert bootstrap.returncode == 0, bootstrap.stderr
     for path in SHIPPED[1:]:  # as the owner, each file in its own transaction

@@ -671,3 +671,34 @@ def test_a_batch_statement_that_bounds_another_column_is_unbounded(
     partitioned = run_runner("lint", env=lint_env)
     assert partitioned.returncode == 0, partitioned
     assert partitioned.events_named("hazard") == []
+
+
+def test_a_goose_block_whose_later_statement_cannot_run_in_a_transaction_is_caught(
+    unborn_database, pg_server, migrations, run_runner
+):
+    """The mode check read a block's first statement only: a CREATE INDEX CONCURRENTLY (or
+    VACUUM) later in a StatementBegin/End block was missed, the file linted and planned as
+    transactional, and the lint stopped on the server's 25001. PostgreSQL runs a block sent as
+    one text as one transaction, so such a block never runs: lint, --dry-run and migrate refuse
+    it up front, naming its line, and nothing is created."""
+    migrations.add({
+        "00001_tokens.sql": "-- +goose Up\nCREATE TABLE tokens (id int, scope text);\n",
+        "00002_index.sql": (
+            "-- +goose Up\n-- +goose StatementBegin\n"
+            "CREATE TABLE grants (id int);\n"
+            "CREATE INDEX CONCURRENTLY tokens_scope ON tokens (scope);\n"
+            "-- +goose StatementEnd\n"
+        ),
+    })  # fmt: skip
+    env = unborn_database.env(
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=pg_server.password,
+        MIGRATIONS_DIR=str(migrations.path),
+    )
+    for args in (("lint",), ("--dry-run",)):
+        result = run_runner(*args, env=env)
+        assert result.returncode == 65, result
+        error = result.events_named("invalid_migration_files")[0]["error"]
+        assert "00002_index.sql: line 4: CREATE INDEX CONCURRENTLY in a StatementBegin" in error
+        assert not result.events_named("migration_failed"), result
+    assert scratch_databases(pg_server) == []

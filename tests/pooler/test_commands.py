@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -173,21 +174,30 @@ NO_TRANSACTION = (
 )
 
 
+def run_while_held(
+    route, database, run_runner, migrations, table: str
+) -> tuple[dict[str, str], Any, float]:
+    """A run with DDL_LOCK_TIMEOUT=300ms, no retry, while another session holds ``table``
+    (created here) in ACCESS SHARE mode: its settings, its result and how long it took. A run
+    that waits for the table without limit is stopped after 30 s (the test fails)."""
+    with database.connect() as owner:
+        owner.execute(f"CREATE TABLE {table} (id int)")
+    env = route.env(database, MIGRATIONS_DIR=str(migrations.path), DDL_LOCK_TIMEOUT="300ms",
+                    DDL_LOCK_RETRIES="0")  # fmt: skip
+    with database.connect() as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+        started = time.monotonic()
+        result = run_runner(env=env, timeout=30)
+        return env, result, time.monotonic() - started
+
+
 def test_timeouts_reach_the_statements_of_a_non_transactional_file(
     route, database, run_runner, migrations
 ):
     """DDL_LOCK_TIMEOUT applies to each statement, as SET LOCAL in its own transaction."""
     migrations.add({"001_sessions.sql": NO_TRANSACTION})
-    with database.connect() as owner:
-        owner.execute("CREATE TABLE sessions (id int)")
-    env = route.env(database, MIGRATIONS_DIR=str(migrations.path), DDL_LOCK_TIMEOUT="300ms",
-                    DDL_LOCK_RETRIES="0")  # fmt: skip
-    with database.connect() as blocker:
-        blocker.execute("BEGIN")
-        blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
-        started = time.monotonic()
-        blocked = run_runner(env=env)
-        elapsed = time.monotonic() - started
+    env, blocked, elapsed = run_while_held(route, database, run_runner, migrations, "sessions")
     assert blocked.returncode == 65, blocked
     failed = blocked.events_named("migration_failed")[0]
     assert (failed["sqlstate"], failed["line"]) == ("55P03", 3), blocked
@@ -198,6 +208,51 @@ def test_timeouts_reach_the_statements_of_a_non_transactional_file(
     assert result.returncode == 65, result
     failed = result.events_named("migration_failed")[0]
     assert (failed["sqlstate"], failed["line"], failed["column"]) == ("42703", 4, 8), result
+
+
+# A file's own statements that put lock_timeout back to the session's default (0: no limit).
+RESETS = ("RESET ALL;", "RESET lock_timeout;", "SET lock_timeout TO DEFAULT;")
+HEADERS = {"transaction": "", "no-transaction": "-- migrate:no-transaction\n"}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", HEADERS)
+@pytest.mark.parametrize("reset", RESETS, ids=("reset_all", "reset_one", "set_default"))
+def test_a_file_that_resets_its_settings_still_waits_at_most_ddl_lock_timeout(
+    route, database, run_runner, migrations, reset, mode
+):
+    """RESET ALL (or RESET lock_timeout) in a file dropped the runner's lock_timeout for the
+    rest of it: its ALTER TABLE waited for a held table without limit, the application's
+    queries queued behind it. The runner sets its timeouts again after such a statement."""
+    header = HEADERS[mode]
+    migrations.add({"001_held.sql": f"{header}{reset}\nALTER TABLE held ADD COLUMN note text;\n"})
+    _, result, elapsed = run_while_held(route, database, run_runner, migrations, "held")
+    assert result.returncode == 65, result
+    failed = result.events_named("migration_failed")[0]
+    assert (failed["sqlstate"], failed["line"]) == ("55P03", 2 + header.count("\n")), result
+    assert "lock timeout" in failed["error"], result
+    assert elapsed < 10, elapsed
+    assert database.scalar("SELECT count(*) FROM schema_migrations") == 0
+
+
+def test_a_reset_gives_back_the_runners_timeouts_and_a_files_own_value_stays(
+    route, database, run_runner, migrations
+):
+    """After RESET ALL a file runs under DDL_LOCK_TIMEOUT and STATEMENT_TIMEOUT again; a value
+    the file sets itself is its choice, kept when it resets only another setting."""
+    seen = (
+        "SELECT current_setting('lock_timeout') AS lock, current_setting('statement_timeout') AS st"
+    )
+    migrations.add({
+        "001_reset_all.sql": f"SET lock_timeout = '1234ms';\nRESET ALL;\nCREATE TABLE reset_all AS {seen};",
+        "002_own.sql": f"SET lock_timeout = '1234ms';\nRESET statement_timeout;\nCREATE TABLE own AS {seen};",
+    })  # fmt: skip
+    env = route.env(database, MIGRATIONS_DIR=str(migrations.path), DDL_LOCK_TIMEOUT="3s",
+                    STATEMENT_TIMEOUT="40s")  # fmt: skip
+    result = run_runner(env=env)
+    assert result.returncode == 0, result
+    assert database.query("SELECT lock, st FROM reset_all") == [("3s", "40s")]
+    assert database.query("SELECT lock, st FROM own") == [("1234ms", "40s")]
 
 
 def test_an_index_build_reports_its_phase_through_the_pooler(pooled, database, run_runner,

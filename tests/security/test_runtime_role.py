@@ -633,10 +633,24 @@ def test_the_runtime_role_cannot_choose_audit_ids(schema_db: SchemaDatabase) -> 
         assert conn.execute(sequences, (APP_ROLE,)).fetchone() == (0,)
 
 
+def test_the_runtime_role_cannot_run_the_key_based_cleanup(schema_db: SchemaDatabase) -> None:
+    """cleanup_expired_data() is SECURITY DEFINER: the application could delete every expired
+    row, in batches as large as it asked, and purge the audit log. It does not need it (the
+    scheduled cleanup is the cleanup role's, 004): 005 leaves it to the owner, who runs SEED's
+    `SELECT cleanup_expired_data();`."""
+    with schema_db.app() as conn:
+        for call in ("SELECT cleanup_expired_data()", "SELECT cleanup_expired_data(100, 1)",
+                     "CALL cleanup_expired_data_all()"):  # fmt: skip
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(call)
+    with schema_db.owner() as conn:
+        assert conn.execute("SELECT cleanup_expired_data() ? 'more'").fetchone() == (True,)
+
+
 def test_cleanup_refuses_a_batch_of_zero(schema_db: SchemaDatabase) -> None:
     """A batch of 0 deleted nothing and never ended (2^31 empty rounds; for ever through the
-    procedure): the runtime role could keep the server busy until statement_timeout."""
-    with schema_db.app() as conn:
+    procedure): a caller could keep the server busy until statement_timeout."""
+    with schema_db.owner() as conn:
         conn.execute("SET statement_timeout = '10s'")
         for call in ("SELECT cleanup_expired_data(0, 2147483647)",
                      "SELECT cleanup_expired_data(100, 0)", "CALL cleanup_expired_data_all(0)"):  # fmt: skip

@@ -71,3 +71,16 @@ def test_one_transaction_needs_room_for_every_file(pending: list) -> None:
     check_memory(pending, limit=limit, resident=1_000_000)
     with pytest.raises(MemoryLimitError):
         check_memory(pending, single_transaction=True, limit=limit, resident=1_000_000)
+
+
+def test_a_small_file_and_limit_are_told_in_kb_not_0_mb(tmp_path: Path) -> None:
+    """A file, need or limit below a MB is named in kB (or bytes), never as "0 MB"."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    found = write_migration_set(folder, **{"001_seed": "SELECT 1;\n" + "-- x\n" * 80_000})
+    with pytest.raises(MemoryLimitError) as caught:
+        check_memory(list(found.versioned), limit=900_000, resident=100_000)
+    message = caught.value.message
+    assert "0 MB" not in message, message
+    assert "001_seed.sql (400 kB) needs about 2 MB" in message, message
+    assert "memory limit of 900 kB" in message and "at least 2 MB" in message, message

@@ -37,3 +37,15 @@ def test_a_pooled_transaction_carries_the_check(server_version: int, checked: bo
     session = statements(server_version, pooled=True)
     assert any(CHECK in s for s in session.begin) is checked
     assert not any(CHECK in s for s in session.reset)  # no session setting behind a pooler
+
+
+@pytest.mark.parametrize(("server_version", "checked"), VERSIONS)
+def test_what_a_files_reset_put_back_is_set_again(server_version: int, checked: bool) -> None:
+    """After a file's RESET ALL: the two timeouts, and the client check where it exists."""
+    session = statements(server_version, pooled=False)
+    everything = frozenset({"lock_timeout", "statement_timeout", CHECK})
+    expected = ["SET LOCAL lock_timeout = '5000ms'", "SET LOCAL statement_timeout = '0ms'"]
+    expected += [f"SET LOCAL {CHECK} = '1s'"] if checked else []
+    assert list(session.restore(everything, "SET LOCAL")) == expected
+    assert session.restore(frozenset({"lock_timeout"}), "SET") == ("SET lock_timeout = '5000ms'",)
+    assert session.restore(frozenset(), "SET") == ()

@@ -379,3 +379,28 @@ def test_a_replaced_checksum_is_not_drift_and_a_bad_one_is_refused(tmp_path: Pat
     assert caught.value.message.startswith(f"{bad}: line 1: ")
     assert "64 hex digits" in caught.value.message
     assert "'-- migrate:replaces-checksum 12ab typo' needs the SHA-256" in caught.value.message
+
+
+def test_a_goose_block_sharing_a_refused_statement_is_refused_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    from migrator.files.formats import read_folder
+
+    path = write(tmp_path, "00002_index.sql", (
+        "-- +goose Up\n-- +goose StatementBegin\n"
+        "CREATE TABLE grants (id int);\n"
+        "VACUUM grants;\n"
+        "-- +goose StatementEnd\n"
+    ))  # fmt: skip
+    _, [migration] = read_folder([path])
+    with pytest.raises(MigrationFilesError) as caught:
+        migration.refuse_unsupported()
+    assert caught.value.fields == {"file": str(path), "line": 4}
+    assert "VACUUM in a StatementBegin/StatementEnd block" in caught.value.message
+    # In a block of its own it runs (outside a transaction, as the mode says).
+    alone = write(tmp_path, "00002_index.sql", (
+        "-- +goose Up\n-- +goose StatementBegin\nVACUUM grants;\n-- +goose StatementEnd\n"
+    ))  # fmt: skip
+    _, [fine] = read_folder([alone])
+    fine.refuse_unsupported()
+    assert fine.mode_decision.reason == "line 3: VACUUM cannot run inside a transaction block"

@@ -1287,3 +1287,63 @@ def test_a_publication_named_connect_is_not_an_option() -> None:
 )  # fmt: skip
 def test_redact_literals_masks_only_password_literals(text: str, shown: str) -> None:
     assert redact_literals(text) == shown
+
+
+def test_a_block_is_read_to_its_last_statement_for_the_mode() -> None:
+    """goose's StatementBegin/End block: a later statement that cannot run in a transaction
+    (or that ends one) decides the mode, named at its own line; before, only the first was read."""
+    block = Statement("CREATE TABLE t (a int);\nVACUUM t", 0, 3)
+    assert not may_run_in_transaction_block(block)
+    assert transaction_mode("", [block]) == ModeDecision(
+        TransactionMode.NO_TRANSACTION, "line 4: VACUUM cannot run inside a transaction block"
+    )
+    committing = Statement("INSERT INTO t VALUES (1);\nCOMMIT", 0, 3)
+    assert transaction_mode("", [committing]).mode is TransactionMode.NO_TRANSACTION
+
+
+def test_a_refused_statement_sharing_a_block_is_refused_up_front() -> None:
+    from migrator.files.sql import refused_in_block  # new in this change
+
+    index = Statement("SELECT 1;\nCREATE INDEX CONCURRENTLY i ON t (a)", 0, 5)
+    found = refused_in_block([Statement("SELECT 2", 0, 1), index])
+    assert found is not None and found[0] == 6
+    assert found[1].startswith("CREATE INDEX CONCURRENTLY in a StatementBegin/StatementEnd block")
+    alone = Statement("CREATE INDEX CONCURRENTLY i ON t (a)", 0, 5)  # a block of its own runs
+    assert refused_in_block([alone]) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("RESET ALL", {"lock_timeout", "statement_timeout", "client_connection_check_interval"}),
+        ("discard all", {"lock_timeout", "statement_timeout", "client_connection_check_interval"}),
+        ("RESET lock_timeout", {"lock_timeout"}),
+        ("reset STATEMENT_TIMEOUT", {"statement_timeout"}),
+        ("SET lock_timeout TO DEFAULT", {"lock_timeout"}),
+        ("SET SESSION lock_timeout = DEFAULT", {"lock_timeout"}),
+        ("SET LOCAL statement_timeout TO default", {"statement_timeout"}),
+        (
+            "/* c */ RESET -- x\n ALL",
+            {"lock_timeout", "statement_timeout", "client_connection_check_interval"},
+        ),
+        ("CREATE TABLE t (a int);\nRESET lock_timeout", {"lock_timeout"}),  # a goose block
+        # A value of the file's own is its choice; other settings are not the runner's.
+        ("SET lock_timeout = '0'", set()),
+        ("SET LOCAL lock_timeout TO 0", set()),
+        ("RESET search_path", set()),
+        ("SET search_path TO DEFAULT", set()),
+        ("RESET ROLE", set()),
+        ("DISCARD TEMP", set()),
+        ("SELECT 'RESET ALL'", set()),
+        ("CREATE TABLE t (a int DEFAULT 1)", set()),
+    ],
+)
+def test_the_statements_that_reset_the_runners_settings(sql: str, expected: set[str]) -> None:
+    from migrator.files.sql import settings_reset  # new in this change
+
+    assert settings_reset(Statement(sql, 0, 1)) == expected
+
+
+def test_a_file_that_may_reset_a_timeout_is_read() -> None:
+    assert needs_reading("SET lock_timeout TO DEFAULT;\nALTER TABLE t ADD b int;")
+    assert needs_reading("RESET ALL;")
