@@ -14,6 +14,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from migrator.apply.throttle import Throttle, ThrottleSettings
 from tests.security.conftest import APP, NOBODY, OWNER, Site, refused_and_unchanged
 
 STATS = f"{OWNER}_stats"
@@ -129,9 +130,14 @@ def test_a_migrator_stats_schema_the_owner_planted_is_refused_and_not_called(
     site.as_role(
         OWNER,
         "CREATE SCHEMA migrator_stats; CREATE FUNCTION migrator_stats.replica_lag_bytes() "
-        "RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT 0::bigint'",
+        "RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER "
+        "AS $$ BEGIN RAISE EXCEPTION 'planted function called'; END $$",
     )
     try:
+        # The runner's throttle calls functions only in a schema a superuser owns.
+        with site.login(OWNER) as conn:
+            settings = ThrottleSettings(max_replica_lag=1, pause_on_autovacuum=False)
+            assert Throttle(settings, "public.things").reason(conn) is None
         result = site.run()
         assert result.returncode == MIGRATION_FAILED, result
         [failed] = result.events_named("migration_failed")
