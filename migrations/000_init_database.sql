@@ -154,6 +154,119 @@ BEGIN
 END
 $bootstrap$;
 
+-- The throttle of batched data migrations (docs/configuration.md, "Batched data migrations:
+-- pauses") pauses on a standby's replay lag and on autovacuum working on the table. Both are
+-- visible only to members of pg_read_all_stats, which the owner must not be: that role also
+-- sees every session's statements (and the secrets in them). Instead the owner may execute
+-- two functions that read the views as <owner>_stats, a NOLOGIN role that is a member of
+-- pg_read_all_stats and nothing else, and return numbers only:
+--   migrator_stats.replica_lag_bytes()       the worst standby's WAL not yet replayed, or NULL
+--   migrator_stats.autovacuum_on(regclass)   the autovacuum workers on that table, its
+--                                            partitions or their TOAST tables: relation (oid),
+--                                            phase, anti-wraparound or not
+-- They live in schema migrator_stats, owned by the superuser running this: a SECURITY DEFINER
+-- function the owner could redefine (its schema's owner may drop and recreate what is in it)
+-- would hand it pg_read_all_stats. Only the owner has USAGE there; nobody but the superuser
+-- may create in it, and the runtime and cleanup roles may execute neither function.
+-- An admin that is not a superuser (a managed service's) cannot make a member of
+-- pg_read_all_stats: nothing is created, and the throttle says the two signals are unknown.
+DO $stats$
+DECLARE
+    owner_role text := coalesce(nullif(pg_catalog.current_setting('migrator.owner_role', true), ''), 'auth_service');
+    app_role   text := coalesce(nullif(pg_catalog.current_setting('migrator.app_role', true), ''), 'auth_service_app');
+    stats_role text;
+    stats      pg_catalog.pg_roles%ROWTYPE;
+BEGIN
+    stats_role := owner_role || '_stats';
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE NOTICE '% is not a superuser: no role %, the throttle will not see replica lag or autovacuum',
+            current_user, stats_role;
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = stats_role) THEN
+        EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                                  'NOREPLICATION NOBYPASSRLS', stats_role);
+    END IF;
+    -- An existing one is checked, not changed: whoever logs in as it, or is a member of it,
+    -- reads every session's statements; any other membership would be what its functions run with.
+    SELECT * INTO stats FROM pg_catalog.pg_roles WHERE rolname = stats_role;
+    IF stats.rolcanlogin OR stats.rolsuper OR stats.rolbypassrls OR stats.rolcreaterole
+       OR stats.rolcreatedb OR stats.rolreplication THEN
+        RAISE EXCEPTION 'stats role % may log in or has SUPERUSER, BYPASSRLS, CREATEROLE, CREATEDB '
+                        'or REPLICATION', stats_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = pg_catalog.format('ALTER ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE '
+                                           'NOCREATEDB NOREPLICATION', stats_role);
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+               WHERE m.roleid = stats.oid
+                  OR (m.member = stats.oid AND m.roleid <> 'pg_read_all_stats'::pg_catalog.regrole)) THEN
+        RAISE EXCEPTION 'stats role % has members, or is a member of a role other than pg_read_all_stats',
+                        stats_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = pg_catalog.format('SELECT roleid::regrole, member::regrole FROM pg_auth_members '
+                                           'WHERE %L IN (roleid::regrole::text, member::regrole::text)',
+                                           stats_role);
+    END IF;
+    IF NOT pg_catalog.pg_has_role(stats_role, 'pg_read_all_stats', 'MEMBER') THEN
+        EXECUTE pg_catalog.format('GRANT pg_read_all_stats TO %I', stats_role);
+    END IF;
+
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
+               WHERE n.nspname = 'migrator_stats' AND NOT o.rolsuper) THEN
+        RAISE EXCEPTION 'schema migrator_stats belongs to %, not to a superuser',
+            (SELECT nspowner::pg_catalog.regrole FROM pg_catalog.pg_namespace
+             WHERE nspname = 'migrator_stats')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Its owner could replace the functions bootstrap creates there, which read '
+                         'the statistics as a member of pg_read_all_stats: drop or rename it.';
+    END IF;
+    CREATE SCHEMA IF NOT EXISTS migrator_stats;
+    REVOKE ALL ON SCHEMA migrator_stats FROM PUBLIC;
+    EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA migrator_stats FROM %I, %I, %I',
+                              app_role, owner_role || '_cleanup', stats_role);
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA migrator_stats TO %I', owner_role);
+
+    CREATE OR REPLACE FUNCTION migrator_stats.replica_lag_bytes() RETURNS pg_catalog.int8
+        LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $fn$
+        SELECT pg_catalog.max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+                                                         r.replay_lsn))::pg_catalog.int8
+        FROM pg_catalog.pg_stat_replication r
+    $fn$;
+    CREATE OR REPLACE FUNCTION migrator_stats.autovacuum_on(target pg_catalog.regclass)
+        RETURNS TABLE (relation pg_catalog.oid, phase pg_catalog.text, wraparound pg_catalog.bool)
+        LANGUAGE sql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $fn$
+        WITH tables AS (
+            SELECT target::pg_catalog.oid AS id
+            UNION SELECT t.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree(target) t
+        ), ids AS (
+            SELECT c.oid AS id FROM pg_catalog.pg_class c JOIN tables t ON c.oid = t.id
+            UNION ALL
+            SELECT c.reltoastrelid FROM pg_catalog.pg_class c JOIN tables t ON c.oid = t.id
+        )
+        SELECT v.relid, v.phase, COALESCE(a.query LIKE '%(to prevent wraparound)', false)
+        FROM pg_catalog.pg_stat_progress_vacuum v
+        JOIN pg_catalog.pg_stat_activity a ON a.pid = v.pid
+        WHERE v.datid = (SELECT d.oid FROM pg_catalog.pg_database d
+                         WHERE d.datname = pg_catalog.current_database())
+          AND a.backend_type = 'autovacuum worker'
+          AND v.relid IN (SELECT i.id FROM ids i)
+    $fn$;
+    EXECUTE pg_catalog.format('ALTER FUNCTION migrator_stats.replica_lag_bytes() OWNER TO %I', stats_role);
+    EXECUTE pg_catalog.format('ALTER FUNCTION migrator_stats.autovacuum_on(pg_catalog.regclass) OWNER TO %I',
+                              stats_role);
+    REVOKE ALL ON FUNCTION migrator_stats.replica_lag_bytes(),
+        migrator_stats.autovacuum_on(pg_catalog.regclass) FROM PUBLIC;
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION migrator_stats.replica_lag_bytes(), '
+                              'migrator_stats.autovacuum_on(pg_catalog.regclass) FROM %I, %I',
+                              app_role, owner_role || '_cleanup');
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION migrator_stats.replica_lag_bytes(), '
+                              'migrator_stats.autovacuum_on(pg_catalog.regclass) TO %I', owner_role);
+END
+$stats$;
+
 -- Extensions (contrib, shipped with PostgreSQL; gen_random_uuid() and sha256()
 -- are built in). Created by the superuser in schema public, where 001 resolves them.
 CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;   -- case-insensitive email

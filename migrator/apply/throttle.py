@@ -12,6 +12,12 @@ Three health signals, each a setting (``ThrottleSettings``, from BATCH_* variabl
 - autovacuum working on the table (or its TOAST table, or a partition of it): the backfill
   makes the dead rows it cleans; both at once double the table's I/O.
 
+Both the lag and autovacuum are visible only to members of pg_read_all_stats, which bootstrap
+refuses for the owner (it sees every session's statements). A superuser's bootstrap (000) gives
+the owner two functions in schema ``migrator_stats`` that read them as a dedicated role and
+return numbers only; a role that sees the views itself (a superuser, pg_monitor) reads the
+views, which also name the standby. Neither: the signal is logged once as unknown.
+
 Between two batches the loop calls ``wait_until_healthy``, which returns at once when
 everything is fine::
 
@@ -69,6 +75,10 @@ REPLICA_LAG_SQL = (
     "DESC NULLS LAST))[1] FROM pg_stat_replication"
 )
 
+# The same through 000's functions (SECURITY DEFINER, owned by <owner>_stats): nothing hidden,
+# no standby name (the function returns the bytes only).
+REPLICA_LAG_FUNCTION_SQL = "SELECT 0, migrator_stats.replica_lag_bytes(), NULL::text"
+
 # Autovacuum workers on the table, its partitions (pg_partition_tree lists nothing for a plain
 # table), or their TOAST tables, in this database.
 # An anti-wraparound run says so in its query text. A vacuum whose relation this role may not
@@ -92,6 +102,28 @@ WHERE v.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND v.relid IN (SELECT oid FROM target UNION ALL SELECT reltoastrelid FROM target)))
 """
 
+AUTOVACUUM_FUNCTION_SQL = """
+SELECT 0, (array_agg(relation::regclass::text))[1], (array_agg(phase))[1],
+       coalesce(bool_or(wraparound), false), count(*)::int
+FROM migrator_stats.autovacuum_on(to_regclass(%(table)s))
+"""
+
+# Which way each signal is read: whether this role sees the views itself, and which of 000's
+# functions it may execute. Only functions in a schema a superuser owns count: one that another
+# role could have planted would run whatever it holds on the runner's session.
+STATS_FUNCTIONS_SQL = """
+SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+       coalesce(bool_or(p.proname = 'replica_lag_bytes'), false),
+       coalesce(bool_or(p.proname = 'autovacuum_on'), false)
+FROM pg_namespace n
+JOIN pg_roles o ON o.oid = n.nspowner AND o.rolsuper
+JOIN pg_proc p ON p.pronamespace = n.oid AND p.prosecdef
+WHERE n.nspname = 'migrator_stats'
+  AND (p.proname, p.proargtypes::text) IN (('replica_lag_bytes', ''),
+                                          ('autovacuum_on', 'regclass'::regtype::oid::text))
+  AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')
+"""
+
 # What makes a signal unreadable, rather than the connection or the run: a view or function
 # the server lacks (a pooler's or managed service's target), a privilege, a standby.
 UNREADABLE = (
@@ -104,8 +136,9 @@ UNREADABLE = (
 # Not simply "grant it": bootstrap refuses an owner with pg_read_all_stats (database/trust.py).
 GRANT_HINT = (
     "the run goes on without pausing for it; a member of pg_monitor (or pg_read_all_stats) "
-    "sees it, which bootstrap refuses for the owner (docs/configuration.md, Batched data "
-    "migrations: pauses)"
+    "sees it, which bootstrap refuses for the owner: the owner reads it through the functions "
+    "of schema migrator_stats that bootstrap by a superuser (DB_ADMIN_USER) creates "
+    "(docs/configuration.md, Batched data migrations: pauses)"
 )
 HIDDEN_WALSENDERS = (
     "{count} walsender(s) in pg_stat_replication show no position to this role "
@@ -165,6 +198,8 @@ class Throttle:
         self.batch_seconds = 0.0
         # Each signal this role cannot read is logged once, then no longer asked for.
         self.unreadable: set[str] = set()
+        # The query of each signal, once asked (STATS_FUNCTIONS_SQL): the views or 000's functions.
+        self.queries: dict[str, str] | None = None
 
     def after_batch(self, waiters: int) -> None:
         """Record the sessions that waited on the last batch's locks (WAITERS_SQL), and how
@@ -237,7 +272,7 @@ class Throttle:
         limit = self.settings.max_replica_lag
         if limit <= 0 or REPLICA_LAG in self.unreadable:
             return None
-        row = self._read(conn, REPLICA_LAG, REPLICA_LAG_SQL)
+        row = self._read(conn, REPLICA_LAG, self._queries(conn)[REPLICA_LAG])
         if row is None:
             return None
         hidden, lag, standby = row
@@ -246,17 +281,15 @@ class Throttle:
             return None
         if lag is None or lag <= limit:
             return None
-        message = (
-            f"replica {standby!r} has {size_text(lag)} of WAL not replayed "
-            f"(at most {size_text(limit)})"
-        )
+        replica = f"replica {standby!r}" if standby is not None else "a replica"
+        message = f"{replica} has {size_text(lag)} of WAL not replayed (at most {size_text(limit)})"
         numbers = {"replica_lag_bytes": lag, "max_replica_lag": limit, "standby": standby}
         return Pause(REPLICA_LAG, message, numbers)
 
     def _autovacuum(self, conn: psycopg.Connection[Any]) -> Pause | None:
         if not self.settings.pause_on_autovacuum or AUTOVACUUM in self.unreadable:
             return None
-        row = self._read(conn, AUTOVACUUM, AUTOVACUUM_SQL, {"table": self.table})
+        row = self._read(conn, AUTOVACUUM, self._queries(conn)[AUTOVACUUM], {"table": self.table})
         if row is None:
             return None
         hidden, relation, phase, wraparound, workers = row
@@ -268,6 +301,17 @@ class Throttle:
         message = f"{kind} is working on {relation} ({phase})"
         numbers = {"relation": relation, "phase": phase, "wraparound": wraparound}
         return Pause(AUTOVACUUM, message, numbers)
+
+    def _queries(self, conn: psycopg.Connection[Any]) -> dict[str, str]:
+        """The query of each signal, decided on the first check (``queries_for``)."""
+        if self.queries is None:
+            try:
+                row = conn.execute(STATS_FUNCTIONS_SQL).fetchone()
+            except UNREADABLE:
+                row = None
+            sees_views, lag_function, autovacuum_function = row or (False, False, False)
+            self.queries = queries_for(sees_views, lag_function, autovacuum_function)
+        return self.queries
 
     def _read(
         self,
@@ -290,3 +334,21 @@ class Throttle:
             return
         self.unreadable.add(signal)
         log.warning(UNKNOWN_EVENTS[signal], table=self.table, reason=why, hint=GRANT_HINT)
+
+
+def queries_for(sees_views: bool, lag_function: bool, autovacuum_function: bool) -> dict[str, str]:
+    """Each signal's query: the views for a role that sees them (they name the standby) or has
+    no function to call (they show it as hidden: logged once as unknown); else the function.
+
+    >>> queries_for(False, True, False)[REPLICA_LAG] == REPLICA_LAG_FUNCTION_SQL
+    True
+    >>> queries_for(True, True, True)[AUTOVACUUM] == AUTOVACUUM_SQL
+    True
+    """
+    use_functions = {REPLICA_LAG: lag_function, AUTOVACUUM: autovacuum_function}
+    views = {REPLICA_LAG: REPLICA_LAG_SQL, AUTOVACUUM: AUTOVACUUM_SQL}
+    functions = {REPLICA_LAG: REPLICA_LAG_FUNCTION_SQL, AUTOVACUUM: AUTOVACUUM_FUNCTION_SQL}
+    return {
+        signal: functions[signal] if use_functions[signal] and not sees_views else views[signal]
+        for signal in views
+    }

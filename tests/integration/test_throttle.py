@@ -29,9 +29,11 @@ from migrator.cli.signals import install_signal_handlers
 from migrator.errors import Interrupted
 from migrator.logs import configure_logging
 from tests.conftest import (
+    REPO,
     Database,
     MigrationsFolder,
     PgServer,
+    RunResult,
     create_database,
     drop_database,
     launch,
@@ -471,27 +473,37 @@ def backfill_env(database: Database, migrations: MigrationsFolder, **extra: str)
     )
 
 
+def backfill_while_replay_paused(
+    standby: PgServer, database: Database, env: dict[str, str], workdir: Path, hold: float = 0.0
+) -> tuple[dict[str, Any], RunResult, float]:
+    """Run the backfill with the standby's replay paused until the run pauses, and ``hold``
+    seconds more; returns that pause, the finished run and when replay resumed."""
+    eventually(lambda: replay_lag(database) < 2**20)
+    with psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            watched = Watched(launch(env=env, workdir=workdir))
+            pause = watched.wait_for(lambda event: event["event"] == "batch_paused")
+            assert pause is not None, watched.finish()
+            # Paused before its first batch: the table's creation is not replayed yet.
+            assert database.scalar("SELECT count(*) FROM items WHERE done > 0") == 0
+            time.sleep(hold)
+            assert database.scalar("SELECT count(*) FROM items WHERE done > 0") == 0
+            resumed_at = time.monotonic()
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+            return pause, watched.finish(), resumed_at
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+
+
 def test_a_backfill_waits_for_a_paused_standby_then_finishes(
     standby: PgServer, database: Database, migrations: MigrationsFolder, tmp_path: Path
 ) -> None:
     migrations.add({"001_items.sql": ITEMS, "002_backfill.sql": BACKFILL})
     env = backfill_env(database, migrations, BATCH_MAX_REPLICA_LAG="1MB")
-    eventually(lambda: replay_lag(database) < 2**20)
-    with psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby:
-        on_standby.execute("SELECT pg_wal_replay_pause()")
-        try:
-            watched = Watched(launch(env=env, workdir=tmp_path))
-            pause = watched.wait_for(lambda event: event["event"] == "batch_paused")
-            assert pause is not None, watched.finish()
-            # Paused before its first batch: the table's creation is not replayed yet.
-            assert database.scalar("SELECT count(*) FROM items WHERE done > 0") == 0
-            time.sleep(1.0)
-            assert database.scalar("SELECT count(*) FROM items WHERE done > 0") == 0
-            resumed_at = time.monotonic()
-            on_standby.execute("SELECT pg_wal_replay_resume()")
-            result = watched.finish()
-        finally:
-            on_standby.execute("SELECT pg_wal_replay_resume()")
+    pause, result, resumed_at = backfill_while_replay_paused(
+        standby, database, env, tmp_path, hold=1.0
+    )
     assert result.returncode == 0, result
     assert counts(database) == {1: ROWS}
     assert (pause["signal"], pause["version"], pause["standby"]) == (
@@ -581,3 +593,95 @@ def test_sigterm_while_paused_exits_143_and_the_next_run_finishes(
     assert finished.returncode == 0, finished
     assert counts(database) == {1: ROWS}
     assert [e["version"] for e in finished.events_named("migration_applied")] == ["002_backfill"]
+
+
+# --- a bootstrapped site: the owner reads both signals through 000's functions ------------------
+
+SHIPPED_000 = REPO / "migrations" / "000_init_database.sql"
+SITE_OWNER, SITE_APP = "throttle_site_owner", "throttle_site_app"
+SITE_OWNER_PASSWORD = remember_secret("throttle-site-Owner-4f2a-91c0")
+SITE_APP_PASSWORD = remember_secret("throttle-site-App-7d3e-02b5")
+SITE_ROLES = (SITE_OWNER, SITE_APP, f"{SITE_OWNER}_cleanup", f"{SITE_OWNER}_stats")
+
+
+@pytest.fixture
+def site_roles(database: Database) -> Iterator[None]:
+    """The roles the shipped 000 creates for the site owner, dropped with the database."""
+    yield
+    drop_database(database)
+    with psycopg.connect(**database.server.conninfo(), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {', '.join(SITE_ROLES)}")
+
+
+def bootstrap_by_hand(database: Database) -> None:
+    """The shipped 000 as the superuser, as the runner runs it (one transaction, role names set),
+    and passwords for the owner and the runtime role."""
+    with database.connect() as conn, conn.transaction():
+        conn.execute(f"SET LOCAL migrator.owner_role = '{SITE_OWNER}'")
+        conn.execute(f"SET LOCAL migrator.app_role = '{SITE_APP}'")
+        conn.execute(SHIPPED_000.read_text())
+        conn.execute(f"ALTER ROLE {SITE_OWNER} PASSWORD '{SITE_OWNER_PASSWORD}'")
+        conn.execute(f"ALTER ROLE {SITE_APP} PASSWORD '{SITE_APP_PASSWORD}'")
+
+
+def test_a_bootstrapped_owners_backfill_waits_for_a_paused_standby(
+    standby: PgServer,
+    database: Database,
+    site_roles: None,
+    migrations: MigrationsFolder,
+    tmp_path: Path,
+) -> None:
+    # The shipped setup: bootstrap by the superuser, the backfill run as the owner, who is
+    # not a member of pg_read_all_stats. It used to run on with "replica_lag_unknown".
+    migrations.add(
+        {SHIPPED_000.name: SHIPPED_000.read_text(), "001_items.sql": ITEMS}
+        | {"002_backfill.sql": BACKFILL}
+    )
+    env = backfill_env(
+        database,
+        migrations,
+        BATCH_MAX_REPLICA_LAG="1MB",
+        DB_USER=SITE_OWNER,
+        DB_PASSWORD=SITE_OWNER_PASSWORD,
+        DB_ADMIN_USER="postgres",
+        DB_ADMIN_PASSWORD=database.server.password,
+        APP_DB_USER=SITE_APP,
+        APP_DB_PASSWORD=SITE_APP_PASSWORD,
+    )
+    pause, result, _ = backfill_while_replay_paused(standby, database, env, tmp_path)
+    assert result.returncode == 0, result
+    assert counts(database) == {1: ROWS}
+    assert (pause["signal"], pause["version"], pause["standby"]) == (
+        "replica_lag",
+        "002_backfill",
+        None,
+    )
+    assert pause["reason"].startswith("a replica has ")
+    assert pause["replica_lag_bytes"] > 2**20
+    assert result.events_named("replica_lag_unknown") == []
+    assert (
+        database.scalar(f"SELECT pg_has_role('{SITE_OWNER}', 'pg_read_all_stats', 'USAGE')")
+        is False
+    )
+
+
+def test_a_bootstrapped_owner_sees_autovacuum_and_the_runtime_role_does_not(
+    database: Database, site_roles: None, events: Any
+) -> None:
+    bootstrap_by_hand(database)
+    try:
+        busy_autovacuum(database, "t")
+        with database.connect(user=SITE_OWNER, password=SITE_OWNER_PASSWORD) as conn:
+            throttle = Throttle(ThrottleSettings(max_replica_lag=0), "public.t")
+            reason = throttle.reason(conn)
+        assert reason is not None and reason.startswith("autovacuum is working on t ("), reason
+        assert named(events(), "autovacuum_unknown") == []
+        with database.connect(user=SITE_APP, password=SITE_APP_PASSWORD) as conn:
+            assert Throttle(ThrottleSettings(max_replica_lag=0), "public.t").reason(conn) is None
+            for call in ("replica_lag_bytes()", "autovacuum_on('public.t')"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"SELECT * FROM migrator_stats.{call}")
+        [unknown] = named(events(), "autovacuum_unknown")
+        assert "show no table to this role" in unknown["reason"]
+    finally:
+        stop_autovacuum(database, "t")
