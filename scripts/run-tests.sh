@@ -36,7 +36,8 @@ MATRIX_TESTS=(
     tests/security/test_owner_objects.py tests/security/test_privilege_audit.py
     tests/security/test_roles.py tests/security/test_runtime_role.py
     tests/security/test_server_log.py tests/security/test_cleanup_role.py
-    tests/security/test_configured_history.py
+    tests/security/test_configured_history.py tests/security/test_stats_role.py
+    tests/integration/test_batch.py tests/integration/test_throttle.py
     tests/lint
 )
 
