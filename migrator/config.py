@@ -61,6 +61,11 @@ DEFAULT_DDL_LOCK_TIMEOUT = 5.0
 DEFAULT_DDL_LOCK_RETRIES = 5
 DEFAULT_STATEMENT_TIMEOUT = 0.0
 DEFAULT_PROGRESS_INTERVAL = 5.0
+# Batched data migrations (-- migrate:batch): each batch aims at this long a statement, from a
+# first size of BATCH_SIZE rows (or the header's size=), never above BATCH_MAX_SIZE rows.
+DEFAULT_BATCH_TARGET_DURATION = 0.15
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_MAX_SIZE = 50000
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_APPLICATION_NAME = NAME  # how the runner's sessions show in pg_stat_activity
 # An older image on a database a newer release migrated: "warn" lets it run (rollbacks).
@@ -100,6 +105,8 @@ ERR_NOT_A_PORT = "{name} must be a port number from 1 to 65535, got {value!r}"
 ERR_NOT_A_DURATION = "{name} must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
 ERR_NOT_POSITIVE = "{name} must be above 0, got {value:g}s"
 ERR_NOT_A_COUNT = "{name} must be a whole number >= 0, got {value!r}"
+ERR_NOT_ROWS = "{name} must be a whole number of rows, 1 or more, got {value}"
+ERR_SIZE_ABOVE_MAX = "BATCH_SIZE ({size}) must not be above BATCH_MAX_SIZE ({max_size})"
 ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
 ERR_PASSWORD_FILE = "{name} points to {path}, which {problem}"
@@ -162,10 +169,12 @@ KNOWN_VARIABLES = frozenset(
         "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
         "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
         "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
+        "BATCH_TARGET_DURATION", "BATCH_SIZE", "BATCH_MAX_SIZE",
     }
 )  # fmt: skip
 RUNNER_PREFIXES = (
     "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_",
+    "BATCH_",
 )  # fmt: skip
 UNKNOWN_SIMILARITY = 0.6  # difflib's ratio from which a known name counts as meant
 
@@ -183,6 +192,15 @@ def unknown_settings(environ: Mapping[str, str]) -> tuple[tuple[str, str | None]
             close = difflib.get_close_matches(name, KNOWN_VARIABLES, 1, UNKNOWN_SIMILARITY)
             found.append((name, close[0] if close else None))
     return tuple(found)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batched data migration sizes its batches (migrator/apply/batch.py)."""
+
+    target_duration: float = DEFAULT_BATCH_TARGET_DURATION  # BATCH_TARGET_DURATION, seconds
+    size: int = DEFAULT_BATCH_SIZE  # BATCH_SIZE: the first batch's rows without size=
+    max_size: int = DEFAULT_BATCH_MAX_SIZE  # BATCH_MAX_SIZE
 
 
 @dataclass(frozen=True)
@@ -250,6 +268,7 @@ class Config:
     # `cleanup`: the run's time budget; the cleanup role's password, which bootstrap sets.
     cleanup_time_budget: float = DEFAULT_CLEANUP_TIME_BUDGET
     cleanup_password: str | None = field(default=None, repr=False)
+    batch: BatchSettings = field(default_factory=BatchSettings)
     version: str = VERSION
     revision: str = "unknown"
 
@@ -455,6 +474,7 @@ def load_config(
         **_lint_settings(args, reader),
         **_rollout_settings(args, reader),
         **_cleanup_settings(reader),
+        batch=_batch_settings(reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -569,6 +589,26 @@ def _cleanup_settings(reader: _Settings) -> _CleanupSettings:
         cleanup_time_budget=budget,
         cleanup_password=reader.secret("CLEANUP_DB_PASSWORD"),
     )
+
+
+def _batch_settings(reader: _Settings) -> BatchSettings:
+    """BATCH_TARGET_DURATION, BATCH_SIZE and BATCH_MAX_SIZE: each above 0, the size within
+    the maximum."""
+    target = reader.duration("BATCH_TARGET_DURATION", DEFAULT_BATCH_TARGET_DURATION)
+    if target <= 0:  # a batch cannot aim at no time at all
+        raise ConfigError(ERR_NOT_POSITIVE.format(name="BATCH_TARGET_DURATION", value=target))
+    sizes = {}
+    for name, default in (
+        ("BATCH_SIZE", DEFAULT_BATCH_SIZE),
+        ("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE),
+    ):
+        sizes[name] = reader.count(name, default)
+        if sizes[name] < 1:
+            raise ConfigError(ERR_NOT_ROWS.format(name=name, value=sizes[name]))
+    size, max_size = sizes["BATCH_SIZE"], sizes["BATCH_MAX_SIZE"]
+    if size > max_size:
+        raise ConfigError(ERR_SIZE_ABOVE_MAX.format(size=size, max_size=max_size))
+    return BatchSettings(target_duration=target, size=size, max_size=max_size)
 
 
 def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:

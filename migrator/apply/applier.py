@@ -85,6 +85,10 @@ PARTLY_APPLIED = (
     "recorded: the next run starts it again, so write its statements to be re-runnable "
     "(IF NOT EXISTS, IF EXISTS, CREATE OR REPLACE)"
 )
+BATCH_KEPT = (
+    "the batch it was running rolled back with its checkpoint, the batches before it stay; "
+    "run again to resume after the checkpoint"
+)
 NOT_RECORDED = "its statements ran but it is not recorded; run again to record it"
 # migration_applied reports the strongest lock the file held on each table that existed before
 # it (an oid above the newest one at BEGIN is the file's own) and its transaction's duration:
@@ -181,8 +185,15 @@ class Applier:
         held: dict[str, Any] = {}
         stale: list[statistics.StaleRelation] = []
         self.running_mode = decision.mode
-        with watched(self.conn, self.progress, migration.version), self._loss_explained(migration):
-            if decision.mode is not TransactionMode.TRANSACTION:
+        # A batch file logs its own progress (batch_progress), not that of one long statement.
+        progress = None if migration.batch else self.progress
+        with watched(self.conn, progress, migration.version), self._loss_explained(migration):
+            if migration.batch is not None:
+                # lazy: most runs hold no batch file
+                from migrator.apply.batch import run_batches
+
+                run_batches(self, migration)
+            elif decision.mode is not TransactionMode.TRANSACTION:
                 self._statement_by_statement(migration, record, start)
             else:
                 try:
@@ -534,7 +545,9 @@ class Applier:
         except psycopg.Error as error:  # also raised while rolling back on a dead connection
             if not session_lost(error, self.conn):
                 raise
-            if self.running_mode is TransactionMode.TRANSACTION:
+            if migration.batch is not None:
+                outcome = BATCH_KEPT
+            elif self.running_mode is TransactionMode.TRANSACTION:
                 outcome = ROLLED_BACK
             elif statement is not None:
                 outcome = PARTLY_DONE.format(line=statement.line)

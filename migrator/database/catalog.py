@@ -7,13 +7,17 @@ For example, on a connection to the maintenance database::
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from migrator.errors import ConfigError
+from migrator.errors import ConfigError, MigrationFilesError
 from migrator.history.name import TableName
+
+if TYPE_CHECKING:
+    from migrator.files.batch import BatchSpec
 
 # Where the admin connects to create, drop or look for a database.
 MAINTENANCE_DATABASE = "postgres"
@@ -107,3 +111,70 @@ def no_schema(conn: psycopg.Connection[Any], relation: TableName) -> ConfigError
 
 def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     return conn.execute(ROLE_EXISTS, (role,)).fetchone() is not None
+
+
+# A batch file's table and key as the walk needs them (migrator/apply/batch.py): the table,
+# its kind, the key column (NOT NULL?) and whether a valid, whole (not partial) btree index
+# starts with it, so that "key > checkpoint ORDER BY key LIMIT n" reads only the batch.
+BATCH_KEY = """
+SELECT format('%%I.%%I', n.nspname, c.relname), c.relkind::text, a.attnum IS NOT NULL,
+       coalesce(a.attnotnull, false),
+       EXISTS (SELECT FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+               JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+               WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum AND am.amname = 'btree'
+                 AND i.indisvalid AND i.indisready AND i.indpred IS NULL)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute a
+       ON a.attrelid = c.oid AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = pg_catalog.to_regclass(%s)
+"""
+ERR_BATCH_KEY = "{path}: line {line}: -- migrate:batch table={table} key={key}: {problem}"
+NO_TABLE = "the table does not exist (yet); nothing of the file was run"
+NOT_A_TABLE = "{table} is not a table; nothing of the file was run"
+NO_KEY = "the table has no column {key}; nothing of the file was run"
+NULLABLE_KEY = (
+    "the key may be NULL, and a row whose key is NULL is in no batch (BETWEEN never holds for "
+    "NULL): walk a NOT NULL column such as the primary key, or SET NOT NULL first; nothing of "
+    "the file was run"
+)
+UNINDEXED_KEY = (
+    "no valid btree index of the table starts with {key} (a partial one does not count): every "
+    "batch would read the table; CREATE INDEX CONCURRENTLY in an earlier file; nothing of the "
+    "file was run"
+)
+
+
+def refuse_unindexed_key(conn: psycopg.Connection[Any], spec: BatchSpec, path: Path) -> str:
+    """Refuse (MigrationFilesError, exit 65, one line naming the file's header line) a batch
+    whose table does not exist or is no table, whose key is no column of it, may be NULL, or
+    is not the first column of a valid whole btree index; returns the table's qualified name,
+    quoted, for the walk's statements. Run right before the file's first batch (a pre file of
+    the same run may create the table) and by the lint."""
+    table_text = ".".join(_quoted(part) for part in spec.table_parts)
+    row = conn.execute(BATCH_KEY, (spec.key_name, table_text)).fetchone()
+    problem = None
+    if row is None:
+        problem = NO_TABLE
+    else:
+        qualified, kind, has_key, not_null, indexed = row
+        if kind not in ("r", "p"):
+            problem = NOT_A_TABLE.format(table=qualified)
+        elif not has_key:
+            problem = NO_KEY.format(key=spec.key)
+        elif not not_null:
+            problem = NULLABLE_KEY
+        elif not indexed:
+            problem = UNINDEXED_KEY.format(key=spec.key)
+    if problem is not None:
+        message = ERR_BATCH_KEY.format(
+            path=path, line=spec.line, table=spec.table, key=spec.key, problem=problem
+        )
+        raise MigrationFilesError(message, file=str(path), line=spec.line)
+    assert row is not None
+    return str(row[0])
+
+
+def _quoted(part: str) -> str:
+    return '"' + part.replace('"', '""') + '"'

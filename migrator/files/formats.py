@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from migrator.errors import MigrationFilesError
+from migrator.files.batch import BATCH_LINE, batch_of
 from migrator.files.migration import (
     BOOTSTRAP_NUMBER,
     ERR_BAD_NAME,
@@ -73,7 +74,10 @@ MIGRATE_MARKER = re.compile(
 )
 # allow: a hazard waiver that `lint` reads (-- migrate:allow <kind> <relation>: <reason>).
 # phase: pre or post, when the file runs in a release (migrator/files/migration.py, phase_of).
-KNOWN_MARKERS = frozenset({"up", "down", "no-transaction", "allow", "replaces-checksum", "phase"})
+# batch: a post file run once per batch of a table's key (migrator/files/batch.py, batch_of).
+KNOWN_MARKERS = frozenset(
+    {"up", "down", "no-transaction", "allow", "replaces-checksum", "phase", "batch"}
+)
 GOOSE_MARKER = re.compile(r"^[ \t]*--.*\+goose", re.MULTILINE)
 FLYWAY_PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
 
@@ -87,6 +91,9 @@ ERR_PHASE_OTHER_FORMAT = (
     "-- migrate:phase is read in the runner's own format only: {tool} files all run before the "
     "release (phase pre)"
 )
+ERR_BATCH_OTHER_FORMAT = (
+    "-- migrate:batch is read in the runner's own format only: {tool} files run whole"
+)
 ERR_DOWN_TWICE = "{path} has a -- migrate:down section and a companion {companion}: keep one"
 ERR_ORPHAN_DOWN = "{path} is a down part without its up file {expected}"
 DBMATE_BEFORE_UP = "statements before -- migrate:up (dbmate refuses them too)"
@@ -96,7 +103,8 @@ UNKNOWN_OPTION = (
     "unknown option {option!r} on {marker} (known: transaction:false, transaction:true)"
 )
 UNKNOWN_MARKER = "unknown marker {marker!r} (known: -- migrate:up, -- migrate:down, " + (
-    "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum, -- migrate:phase)"
+    "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum, -- migrate:phase, "
+    "-- migrate:batch)"
 )
 BAD_REPLACES_CHECKSUM = (
     "{marker!r} needs the SHA-256 (64 hex digits) of the file's earlier text, then why the new "
@@ -238,11 +246,15 @@ def read_folder(paths: Sequence[Path]) -> tuple[str, list[Migration]]:
 
 def refuse_phase_lines(sources: Sequence[SourceFile], tool: str) -> None:
     """Another tool's file with a ``-- migrate:phase`` line: refused rather than applied in a
-    phase it does not ask for (exit 65)."""
+    phase it does not ask for (exit 65); with a ``-- migrate:batch`` line, rather than run
+    whole."""
     for source in sources:
         found = PHASE_LINE.search(source.text) if source.may_hold_migrate_marker else None
         if found:
             raise source.refuse(found.start(), ERR_PHASE_OTHER_FORMAT.format(tool=tool))
+        batch = BATCH_LINE.search(source.text) if source.may_hold_migrate_marker else None
+        if batch:
+            raise source.refuse(batch.start(), ERR_BATCH_OTHER_FORMAT.format(tool=tool))
 
 
 # --- the runner's own files, and dbmate's ------------------------------------------------------
@@ -312,6 +324,7 @@ def read_runner_file(source: SourceFile, companion: SourceFile | None) -> Migrat
         forced_reason=no_transaction_reason(source, up),
         key=match["number"],
         phase=phase,
+        batch=batch_of(source.path, source.text) if source.may_hold_migrate_marker else None,
     )
     if down is not None and companion is not None:
         raise MigrationFilesError(

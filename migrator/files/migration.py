@@ -17,9 +17,20 @@ from typing import TYPE_CHECKING
 
 from migrator.errors import MigrationFilesError
 
+# The header's own reading (phases, the end of the header) lives apart, so that the batch
+# header's reader (migrator/files/batch.py) needs nothing of this module.
+from migrator.files.header import ALL as ALL
+from migrator.files.header import PHASE_LINE as PHASE_LINE
+from migrator.files.header import PHASES as PHASES
+from migrator.files.header import POST as POST
+from migrator.files.header import PRE as PRE
+from migrator.files.header import RUN_PHASES as RUN_PHASES
+from migrator.files.header import header_end as header_end
+
 # The lexer (migrator.files.sql) is imported when a file is first parsed: a start with nothing
 # pending reads and checksums every file but parses none.
 if TYPE_CHECKING:
+    from migrator.files.batch import BatchSpec
     from migrator.files.sql import ModeDecision, Script, Statement
 
 FILE_NAME_PATTERN = re.compile(r"^(?P<number>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
@@ -36,16 +47,6 @@ MAY_HOLD_WAIVER = re.compile(r"--\s*migrate\s*:\s*allow\b", re.IGNORECASE)
 REPLACES_CHECKSUM = re.compile(
     r"^[ \t]*--\s*migrate\s*:\s*replaces-checksum\s+(?P<checksum>[0-9a-fA-F]{64})\b",
     re.MULTILINE | re.IGNORECASE,
-)
-
-# The phase a file runs in (docs/writing-migrations.md, Phases): "pre", before the new release
-# starts (the init container), or "post", after it rolled out (a Job or step of its own).
-#   -- migrate:phase post
-PRE, POST, ALL = "pre", "post", "all"
-PHASES = (PRE, POST)  # what a file can say, in the order ``all`` applies them
-RUN_PHASES = (PRE, POST, ALL)  # what a run can ask for (--phase, MIGRATE_PHASE)
-PHASE_LINE = re.compile(
-    r"^[ \t]*--\s*migrate\s*:\s*phase\b(?P<value>.*)$", re.MULTILINE | re.IGNORECASE
 )
 
 ERR_BAD_NAME = "{path}: file name does not match <number>_<name>.sql (e.g. 002_add_feature.sql)"
@@ -85,6 +86,8 @@ class Migration:
     repeatable: bool = False  # re-applied when its checksum changes (Flyway's R__ files)
     key: str = ""  # the version as the tool that wrote the file records it in its history
     phase: str = PRE  # its -- migrate:phase header: pre (the default) or post
+    # Its -- migrate:batch header: run once per batch of the key (migrator/files/batch.py).
+    batch: BatchSpec | None = None
 
     @property
     def is_bootstrap(self) -> bool:
@@ -129,9 +132,14 @@ class Migration:
     def refuse_unsupported(self) -> None:
         """Raise MigrationFilesError (exit 65) for what the runner will not run, naming the line:
         a psql meta-command other than pg_dump's ``\\restrict``, ``PREPARE TRANSACTION``, a
-        variable psql defines, a ``BEGIN`` the file leaves open."""
+        variable psql defines, a ``BEGIN`` the file leaves open; a batch file whose statement
+        is not one bounded data statement (migrator/files/batch.py, validate_batch)."""
         from migrator.files.sql import TransactionMode, refusal, unterminated_transaction
 
+        if self.batch is not None:
+            from migrator.files.batch import validate_batch
+
+            validate_batch(self)
         found = refusal(self.script) if self.needs_reading else None
         if found is None and self.mode_decision.mode is TransactionMode.NO_TRANSACTION:
             found = unterminated_transaction(self.statements)
@@ -232,24 +240,6 @@ def phase_of(path: Path, text: str) -> str:
             line=line,
         )
     return value
-
-
-def header_end(text: str) -> int:
-    """Where the header ends: after the leading blank and ``--`` comment lines.
-
-    >>> text = "-- a\\n\\n-- b\\nCREATE TABLE t ();\\n-- c\\n"
-    >>> text[: header_end(text)]
-    '-- a\\n\\n-- b\\n'
-    """
-    start = 0
-    while start < len(text):
-        newline = text.find("\n", start)
-        end = len(text) if newline < 0 else newline + 1
-        stripped = text[start:end].strip()
-        if stripped and not stripped.startswith("--"):
-            return start
-        start = end
-    return len(text)
 
 
 def checksum_of(content: bytes) -> str:

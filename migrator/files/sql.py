@@ -785,6 +785,30 @@ def _words(text: str) -> list[str]:
     return [_word(text, token) for token in _significant_tokens(text)]
 
 
+def words(text: str) -> list[str]:
+    """The statement's words as the runner's checks read them: comments dropped, keywords and
+    plain identifiers upper-cased, punctuation kept, strings and quoted names masked.
+
+    >>> words("update t set a = 'x' -- c\\n where id = $1")
+    ['UPDATE', 'T', 'SET', 'A', '=', '<quoted>', 'WHERE', 'ID', '=', '<quoted>']
+    """
+    return _words(text)
+
+
+def parameters(text: str) -> set[str]:
+    """The ``$n`` parameters ``text`` uses; one inside a string, a comment or a dollar-quoted
+    body does not count.
+
+    >>> sorted(parameters("SELECT $1, '$2' /* $3 */, $fn$ $4 $fn$, $2"))
+    ['$1', '$2']
+    """
+    return {
+        text[token.start : token.end]
+        for token in _iter_significant_tokens(text)
+        if token.kind is _Kind.PARAM
+    }
+
+
 def _starts(words: list[str], *expected: str) -> bool:
     return tuple(words[: len(expected)]) == expected
 

@@ -19,6 +19,10 @@ DEFAULT_NAME = "schema_migrations"
 # The lock relation is the history table's name with this suffix, in the same schema: two
 # histories in one database (two services, or a tool beside the runner) do not block each other.
 LOCK_SUFFIX = "_lock"
+# The checkpoints of batched data migrations: the history's name with this suffix, cut as
+# PostgreSQL cuts a name longer than its 63 bytes (NAMEDATALEN - 1).
+BATCH_SUFFIX = "_batch"
+MAX_NAME_BYTES = 63
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,16 @@ class TableName:
     def lock(self) -> TableName:
         """The migration lock's view that goes with this history."""
         return TableName(self.schema, self.name + LOCK_SUFFIX)
+
+    @property
+    def batch(self) -> TableName:
+        """The checkpoint table of batched data migrations that goes with this history.
+
+        >>> TableName("public", "schema_migrations").batch.name
+        'schema_migrations_batch'
+        """
+        room = MAX_NAME_BYTES - len(BATCH_SUFFIX)
+        return TableName(self.schema, self.name.encode()[:room].decode() + BATCH_SUFFIX)
 
 
 DEFAULT_TABLE = TableName()

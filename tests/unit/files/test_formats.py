@@ -541,7 +541,8 @@ def test_down_section_and_companion_together_are_refused(tmp_path: Path) -> None
             "SELECT 1;\n  -- migrate:dwon\nSELECT 2;",
             2,
             "unknown marker '-- migrate:dwon' (known: -- migrate:up, -- migrate:down, "
-            "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum, -- migrate:phase)",
+            "-- migrate:no-transaction, -- migrate:allow, -- migrate:replaces-checksum, -- migrate:phase, "
+            "-- migrate:batch)",
         ),
     ],
 )

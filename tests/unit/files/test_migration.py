@@ -256,7 +256,7 @@ def test_a_misspelt_directive_is_refused_at_read_time(tmp_path: Path) -> None:
     assert caught.value.message == (
         f"{path}: line 2: unknown marker '-- migrate:no-transactoin' (known: -- migrate:up, "
         "-- migrate:down, -- migrate:no-transaction, -- migrate:allow, "
-        "-- migrate:replaces-checksum, -- migrate:phase)"
+        "-- migrate:replaces-checksum, -- migrate:phase, -- migrate:batch)"
     )
 
 
