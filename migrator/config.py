@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from migrator import commands
+from migrator.apply.throttle import (
+    DEFAULT_CHECK_INTERVAL,
+    DEFAULT_MAX_LOCK_WAITERS,
+    DEFAULT_MAX_REPLICA_LAG,
+    ThrottleSettings,
+)
 from migrator.cli.arguments import build_parser, check_command_flags, steps
 from migrator.database.conninfo import (
     CHANNEL_BINDINGS,
@@ -100,6 +106,10 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
+# Sizes as postgresql.conf writes them (a kB is 1024 bytes), any case; a bare number is bytes.
+SIZE_UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
+SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+OFF_WORDS = frozenset({"off", "0"})
 
 ERR_NOT_A_PORT = "{name} must be a port number from 1 to 65535, got {value!r}"
 ERR_NOT_A_DURATION = "{name} must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
@@ -107,6 +117,7 @@ ERR_NOT_POSITIVE = "{name} must be above 0, got {value:g}s"
 ERR_NOT_A_COUNT = "{name} must be a whole number >= 0, got {value!r}"
 ERR_NOT_ROWS = "{name} must be a whole number of rows, 1 or more, got {value}"
 ERR_SIZE_ABOVE_MAX = "BATCH_SIZE ({size}) must not be above BATCH_MAX_SIZE ({max_size})"
+ERR_NOT_A_SIZE = "{name} must be a size like 64MB, 512kB or 1GB (off: no limit), got {value!r}"
 ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
 ERR_PASSWORD_FILE = "{name} points to {path}, which {problem}"
@@ -170,11 +181,12 @@ KNOWN_VARIABLES = frozenset(
         "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
         "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
         "BATCH_TARGET_DURATION", "BATCH_SIZE", "BATCH_MAX_SIZE",
+        "BATCH_CHECK_INTERVAL", "BATCH_MAX_REPLICA_LAG", "BATCH_MAX_LOCK_WAITERS",
+        "BATCH_PAUSE_ON_AUTOVACUUM",
     }
 )  # fmt: skip
 RUNNER_PREFIXES = (
-    "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_",
-    "BATCH_",
+    "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_", "BATCH_",
 )  # fmt: skip
 UNKNOWN_SIMILARITY = 0.6  # difflib's ratio from which a known name counts as meant
 
@@ -269,6 +281,8 @@ class Config:
     cleanup_time_budget: float = DEFAULT_CLEANUP_TIME_BUDGET
     cleanup_password: str | None = field(default=None, repr=False)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    # Batched data migrations pause between batches while the database is busy (BATCH_*).
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     version: str = VERSION
     revision: str = "unknown"
 
@@ -475,6 +489,7 @@ def load_config(
         **_rollout_settings(args, reader),
         **_cleanup_settings(reader),
         batch=_batch_settings(reader),
+        throttle=_throttle_settings(reader),
     )
     if password is None:
         raise ConfigError(ERR_NO_PASSWORD.format(user=config.user))
@@ -609,6 +624,23 @@ def _batch_settings(reader: _Settings) -> BatchSettings:
     if size > max_size:
         raise ConfigError(ERR_SIZE_ABOVE_MAX.format(size=size, max_size=max_size))
     return BatchSettings(target_duration=target, size=size, max_size=max_size)
+
+
+def _throttle_settings(reader: _Settings) -> ThrottleSettings:
+    """When a batched data migration pauses between batches (migrator/apply/throttle.py).
+
+    >>> _throttle_settings(_Settings({"BATCH_MAX_REPLICA_LAG": "16MB"})).max_replica_lag
+    16777216
+    """
+    interval = reader.duration("BATCH_CHECK_INTERVAL", DEFAULT_CHECK_INTERVAL)
+    if interval <= 0:  # a pause would re-check without ever sleeping
+        raise ConfigError(ERR_NOT_POSITIVE.format(name="BATCH_CHECK_INTERVAL", value=interval))
+    return ThrottleSettings(
+        check_interval=interval,
+        max_replica_lag=reader.size("BATCH_MAX_REPLICA_LAG", DEFAULT_MAX_REPLICA_LAG),
+        max_lock_waiters=reader.count("BATCH_MAX_LOCK_WAITERS", DEFAULT_MAX_LOCK_WAITERS),
+        pause_on_autovacuum=reader.boolean("BATCH_PAUSE_ON_AUTOVACUUM", default=True),
+    )
 
 
 def _rollout_settings(args: argparse.Namespace, reader: _Settings) -> _RolloutSettings:
@@ -778,6 +810,18 @@ class _Settings:
         if not match:
             raise ConfigError(ERR_NOT_A_DURATION.format(name=name, value=value))
         return float(match[1]) * DURATION_UNITS[match[2] or "s"]
+
+    def size(self, name: str, default: int) -> int:
+        """Bytes, from 64MB, 512 kB, 1GB or 1048576; off (or 0) is 0."""
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        if value.strip().lower() in OFF_WORDS:
+            return 0
+        match = SIZE_PATTERN.match(value)
+        if not match or match[2].lower() not in SIZE_UNITS:
+            raise ConfigError(ERR_NOT_A_SIZE.format(name=name, value=value))
+        return round(float(match[1]) * SIZE_UNITS[match[2].lower()])
 
     def count(self, name: str, default: int) -> int:
         found = self.optional_count(name)

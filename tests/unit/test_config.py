@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from migrator.apply.throttle import ThrottleSettings
 from migrator.cli.arguments import build_parser
 from migrator.config import Config, load_config
 from migrator.errors import EX_CONFIG, EX_USAGE, ConfigError, UsageError
@@ -1151,6 +1152,94 @@ def test_a_cleanup_variable_typo_is_reported_with_the_closest_name() -> None:
     )
 
 
+# --- the throttle of batched data migrations ---------------------------------------------------
+
+
+def test_throttle_settings_from_their_defaults_and_variables() -> None:
+    assert load().throttle == ThrottleSettings(
+        check_interval=1.0,
+        max_replica_lag=64 * 2**20,
+        max_lock_waiters=0,
+        pause_on_autovacuum=True,
+    )
+    config = load(
+        BATCH_CHECK_INTERVAL="250ms",
+        BATCH_MAX_REPLICA_LAG="1GB",
+        BATCH_MAX_LOCK_WAITERS="3",
+        BATCH_PAUSE_ON_AUTOVACUUM="false",
+    )
+    assert config.throttle == ThrottleSettings(0.25, 2**30, 3, False)
+    assert config.unknown_settings == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("16MB", 16 * 2**20),
+        ("16mb", 16 * 2**20),
+        ("512 kB", 512 * 2**10),
+        ("1.5GB", 3 * 2**29),
+        ("2TB", 2 * 2**40),
+        ("1048576", 2**20),
+        ("100B", 100),
+        (" 8MB ", 8 * 2**20),
+        ("off", 0),
+        ("OFF", 0),
+        ("0", 0),
+        ("", 64 * 2**20),
+    ],
+)
+def test_replica_lag_is_a_size_as_postgresql_writes_it(value: str, expected: int) -> None:
+    assert load(BATCH_MAX_REPLICA_LAG=value).throttle.max_replica_lag == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"BATCH_MAX_REPLICA_LAG": "lots"},
+            "BATCH_MAX_REPLICA_LAG must be a size like 64MB, 512kB or 1GB (off: no limit), "
+            "got 'lots'",
+        ),
+        (
+            {"BATCH_MAX_REPLICA_LAG": "64MiB"},
+            "BATCH_MAX_REPLICA_LAG must be a size like 64MB, 512kB or 1GB (off: no limit), "
+            "got '64MiB'",
+        ),
+        (
+            {"BATCH_MAX_REPLICA_LAG": "-1MB"},
+            "BATCH_MAX_REPLICA_LAG must be a size like 64MB, 512kB or 1GB (off: no limit), "
+            "got '-1MB'",
+        ),
+        ({"BATCH_CHECK_INTERVAL": "0"}, "BATCH_CHECK_INTERVAL must be above 0, got 0s"),
+        (
+            {"BATCH_CHECK_INTERVAL": "often"},
+            "BATCH_CHECK_INTERVAL must be a duration like 30, 30s, 500ms or 2min, got 'often'",
+        ),
+        (
+            {"BATCH_MAX_LOCK_WAITERS": "-1"},
+            "BATCH_MAX_LOCK_WAITERS must be a whole number >= 0, got '-1'",
+        ),
+        (
+            {"BATCH_MAX_LOCK_WAITERS": "some"},
+            "BATCH_MAX_LOCK_WAITERS must be a whole number >= 0, got 'some'",
+        ),
+        (
+            {"BATCH_PAUSE_ON_AUTOVACUUM": "sometimes"},
+            "BATCH_PAUSE_ON_AUTOVACUUM must be true or false, got 'sometimes'",
+        ),
+    ],
+)
+def test_throttle_mistakes_are_named_exactly(environ: dict[str, str], message: str) -> None:
+    assert config_error(**environ).message == message
+
+
+def test_a_batch_variable_typo_is_reported_with_the_closest_name() -> None:
+    assert load(BATCH_MAX_REPLICA_LAGS="1GB").unknown_settings == (
+        ("BATCH_MAX_REPLICA_LAGS", "BATCH_MAX_REPLICA_LAG"),
+    )
+
+
 def test_the_timeout_and_shadow_url_flags_are_named_in_their_errors() -> None:
     assert config_error("wait", "--timeout", "later", MIGRATIONS_WAIT_TIMEOUT="5").message == (
         "--timeout must be a duration like 30, 30s, 500ms or 2min, got 'later'"
@@ -1491,6 +1580,9 @@ def test_help_names_the_program_its_commands_and_what_each_flag_does(
     assert epilog[0] == "  DB_HOST DB_PORT DB_NAME DB_USER   connection (or DATABASE_URL / --url)"
     assert "  LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)" in epilog
     assert "  CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete" in epilog
+    assert (
+        "  BATCH_PAUSE_ON_AUTOVACUUM (true)  when a batched data migration pauses between batches"
+    ) in epilog
     assert (
         "  CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, "
         "the cleanup role"

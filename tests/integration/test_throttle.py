@@ -1,0 +1,381 @@
+"""The throttle of batched data migrations against real servers: a streaming standby whose
+replay is paused, a session waiting on a row the batch's transaction holds, an autovacuum
+worker on the table, and roles that may not see those.
+
+The servers are this module's own: a primary with a 1 s autovacuum naptime (so a worker comes
+within seconds) whose standby reports its replay position every second.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import structlog
+
+from migrator.apply.throttle import WAITERS_SQL, Throttle, ThrottleSettings
+from migrator.cli.signals import install_signal_handlers
+from migrator.errors import Interrupted
+from migrator.logs import configure_logging
+from tests.conftest import Database, PgServer, create_database, drop_database, remember_secret
+
+FAST = 0.1  # the check interval of these tests, seconds
+SERVER_SETTINGS = {
+    "autovacuum_naptime": "1s",
+    "wal_receiver_status_interval": "1s",  # the standby's replay position reaches the primary
+    "log_autovacuum_min_duration": "0",
+}
+UNPRIVILEGED = "throttle_owner"
+UNPRIVILEGED_PASSWORD = "owner-Throttle-8c1d-b27e"
+
+
+@pytest.fixture(scope="module")
+def primary() -> Iterator[PgServer]:
+    server = PgServer.create(settings=SERVER_SETTINGS)
+    remember_secret(server.password)
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="module")
+def standby(primary: PgServer) -> Iterator[PgServer]:
+    server = PgServer.standby_of(primary)
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def database(primary: PgServer) -> Iterator[Database]:
+    created = create_database(primary)
+    yield created
+    drop_database(created)
+
+
+@pytest.fixture
+def events() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The runner's JSON log, as parsed events (configure_logging is process-wide)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+
+
+def named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [event for event in events if event["event"] == name]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            assert found, f"not within {timeout}s"
+            return found
+        time.sleep(0.05)
+
+
+class StillPaused(Exception):
+    pass
+
+
+def sleeps(count: int) -> Callable[[float], None]:
+    """A sleep that gives up (StillPaused) after ``count`` real ones: the throttle kept waiting."""
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        if len(slept) == count:
+            raise StillPaused
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    return sleep
+
+
+def later(delay: float, action: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def run(database: Database, sql: str) -> None:
+    """A statement that returns no rows (Database.query fetches them)."""
+    with database.connect() as conn:
+        conn.execute(sql)
+
+
+def replay_lag(database: Database) -> int:
+    lag = database.scalar(
+        "SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint "
+        "FROM pg_stat_replication"
+    )
+    return int(lag or 0)
+
+
+# --- replica replay lag -------------------------------------------------------------------------
+
+
+def test_paused_replay_pauses_until_resumed(
+    primary: PgServer, standby: PgServer, database: Database, events: Any
+) -> None:
+    settings = ThrottleSettings(check_interval=FAST, max_replica_lag=2**20)
+    throttle = Throttle(settings, "public.t")
+    eventually(lambda: replay_lag(database) < 2**20)  # the standby has caught up
+    with database.connect() as conn:
+        assert throttle.reason(conn) is None
+        with psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby:
+            on_standby.execute("SELECT pg_wal_replay_pause()")
+            try:
+                conn.execute("CREATE TABLE t AS SELECT generate_series(1, 100000) AS id")
+                eventually(lambda: replay_lag(database) > 2**20)
+                reason = throttle.reason(conn)
+                assert reason is not None
+                assert reason.startswith("replica 'standby' has ")
+                assert reason.endswith(" MB of WAL not replayed (at most 1.0 MB)")
+                later(1.0, lambda: on_standby.execute("SELECT pg_wal_replay_resume()"))
+                paused = throttle.wait_until_healthy(conn, "005_backfill")
+            finally:
+                on_standby.execute("SELECT pg_wal_replay_resume()")
+        assert throttle.reason(conn) is None
+    assert paused >= 1.0
+    [pause] = named(events(), "batch_paused")
+    assert (pause["version"], pause["table"], pause["signal"]) == (
+        "005_backfill",
+        "public.t",
+        "replica_lag",
+    )
+    assert pause["replica_lag_bytes"] > 2**20
+    assert (pause["max_replica_lag"], pause["standby"]) == (2**20, "standby")
+    assert pause["reason"].startswith("replica 'standby' has ")
+    [resume] = named(events(), "batch_resumed")
+    assert resume["paused_seconds"] == pytest.approx(paused, abs=0.01)
+    assert named(events(), "replica_lag_unknown") == []
+
+
+def test_replica_lag_off_and_under_the_limit_do_not_pause(
+    standby: PgServer, database: Database
+) -> None:
+    with (
+        database.connect() as conn,
+        psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby,
+    ):
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            conn.execute("CREATE TABLE t AS SELECT generate_series(1, 100000) AS id")
+            eventually(lambda: replay_lag(database) > 2**20)
+            off = Throttle(ThrottleSettings(max_replica_lag=0), "public.t")
+            assert off.reason(conn) is None
+            roomy = Throttle(ThrottleSettings(max_replica_lag=2**30), "public.t")
+            assert roomy.reason(conn) is None
+            tight = Throttle(ThrottleSettings(max_replica_lag=2**20), "public.t")
+            assert tight.reason(conn) is not None
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+
+
+def test_a_role_that_cannot_see_the_positions_is_told_once_and_not_paused(
+    standby: PgServer, database: Database, events: Any
+) -> None:
+    # Without pg_read_all_stats every column but the pid reads NULL: the lag is unknown, not 0.
+    run(database, f"CREATE ROLE {UNPRIVILEGED} LOGIN PASSWORD '{UNPRIVILEGED_PASSWORD}'")
+    try:
+        with database.connect(user=UNPRIVILEGED, password=UNPRIVILEGED_PASSWORD) as conn:
+            throttle = Throttle(ThrottleSettings(max_replica_lag=1), "public.t")
+            assert throttle.reason(conn) is None
+            assert throttle.reason(conn) is None
+        [unknown] = named(events(), "replica_lag_unknown")
+        assert unknown["level"] == "warning"
+        assert unknown["reason"] == (
+            "1 walsender(s) in pg_stat_replication show no position to this role "
+            "(not a member of pg_read_all_stats)"
+        )
+        assert unknown["hint"].startswith("the run goes on without pausing for it; a member of ")
+        # With pg_monitor it sees them (and the standby is within 1 byte only when idle).
+        run(database, f"GRANT pg_monitor TO {UNPRIVILEGED}")
+        with database.connect(user=UNPRIVILEGED, password=UNPRIVILEGED_PASSWORD) as conn:
+            Throttle(ThrottleSettings(max_replica_lag=1), "public.t").reason(conn)
+        assert len(named(events(), "replica_lag_unknown")) == 1
+    finally:
+        run(database, f"DROP ROLE {UNPRIVILEGED}")
+
+
+# --- lock waiters -------------------------------------------------------------------------------
+
+
+def waiting_sessions(database: Database) -> int:
+    return int(database.scalar("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted"))
+
+
+def test_waiters_sql_counts_the_sessions_waiting_on_the_batch(database: Database) -> None:
+    run(database, "CREATE TABLE t (id int PRIMARY KEY, v int)")
+    run(database, "INSERT INTO t SELECT i, 0 FROM generate_series(1, 10) i")
+    with database.connect() as batch, database.connect() as other:
+        batch.execute("BEGIN")
+        batch.execute("UPDATE t SET v = 1 WHERE id BETWEEN 1 AND 5")
+        assert batch.execute(WAITERS_SQL).fetchone() == (0,)
+        # Another transaction's lock that a third session waits on is not the batch's.
+        other.execute("BEGIN")
+        other.execute("UPDATE t SET v = 2 WHERE id = 9")
+        blocked = [
+            threading.Thread(target=run, args=(database, sql), daemon=True)
+            for sql in (
+                "UPDATE t SET v = 3 WHERE id = 2",
+                "UPDATE t SET v = 4 WHERE id = 3",
+                "UPDATE t SET v = 5 WHERE id = 9",
+            )
+        ]
+        for thread in blocked:
+            thread.start()
+        eventually(lambda: waiting_sessions(database) == 3)
+        assert batch.execute(WAITERS_SQL).fetchone() == (2,)
+        batch.execute("COMMIT")
+        other.execute("COMMIT")
+        for thread in blocked:
+            thread.join(10)
+
+
+def test_lock_waiters_pause_one_interval(database: Database, events: Any) -> None:
+    settings = ThrottleSettings(check_interval=FAST, max_lock_waiters=1)
+    throttle = Throttle(settings, "public.t")
+    with database.connect() as conn:
+        throttle.after_batch(1)
+        assert throttle.reason(conn) is None
+        throttle.after_batch(2)
+        assert throttle.reason(conn) == "2 session(s) waited on the last batch's locks (at most 1)"
+        started = time.monotonic()
+        paused = throttle.wait_until_healthy(conn, "005_backfill")
+        assert FAST <= paused <= time.monotonic() - started
+        assert throttle.reason(conn) is None  # until the next batch counts again
+    [pause] = named(events(), "batch_paused")
+    assert (pause["signal"], pause["lock_waiters"], pause["max_lock_waiters"]) == (
+        "lock_waiters",
+        2,
+        1,
+    )
+    assert named(events(), "batch_resumed")[0]["paused_seconds"] >= FAST
+
+
+def test_sigterm_during_a_pause_stops_it(database: Database, events: Any) -> None:
+    # The entrypoint's handler raises Interrupted in the main thread, inside the sleep.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    install_signal_handlers()
+    try:
+        throttle = Throttle(ThrottleSettings(check_interval=30), "public.t")
+        throttle.after_batch(1)
+        with database.connect() as conn:
+            later(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+            started = time.monotonic()
+            with pytest.raises(Interrupted) as caught:
+                throttle.wait_until_healthy(conn, "005_backfill")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert caught.value.exit_code == 143
+    assert time.monotonic() - started < 5
+    assert len(named(events(), "batch_paused")) == 1
+    assert named(events(), "batch_resumed") == []
+
+
+# --- autovacuum ---------------------------------------------------------------------------------
+
+# Every page the worker reads costs more than its limit: it sleeps 0.1 s or more per page, and
+# the table has a few hundred pages, so it works for a minute unless cancelled.
+SLOW_AUTOVACUUM = (
+    "autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, "
+    "autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1"
+)
+AUTOVACUUM_ON = (
+    "SELECT v.relid::regclass::text FROM pg_stat_progress_vacuum v "
+    "JOIN pg_stat_activity a USING (pid) WHERE a.backend_type = 'autovacuum worker'"
+)
+
+
+def busy_autovacuum(database: Database, table: str, rows: int = 60000) -> None:
+    """Make autovacuum work on ``table`` slowly; returns once a worker is on it."""
+    run(database, f"CREATE TABLE {table} (id int PRIMARY KEY, v int) WITH ({SLOW_AUTOVACUUM})")
+    run(database, f"INSERT INTO {table} SELECT i, 0 FROM generate_series(1, {rows}) i")
+    run(database, f"DELETE FROM {table} WHERE id % 2 = 0")
+    eventually(lambda: (table,) in database.query(AUTOVACUUM_ON), timeout=60)
+
+
+def stop_autovacuum(database: Database, table: str) -> None:
+    # The worker gives way to a conflicting lock request (not an anti-wraparound one).
+    run(database, f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+
+
+def test_autovacuum_on_the_table_pauses_until_it_ends(database: Database, events: Any) -> None:
+    run(database, "CREATE TABLE other (id int)")
+    busy_autovacuum(database, "t")
+    with database.connect() as conn:
+        reason = Throttle(ThrottleSettings(), "public.t").reason(conn)
+        assert reason is not None
+        assert reason.startswith("autovacuum is working on t (")
+        assert Throttle(ThrottleSettings(pause_on_autovacuum=False), "t").reason(conn) is None
+        assert Throttle(ThrottleSettings(), "public.other").reason(conn) is None
+        throttle = Throttle(ThrottleSettings(check_interval=FAST), "public.t")
+        later(1.0, lambda: stop_autovacuum(database, "t"))
+        paused = throttle.wait_until_healthy(conn, "005_backfill")
+    assert paused >= 1.0
+    [pause] = named(events(), "batch_paused")
+    assert (pause["signal"], pause["relation"], pause["wraparound"]) == ("autovacuum", "t", False)
+    assert pause["phase"]
+    assert named(events(), "batch_resumed")[0]["paused_seconds"] >= 1.0
+
+
+def test_an_anti_wraparound_autovacuum_pauses_too(database: Database, events: Any) -> None:
+    # Autovacuum is off for the table, but its oldest XID is older than its freeze_max_age (the
+    # lowest allowed): the worker comes anyway, to prevent wraparound, and cannot be cancelled
+    # by a lock request. 100,000 XIDs: one per subtransaction that writes.
+    run(database, f"CREATE TABLE t (id int PRIMARY KEY, v int) WITH ({SLOW_AUTOVACUUM}, "
+        "autovacuum_enabled = false, autovacuum_freeze_max_age = 100000)")  # fmt: skip
+    run(database, "INSERT INTO t SELECT i, 0 FROM generate_series(1, 60000) i")
+    run(database, "CREATE TABLE xids (id int)")
+    run(database, "DO $$ BEGIN FOR i IN 1..100001 LOOP BEGIN INSERT INTO xids VALUES (i); "
+        "EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$")  # fmt: skip
+    eventually(lambda: ("t",) in database.query(AUTOVACUUM_ON), timeout=60)
+    throttle = Throttle(ThrottleSettings(check_interval=FAST), "public.t", sleep=sleeps(5))
+    with database.connect() as conn:
+        reason = throttle.reason(conn)
+        assert reason is not None
+        assert reason.startswith("an anti-wraparound autovacuum is working on t (")
+        with pytest.raises(StillPaused):
+            throttle.wait_until_healthy(conn, "005_backfill")
+    [pause] = named(events(), "batch_paused")
+    assert (pause["signal"], pause["wraparound"]) == ("autovacuum", True)
+
+
+def test_autovacuum_unseen_by_a_role_without_pg_read_all_stats(
+    database: Database, events: Any
+) -> None:
+    run(database, f"CREATE ROLE {UNPRIVILEGED} LOGIN PASSWORD '{UNPRIVILEGED_PASSWORD}'")
+    try:
+        busy_autovacuum(database, "t")
+        with database.connect(user=UNPRIVILEGED, password=UNPRIVILEGED_PASSWORD) as conn:
+            throttle = Throttle(ThrottleSettings(max_replica_lag=0), "public.t")
+            assert throttle.reason(conn) is None
+            assert throttle.reason(conn) is None
+        [unknown] = named(events(), "autovacuum_unknown")
+        assert unknown["reason"] == (
+            "1 vacuum(s) in pg_stat_progress_vacuum show no table to this role "
+            "(not a member of pg_read_all_stats)"
+        )
+    finally:
+        stop_autovacuum(database, "t")
+        run(database, f"DROP OWNED BY {UNPRIVILEGED}; DROP ROLE {UNPRIVILEGED}")
