@@ -311,6 +311,7 @@ class Bench:
             "MIGRATIONS_DIR": str(folder),
         }
         env["BATCH_CHECK_INTERVAL"] = str(self.args.check_interval)
+        env.update(setting.split("=", 1) for setting in self.args.runner_setting)
         if pause:
             env["BATCH_MAX_REPLICA_LAG"] = str(self.args.pause_lag)
         events: list[tuple[float, dict[str, Any]]] = []
@@ -437,21 +438,11 @@ def copy_table(bench: Bench, dbname: str) -> None:
     wait_replica(admin)
 
 
-def measure(bench: Bench, method: str) -> dict[str, Any]:
+def run_method(
+    bench: Bench, method: str, dbname: str, sampler: Sampler
+) -> tuple[float, float, dict[str, Any]]:
+    """The method itself, after the warm-up: its start, its end and what it reports."""
     args = bench.args
-    dbname = f"bench_{method}"
-    copy_table(bench, dbname)
-    primary = bench.conninfo(dbname)
-    sampler = Sampler(
-        primary, args.sample_interval, checkpoint_rows if method in ("runner", "pause") else None
-    )
-    if method == "fixed":
-        bench.fixed_done = 0
-        sampler.rows_done = lambda conn: bench.fixed_done
-    load = Load(primary, args.rows, args.clients, args.rate, args.write_share)
-    progress(f"{method}: load starting")
-    load.start()
-    sampler.start()
     time.sleep(args.warmup)
     begin = time.monotonic()
     detail: dict[str, Any] = {}
@@ -467,10 +458,34 @@ def measure(bench: Bench, method: str) -> dict[str, Any]:
     if method == "plain":
         # One transaction: no row is done (visible) before its commit.
         sampler.done += [(begin, 0), (end - 1e-3, 0), (end, args.rows)]
-    progress(f"{method}: migration took {end - begin:.1f} s; tail")
-    time.sleep(args.tail)
-    samples = load.stop()
-    sampler.stop()
+    if method in ("runner", "pause") and detail.get("rows_reported") is not None:
+        # The checkpoint row goes with the last batch's commit: its figure ends the curve.
+        sampler.done.append((end, int(detail["rows_reported"])))
+    return begin, end, detail
+
+
+def measure(bench: Bench, method: str) -> dict[str, Any]:
+    args = bench.args
+    dbname = f"bench_{method}"
+    copy_table(bench, dbname)
+    primary = bench.conninfo(dbname)
+    sampler = Sampler(
+        primary, args.sample_interval, checkpoint_rows if method in ("runner", "pause") else None
+    )
+    if method == "fixed":
+        bench.fixed_done = 0
+        sampler.rows_done = lambda conn: bench.fixed_done
+    load = Load(primary, args.rows, args.clients, args.rate, args.write_share)
+    progress(f"{method}: load starting")
+    load.start()
+    sampler.start()
+    try:
+        begin, end, detail = run_method(bench, method, dbname, sampler)
+        progress(f"{method}: migration took {end - begin:.1f} s; tail")
+        time.sleep(args.tail)
+    finally:  # a failed method still ends its clients before the servers go
+        samples = load.stop()
+        sampler.stop()
     waits = lock_waits(bench.primary.server_log(), dbname)
     with psycopg.connect(**primary, autocommit=True) as conn:
         counts = conn.execute(
@@ -960,11 +975,21 @@ def main(argv: list[str] | None = None) -> int:
         default=60,
         help="replay is resumed after this long whatever happened, s",
     )
+    parser.add_argument(
+        "--runner-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the runner (e.g. BATCH_TARGET_DURATION=0.05), repeatable",
+    )
     parser.add_argument("--sample-interval", type=float, default=0.2, help="lag sampling, s")
     parser.add_argument("--markdown", help="write the results page here")
     parser.add_argument("--plot", help="write the PNG here (matplotlib: the bench extra)")
     args = parser.parse_args(argv)
     args.methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+    for setting in args.runner_setting:
+        if "=" not in setting:
+            parser.error(f"--runner-setting wants NAME=VALUE, got {setting!r}")
     unknown = args.methods - set(ALL_METHODS)
     if unknown:
         parser.error(f"unknown method(s): {', '.join(sorted(unknown))}")
