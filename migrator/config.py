@@ -115,9 +115,9 @@ ERR_NOT_A_PORT = "{name} must be a port number from 1 to 65535, got {value!r}"
 ERR_NOT_A_DURATION = "{name} must be a duration like 30, 30s, 500ms or 2min, got {value!r}"
 ERR_NOT_POSITIVE = "{name} must be above 0, got {value:g}s"
 ERR_NOT_A_COUNT = "{name} must be a whole number >= 0, got {value!r}"
+ERR_NOT_A_SIZE = "{name} must be a size like 64MB, 512kB or 1GB (off: no limit), got {value!r}"
 ERR_NOT_ROWS = "{name} must be a whole number of rows, 1 or more, got {value}"
 ERR_SIZE_ABOVE_MAX = "BATCH_SIZE ({size}) must not be above BATCH_MAX_SIZE ({max_size})"
-ERR_NOT_A_SIZE = "{name} must be a size like 64MB, 512kB or 1GB (off: no limit), got {value!r}"
 ERR_NOT_A_BOOLEAN = "{name} must be true or false, got {value!r}"
 ERR_NOT_ONE_OF = "{name} must be one of {choices}, got {value!r}"
 ERR_PASSWORD_FILE = "{name} points to {path}, which {problem}"
@@ -180,13 +180,13 @@ KNOWN_VARIABLES = frozenset(
         "LINT_BEFORE_APPLY", "ANALYZE_AFTER_MIGRATE", "LOG_FORMAT", "LOG_LEVEL",
         "TERMINATION_LOG", "MIGRATOR_REVISION", "MIGRATE_PHASE",
         "CLEANUP_TIME_BUDGET", "CLEANUP_DB_PASSWORD", "CLEANUP_DB_PASSWORD_FILE",
-        "BATCH_TARGET_DURATION", "BATCH_SIZE", "BATCH_MAX_SIZE",
         "BATCH_CHECK_INTERVAL", "BATCH_MAX_REPLICA_LAG", "BATCH_MAX_LOCK_WAITERS",
-        "BATCH_PAUSE_ON_AUTOVACUUM",
+        "BATCH_PAUSE_ON_AUTOVACUUM", "BATCH_TARGET_DURATION", "BATCH_SIZE", "BATCH_MAX_SIZE",
     }
 )  # fmt: skip
 RUNNER_PREFIXES = (
-    "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_", "BATCH_",
+    "DB_", "APP_DB_", "MIGRATION", "DDL_", "LINT_", "LOG_", "ROLE_PASSWORD", "CLEANUP_",
+    "BATCH_",
 )  # fmt: skip
 UNKNOWN_SIMILARITY = 0.6  # difflib's ratio from which a known name counts as meant
 
@@ -612,15 +612,13 @@ def _batch_settings(reader: _Settings) -> BatchSettings:
     target = reader.duration("BATCH_TARGET_DURATION", DEFAULT_BATCH_TARGET_DURATION)
     if target <= 0:  # a batch cannot aim at no time at all
         raise ConfigError(ERR_NOT_POSITIVE.format(name="BATCH_TARGET_DURATION", value=target))
-    sizes = {}
-    for name, default in (
-        ("BATCH_SIZE", DEFAULT_BATCH_SIZE),
-        ("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE),
-    ):
-        sizes[name] = reader.count(name, default)
-        if sizes[name] < 1:
-            raise ConfigError(ERR_NOT_ROWS.format(name=name, value=sizes[name]))
-    size, max_size = sizes["BATCH_SIZE"], sizes["BATCH_MAX_SIZE"]
+    max_size = reader.count("BATCH_MAX_SIZE", DEFAULT_BATCH_MAX_SIZE)
+    if max_size < 1:
+        raise ConfigError(ERR_NOT_ROWS.format(name="BATCH_MAX_SIZE", value=max_size))
+    # Unset, the first size stays within a lower maximum; set above it, it is a mistake.
+    size = reader.count("BATCH_SIZE", min(DEFAULT_BATCH_SIZE, max_size))
+    if size < 1:
+        raise ConfigError(ERR_NOT_ROWS.format(name="BATCH_SIZE", value=size))
     if size > max_size:
         raise ConfigError(ERR_SIZE_ABOVE_MAX.format(size=size, max_size=max_size))
     return BatchSettings(target_duration=target, size=size, max_size=max_size)

@@ -39,6 +39,7 @@ from migrator.apply.session import SessionStatements
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
+from migrator.database.connect import session_lost
 from migrator.database.lock import LockGuard
 from migrator.errors import MigrationFailedError
 from migrator.files.batch import BatchSpec
@@ -337,8 +338,8 @@ class BatchRun:
                 text = statement.text.encode(self.conn.info.encoding)
                 cursor.execute(text, (lower, upper), prepare=False)
             except psycopg.Error as error:
-                if not error.sqlstate:  # the connection itself failed
-                    raise
+                if not error.sqlstate or session_lost(error, self.conn):  # e.g. 57P01
+                    raise  # the applier says what stays: the batches before, the checkpoint
                 if error.sqlstate == LOCK_NOT_AVAILABLE:
                     raise LockTimedOut() from None
                 failure = StatementFailed(error, 0, migration=self.migration)
@@ -351,6 +352,8 @@ class BatchRun:
         try:
             return run_script(self.conn, "".join(f"{text};\n" for text in statements))
         except StatementFailed as failure:
+            if session_lost(failure.error, self.conn):
+                raise failure.error from None
             if failure.error.sqlstate == LOCK_NOT_AVAILABLE:
                 raise LockTimedOut() from None
             guard = self.applier.guard

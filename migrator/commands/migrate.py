@@ -228,7 +228,8 @@ def dry_run(config: Config, files: MigrationSet) -> str:
         )
         if not exists:
             return plan_summary(
-                make_plan(files, {}, config.allow_out_of_order, phase=config.run_phase)
+                make_plan(files, {}, config.allow_out_of_order, phase=config.run_phase),
+                config.batch.size,
             )
     owner_first = not config.bootstrap_enabled
     with wait_for_connection(
@@ -241,7 +242,7 @@ def dry_run(config: Config, files: MigrationSet) -> str:
             config.tolerate_future,
             config.run_phase,
         )
-    summary = plan_summary(plan)
+    summary = plan_summary(plan, config.batch.size)
     if plan.pending and (config.admin_user or config.shadow_url):
         # Only where a scratch database can be had; the findings are reported, not enforced.
         # lazy: not on the no-op start
@@ -251,7 +252,15 @@ def dry_run(config: Config, files: MigrationSet) -> str:
     return summary
 
 
-def plan_summary(plan: Plan) -> str:
+def batch_plan(migration: Migration, default_size: int) -> dict[str, Any]:
+    """What the dry run says of a batch file: the table and key it walks, its first size."""
+    spec = migration.batch
+    if spec is None:
+        return {}
+    return {"batch": {"table": spec.table, "key": spec.key, "size": spec.size or default_size}}
+
+
+def plan_summary(plan: Plan, config_batch_size: int) -> str:
     warn_future(plan.future)
     for migration in plan.pending:
         migration.refuse_unsupported()
@@ -265,6 +274,7 @@ def plan_summary(plan: Plan) -> str:
             mode_reason=decision.reason,
             statements=len(migration.statements),
             phase=migration.phase,
+            **batch_plan(migration, config_batch_size),
         )
     summary = f"dry run: {len(plan.pending)} pending, {len(plan.applied)} applied, nothing changed"
     summary += deferred_note(plan)

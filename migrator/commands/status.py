@@ -14,6 +14,7 @@ from migrator.config import Config
 from migrator.database.connect import wait_for_connection
 from migrator.files.folder import MigrationSet
 from migrator.history import table as history
+from migrator.history.checkpoint import read_checkpoints
 from migrator.history.status import (
     future_rows,
     problems,
@@ -28,7 +29,17 @@ log = get_logger("flow")
 
 def run(config: Config, files: MigrationSet) -> str:
     with wait_for_connection(config.connect_kwargs(), config.wait_timeout) as conn:
-        rows = status_rows(files, history.read_own_history(conn, config.history_table))
+        recorded = history.read_own_history(conn, config.history_table)
+        # Only a folder with a batch file asks for the checkpoints of a backfill in progress.
+        backfills = (
+            {
+                version: found.as_status()
+                for version, found in read_checkpoints(conn, config.history_table).items()
+            }
+            if any(m.batch for m in files.all)
+            else {}
+        )
+        rows = status_rows(files, recorded, backfills)
     pending = [row["version"] for row in rows if row["state"] == "pending"]
     summary = f"{len(rows) - len(pending)} applied or recorded, {len(pending)} pending"
     up_to_date = not problems(rows, config.tolerate_future, config.run_phase)

@@ -41,9 +41,12 @@ FUTURE = "future"  # applied by a newer release: numbered above every file of th
 
 
 def status_rows(
-    files: MigrationSet, history: Mapping[str, AppliedMigration]
+    files: MigrationSet,
+    history: Mapping[str, AppliedMigration],
+    backfills: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per file and per recorded version without a file, in version order."""
+    """One row per file and per recorded version without a file, in version order; a batch
+    file with a checkpoint (``backfills``, by version) shows where its walk stands."""
     rows: list[dict[str, Any]] = []
     for migration in files.all:
         row = history.get(migration.version)
@@ -66,6 +69,8 @@ def status_rows(
                 "phase": migration.phase,
             }
         )
+        if backfills and migration.version in backfills:
+            rows[-1]["backfill"] = dict(backfills[migration.version])
     known = files.by_version()
     future = set(future_versions(files, history))
     for version, row in sorted(history.items()):

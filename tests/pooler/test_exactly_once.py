@@ -88,3 +88,22 @@ def test_the_history_table_is_created_once_when_creators_race(route, database):
             conn.close()
     assert errors == []
     assert database.scalar("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+
+
+def test_a_backfill_through_the_pooler_does_every_row_once(
+    pooled, database, run_runner, migrations
+):
+    """Each batch is one transaction: nothing is kept on a server session between batches
+    (the bounds travel as parameters of an unnamed statement, the timeouts as SET LOCAL)."""
+    from tests.integration.test_batch import ROWS, TABLE, backfill, counts
+
+    migrations.add(
+        {"001_items.sql": TABLE, "002_backfill.sql": backfill("table=items key=id size=50")}
+    )
+    env = pooled.env(database, MIGRATIONS_DIR=str(migrations.path), BATCH_MAX_SIZE="200")
+    result = run_runner(env=env)
+    assert result.returncode == 0, result
+    assert counts(database) == {1: ROWS}
+    assert len(result.events_named("batch_committed")) >= ROWS // 200
+    assert database.scalar("SELECT count(*) FROM schema_migrations_batch") == 0
+    assert database.scalar(LEFTOVER_LOCKS) == 0

@@ -1758,3 +1758,33 @@ def test_migrations_table_schema_of_63_bytes_is_kept_and_of_64_refused() -> None
     error = config_error(MIGRATIONS_TABLE="s" * 64 + ".h")
     assert error.message.startswith("MIGRATIONS_TABLE's schema is 64 bytes long"), error
     assert f"first 63 bytes of a name, so it would silently mean {'s' * 63!r}" in error.message
+
+
+def test_batch_settings_from_their_defaults_and_variables() -> None:
+    batch = load().batch
+    assert (batch.target_duration, batch.size, batch.max_size) == (0.15, 1000, 50000)
+    batch = load(BATCH_TARGET_DURATION="300ms", BATCH_SIZE="20", BATCH_MAX_SIZE="400").batch
+    assert (batch.target_duration, batch.size, batch.max_size) == (0.3, 20, 400)
+    # Unset, the first size stays within a lower maximum.
+    assert load(BATCH_MAX_SIZE="200").batch.size == 200
+    assert load(BATCH_SIZE="50000").batch.size == 50000
+    assert load(BATCH_SZE="5").unknown_settings == (("BATCH_SZE", "BATCH_SIZE"),)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"BATCH_TARGET_DURATION": "0"}, "BATCH_TARGET_DURATION must be above 0, got 0s"),
+        ({"BATCH_TARGET_DURATION": "fast"}, "BATCH_TARGET_DURATION must be a duration like"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE must be a whole number of rows, 1 or more, got 0"),
+        ({"BATCH_MAX_SIZE": "0"}, "BATCH_MAX_SIZE must be a whole number of rows, 1 or more"),
+        ({"BATCH_SIZE": "-1"}, "BATCH_SIZE must be a whole number >= 0, got '-1'"),
+        (
+            {"BATCH_SIZE": "600", "BATCH_MAX_SIZE": "500"},
+            "BATCH_SIZE (600) must not be above BATCH_MAX_SIZE (500)",
+        ),
+        ({"BATCH_SIZE": "50001"}, "BATCH_SIZE (50001) must not be above BATCH_MAX_SIZE (50000)"),
+    ],
+)
+def test_batch_settings_refused(environ: dict[str, str], message: str) -> None:
+    assert message in config_error(**environ).message

@@ -335,3 +335,15 @@ def test_the_document_judges_the_phase_it_names(folder: Path) -> None:
     every = status_document(rows, "db", True, {})
     assert (every["phase"], every["up_to_date"]) == ("all", False)
     assert every["problems"] == [{"version": "002_contract", "state": "pending"}]
+
+
+def test_a_file_with_a_checkpoint_shows_its_backfill(folder: Path) -> None:
+    found = files(folder, **{"001_a": "SELECT 1;", "002_backfill": "SELECT 2;"})
+    backfill = {"checkpoint": "1500", "rows_done": 1500, "batches": 3, "updated_at": "t"}
+    rows = status_rows(found, {}, {"002_backfill": backfill, "009_gone": {"checkpoint": "1"}})
+    by_version = {r["version"]: r for r in rows}
+    assert by_version["002_backfill"]["backfill"] == backfill
+    assert by_version["002_backfill"]["state"] == "pending"
+    assert "backfill" not in by_version["001_a"]
+    assert [r["version"] for r in rows] == ["001_a", "002_backfill"]
+    assert "backfill" not in status_rows(found, {})[1]
