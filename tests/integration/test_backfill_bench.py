@@ -47,9 +47,12 @@ def test_backfill_bench_tiny_run_is_well_formed_and_the_runner_does_each_row_onc
     assert list(results) == list(METHODS)
     for method, line in results.items():
         assert FIGURES <= set(line), method
-        assert line["rows"] == ROWS and line["queries"] > 0, line
+        assert line["rows"] == ROWS, line
         if method != "baseline":
             assert (line["rows_done_once"], line["rows_not_once"]) == (ROWS, 0), line
+    # A tiny UPDATE may block both clients for its whole (short) time: only the baseline
+    # surely saw queries.
+    assert results["baseline"]["queries"] > 0 and results["baseline"]["p99_ms"] > 0
     runner = results["runner"]
     assert runner["exit_code"] == 0 and runner["rows_reported"] == ROWS, runner
     assert runner["batches"] >= 1
