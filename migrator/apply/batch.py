@@ -8,6 +8,7 @@ One batch, on the applier's session (its timeouts; behind a pooler, one transact
       FROM (SELECT id AS k FROM public.tokens WHERE id > '5000' ORDER BY id LIMIT 1000) s;
     UPDATE tokens SET ... WHERE id BETWEEN $1 AND $2;     -- ('5001', '6000'), not prepared
     INSERT INTO public.schema_migrations_batch ... checkpoint = '6000' ...;
+    SELECT count(*) ... pg_blocking_pids ...;                -- WAITERS_SQL (the throttle)
     SELECT 1 / count(*) FROM pg_catalog.pg_locks WHERE ...;   -- the lock guard
     COMMIT;
 
@@ -36,6 +37,7 @@ from psycopg import pq, sql
 from migrator.apply.location import migration_failed
 from migrator.apply.retry import LOCK_NOT_AVAILABLE, LOCK_RETRY_WAIT
 from migrator.apply.session import SessionStatements
+from migrator.apply.throttle import WAITERS_SQL, Throttle
 from migrator.apply.transport import StatementFailed, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
@@ -137,6 +139,7 @@ class BatchRun:
     batches: int = 0
     size: int = 0
     estimated: int = 0  # the table's rows, as the planner estimates them
+    throttle: Throttle = field(init=False)
     measured: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3))
     # This run's own figures, for the rate and the events.
     walked: int = 0
@@ -152,8 +155,9 @@ class BatchRun:
         self._start()
         started = last_report = self.clock()
         while True:
-            # THROTTLE: helper B's Throttle.wait_until_healthy(conn, version) goes here (it
-            # returns the seconds paused, added to self.paused), before each batch.
+            # Between batches nothing is open: wait while a replica lags, sessions waited on the
+            # last batch's locks, or autovacuum works on the table.
+            self.paused += self.throttle.wait_until_healthy(self.conn, self.migration.version)
             batch = self._with_retries()
             if batch is not None:
                 self._done(batch)
@@ -179,6 +183,7 @@ class BatchRun:
         found = checkpoints.read_checkpoint(self.conn, history_table, self.migration.version)
         checkpoints.refuse_changed(self.migration, found, history_table)
         self.relation = refuse_unindexed_key(self.conn, self.spec, self.migration.path)
+        self.throttle = Throttle(self.applier.config.throttle, self.relation, self.sleep)
         if found is not None:
             self.checkpoint, self.rows_done, self.batches = (
                 found.checkpoint,
@@ -302,7 +307,12 @@ class BatchRun:
         rows = checkpoints.upsert(
             self.conn, self.applier.config.history_table, self.migration, upper_text, walked
         )
-        self._commit((rows, *(self._recording() if last else ())), "moving the checkpoint")
+        # The sessions waiting on this batch's locks, counted while it still holds them.
+        results = self._commit(
+            (WAITERS_SQL, rows, *(self._recording() if last else ())), "moving the checkpoint"
+        )
+        waiters = results[0].get_value(0, 0)
+        self.throttle.after_batch(int(waiters) if waiters is not None else 0)
         return Batch(lower_text, upper_text, walked, changed, seconds, last)
 
     def _bounds(self) -> str:
@@ -365,9 +375,9 @@ class BatchRun:
             )
             raise self._kept(MigrationFailedError(message, file=str(self.migration.path))) from None
 
-    def _commit(self, statements: tuple[str, ...], what: str) -> None:
+    def _commit(self, statements: tuple[str, ...], what: str) -> list[pq.abc.PGresult]:
         guard = self.applier.guard
-        self._send((*statements, *((guard.sql,) if guard else ()), "COMMIT"), what)
+        return self._send((*statements, *((guard.sql,) if guard else ()), "COMMIT"), what)
 
     def _kept(self, error: MigrationFailedError) -> MigrationFailedError:
         """``error``, saying that the batches before stay and where the next run resumes."""

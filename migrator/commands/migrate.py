@@ -48,6 +48,9 @@ ERR_NOT_IN_ONE_TRANSACTION = (
 )
 
 
+BATCHED_REASON = "a batched data migration commits each batch with its checkpoint"
+
+
 def migrate(config: Config, files: MigrationSet) -> str:
     """Bootstrap when asked, then apply what is pending under the migration lock."""
     owner: psycopg.Connection[Any] | None = None
@@ -184,6 +187,10 @@ def refuse_outside_transaction(pending: Sequence[Migration]) -> None:
     from migrator.files.sql import TransactionMode
 
     for migration in pending:
+        if migration.batch is not None:  # each batch commits on its own
+            raise ConfigError(
+                ERR_NOT_IN_ONE_TRANSACTION.format(file=migration.path, reason=BATCHED_REASON)
+            )
         decision = migration.mode_decision
         if decision.mode is not TransactionMode.TRANSACTION:
             raise ConfigError(
