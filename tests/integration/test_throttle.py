@@ -8,6 +8,7 @@ within seconds) whose standby reports its replay position every second.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,7 +28,16 @@ from migrator.apply.throttle import WAITERS_SQL, Throttle, ThrottleSettings
 from migrator.cli.signals import install_signal_handlers
 from migrator.errors import Interrupted
 from migrator.logs import configure_logging
-from tests.conftest import Database, PgServer, create_database, drop_database, remember_secret
+from tests.conftest import (
+    Database,
+    MigrationsFolder,
+    PgServer,
+    create_database,
+    drop_database,
+    launch,
+    remember_secret,
+)
+from tests.faults.conftest import Watched
 
 FAST = 0.1  # the check interval of these tests, seconds
 SERVER_SETTINGS = {
@@ -379,3 +390,123 @@ def test_autovacuum_unseen_by_a_role_without_pg_read_all_stats(
     finally:
         stop_autovacuum(database, "t")
         run(database, f"DROP OWNED BY {UNPRIVILEGED}; DROP ROLE {UNPRIVILEGED}")
+
+
+# --- through the entrypoint: a backfill that pauses ---------------------------------------------
+
+ROWS = 3000
+# A row of about 1 kB: the table's creation writes a few MB of WAL.
+ITEMS = (
+    "CREATE TABLE items (id bigint PRIMARY KEY, done int NOT NULL DEFAULT 0, note text, "
+    "pad text NOT NULL DEFAULT repeat('x', 1000));\n"
+    f"INSERT INTO items (id) SELECT g FROM generate_series(1, {ROWS}) g;\n"
+)
+BACKFILL = (
+    "-- Description: count each item once\n-- migrate:phase post\n"
+    "-- migrate:batch table=public.items key=id size=500\n"
+    "UPDATE items SET done = done + 1 WHERE id BETWEEN $1 AND $2;\n"
+)
+# The first batch (item 1's, and more rows than the application's one) holds its rows for
+# 0.5 s after changing them: long enough for the application's update of item 1 to queue
+# behind it.
+SLOW_FIRST_BATCH = (
+    "CREATE FUNCTION linger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF (SELECT count(*) > 1 AND bool_or(id = 1) FROM changed) THEN PERFORM pg_sleep(0.5); "
+    "END IF; RETURN NULL; END $$;\n"
+    "CREATE TRIGGER linger AFTER UPDATE ON items REFERENCING NEW TABLE AS changed "
+    "FOR EACH STATEMENT EXECUTE FUNCTION linger();\n"
+)
+
+
+def counts(database: Database) -> dict[int, int]:
+    """How many items were done how many times."""
+    return dict(database.query("SELECT done, count(*) FROM items GROUP BY done ORDER BY done"))
+
+
+def backfill_env(database: Database, migrations: MigrationsFolder, **extra: str) -> dict[str, str]:
+    return database.env(MIGRATIONS_DIR=str(migrations.path), BATCH_CHECK_INTERVAL="0.2s", **extra)
+
+
+def test_a_backfill_waits_for_a_paused_standby_then_finishes(
+    standby: PgServer, database: Database, migrations: MigrationsFolder, tmp_path: Path
+) -> None:
+    migrations.add({"001_items.sql": ITEMS, "002_backfill.sql": BACKFILL})
+    env = backfill_env(database, migrations, BATCH_MAX_REPLICA_LAG="1MB")
+    eventually(lambda: replay_lag(database) < 2**20)
+    with psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            watched = Watched(launch(env=env, workdir=tmp_path))
+            pause = watched.wait_for(lambda event: event["event"] == "batch_paused")
+            assert pause is not None, watched.finish()
+            # Paused before its first batch: the table's creation is not replayed yet.
+            assert database.scalar("SELECT count(*) FROM items WHERE done > 0") == 0
+            time.sleep(1.0)
+            assert database.scalar("SELECT count(*) FROM items WHERE done > 0") == 0
+            resumed_at = time.monotonic()
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+            result = watched.finish()
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+    assert result.returncode == 0, result
+    assert counts(database) == {1: ROWS}
+    assert (pause["signal"], pause["version"], pause["standby"]) == (
+        "replica_lag",
+        "002_backfill",
+        "standby",
+    )
+    assert pause["replica_lag_bytes"] > 2**20
+    # The backfill's own WAL may put the standby over 1MB again while it catches up: each
+    # pause is then a replica_lag one, resumed.
+    pauses, resumes = result.events_named("batch_paused"), result.events_named("batch_resumed")
+    assert {event["signal"] for event in pauses} == {"replica_lag"}
+    assert len(pauses) == len(resumes)
+    assert resumes[0]["paused_seconds"] >= 1.0
+    names = [event["event"] for event in result.events]
+    assert names.index("batch_paused") < names.index("batch_resumed")
+    assert names.index("batch_resumed") < names.index("batch_committed")
+    assert time.monotonic() - resumed_at < 30
+    [finished] = result.events_named("batch_finished")
+    paused = sum(event["paused_seconds"] for event in resumes)
+    assert finished["paused_seconds"] == pytest.approx(paused, abs=0.01)
+    assert [e["version"] for e in result.events_named("migration_applied")] == [
+        "001_items",
+        "002_backfill",
+    ]
+
+
+def test_a_backfill_pauses_after_a_batch_the_application_waited_on(
+    database: Database, migrations: MigrationsFolder, run_runner: Any
+) -> None:
+    migrations.add({"001_items.sql": ITEMS + SLOW_FIRST_BATCH, "002_backfill.sql": BACKFILL})
+    stop = threading.Event()
+
+    def application() -> None:
+        with database.connect() as conn:
+            while not stop.is_set():
+                with contextlib.suppress(psycopg.errors.UndefinedTable):
+                    conn.execute("UPDATE items SET note = 'seen' WHERE id = 1")
+                time.sleep(0.02)
+
+    app = threading.Thread(target=application, daemon=True)
+    app.start()
+    try:
+        result = run_runner(env=backfill_env(database, migrations))
+    finally:
+        stop.set()
+        app.join(10)
+    assert result.returncode == 0, result
+    assert counts(database) == {1: ROWS}
+    [pause] = result.events_named("batch_paused")
+    assert (pause["signal"], pause["lock_waiters"], pause["max_lock_waiters"]) == (
+        "lock_waiters",
+        1,
+        0,
+    )
+    assert pause["reason"] == "1 session(s) waited on the last batch's locks (at most 0)"
+    [resumed] = result.events_named("batch_resumed")
+    assert 0.2 <= resumed["paused_seconds"] < 2
+    # After the first batch, which the application's update of item 1 waited on.
+    names = [event["event"] for event in result.events]
+    assert names.index("batch_committed") < names.index("batch_paused")
+    assert result.events_named("batch_committed")[0]["lower"] == "1"
