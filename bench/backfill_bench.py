@@ -351,6 +351,13 @@ class Bench:
             "rows_reported": last_field(events, "batch_finished", "rows_done"),
             "progress_events": names.count("batch_progress"),
             "paused_events": names.count("batch_paused"),
+            "paused_seconds": last_field(events, "batch_finished", "paused_seconds"),
+            "pauses_by_signal": {
+                signal: sum(1 for _, e in events if e.get("signal") == signal)
+                for signal in sorted(
+                    {str(e.get("signal")) for _, e in events if e.get("event") == "batch_paused"}
+                )
+            },
             "resumed_events": names.count("batch_resumed"),
             "events": events,
             "replay": replay,
@@ -372,7 +379,13 @@ class Bench:
         replay["paused"] = time.monotonic()
         deadline = replay["paused"] + self.args.pause_timeout
         while process.poll() is None and time.monotonic() < deadline:
-            paused = [t for t, e in events if e.get("event") == "batch_paused"]
+            paused = [
+                t
+                for t, e in events
+                if e.get("event") == "batch_paused"
+                and e.get("signal") == "replica_lag"
+                and t >= replay["paused"]
+            ]
             if paused and time.monotonic() >= paused[0] + self.args.hold:
                 break
             time.sleep(0.05)
@@ -549,7 +562,7 @@ def measure(bench: Bench, method: str) -> dict[str, Any]:
         "corrected": [(s[0] - begin, s[1] * 1000, s[2]) for s in corrected(samples, period)],
         "lag": [(s[0] - begin, s[1], s[2]) for s in sampler.lag],
         "done": [(t - begin, rows) for t, rows in sampler.done],
-        "events": [(t - begin, e.get("event")) for t, e in events],
+        "events": [(t - begin, e.get("event"), e.get("signal")) for t, e in events],
         "replay": {k: v - begin for k, v in replay.items()},
     }
     if method == "pause":
@@ -561,8 +574,11 @@ def pause_figures(series: dict[str, Any], args: argparse.Namespace) -> dict[str,
     """When the lag crossed the threshold, when the runner paused and resumed, rows meanwhile."""
     replay = series["replay"]
     events = series["events"]
-    paused = [t for t, name in events if name == "batch_paused"]
-    resumed = [t for t, name in events if name == "batch_resumed"]
+    # The pause on the replica's lag (the others: lock waiters, autovacuum) and its resume.
+    start = replay.get("paused", float("inf"))
+    paused = [t for t, name, why in events if name == "batch_paused" and why == "replica_lag"]
+    paused = [t for t in paused if t >= start]
+    resumed = [t for t, name, _ in events if name == "batch_resumed" and paused and t > paused[0]]
     interval = args.check_interval
     figures: dict[str, Any] = {
         "check_interval_s": interval,
@@ -581,12 +597,16 @@ def pause_figures(series: dict[str, Any], args: argparse.Namespace) -> dict[str,
         figures["pause_within_check_interval"] = (
             paused[0] - crossed[0] <= interval + args.sample_interval
         )
-    done = series["done"]
-    if resumed and done:
-        before = [rows for t, rows in done if t <= paused[0]]
-        during = [rows for t, rows in done if paused[0] < t < resumed[0]]
-        figures["rows_done_at_pause"] = before[-1] if before else 0
-        figures["rows_done_while_paused"] = (max(during) - before[-1]) if during and before else 0
+    # The samples taken while the runner said it was paused (the first one a sampling
+    # interval after its event, so that it cannot predate the batch before the pause).
+    during = [
+        rows
+        for t, rows in series["done"]
+        if resumed and paused[0] + args.sample_interval < t < resumed[0]
+    ]
+    if resumed and during:
+        figures["rows_done_at_pause"] = min(during)
+        figures["rows_done_while_paused"] = max(during) - min(during)
         back = [
             t for t, lag, _ in series["lag"] if t >= replay["resumed"] and lag <= args.pause_lag
         ]
@@ -894,7 +914,7 @@ def draw(series: list[dict[str, Any]], results: dict[str, Any], path: Path) -> s
                     alpha=0.15,
                     label="replay paused on the replica",
                 )
-            for t, name in data["events"]:
+            for t, name, _ in data["events"]:
                 if name in ("batch_paused", "batch_resumed"):
                     axis.axvline(t, c="tab:purple", ls=":", lw=1)
         left.legend(loc="upper right", fontsize=7, markerscale=4)
@@ -991,8 +1011,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pause-lag",
         type=int,
-        default=16 * 2**20,
-        help="the pause run's BATCH_MAX_REPLICA_LAG, bytes",
+        default=64 * 2**20,
+        help="the pause run's BATCH_MAX_REPLICA_LAG, bytes (the runner's default)",
     )
     parser.add_argument(
         "--hold", type=float, default=5, help="replay stays paused this long after batch_paused, s"
