@@ -808,24 +808,21 @@ def markdown(
         f"| {t['name']} | {t['value']} | {t['target']} | {'met' if t['met'] else 'MISSED'} |"
         for t in found
     ]
-    runner = results.get("runner")
-    if runner:
-        lines += [
-            "",
-            f"Runner: {runner.get('batches')} batches, "
-            f"{runner.get('paused_events')} pauses, process wall time "
-            f"{runner.get('runner_seconds')} s (start-up included in `total s`).",
-        ]
+    for method in ("runner", "pause"):
+        if method in results:
+            r = results[method]
+            signals = ", ".join(f"{n} {name}" for name, n in r["pauses_by_signal"].items())
+            lines += [
+                "",
+                f"{method}: {r['batches']} batches, {r['paused_events']} pauses "
+                f"({signals or 'none'}), {r['paused_seconds']} s paused in all, process wall "
+                f"time {r['runner_seconds']} s (start-up included in `total s`).",
+            ]
     pause = results.get("pause", {}).get("pause")
     if pause:
-        lines += [
-            "",
-            "Pause run (seconds from the backfill's start):",
-            "",
-            "```",
-            json.dumps(pause, indent=1),
-            "```",
-        ]
+        lines += ["", "Pause run, seconds from the backfill's start:", ""]
+        lines += ["| figure | value |", "| --- | --- |"]
+        lines += [f"| `{name}` | {value} |" for name, value in pause.items()]
     if plot is not None:
         lines += ["", f"![latency and replica lag over time]({plot.name})"]
     return "\n".join(lines) + "\n"
@@ -920,7 +917,7 @@ def draw(series: list[dict[str, Any]], results: dict[str, Any], path: Path) -> s
         left.legend(loc="upper right", fontsize=7, markerscale=4)
         right.legend(loc="upper left", fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
     return None
 
