@@ -4,7 +4,7 @@ table's key, each batch a short transaction that also moves the checkpoint.
 One batch, on the applier's session (its timeouts; behind a pooler, one transaction)::
 
     BEGIN; SET LOCAL lock_timeout ...; SET LOCAL statement_timeout ...;
-    SELECT min(k)::text, max(k)::text, count(*)
+    SELECT to_json(min(k)) #>> '{}', to_json(max(k)) #>> '{}', count(*)
       FROM (SELECT id AS k FROM public.tokens WHERE id > '5000' ORDER BY id LIMIT 1000) s;
     UPDATE tokens SET ... WHERE id BETWEEN $1 AND $2;     -- ('5001', '6000'), not prepared
     INSERT INTO public.schema_migrations_batch ... checkpoint = '6000' ...;
@@ -59,15 +59,18 @@ MEASURED_BATCHES = 3
 SHRINK_LIMIT = 0.5
 GROWTH_LIMIT = 2.0
 # The walk's own read: the batch's bounds, at most ``size`` keys after the checkpoint, in the
-# key's index order. The bounds travel as text, as the checkpoint is stored.
+# key's index order. The bounds travel as text, as the checkpoint is stored: JSON's text of
+# the value, which (unlike ::text) does not follow DateStyle, so a timestamptz checkpoint
+# reads back the same in a later run whose session writes dates another way.
 BOUNDS = (
-    "SELECT min(k)::text, max(k)::text, count(*) FROM (SELECT {key} AS k FROM {table}{after} "
-    "ORDER BY {key} LIMIT {size}) s"
+    "SELECT to_json(min(k)) #>> '{{}}', to_json(max(k)) #>> '{{}}', count(*) "
+    "FROM (SELECT {key} AS k FROM {table}{after} ORDER BY {key} LIMIT {size}) s"
 )
 AFTER = " WHERE {key} > {checkpoint}"
-# pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+).
+# pg_class.reltuples: the planner's estimate, -1 before the first ANALYZE (PostgreSQL 14+;
+# 0 before it on older servers, which also reads as unknown).
 ESTIMATED_ROWS = (
-    "SELECT greatest(c.reltuples, 0)::bigint FROM pg_catalog.pg_class c "
+    "SELECT nullif(greatest(c.reltuples, 0), 0)::bigint FROM pg_catalog.pg_class c "
     "WHERE c.oid = pg_catalog.to_regclass(%s)"
 )
 KEPT = (
@@ -75,8 +78,8 @@ KEPT = (
     "the next run resumes after it"
 )
 ERR_LOCKED = (
-    "{file}: a batch of one row (key after {checkpoint}) timed out waiting for a lock "
-    "{attempts} times in a row (DDL_LOCK_TIMEOUT={timeout_ms}ms): a session holds a lock on it; "
+    "{file}: a batch of one row ({where}) failed {attempts} times in a row ({reason}; "
+    "DDL_LOCK_TIMEOUT={timeout_ms}ms): a session holds a lock on it; "
     "the batches before it stay committed and the next run resumes there"
 )
 
@@ -90,8 +93,23 @@ class Applier(Protocol):
     session: SessionStatements
 
 
+# What rolls a batch back and is worth trying again: the batch is whole or not at all, so
+# running it again does each row once. A deadlock (the application locked rows in another
+# order) or a serialization failure goes away like a lock wait does.
+RETRIED = {
+    LOCK_NOT_AVAILABLE: "lock timeout",
+    "40P01": "deadlock",
+    "40001": "serialization failure",
+}
+
+
 class LockTimedOut(Exception):
-    """A statement of the batch waited longer than lock_timeout (55P03); rolled back."""
+    """The batch waited longer than lock_timeout (55P03), was a deadlock's victim or failed to
+    serialize; rolled back whole."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
 
 
 @dataclass
@@ -138,9 +156,12 @@ class BatchRun:
     rows_done: int = 0  # every run's, as the checkpoint row counts them
     batches: int = 0
     size: int = 0
-    estimated: int = 0  # the table's rows, as the planner estimates them
+    # The table's rows as the planner estimates them; None before its first ANALYZE.
+    estimated: int | None = None
     throttle: Throttle = field(init=False)
-    measured: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3))
+    measured: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=MEASURED_BATCHES)
+    )
     # This run's own figures, for the rate and the events.
     walked: int = 0
     changed: int = 0
@@ -163,7 +184,8 @@ class BatchRun:
                 self._done(batch)
             if batch is None or batch.last:
                 break
-            if self.clock() - last_report >= self.applier.config.progress_interval:
+            interval = self.applier.config.progress_interval  # 0: no progress events
+            if interval > 0 and self.clock() - last_report >= interval:
                 self._progress(started)
                 last_report = self.clock()
         log.info(
@@ -192,7 +214,7 @@ class BatchRun:
             )
         self.size = min(self.spec.size or self.settings.size, self.settings.max_size)
         row = self.conn.execute(ESTIMATED_ROWS, (self.relation,)).fetchone()
-        self.estimated = int(row[0]) if row else 0
+        self.estimated = int(row[0]) if row and row[0] is not None else None
         log.info(
             "batch_started",
             version=self.migration.version,
@@ -227,14 +249,16 @@ class BatchRun:
     def _progress(self, started: float) -> None:
         elapsed = max(self.clock() - started - self.paused, 1e-9)
         rate = self.walked / elapsed
-        left = max(self.estimated - self.rows_done, 0)
+        # An estimate the walk has passed (rows added since ANALYZE) is raised to it.
+        total = max(self.estimated, self.rows_done) if self.estimated is not None else None
+        eta = (total - self.rows_done) / rate if total is not None and rate > 0 else None
         log.info(
             "batch_progress",
             version=self.migration.version,
             rows_done=self.rows_done,
-            estimated_total=self.estimated,
+            estimated_total=total,
             rows_per_second=round(rate, 1),
-            eta_seconds=round(left / rate, 1) if rate > 0 else None,
+            eta_seconds=round(eta, 1) if eta is not None else None,
             batch_size=self.size,
             batches=self.batches,
             checkpoint=self.checkpoint,
@@ -242,23 +266,28 @@ class BatchRun:
         )
 
     def _with_retries(self) -> Batch | None:
-        """One batch, tried again after a lock timeout (with backoff); halved after
-        SPLIT_AFTER timeouts in a row; failed once a single row keeps timing out."""
+        """One batch, tried again after a lock timeout, a deadlock or a serialization failure
+        (with backoff); halved after SPLIT_AFTER of them in a row; failed once a single row
+        keeps failing."""
         in_row = at_one = 0
         config = self.applier.config
         while True:
             try:
                 return self._attempt()
-            except LockTimedOut:
+            except LockTimedOut as timeout:
                 in_row += 1
                 at_one += self.size == 1
                 if self.size == 1 and at_one > config.ddl_lock_retries:
-                    raise self._locked(at_one) from None
+                    raise self._locked(at_one, timeout.sqlstate) from None
                 since_split = (in_row - 1) % SPLIT_AFTER + 1
                 log.warning(
-                    "lock_timeout_retry",
+                    "lock_timeout_retry"
+                    if timeout.sqlstate == LOCK_NOT_AVAILABLE
+                    else "batch_retry",
                     version=self.migration.version,
                     attempt=in_row,
+                    sqlstate=timeout.sqlstate,
+                    reason=RETRIED[timeout.sqlstate],
                     batch_size=self.size,
                     checkpoint=self.checkpoint,
                     lock_timeout_ms=round(config.ddl_lock_timeout * 1000),
@@ -274,14 +303,15 @@ class BatchRun:
                     )
                 self.sleep(_backoff(since_split))
 
-    def _locked(self, attempts: int) -> MigrationFailedError:
+    def _locked(self, attempts: int, sqlstate: str) -> MigrationFailedError:
         message = ERR_LOCKED.format(
             file=self.migration.path,
-            checkpoint=self.checkpoint,
+            where="the first key" if self.checkpoint is None else f"key after {self.checkpoint}",
+            reason=RETRIED[sqlstate],
             attempts=attempts,
             timeout_ms=round(self.applier.config.ddl_lock_timeout * 1000),
         )
-        return MigrationFailedError(message, file=str(self.migration.path), sqlstate="55P03")
+        return MigrationFailedError(message, file=str(self.migration.path), sqlstate=sqlstate)
 
     def _attempt(self) -> Batch | None:
         """One batch's transaction; rolled back whole on any failure or interruption."""
@@ -350,8 +380,8 @@ class BatchRun:
             except psycopg.Error as error:
                 if not error.sqlstate or session_lost(error, self.conn):  # e.g. 57P01
                     raise  # the applier says what stays: the batches before, the checkpoint
-                if error.sqlstate == LOCK_NOT_AVAILABLE:
-                    raise LockTimedOut() from None
+                if error.sqlstate in RETRIED:
+                    raise LockTimedOut(error.sqlstate) from None
                 failure = StatementFailed(error, 0, migration=self.migration)
                 failed = migration_failed(self.migration, failure, statement, 0)
                 raise self._kept(failed) from None
@@ -364,8 +394,8 @@ class BatchRun:
         except StatementFailed as failure:
             if session_lost(failure.error, self.conn):
                 raise failure.error from None
-            if failure.error.sqlstate == LOCK_NOT_AVAILABLE:
-                raise LockTimedOut() from None
+            if failure.error.sqlstate in RETRIED:
+                raise LockTimedOut(failure.error.sqlstate) from None
             guard = self.applier.guard
             if guard is not None and statements[failure.index] == guard.sql:
                 raise guard.lost(self.migration.version) from None

@@ -117,6 +117,7 @@ HELP_EPILOG = """environment variables (flags win over them):
   ANALYZE_AFTER_MIGRATE (true)      ANALYZE what a file rewrote or filled
   CLEANUP_TIME_BUDGET (300s)        how long one cleanup run may delete
   CLEANUP_DB_PASSWORD(_FILE)        password bootstrap sets on <DB_USER>_cleanup, the cleanup role
+  BATCH_TARGET_DURATION (150ms) BATCH_SIZE (1000) BATCH_MAX_SIZE (50000)   batch sizes
   BATCH_CHECK_INTERVAL (1s) BATCH_MAX_REPLICA_LAG (64MB) BATCH_MAX_LOCK_WAITERS (0)
   BATCH_PAUSE_ON_AUTOVACUUM (true)  when a batched data migration pauses between batches
   LOG_FORMAT LOG_LEVEL TERMINATION_LOG (/dev/termination-log)

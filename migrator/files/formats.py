@@ -355,6 +355,7 @@ def with_down(
         checksum=checksum_of(sql.encode("utf-8")),
         forced_reason=forced_reason,
         given_statements=given_statements,
+        batch=None,  # a down part runs whole, even the down part of a batch file
     )
     return replace(migration, down=down)
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import pq, sql
 
 from migrator.database.catalog import CREATED_MEANWHILE, check_history_schema
-from migrator.errors import MigrationFilesError
+from migrator.errors import MigrationFilesError, PermissionDeniedError
 from migrator.files.migration import Migration
 from migrator.history.name import TableName
 from migrator.history.table import keep_writes_to_owner, table_exists
@@ -51,6 +51,17 @@ UPSERT = (
     "rows_done = c.rows_done + EXCLUDED.rows_done, batches = c.batches + 1, updated_at = now()"
 )
 DELETE_ROW = "DELETE FROM {table} WHERE version = {version}"
+# Who owns the table, and whether the runner's role is (or is a member of) that owner: a table
+# another role planted under the name before the first backfill would let it move checkpoints.
+OWNER = (
+    "SELECT c.relowner::pg_catalog.regrole::text, pg_catalog.pg_has_role(c.relowner, 'USAGE') "
+    "FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(%s)"
+)
+ERR_NOT_OWNED = (
+    "{table} is owned by {owner}, not by {user}: that role could move the checkpoints of "
+    "batched data migrations (rows skipped or done twice); drop it, or ALTER TABLE {table} "
+    "OWNER TO {user}, as a superuser"
+)
 ERR_CHANGED = (
     "{file} changed since its backfill started (checkpoint at {checkpoint} after {batches} "
     "batch(es), recorded in {table}): restore the file as it was to resume, or, to start over "
@@ -84,7 +95,7 @@ class Checkpoint:
 def ensure_checkpoint_table(conn: psycopg.Connection[Any], history: TableName) -> None:
     """Create ``<history>_batch`` if missing (in the history's schema, with the same checks of
     who owns it), leaving only SELECT to other roles; once, even when another session creates
-    it at that moment."""
+    it at that moment. One that another role owns is refused (PermissionDeniedError, 77)."""
     table = history.batch
     check_history_schema(conn, table)
     create = sql.SQL(CREATE_TABLE).format(table=table.identifier).as_string(conn)
@@ -95,6 +106,10 @@ def ensure_checkpoint_table(conn: psycopg.Connection[Any], history: TableName) -
             conn, table
         ):
             raise
+    row = conn.execute(OWNER, (table.regclass,)).fetchone()
+    if row is not None and not row[1]:
+        message = ERR_NOT_OWNED.format(table=table, owner=row[0], user=conn.info.user)
+        raise PermissionDeniedError(message, table=str(table), owner=row[0])
 
 
 def read_checkpoint(

@@ -49,6 +49,8 @@ def recorded(database: Database) -> list[str]:
 
 
 def checkpoint(database: Database) -> tuple | None:
+    if database.scalar("SELECT to_regclass('public.schema_migrations_batch')") is None:
+        return None
     rows = database.query(
         "SELECT checkpoint, rows_done, batches FROM schema_migrations_batch WHERE version = %s",
         "002_backfill",
@@ -238,6 +240,34 @@ def test_the_runtime_role_cannot_write_the_checkpoints(database, run_runner, mig
             conn.execute("DROP ROLE batch_app_role")
 
 
+def test_a_checkpoint_table_another_role_planted_is_refused(database, run_runner, migrations):
+    """A role that created schema_migrations_batch first could move the checkpoints."""
+    password = "batch-Owner-5d1e-77c0aa"
+    with database.connect() as conn:
+        conn.execute(f"CREATE ROLE batch_owner LOGIN PASSWORD '{password}'")
+        conn.execute("CREATE ROLE batch_intruder")
+        conn.execute(f'GRANT CREATE ON DATABASE "{database.name}" TO batch_owner')
+        conn.execute("ALTER SCHEMA public OWNER TO batch_owner")
+        conn.execute("GRANT CREATE ON SCHEMA public TO batch_intruder")
+        conn.execute("SET ROLE batch_intruder")
+        conn.execute("CREATE TABLE schema_migrations_batch (version text PRIMARY KEY)")
+        conn.execute("RESET ROLE")
+    try:
+        migrations.add({"001_items.sql": TABLE, "002_backfill.sql": backfill()})
+        env = {"DB_USER": "batch_owner", "DB_PASSWORD": password}
+        result = run(run_runner, database, migrations, **env)
+        one_error(result, "permission_denied", 77, "public.schema_migrations_batch",
+                  "owned by batch_intruder, not by batch_owner")  # fmt: skip
+        assert counts(database) == {0: ROWS}, "nothing of the batch file ran"
+        assert "002_backfill" not in recorded(database)
+    finally:
+        with database.connect() as conn:
+            conn.execute("ALTER SCHEMA public OWNER TO pg_database_owner")
+            for role in ("batch_owner", "batch_intruder"):
+                conn.execute(f"DROP OWNED BY {role} CASCADE")
+                conn.execute(f"DROP ROLE {role}")
+
+
 # --- status and dry run ------------------------------------------------------------------------
 
 
@@ -289,6 +319,7 @@ SLOW_ROWS = (
     "INSERT INTO items (id) SELECT g FROM generate_series(1, 400) g;\n"
     # 2 ms a row: 25 rows make the 50 ms target.
     "CREATE FUNCTION slow_row() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(0.002)';\n"
+    "ANALYZE items;\n"
 )
 
 
@@ -302,9 +333,19 @@ def test_the_batch_size_moves_toward_the_target_duration(database, run_runner, m
             ),
         }
     )
-    result = run(run_runner, database, migrations, BATCH_TARGET_DURATION="50ms")
+    result = run(
+        run_runner, database, migrations, BATCH_TARGET_DURATION="50ms", PROGRESS_INTERVAL="100ms"
+    )
     assert result.returncode == 0, result
     assert counts(database) == {1: 400}
+    progress = result.events_named("batch_progress")
+    assert progress, "a progress event every PROGRESS_INTERVAL"
+    done = [e["rows_done"] for e in progress]
+    assert done == sorted(done) and 0 < done[-1] < 400
+    last = progress[-1]
+    assert last["estimated_total"] == 400  # pg_class.reltuples after ANALYZE
+    assert last["rows_per_second"] > 0 and last["eta_seconds"] >= 0
+    assert last["batch_size"] >= 1 and last["paused_seconds"] == 0
     sizes = [e["batch_size"] for e in result.events_named("batch_committed")]
     assert sizes[0] == 2 and sizes[1] == 4, sizes  # far below the target: doubled
     assert all(a / 2 <= b <= a * 2 for a, b in pairwise(sizes)), sizes
@@ -360,3 +401,64 @@ def test_a_batch_file_is_refused_in_a_single_transaction(database, run_runner, m
     result = run(run_runner, database, migrations, SINGLE_TRANSACTION="true")
     one_error(result, "invalid_configuration", 78, "002_backfill.sql", "batched data migration")
     assert counts(database) == {}
+
+
+def test_a_row_locked_for_good_fails_the_run_and_keeps_the_batches_before(
+    database, run_runner, migrations
+):
+    """A batch of one row that keeps timing out: exit 65 naming the file, the checkpoint kept."""
+    migrations.add(
+        {
+            "001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY, done int NOT NULL "
+            "DEFAULT 0);\nINSERT INTO items (id) SELECT g FROM generate_series(1, 10) g;\n",
+            "002_backfill.sql": backfill("table=items key=id size=1"),
+        }
+    )
+    env = {"DDL_LOCK_TIMEOUT": "50ms", "DDL_LOCK_RETRIES": "1", "BATCH_MAX_SIZE": "1"}
+    assert run(run_runner, database, migrations, "--phase", "pre").returncode == 0
+    with database.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT * FROM items WHERE id = 4 FOR UPDATE")
+        result = run(run_runner, database, migrations, "--phase", "post", **env)
+    one_error(result, "migration_failed", 65, "002_backfill.sql", "key after 3", "2 times in a row")
+    assert checkpoint(database) == ("3", 3, 3)
+    assert database.scalar("SELECT count(*) FROM items WHERE done = 1") == 3
+    rerun = run(run_runner, database, migrations, "--phase", "post", **env)
+    assert rerun.returncode == 0, rerun
+    assert database.query("SELECT done, count(*) FROM items GROUP BY 1") == [(1, 10)]
+
+
+def test_a_batch_that_loses_a_deadlock_is_tried_again(database, start_runner, migrations):
+    """The application holds row 50, the batch waits for it, then the application waits for
+    row 10, which the batch holds: the batch is the deadlock's victim (its check runs first),
+    rolls back whole, and its retry does every row once."""
+    from tests.faults.conftest import Watched, wait_until
+
+    migrations.add(
+        {
+            "001_items.sql": "CREATE TABLE items (id bigint PRIMARY KEY, done int NOT NULL "
+            "DEFAULT 0, note text);\n"
+            "INSERT INTO items (id) SELECT g FROM generate_series(1, 200) g;\n",
+            "002_backfill.sql": backfill("table=items key=id size=100"),
+        }
+    )
+    env = database.env(MIGRATIONS_DIR=str(migrations.path))
+    assert start_runner("--phase", "pre", env=env).wait().returncode == 0
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND application_name = 'auth-service-migrator'"
+    )
+    with database.connect() as application:
+        application.execute("SET deadlock_timeout = '10s'")  # the batch's check runs first
+        application.execute("BEGIN")
+        application.execute("UPDATE items SET note = 'app' WHERE id = 50")
+        runner = Watched(start_runner("--phase", "post", env=env))
+        wait_until(lambda: database.scalar(waiting) == 1, timeout=30)
+        application.execute("UPDATE items SET note = 'app' WHERE id = 10")  # waits, then wins
+        application.execute("COMMIT")
+    result = runner.finish()
+    assert result.returncode == 0, result
+    (retry,) = result.events_named("batch_retry")
+    assert (retry["sqlstate"], retry["reason"], retry["attempt"]) == ("40P01", "deadlock", 1)
+    assert database.query("SELECT done, count(*) FROM items GROUP BY 1") == [(1, 200)]
+    assert database.scalar("SELECT count(*) FROM items WHERE note = 'app'") == 2

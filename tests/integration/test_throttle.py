@@ -227,6 +227,25 @@ def test_a_role_that_cannot_see_the_positions_is_told_once_and_not_paused(
         run(database, f"DROP ROLE {UNPRIVILEGED}")
 
 
+def test_a_server_that_refuses_the_view_is_told_once_and_not_paused(
+    database: Database, events: Any
+) -> None:
+    # As on a managed service or a pooler's target that keeps pg_stat_replication to itself.
+    run(database, f"CREATE ROLE {UNPRIVILEGED} LOGIN PASSWORD '{UNPRIVILEGED_PASSWORD}'")
+    run(database, "REVOKE SELECT ON pg_catalog.pg_stat_replication FROM PUBLIC")
+    try:
+        with database.connect(user=UNPRIVILEGED, password=UNPRIVILEGED_PASSWORD) as conn:
+            throttle = Throttle(ThrottleSettings(max_replica_lag=1), "public.t")
+            assert throttle.reason(conn) is None
+            assert throttle.reason(conn) is None
+            conn.execute("SELECT 1")  # the session is fine
+    finally:
+        run(database, "GRANT SELECT ON pg_catalog.pg_stat_replication TO PUBLIC")
+        run(database, f"DROP ROLE {UNPRIVILEGED}")
+    [unknown] = named(events(), "replica_lag_unknown")
+    assert unknown["reason"] == "42501 permission denied for view pg_stat_replication"
+
+
 # --- lock waiters -------------------------------------------------------------------------------
 
 
@@ -281,6 +300,21 @@ def test_lock_waiters_pause_one_interval(database: Database, events: Any) -> Non
         1,
     )
     assert named(events(), "batch_resumed")[0]["paused_seconds"] >= FAST
+
+
+def test_after_a_short_batch_the_pause_is_as_short(database: Database, events: Any) -> None:
+    # The waiters went on when the batch committed: a pause as long as the batch took leaves
+    # the application the table half the time, without the whole check interval.
+    throttle = Throttle(ThrottleSettings(check_interval=30), "public.t")
+    with database.connect() as conn:
+        assert throttle.wait_until_healthy(conn, "005_backfill") == 0.0
+        time.sleep(0.3)  # the batch
+        throttle.after_batch(1)
+        started = time.monotonic()
+        paused = throttle.wait_until_healthy(conn, "005_backfill")
+        assert 0.3 <= paused <= time.monotonic() - started < 3
+    [resumed] = named(events(), "batch_resumed")
+    assert resumed["paused_seconds"] == pytest.approx(paused, abs=0.01)
 
 
 def test_sigterm_during_a_pause_stops_it(database: Database, events: Any) -> None:
@@ -510,3 +544,30 @@ def test_a_backfill_pauses_after_a_batch_the_application_waited_on(
     names = [event["event"] for event in result.events]
     assert names.index("batch_committed") < names.index("batch_paused")
     assert result.events_named("batch_committed")[0]["lower"] == "1"
+
+
+def test_sigterm_while_paused_exits_143_and_the_next_run_finishes(
+    standby: PgServer, database: Database, migrations: MigrationsFolder, tmp_path: Path
+) -> None:
+    migrations.add({"001_items.sql": ITEMS, "002_backfill.sql": BACKFILL})
+    env = backfill_env(database, migrations, BATCH_MAX_REPLICA_LAG="1MB")
+    eventually(lambda: replay_lag(database) < 2**20)
+    with psycopg.connect(**standby.conninfo(), autocommit=True) as on_standby:
+        on_standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            watched = Watched(launch(env=env, workdir=tmp_path))
+            assert watched.wait_for(lambda event: event["event"] == "batch_paused"), (
+                watched.finish()
+            )
+            watched.signal(signal.SIGTERM)
+            stopped = watched.finish()
+        finally:
+            on_standby.execute("SELECT pg_wal_replay_resume()")
+    assert stopped.returncode == 143, stopped
+    assert stopped.events_named("batch_resumed") == []
+    assert counts(database) == {0: ROWS}
+    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [("001_items",)]
+    finished = Watched(launch(env=env, workdir=tmp_path)).finish()
+    assert finished.returncode == 0, finished
+    assert counts(database) == {1: ROWS}
+    assert [e["version"] for e in finished.events_named("migration_applied")] == ["002_backfill"]

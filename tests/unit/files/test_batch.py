@@ -122,6 +122,8 @@ def test_bounded_data_statements_are_accepted(tmp_path, body):
         ("UPDATE tokens SET a = 1 WHERE id >= $1;", "does not use $2"),
         ("UPDATE tokens SET a = '$1 $2' WHERE id > 0;", "does not use $1"),
         ("UPDATE tokens SET a = 1 /* $1 */ WHERE id <= $2;", "does not use $1"),
+        ("UPDATE tokens SET a = $f$ $1 $f$ WHERE id <= $2;", "does not use $1"),
+        ("UPDATE tokens SET a = 1 WHERE id <= $2; -- $1", "does not use $1"),
         ("UPDATE tokens SET a = $3 WHERE id BETWEEN $1 AND $2;", "uses $3"),
         ("ALTER TABLE tokens ADD COLUMN b int; -- $1 $2", "not ALTER"),
         ("CREATE INDEX i ON tokens (id) WHERE id BETWEEN $1 AND $2;", "not CREATE"),
@@ -148,3 +150,13 @@ def test_another_tools_file_with_a_batch_line_is_refused(tmp_path):
     (tmp_path / "1_x.up.sql").write_text("-- migrate:batch table=t key=id\nSELECT 1;\n")
     with pytest.raises(MigrationFilesError, match="migrate:batch is read in the runner's own"):
         find_migrations(tmp_path)
+
+
+def test_the_down_part_of_a_batch_file_runs_whole(tmp_path: Path) -> None:
+    up = tmp_path / "004_backfill.sql"
+    up.write_text(HEAD + "-- migrate:batch table=tokens key=id\n" + GOOD, encoding="utf-8")
+    (tmp_path / "004_backfill.down.sql").write_text("UPDATE tokens SET scope_v2 = NULL;\n")
+    migration = read_migration(up)
+    assert migration.batch is not None
+    assert migration.down is not None and migration.down.batch is None
+    migration.down.refuse_unsupported()
