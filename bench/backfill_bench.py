@@ -1,7 +1,7 @@
 """Benchmark of a batched backfill (`-- migrate:batch`) against one UPDATE and fixed batches.
 
     .venv/bin/python bench/backfill_bench.py --markdown bench/results-backfill-pg15.md \\
-        --plot bench/results-backfill-pg15.png             # 2M rows, about 15 min
+        --plot bench/results-backfill-pg15.png             # 2M rows, 4-6 min
     .venv/bin/python bench/backfill_bench.py --rows 20000 --baseline-seconds 2   # smoke run
     PG_BIN=/usr/lib/postgresql/15/bin .venv/bin/python bench/backfill_bench.py
 
