@@ -38,7 +38,7 @@ from migrator.apply.location import migration_failed
 from migrator.apply.retry import LOCK_NOT_AVAILABLE, LOCK_RETRY_WAIT
 from migrator.apply.session import SessionStatements
 from migrator.apply.throttle import WAITERS_SQL, Throttle
-from migrator.apply.transport import StatementFailed, run_script
+from migrator.apply.transport import StatementFailed, run_bounded, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
 from migrator.database.connect import session_lost
@@ -370,22 +370,18 @@ class BatchRun:
         )
 
     def _statement(self, lower: str, upper: str) -> int:
-        """The file's statement with the bounds as parameters; never prepared on the server
-        (a pooler's next transaction may run on another server session)."""
+        """The file's statement with the bounds as parameters (run_bounded: not prepared)."""
         statement = self.migration.statements[0]
-        with psycopg.RawCursor(self.conn) as cursor:
-            try:
-                text = statement.text.encode(self.conn.info.encoding)
-                cursor.execute(text, (lower, upper), prepare=False)
-            except psycopg.Error as error:
-                if not error.sqlstate or session_lost(error, self.conn):  # e.g. 57P01
-                    raise  # the applier says what stays: the batches before, the checkpoint
-                if error.sqlstate in RETRIED:
-                    raise LockTimedOut(error.sqlstate) from None
-                failure = StatementFailed(error, 0, migration=self.migration)
-                failed = migration_failed(self.migration, failure, statement, 0)
-                raise self._kept(failed) from None
-            return max(cursor.rowcount, 0)
+        try:
+            return run_bounded(self.conn, statement.text, (lower, upper)).rows
+        except StatementFailed as failure:
+            error = failure.error
+            if session_lost(error, self.conn):  # e.g. 57P01
+                raise error from None  # the applier says what stays: the batches before
+            if error.sqlstate in RETRIED:
+                raise LockTimedOut(str(error.sqlstate)) from None
+            located = StatementFailed(error, 0, migration=self.migration)
+            raise self._kept(migration_failed(self.migration, located, statement, 0)) from None
 
     def _send(self, statements: tuple[str, ...], what: str) -> list[pq.abc.PGresult]:
         """The runner's own statements of the batch, in one round trip."""
