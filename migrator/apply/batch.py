@@ -54,6 +54,12 @@ log = get_logger("apply")
 
 # After this many lock timeouts in a row the batch is halved (down to one row).
 SPLIT_AFTER = 3
+# After a split, this many batches that go through keep the split size for the next one (it
+# may shrink, not grow). The batch that timed out spanned two batches of the halved size and
+# the locked rows are in the second, where one that grew straight back would run into them
+# again: SPLIT_AFTER more lock timeouts, with backoff, for every halving. One batch more, as
+# an application's transaction often holds neighbouring keys; a held batch costs a round trip.
+HOLD_AFTER_SPLIT = 2
 # How many of the last batches the next size is measured from; how far one step may move it.
 MEASURED_BATCHES = 3
 SHRINK_LIMIT = 0.5
@@ -124,9 +130,12 @@ class Batch:
     last: bool  # the file was recorded with it
 
 
-def next_size(size: int, measured: list[tuple[int, float]], settings: BatchSettings) -> int:
+def next_size(
+    size: int, measured: list[tuple[int, float]], settings: BatchSettings, hold: bool = False
+) -> int:
     """The size of the next batch: the rows the last batches did per second times the target
-    duration, moved at most x0.5..x2 from ``size``, within ``[1, BATCH_MAX_SIZE]``.
+    duration, moved at most x0.5..x2 from ``size`` (x0.5..x1 when ``hold``: just after a
+    split), within ``[1, BATCH_MAX_SIZE]``.
 
     >>> settings = BatchSettings(target_duration=0.1, size=100, max_size=1000)
     >>> next_size(100, [(100, 0.2)], settings)  # 500 rows/s: 50 rows take 0.1 s
@@ -137,7 +146,7 @@ def next_size(size: int, measured: list[tuple[int, float]], settings: BatchSetti
     rows = sum(walked for walked, _ in measured)
     seconds = sum(spent for _, spent in measured)
     ideal = settings.target_duration * rows / seconds if seconds > 0 else size * GROWTH_LIMIT
-    bounded = min(max(ideal, size * SHRINK_LIMIT), size * GROWTH_LIMIT)
+    bounded = min(max(ideal, size * SHRINK_LIMIT), size * (1.0 if hold else GROWTH_LIMIT))
     return max(1, min(settings.max_size, round(bounded)))
 
 
@@ -166,6 +175,7 @@ class BatchRun:
     walked: int = 0
     changed: int = 0
     paused: float = 0.0
+    held: int = 0  # batches still to go through before the size may grow (HOLD_AFTER_SPLIT)
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -233,7 +243,9 @@ class BatchRun:
         self.walked += batch.walked
         self.changed += batch.changed
         self.measured.append((batch.walked, batch.seconds))
-        previous, self.size = self.size, next_size(self.size, list(self.measured), self.settings)
+        hold, self.held = self.held > 0, max(self.held - 1, 0)
+        previous = self.size
+        self.size = next_size(self.size, list(self.measured), self.settings, hold)
         log.debug(
             "batch_committed",
             version=self.migration.version,
@@ -294,6 +306,7 @@ class BatchRun:
                 )
                 if since_split == SPLIT_AFTER and self.size > 1:
                     previous, self.size = self.size, max(1, self.size // 2)
+                    self.held = HOLD_AFTER_SPLIT
                     log.warning(
                         "batch_split",
                         version=self.migration.version,
