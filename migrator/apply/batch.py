@@ -37,7 +37,7 @@ from psycopg import pq, sql
 from migrator.apply.location import migration_failed
 from migrator.apply.retry import LOCK_NOT_AVAILABLE, LOCK_RETRY_WAIT
 from migrator.apply.session import SessionStatements
-from migrator.apply.throttle import WAITERS_SQL, Throttle
+from migrator.apply.throttle import WAITERS_SQL, Pause, Throttle
 from migrator.apply.transport import StatementFailed, run_bounded, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
@@ -175,6 +175,7 @@ class BatchRun:
     walked: int = 0
     changed: int = 0
     paused: float = 0.0
+    last_report: float = 0.0  # when batch_progress was last logged (clock)
     held: int = 0  # batches still to go through before the size may grow (HOLD_AFTER_SPLIT)
 
     @property
@@ -184,20 +185,24 @@ class BatchRun:
     def run(self) -> None:
         """Walk from the checkpoint to the end; the last batch records the file."""
         self._start()
-        started = last_report = self.clock()
+        started = self.last_report = self.clock()
+
+        def heartbeat(pause: Pause, pausing: float) -> None:
+            if self._progress_due():
+                self._progress(started, pause, pausing)
+
         while True:
             # Between batches nothing is open: wait while a replica lags, sessions waited on the
-            # last batch's locks, or autovacuum works on the table.
-            self.paused += self.throttle.wait_until_healthy(self.conn, self.migration.version)
+            # last batch's locks, or autovacuum works on the table; a long wait still reports.
+            version = self.migration.version
+            self.paused += self.throttle.wait_until_healthy(self.conn, version, heartbeat)
             batch = self._with_retries()
             if batch is not None:
                 self._done(batch)
             if batch is None or batch.last:
                 break
-            interval = self.applier.config.progress_interval  # 0: no progress events
-            if interval > 0 and self.clock() - last_report >= interval:
+            if self._progress_due():
                 self._progress(started)
-                last_report = self.clock()
         log.info(
             "batch_finished",
             version=self.migration.version,
@@ -258,8 +263,15 @@ class BatchRun:
             next_batch_size=self.size,
         )
 
-    def _progress(self, started: float) -> None:
-        elapsed = max(self.clock() - started - self.paused, 1e-9)
+    def _progress_due(self) -> bool:
+        interval = self.applier.config.progress_interval  # 0: no progress events
+        return interval > 0 and self.clock() - self.last_report >= interval
+
+    def _progress(self, started: float, pause: Pause | None = None, pausing: float = 0.0) -> None:
+        """A batch_progress event; during a pause (``pause``, ``pausing`` seconds so far) it
+        says so, with the reason, and the rate leaves the pause out."""
+        self.last_report = self.clock()
+        elapsed = max(self.clock() - started - self.paused - pausing, 1e-9)
         rate = self.walked / elapsed
         # An estimate the walk has passed (rows added since ANALYZE) is raised to it.
         total = max(self.estimated, self.rows_done) if self.estimated is not None else None
@@ -274,7 +286,9 @@ class BatchRun:
             batch_size=self.size,
             batches=self.batches,
             checkpoint=self.checkpoint,
-            paused_seconds=round(self.paused, 3),
+            paused_seconds=round(self.paused + pausing, 3),
+            paused=pause is not None,
+            **({"reason": pause.message, "signal": pause.signal} if pause else {}),
         )
 
     def _with_retries(self) -> Batch | None:

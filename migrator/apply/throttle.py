@@ -218,9 +218,16 @@ class Throttle:
         open: statistics views read in a transaction would repeat its first snapshot."""
         return self._lock_waiters() or self._replica_lag(conn) or self._autovacuum(conn)
 
-    def wait_until_healthy(self, conn: psycopg.Connection[Any], version: str) -> float:
+    def wait_until_healthy(
+        self,
+        conn: psycopg.Connection[Any],
+        version: str,
+        while_paused: Callable[[Pause, float], None] | None = None,
+    ) -> float:
         """Block while a signal is over its threshold, re-checking every check interval;
-        return the seconds paused. Interrupted (SIGTERM) from the sleep propagates."""
+        return the seconds paused. After each check that still pauses, ``while_paused`` is
+        given the pause and its seconds so far (the loop's heartbeat: a pause may last
+        hours). Interrupted (SIGTERM) from the sleep propagates."""
         pause = self.check(conn)
         if pause is None:
             self.batch_started = self.clock()
@@ -241,6 +248,8 @@ class Throttle:
             # through; the next batch counts again.
             self.waiters = 0
             pause = self.check(conn)
+            if pause is not None and while_paused is not None:
+                while_paused(pause, self.clock() - started)
         self.batch_started = self.clock()
         paused = self.batch_started - started
         log.info(
