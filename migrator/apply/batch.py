@@ -34,10 +34,11 @@ import psycopg
 import tenacity
 from psycopg import pq, sql
 
+from migrator.apply.health import Pause
 from migrator.apply.location import migration_failed
 from migrator.apply.retry import LOCK_NOT_AVAILABLE, LOCK_RETRY_WAIT
 from migrator.apply.session import SessionStatements
-from migrator.apply.throttle import WAITERS_SQL, Pause, Throttle
+from migrator.apply.throttle import WAITERS_SQL, Throttle
 from migrator.apply.transport import StatementFailed, run_bounded, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key

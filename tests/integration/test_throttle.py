@@ -24,7 +24,8 @@ import psycopg
 import pytest
 import structlog
 
-from migrator.apply.throttle import WAITERS_SQL, Throttle, ThrottleSettings, size_text
+from migrator.apply.health import size_text
+from migrator.apply.throttle import WAITERS_SQL, Throttle, ThrottleSettings
 from migrator.cli.signals import install_signal_handlers
 from migrator.errors import Interrupted
 from migrator.logs import configure_logging
