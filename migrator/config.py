@@ -90,6 +90,7 @@ DEFAULT_LINT_BATCH_ROWS = 100_000
 DEFAULT_CLEANUP_TIME_BUDGET = 300.0
 # The cleanup role is named after the owner: 000 creates it, 004 grants it the cleanup alone.
 CLEANUP_ROLE_SUFFIX = "_cleanup"
+STATS_ROLE_SUFFIX = "_stats"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_FORMAT = "json"  # on a terminal: console
@@ -321,6 +322,16 @@ class Config:
         'auth_service_cleanup'
         """
         return self.user + CLEANUP_ROLE_SUFFIX
+
+    @property
+    def stats_role(self) -> str:
+        """The role the throttle's statistics functions run as (000 creates it, NOLOGIN, a
+        member of pg_read_all_stats alone): the owner's name with ``_stats``.
+
+        >>> Config(user="auth_service").stats_role
+        'auth_service_stats'
+        """
+        return self.user + STATS_ROLE_SUFFIX
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 # branch is reported and skipped, so the list can run ahead.
 DECISION_MODULES=(files/sql history/plan files/migration files/folder config history/status logs
     files/formats history/foreign lint/findings lint/hazards lint/contract cli/arguments
-    database/conninfo)
+    database/conninfo files/batch apply/health)
 MUTMUT_VERSION=3.8.1
 MIN_SCORE=${MIN_SCORE:-93}
 # A venv of its own: mutmut brings rich, which structlog imports when it finds it, and the

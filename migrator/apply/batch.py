@@ -34,11 +34,12 @@ import psycopg
 import tenacity
 from psycopg import pq, sql
 
+from migrator.apply.health import Pause
 from migrator.apply.location import migration_failed
 from migrator.apply.retry import LOCK_NOT_AVAILABLE, LOCK_RETRY_WAIT
 from migrator.apply.session import SessionStatements
 from migrator.apply.throttle import WAITERS_SQL, Throttle
-from migrator.apply.transport import StatementFailed, run_script
+from migrator.apply.transport import StatementFailed, run_bounded, run_script
 from migrator.config import BatchSettings, Config
 from migrator.database.catalog import refuse_unindexed_key
 from migrator.database.connect import session_lost
@@ -54,6 +55,12 @@ log = get_logger("apply")
 
 # After this many lock timeouts in a row the batch is halved (down to one row).
 SPLIT_AFTER = 3
+# After a split, this many batches that go through keep the split size for the next one (it
+# may shrink, not grow). The batch that timed out spanned two batches of the halved size and
+# the locked rows are in the second, where one that grew straight back would run into them
+# again: SPLIT_AFTER more lock timeouts, with backoff, for every halving. One batch more, as
+# an application's transaction often holds neighbouring keys; a held batch costs a round trip.
+HOLD_AFTER_SPLIT = 2
 # How many of the last batches the next size is measured from; how far one step may move it.
 MEASURED_BATCHES = 3
 SHRINK_LIMIT = 0.5
@@ -124,9 +131,12 @@ class Batch:
     last: bool  # the file was recorded with it
 
 
-def next_size(size: int, measured: list[tuple[int, float]], settings: BatchSettings) -> int:
+def next_size(
+    size: int, measured: list[tuple[int, float]], settings: BatchSettings, hold: bool = False
+) -> int:
     """The size of the next batch: the rows the last batches did per second times the target
-    duration, moved at most x0.5..x2 from ``size``, within ``[1, BATCH_MAX_SIZE]``.
+    duration, moved at most x0.5..x2 from ``size`` (x0.5..x1 when ``hold``: just after a
+    split), within ``[1, BATCH_MAX_SIZE]``.
 
     >>> settings = BatchSettings(target_duration=0.1, size=100, max_size=1000)
     >>> next_size(100, [(100, 0.2)], settings)  # 500 rows/s: 50 rows take 0.1 s
@@ -137,7 +147,7 @@ def next_size(size: int, measured: list[tuple[int, float]], settings: BatchSetti
     rows = sum(walked for walked, _ in measured)
     seconds = sum(spent for _, spent in measured)
     ideal = settings.target_duration * rows / seconds if seconds > 0 else size * GROWTH_LIMIT
-    bounded = min(max(ideal, size * SHRINK_LIMIT), size * GROWTH_LIMIT)
+    bounded = min(max(ideal, size * SHRINK_LIMIT), size * (1.0 if hold else GROWTH_LIMIT))
     return max(1, min(settings.max_size, round(bounded)))
 
 
@@ -166,6 +176,8 @@ class BatchRun:
     walked: int = 0
     changed: int = 0
     paused: float = 0.0
+    last_report: float = 0.0  # when batch_progress was last logged (clock)
+    held: int = 0  # batches still to go through before the size may grow (HOLD_AFTER_SPLIT)
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -174,20 +186,24 @@ class BatchRun:
     def run(self) -> None:
         """Walk from the checkpoint to the end; the last batch records the file."""
         self._start()
-        started = last_report = self.clock()
+        started = self.last_report = self.clock()
+
+        def heartbeat(pause: Pause, pausing: float) -> None:
+            if self._progress_due():
+                self._progress(started, pause, pausing)
+
         while True:
             # Between batches nothing is open: wait while a replica lags, sessions waited on the
-            # last batch's locks, or autovacuum works on the table.
-            self.paused += self.throttle.wait_until_healthy(self.conn, self.migration.version)
+            # last batch's locks, or autovacuum works on the table; a long wait still reports.
+            version = self.migration.version
+            self.paused += self.throttle.wait_until_healthy(self.conn, version, heartbeat)
             batch = self._with_retries()
             if batch is not None:
                 self._done(batch)
             if batch is None or batch.last:
                 break
-            interval = self.applier.config.progress_interval  # 0: no progress events
-            if interval > 0 and self.clock() - last_report >= interval:
+            if self._progress_due():
                 self._progress(started)
-                last_report = self.clock()
         log.info(
             "batch_finished",
             version=self.migration.version,
@@ -233,7 +249,9 @@ class BatchRun:
         self.walked += batch.walked
         self.changed += batch.changed
         self.measured.append((batch.walked, batch.seconds))
-        previous, self.size = self.size, next_size(self.size, list(self.measured), self.settings)
+        hold, self.held = self.held > 0, max(self.held - 1, 0)
+        previous = self.size
+        self.size = next_size(self.size, list(self.measured), self.settings, hold)
         log.debug(
             "batch_committed",
             version=self.migration.version,
@@ -246,8 +264,15 @@ class BatchRun:
             next_batch_size=self.size,
         )
 
-    def _progress(self, started: float) -> None:
-        elapsed = max(self.clock() - started - self.paused, 1e-9)
+    def _progress_due(self) -> bool:
+        interval = self.applier.config.progress_interval  # 0: no progress events
+        return interval > 0 and self.clock() - self.last_report >= interval
+
+    def _progress(self, started: float, pause: Pause | None = None, pausing: float = 0.0) -> None:
+        """A batch_progress event; during a pause (``pause``, ``pausing`` seconds so far) it
+        says so, with the reason, and the rate leaves the pause out."""
+        self.last_report = self.clock()
+        elapsed = max(self.clock() - started - self.paused - pausing, 1e-9)
         rate = self.walked / elapsed
         # An estimate the walk has passed (rows added since ANALYZE) is raised to it.
         total = max(self.estimated, self.rows_done) if self.estimated is not None else None
@@ -262,7 +287,9 @@ class BatchRun:
             batch_size=self.size,
             batches=self.batches,
             checkpoint=self.checkpoint,
-            paused_seconds=round(self.paused, 3),
+            paused_seconds=round(self.paused + pausing, 3),
+            paused=pause is not None,
+            **({"reason": pause.message, "signal": pause.signal} if pause else {}),
         )
 
     def _with_retries(self) -> Batch | None:
@@ -294,6 +321,7 @@ class BatchRun:
                 )
                 if since_split == SPLIT_AFTER and self.size > 1:
                     previous, self.size = self.size, max(1, self.size // 2)
+                    self.held = HOLD_AFTER_SPLIT
                     log.warning(
                         "batch_split",
                         version=self.migration.version,
@@ -370,22 +398,18 @@ class BatchRun:
         )
 
     def _statement(self, lower: str, upper: str) -> int:
-        """The file's statement with the bounds as parameters; never prepared on the server
-        (a pooler's next transaction may run on another server session)."""
+        """The file's statement with the bounds as parameters (run_bounded: not prepared)."""
         statement = self.migration.statements[0]
-        with psycopg.RawCursor(self.conn) as cursor:
-            try:
-                text = statement.text.encode(self.conn.info.encoding)
-                cursor.execute(text, (lower, upper), prepare=False)
-            except psycopg.Error as error:
-                if not error.sqlstate or session_lost(error, self.conn):  # e.g. 57P01
-                    raise  # the applier says what stays: the batches before, the checkpoint
-                if error.sqlstate in RETRIED:
-                    raise LockTimedOut(error.sqlstate) from None
-                failure = StatementFailed(error, 0, migration=self.migration)
-                failed = migration_failed(self.migration, failure, statement, 0)
-                raise self._kept(failed) from None
-            return max(cursor.rowcount, 0)
+        try:
+            return run_bounded(self.conn, statement.text, (lower, upper)).rows
+        except StatementFailed as failure:
+            error = failure.error
+            if session_lost(error, self.conn):  # e.g. 57P01
+                raise error from None  # the applier says what stays: the batches before
+            if error.sqlstate in RETRIED:
+                raise LockTimedOut(str(error.sqlstate)) from None
+            located = StatementFailed(error, 0, migration=self.migration)
+            raise self._kept(migration_failed(self.migration, located, statement, 0)) from None
 
     def _send(self, statements: tuple[str, ...], what: str) -> list[pq.abc.PGresult]:
         """The runner's own statements of the batch, in one round trip."""

@@ -31,12 +31,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
+from migrator.apply.health import (
+    AUTOVACUUM,
+    REPLICA_LAG,
+    Pause,
+    autovacuum_pause,
+    lag_pause,
+    pause_length,
+    through_functions,
+    waiters_pause,
+)
 from migrator.logs import get_logger
 
 log = get_logger("throttle")
@@ -149,33 +159,8 @@ HIDDEN_VACUUMS = (
     "(not a member of pg_read_all_stats)"
 )
 
-REPLICA_LAG = "replica_lag"
-LOCK_WAITERS = "lock_waiters"
-AUTOVACUUM = "autovacuum"
 # Logged once (a warning) when the runner's role or the server will not show the signal.
 UNKNOWN_EVENTS = {REPLICA_LAG: "replica_lag_unknown", AUTOVACUUM: "autovacuum_unknown"}
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Why to pause: the signal, a sentence for people, the numbers for the log."""
-
-    signal: str
-    message: str
-    numbers: dict[str, Any] = field(default_factory=dict)
-
-
-def size_text(size: float) -> str:
-    """Bytes as PostgreSQL's pg_size_pretty writes them, roughly.
-
-    >>> size_text(64 * 2**20), size_text(1536), size_text(12)
-    ('64.0 MB', '1.5 kB', '12 bytes')
-    """
-    for unit in ("TB", "GB", "MB", "kB"):
-        scale = 2 ** (10 * ("kB", "MB", "GB", "TB").index(unit) + 10)
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size:.0f} bytes"
 
 
 class Throttle:
@@ -218,9 +203,16 @@ class Throttle:
         open: statistics views read in a transaction would repeat its first snapshot."""
         return self._lock_waiters() or self._replica_lag(conn) or self._autovacuum(conn)
 
-    def wait_until_healthy(self, conn: psycopg.Connection[Any], version: str) -> float:
+    def wait_until_healthy(
+        self,
+        conn: psycopg.Connection[Any],
+        version: str,
+        while_paused: Callable[[Pause, float], None] | None = None,
+    ) -> float:
         """Block while a signal is over its threshold, re-checking every check interval;
-        return the seconds paused. Interrupted (SIGTERM) from the sleep propagates."""
+        return the seconds paused. After each check that still pauses, ``while_paused`` is
+        given the pause and its seconds so far (the loop's heartbeat: a pause may last
+        hours). Interrupted (SIGTERM) from the sleep propagates."""
         pause = self.check(conn)
         if pause is None:
             self.batch_started = self.clock()
@@ -241,6 +233,8 @@ class Throttle:
             # through; the next batch counts again.
             self.waiters = 0
             pause = self.check(conn)
+            if pause is not None and while_paused is not None:
+                while_paused(pause, self.clock() - started)
         self.batch_started = self.clock()
         paused = self.batch_started - started
         log.info(
@@ -249,24 +243,10 @@ class Throttle:
         return paused
 
     def _pause_length(self, pause: Pause) -> float:
-        """How long to sleep before checking again: the check interval; after a batch that
-        sessions waited on, as long as that batch took if shorter. The waiters went on when it
-        committed, and the application then has the table to itself at least half the time:
-        a pause of a whole second after each 150 ms batch made a backfill six times slower
-        under a steady load of point updates (docs/configuration.md)."""
-        interval = self.settings.check_interval
-        if pause.signal == LOCK_WAITERS and self.batch_seconds > 0:
-            return min(interval, self.batch_seconds)
-        return interval
+        return pause_length(pause, self.settings.check_interval, self.batch_seconds)
 
     def _lock_waiters(self) -> Pause | None:
-        limit = self.settings.max_lock_waiters
-        if self.waiters <= limit:
-            return None
-        message = f"{self.waiters} session(s) waited on the last batch's locks (at most {limit})"
-        return Pause(
-            LOCK_WAITERS, message, {"lock_waiters": self.waiters, "max_lock_waiters": limit}
-        )
+        return waiters_pause(self.waiters, self.settings.max_lock_waiters)
 
     def _replica_lag(self, conn: psycopg.Connection[Any]) -> Pause | None:
         limit = self.settings.max_replica_lag
@@ -275,16 +255,10 @@ class Throttle:
         row = self._read(conn, REPLICA_LAG, self._queries(conn)[REPLICA_LAG])
         if row is None:
             return None
-        hidden, lag, standby = row
+        pause, hidden = lag_pause(row, limit)
         if hidden:
             self._unreadable(REPLICA_LAG, HIDDEN_WALSENDERS.format(count=hidden))
-            return None
-        if lag is None or lag <= limit:
-            return None
-        replica = f"replica {standby!r}" if standby is not None else "a replica"
-        message = f"{replica} has {size_text(lag)} of WAL not replayed (at most {size_text(limit)})"
-        numbers = {"replica_lag_bytes": lag, "max_replica_lag": limit, "standby": standby}
-        return Pause(REPLICA_LAG, message, numbers)
+        return pause
 
     def _autovacuum(self, conn: psycopg.Connection[Any]) -> Pause | None:
         if not self.settings.pause_on_autovacuum or AUTOVACUUM in self.unreadable:
@@ -292,15 +266,10 @@ class Throttle:
         row = self._read(conn, AUTOVACUUM, self._queries(conn)[AUTOVACUUM], {"table": self.table})
         if row is None:
             return None
-        hidden, relation, phase, wraparound, workers = row
+        pause, hidden = autovacuum_pause(row)
         if hidden:
             self._unreadable(AUTOVACUUM, HIDDEN_VACUUMS.format(count=hidden))
-        if not workers:
-            return None
-        kind = "an anti-wraparound autovacuum" if wraparound else "autovacuum"
-        message = f"{kind} is working on {relation} ({phase})"
-        numbers = {"relation": relation, "phase": phase, "wraparound": wraparound}
-        return Pause(AUTOVACUUM, message, numbers)
+        return pause
 
     def _queries(self, conn: psycopg.Connection[Any]) -> dict[str, str]:
         """The query of each signal, decided on the first check (``queries_for``)."""
@@ -337,18 +306,14 @@ class Throttle:
 
 
 def queries_for(sees_views: bool, lag_function: bool, autovacuum_function: bool) -> dict[str, str]:
-    """Each signal's query: the views for a role that sees them (they name the standby) or has
-    no function to call (they show it as hidden: logged once as unknown); else the function.
+    """Each signal's query: 000's function or the views, as ``through_functions`` decides.
 
     >>> queries_for(False, True, False)[REPLICA_LAG] == REPLICA_LAG_FUNCTION_SQL
     True
     >>> queries_for(True, True, True)[AUTOVACUUM] == AUTOVACUUM_SQL
     True
     """
-    use_functions = {REPLICA_LAG: lag_function, AUTOVACUUM: autovacuum_function}
     views = {REPLICA_LAG: REPLICA_LAG_SQL, AUTOVACUUM: AUTOVACUUM_SQL}
     functions = {REPLICA_LAG: REPLICA_LAG_FUNCTION_SQL, AUTOVACUUM: AUTOVACUUM_FUNCTION_SQL}
-    return {
-        signal: functions[signal] if use_functions[signal] and not sees_views else views[signal]
-        for signal in views
-    }
+    chosen = through_functions(sees_views, lag_function, autovacuum_function)
+    return {signal: functions[signal] if chosen[signal] else views[signal] for signal in views}

@@ -58,6 +58,36 @@ def run_script(conn: psycopg.Connection[Any], text: str) -> list[pq.abc.PGresult
     return results
 
 
+# A batch file's $1 and $2: the lowest and highest key of the batch, as text (NULL: none).
+Bounds = tuple[str | None, str | None]
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """What a batch file's statement did: its command tag (``UPDATE 500``) and its rows."""
+
+    status: str
+    rows: int
+
+
+def run_bounded(conn: psycopg.Connection[Any], text: str, bounds: Bounds) -> Bounded:
+    """Run a batch file's statement ``text`` with ``bounds`` as $1 and $2, text parameters,
+    never prepared on the server: a pooler's next transaction may run on another server
+    session (the runner's batches and the lint's run on the scratch database alike).
+
+    A server's error raises StatementFailed (index 0); a connection that failed without
+    one (no SQLSTATE) raises psycopg's error as it came.
+    """
+    with psycopg.RawCursor(conn) as cursor:
+        try:
+            cursor.execute(text.encode(conn.info.encoding), bounds, prepare=False)
+        except psycopg.Error as error:
+            if not error.sqlstate:
+                raise
+            raise StatementFailed(error, 0) from None
+        return Bounded(cursor.statusmessage or "", max(cursor.rowcount, 0))
+
+
 class PreparedQueryLost(Exception):
     """A prepared catalog query of the round trip was gone: send it again with them as text."""
 

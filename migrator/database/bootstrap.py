@@ -74,7 +74,12 @@ def bootstrap(
             admin, key, config.migration_lock_timeout, name="bootstrap", evict=squatters
         ):
             trust.refuse_privileged_roles(
-                admin, config.user, config.app_user, config.admin_user, config.cleanup_role
+                admin,
+                config.user,
+                config.app_user,
+                config.admin_user,
+                config.cleanup_role,
+                config.stats_role,
             )
             if script is None and not database_exists(admin, config.dbname):
                 raise MigrationFilesError(ERR_NO_BOOTSTRAP_SCRIPT.format(dbname=config.dbname))
@@ -110,7 +115,12 @@ def run_bootstrap_script(
     def finish(conn: psycopg.Connection[Any], migration: Migration, execution_ms: int) -> None:
         # A 000 that granted a role more than its place is rolled back with the rest.
         trust.refuse_privileged_roles(
-            conn, config.user, config.app_user, config.admin_user, config.cleanup_role
+            conn,
+            config.user,
+            config.app_user,
+            config.admin_user,
+            config.cleanup_role,
+            config.stats_role,
         )
         set_role_passwords(conn, config, migration)
 

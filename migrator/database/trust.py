@@ -50,6 +50,10 @@ QUIET_TRANSACTION = (
 OWNER_KIND = "owner"
 APP_KIND = "runtime"
 CLEANUP_KIND = "cleanup"
+STATS_KIND = "stats"
+# The one role the stats role may be a member of: its functions (000) read the statistics
+# views with it, and hand out numbers only.
+STATS_GROUP = "pg_read_all_stats"
 # Attributes neither the owner nor the runtime role may hold, with what each lets it do.
 FORBIDDEN_ATTRIBUTES = {
     "SUPERUSER": "it bypasses every permission check",
@@ -84,6 +88,16 @@ FROM pg_catalog.pg_roles g
 WHERE g.rolname <> %(role)s
   AND pg_catalog.pg_has_role(%(role)s::pg_catalog.name, g.oid, 'MEMBER')
 ORDER BY g.rolname
+"""
+
+# The stats role: whether it can log in, its first direct member (000 makes neither), and the
+# attributes of ROLE_ATTRIBUTES.
+STATS_ROLE = """
+SELECT r.rolcanlogin,
+       (SELECT pg_catalog.pg_get_userbyid(m.member) FROM pg_catalog.pg_auth_members m
+        WHERE m.roleid = r.oid ORDER BY 1 LIMIT 1),
+       r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication
+FROM pg_catalog.pg_roles r WHERE r.rolname = %s
 """
 
 # Objects that run code and that a role which is not a superuser owns (so can redefine):
@@ -144,6 +158,22 @@ ERR_MEMBERSHIP = (
     "bootstrap changed nothing; REVOKE {group} FROM {role} (or from the role it is "
     "granted through), then start again"
 )
+# Whoever logs in as the stats role, or is a member of it, sees every session's statements
+# (and the secrets in them) through pg_read_all_stats.
+ERR_STATS_LOGIN = (
+    "stats role {role} can log in (whoever does sees every session's statements, through "
+    "pg_read_all_stats): bootstrap changed nothing; run ALTER ROLE {role} NOLOGIN, then "
+    "start again"
+)
+ERR_STATS_MEMBER = (
+    "stats role {role} has member {member} (a member sees every session's statements, "
+    "through pg_read_all_stats): bootstrap changed nothing; REVOKE {role} FROM {member}, "
+    "then start again"
+)
+STATS_MEMBERSHIP_WHY = (
+    "the migrator_stats functions it owns run with every role it is a member of; "
+    "pg_read_all_stats is the only one it may have"
+)
 OWNER_MEMBERSHIP_WHY = "the owner bypasses row level security on its own tables"
 GROUP_ATTRIBUTE_WHY = "{group} has {attribute}, which the member can take with SET ROLE"
 ERR_PLANTED = (
@@ -185,9 +215,11 @@ class RoleRefusal:
     role: str
     attribute: str | None = None
     member_of: str | None = None
+    member: str | None = None  # a role that is a member of this one (the stats role has none)
 
     def error(self) -> PermissionDeniedError:
-        fields = {"attribute": self.attribute} if self.attribute else {"member_of": self.member_of}
+        named = {"attribute": self.attribute, "member_of": self.member_of, "member": self.member}
+        fields = {name: value for name, value in named.items() if value}
         return PermissionDeniedError(self.message, role=self.role, **fields)
 
 
@@ -197,6 +229,7 @@ def refuse_privileged_roles(
     app: str,
     admin: str | None,
     cleanup: str | None = None,
+    stats: str | None = None,
 ) -> None:
     """Raise PermissionDeniedError (77) for the first excess found; roles not yet created pass.
 
@@ -210,6 +243,10 @@ def refuse_privileged_roles(
     refuse_excess(conn, APP_KIND, app, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
     if cleanup is not None:  # it may delete expired rows through 004's functions, nothing else
         refuse_excess(conn, CLEANUP_KIND, cleanup, extra_groups={owner: OWNER_MEMBERSHIP_WHY})
+    if stats is not None:  # 000 checks it too, but only once bootstrap is under way (65)
+        refusal = stats_refusal(conn, stats)
+        if refusal is not None:
+            raise refusal.error()
 
 
 def warn_owner_is_admin(owner: str, admin: str | None) -> None:
@@ -243,6 +280,30 @@ def role_refusal(
         )
         if why:
             message = ERR_MEMBERSHIP.format(kind=kind, role=role, group=group, why=why)
+            return RoleRefusal(message, role, member_of=group)
+    return None
+
+
+def stats_refusal(conn: psycopg.Connection[Any], role: str) -> RoleRefusal | None:
+    """Why the stats role is refused: it can log in, has an attribute of FORBIDDEN_ATTRIBUTES,
+    has a member, or is a member of a role other than pg_read_all_stats (directly or through
+    other roles); None when it is as 000 makes it, or not created yet."""
+    row = conn.execute(STATS_ROLE, (role,)).fetchone()
+    if row is None:
+        return None
+    can_login, member, *attributes = row
+    if can_login:
+        return RoleRefusal(ERR_STATS_LOGIN.format(role=role), role, attribute="LOGIN")
+    for attribute in held(attributes):
+        reason = FORBIDDEN_ATTRIBUTES[attribute]
+        message = ERR_ATTRIBUTE.format(kind=STATS_KIND, role=role, attribute=attribute, why=reason)
+        return RoleRefusal(message, role, attribute=attribute)
+    if member is not None:
+        return RoleRefusal(ERR_STATS_MEMBER.format(role=role, member=member), role, member=member)
+    for group, *_ in conn.execute(ROLE_MEMBERSHIPS, {"role": role}):
+        if group != STATS_GROUP:
+            why = STATS_MEMBERSHIP_WHY
+            message = ERR_MEMBERSHIP.format(kind=STATS_KIND, role=role, group=group, why=why)
             return RoleRefusal(message, role, member_of=group)
     return None
 

@@ -31,7 +31,7 @@ from psycopg import pq, sql
 
 from migrator.apply.location import migration_failed
 from migrator.apply.session import FileSession, SessionStatements
-from migrator.apply.transport import StatementFailed, run_script
+from migrator.apply.transport import Bounds, StatementFailed, run_bounded, run_script
 from migrator.config import MAX_NAME_BYTES, Config, name_prefix
 from migrator.database.bootstrap import APP_ROLE_SETTING, OWNER_ROLE_SETTING, set_role_passwords
 from migrator.database.catalog import (
@@ -367,7 +367,7 @@ def _execute(
     (``ALTER TABLE``, ``DELETE 3``)."""
     try:
         if bounds is not None:
-            return _run_bounded(conn, statement, bounds)
+            return run_bounded(conn, statement.text, bounds).status
         results = run_script(conn, statement.text)
         status = results[-1].command_status if results else None
         return status.decode() if status else ""
@@ -379,7 +379,6 @@ def _execute(
 
 # A batch file's statement runs once on the scratch database, for every row there: $1 and $2
 # the lowest and highest key (NULL on an empty table: it runs and changes nothing).
-Bounds = tuple[str | None, str | None]
 WHOLE_KEY_RANGE = "SELECT min({key})::text, max({key})::text FROM {table}"
 
 
@@ -451,19 +450,6 @@ def batch_scans(
         conn.execute("ROLLBACK")
         conn.execute(f"DEALLOCATE {PLAN_NAME}")
     return [scan for plan in plans for scan in _scans(plan["Plan"], relations)]
-
-
-def _run_bounded(conn: psycopg.Connection[Any], statement: Statement, bounds: Bounds) -> str:
-    """The statement with ``bounds`` as $1 and $2, as text parameters, never prepared on the
-    server (as the runner sends it: a pooler may sit between)."""
-    with psycopg.RawCursor(conn) as cursor:
-        try:
-            cursor.execute(statement.text.encode(conn.info.encoding), bounds, prepare=False)
-        except psycopg.Error as error:
-            if not error.sqlstate:  # the connection itself failed
-                raise
-            raise StatementFailed(error, 0) from None
-        return cursor.statusmessage or ""
 
 
 def second_run(

@@ -367,8 +367,10 @@ def test_batch_max_size_caps_the_growth(database, run_runner, migrations):
 
 
 def test_a_locked_row_makes_batches_time_out_retry_and_split(database, start_runner, migrations):
-    """A session holds row 20: its batch times out, is retried, then halved; once the row is
-    free the walk goes on and every row is done once."""
+    """A session holds row 4: its batch (1-4) times out, is retried, then halved; the half
+    after the one that went through keeps that size (2 rows, 3-4) rather than growing back into
+    the locked row, and is halved again; once the row is free the walk goes on and every row
+    is done once."""
     from tests.faults.conftest import Watched
 
     migrations.add(
@@ -382,16 +384,24 @@ def test_a_locked_row_makes_batches_time_out_retry_and_split(database, start_run
     assert start_runner("--phase", "pre", env=env).wait().returncode == 0
     with database.connect() as holder:
         holder.execute("BEGIN")
-        holder.execute("SELECT * FROM items WHERE id = 20 FOR UPDATE")
+        holder.execute("SELECT * FROM items WHERE id = 4 FOR UPDATE")
         runner = Watched(start_runner("--phase", "post", env=env))
         split = runner.wait_for(lambda e: e["event"] == "batch_split")
         assert split is not None
         assert split["batch_size"] == split["previous_size"] // 2
+        # Down to row 4 alone: held at the split size, two halvings (growing back after each
+        # batch that went through took four, each after 3 more timeouts).
+        at_one = runner.wait_for(
+            lambda e: e["event"] == "lock_timeout_retry" and e["batch_size"] == 1
+        )
+        assert at_one is not None and at_one["checkpoint"] == "3", at_one
         holder.execute("COMMIT")
     result = runner.finish()
     assert result.returncode == 0, result
     retries = result.events_named("lock_timeout_retry")
     assert [e["attempt"] for e in retries[:3]] == [1, 2, 3]
+    splits = [(e["previous_size"], e["batch_size"]) for e in result.events_named("batch_split")]
+    assert splits == [(4, 2), (2, 1)], splits
     assert database.query("SELECT done, count(*) FROM items GROUP BY 1") == [(1, 60)]
     assert "002_backfill" in recorded(database)
 

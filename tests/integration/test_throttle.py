@@ -24,6 +24,7 @@ import psycopg
 import pytest
 import structlog
 
+from migrator.apply.health import size_text
 from migrator.apply.throttle import WAITERS_SQL, Throttle, ThrottleSettings
 from migrator.cli.signals import install_signal_handlers
 from migrator.errors import Interrupted
@@ -500,7 +501,7 @@ def test_a_backfill_waits_for_a_paused_standby_then_finishes(
     standby: PgServer, database: Database, migrations: MigrationsFolder, tmp_path: Path
 ) -> None:
     migrations.add({"001_items.sql": ITEMS, "002_backfill.sql": BACKFILL})
-    env = backfill_env(database, migrations, BATCH_MAX_REPLICA_LAG="1MB")
+    env = backfill_env(database, migrations, BATCH_MAX_REPLICA_LAG="1MB", PROGRESS_INTERVAL="0.3s")
     pause, result, resumed_at = backfill_while_replay_paused(
         standby, database, env, tmp_path, hold=1.0
     )
@@ -522,6 +523,21 @@ def test_a_backfill_waits_for_a_paused_standby_then_finishes(
     assert names.index("batch_paused") < names.index("batch_resumed")
     assert names.index("batch_resumed") < names.index("batch_committed")
     assert time.monotonic() - resumed_at < 30
+    # While paused, a batch_progress every PROGRESS_INTERVAL says the run is alive, and why.
+    first_pause = result.events[names.index("batch_paused") : names.index("batch_resumed")]
+    beats = named(first_pause, "batch_progress")
+    assert len(beats) >= 2, names
+    # The reason as batch_paused gives it, with the lag of the moment.
+    lag, limit = "replica 'standby' has ", " of WAL not replayed (at most 1.0 MB)"
+    assert pause["reason"] == lag + size_text(pause["replica_lag_bytes"]) + limit, pause
+    assert all(b["paused"] and b["reason"].startswith(lag) for b in beats), beats
+    assert all(b["reason"].endswith(limit) for b in beats), beats
+    assert all(b["signal"] == "replica_lag" and b["rows_done"] == 0 for b in beats), beats
+    seconds = [b["paused_seconds"] for b in beats]
+    assert seconds == sorted(seconds) and 0.3 <= seconds[0] < seconds[-1], seconds
+    assert seconds[-1] <= resumes[0]["paused_seconds"], (seconds, resumes[0])
+    going = [e for e in result.events_named("batch_progress") if not e["paused"]]
+    assert all("reason" not in e for e in going), going
     [finished] = result.events_named("batch_finished")
     paused = sum(event["paused_seconds"] for event in resumes)
     assert finished["paused_seconds"] == pytest.approx(paused, abs=0.01)

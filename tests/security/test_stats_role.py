@@ -103,20 +103,43 @@ def test_the_owner_as_a_member_of_the_stats_role_is_refused(site: Site) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "undo"),
+    ("change", "undo", "words"),
     [
-        (f"ALTER ROLE {STATS} LOGIN", f"ALTER ROLE {STATS} NOLOGIN"),
-        (f"GRANT {STATS} TO {NOBODY}", f"REVOKE {STATS} FROM {NOBODY}"),
-        (f"GRANT pg_signal_backend TO {STATS}", f"REVOKE pg_signal_backend FROM {STATS}"),
+        (
+            f"ALTER ROLE {STATS} LOGIN",
+            f"ALTER ROLE {STATS} NOLOGIN",
+            ("can log in", f"ALTER ROLE {STATS} NOLOGIN"),
+        ),
+        (
+            f"ALTER ROLE {STATS} CREATEDB",
+            f"ALTER ROLE {STATS} NOCREATEDB",
+            ("has CREATEDB", f"ALTER ROLE {STATS} NOCREATEDB"),
+        ),
+        (
+            f"GRANT {STATS} TO {NOBODY}",
+            f"REVOKE {STATS} FROM {NOBODY}",
+            (f"has member {NOBODY}", f"REVOKE {STATS} FROM {NOBODY}"),
+        ),
+        (
+            f"GRANT pg_signal_backend TO {STATS}",
+            f"REVOKE pg_signal_backend FROM {STATS}",
+            ("is a member of pg_signal_backend", f"REVOKE pg_signal_backend FROM {STATS}"),
+        ),
+        (
+            f"GRANT {APP} TO {STATS}",
+            f"REVOKE {APP} FROM {STATS}",
+            (f"is a member of {APP}",),
+        ),
     ],
 )
-def test_a_stats_role_that_holds_more_is_refused(site: Site, change: str, undo: str) -> None:
+def test_a_stats_role_that_holds_more_is_refused_before_bootstrap(
+    site: Site, change: str, undo: str, words: tuple[str, ...]
+) -> None:
+    # Checked with the other roles before bootstrap changes anything (77, one line); 000's
+    # own check (65) stays behind it for a 000 run by other means.
     site.as_admin(change)
     try:
-        result = site.run()
-        assert result.returncode == MIGRATION_FAILED, result
-        [failed] = result.events_named("migration_failed")
-        assert failed["sqlstate"] == "22023" and f"stats role {STATS}" in failed["error"], failed
+        refused_and_unchanged(site, f"stats role {STATS} ", *words)
     finally:
         site.as_admin(undo)
     site.start_succeeds()
