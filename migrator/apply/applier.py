@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -43,7 +43,7 @@ from migrator.apply.transport import (
     index_after,
     run_script,
 )
-from migrator.apply.watch import watched
+from migrator.apply.watch import notices_logged, watched
 from migrator.config import Config
 from migrator.database.connect import reason_of, session_lost
 from migrator.database.lock import LockGuard
@@ -364,10 +364,11 @@ class Applier:
 
     def _apply_together(self, migrations: Sequence[Migration]) -> tuple[dict[str, int], bool]:
         """``migrations`` in one round trip, each in the envelope apply() gives it; the
-        results are read one by one, so that each file is logged, watched (NOTICEs, progress)
-        and checked as it ends. Returns the durations of the files applied, and True when the
-        next file is to run on its own: what apply() tries again (a lock timeout, a statement
-        PostgreSQL refuses in a transaction, the prepared queries lost). After a file that
+        results are read one by one, so that each file is logged (its NOTICEs too) and
+        checked in order, and nothing of a file after a failed one runs. Returns the
+        durations of the files applied, and True when the next file is to run on its own:
+        what apply() tries again (a lock timeout, a statement PostgreSQL refuses in a
+        transaction, the prepared queries lost). After a file that
         changed the defaults a login reads, the next file's fence fails (nothing of it runs)
         and the files go on on a new login."""
         envelopes = [self._transaction(migration) for migration in migrations]
@@ -380,6 +381,18 @@ class Applier:
             ]
         texts = [e.wrap(m.sql) for m, e in zip(migrations, envelopes, strict=True)]
         self.running_mode = TransactionMode.TRANSACTION
+        # The server sends a round trip's results when it ends (its output buffer fills
+        # first only for large results): a long file among them shows in migration_progress
+        # under the versions of the whole round trip.
+        together = f"{migrations[0].version}..{migrations[-1].version}"
+        watching = self.progress.watching(together) if self.progress else nullcontext()
+        with watching:
+            return self._results_together(migrations, envelopes, texts)
+
+    def _results_together(
+        self, migrations: Sequence[Migration], envelopes: list[Envelope], texts: list[str]
+    ) -> tuple[dict[str, int], bool]:
+        """The results of the round trip ``texts`` file by file (see _apply_together)."""
         results = self._received("".join(texts))
         preceding = 0  # characters of the round trip before the file's envelope
         applied: dict[str, int] = {}
@@ -387,10 +400,7 @@ class Applier:
         start = time.monotonic()
         for migration, envelope, sent in zip(migrations, envelopes, texts, strict=True):
             _log_started(migration)
-            with (
-                watched(self.conn, self.progress, migration.version),
-                self._loss_explained(migration),
-            ):
+            with notices_logged(self.conn, migration.version), self._loss_explained(migration):
                 ended = self._file_results(results)
                 if ended[-1].status == pq.ExecStatus.FATAL_ERROR:
                     failure = StatementFailed(
@@ -402,12 +412,15 @@ class Applier:
                 self.files.observe(ended, envelope.after)
                 if self.files.changed:  # the next file's fence fails: nothing of it ran
                     self._finish(results)
-            applied[migration.version] = _ms_since(start)
+            held = _locks_held(ended, envelope)
+            # The results came together: the server's measure of the file's own transaction.
+            took = held["transaction_ms"]
+            applied[migration.version] = _ms_since(start) if took is None else took
             log.info(
                 "migration_applied",
                 version=migration.version,
                 duration_ms=applied[migration.version],
-                **_locks_held(ended, envelope),
+                **held,
             )
             start, preceding = time.monotonic(), preceding + len(sent)
             stale = statistics.stale_relations(ended, envelope.after)  # the last file's only
