@@ -165,6 +165,9 @@ class Applier:
     # Lock-timed-out attempts a file had in a shared round trip: its retries on its own count
     # them, so that DDL_LOCK_RETRIES holds.
     _lock_attempts: int = field(default=0, init=False)
+    # At most so many files in the next shared round trip: those before a file with a syntax
+    # error (PostgreSQL parses a whole round trip before running any of it).
+    _together_limit: int = field(default=TOGETHER_FILES, init=False)
 
     def __post_init__(self) -> None:
         self.queries = PreparedQueries(self.conn, enabled=not self.pooled)
@@ -332,7 +335,6 @@ class Applier:
                 applied, alone = self._apply_together(together)
                 durations.update(applied)
                 position += len(applied)
-                alone = alone or not applied
             if alone and position < len(migrations):
                 migration = migrations[position]
                 durations[migration.version] = self.apply(migration)
@@ -342,13 +344,14 @@ class Applier:
     def _together(self, migrations: Sequence[Migration]) -> Sequence[Migration]:
         """The leading files of ``migrations`` that may share one round trip."""
         size = 0
-        for count, migration in enumerate(migrations[:TOGETHER_FILES]):
+        limit, self._together_limit = self._together_limit, TOGETHER_FILES
+        for count, migration in enumerate(migrations[:limit]):
             size += len(migration.sql)
             if size > TOGETHER_BYTES or not self._may_go_together(migration):
                 return migrations[:count]
             if statistics.envelope_statements(self.config, migration.sql) != ((), ()):
                 return migrations[: count + 1]  # its ANALYZE runs after its commit: the last
-        return migrations[:TOGETHER_FILES]
+        return migrations[:limit]
 
     def _may_go_together(self, migration: Migration) -> bool:
         """Known before anything is sent: a versioned file run in one transaction, as one text
@@ -403,11 +406,13 @@ class Applier:
             with notices_logged(self.conn, migration.version), self._loss_explained(migration):
                 ended = self._file_results(results)
                 if ended[-1].status == pq.ExecStatus.FATAL_ERROR:
-                    failure = StatementFailed(
-                        pg_errors.error_from_result(ended[-1], self.conn.info.encoding),
-                        len(ended) - 1,
-                        preceding=preceding,
-                    )
+                    error = pg_errors.error_from_result(ended[-1], self.conn.info.encoding)
+                    later = _file_at(error, texts, preceding + len(sent))
+                    if later is not None:  # a syntax error there: nothing of the round trip ran
+                        self._finish(results)
+                        self._together_limit = later  # this file and those up to that one
+                        return applied, False
+                    failure = StatementFailed(error, len(ended) - 1, preceding=preceding)
                     return applied, self._failed_together(migration, envelope, failure, results)
                 self.files.observe(ended, envelope.after)
                 if self.files.changed:  # the next file's fence fails: nothing of it ran
@@ -765,6 +770,22 @@ class Applier:
                 file=migration.path, reason=reason_of(error), outcome=outcome
             )
             raise ConnectionLostError(message, file=str(migration.path)) from None
+
+
+def _file_at(error: psycopg.Error, texts: Sequence[str], end: int) -> int | None:
+    """How many files of a shared round trip (``texts``) come before the one the server's
+    error position points into, when it points past ``end`` (the failed file's end): a
+    syntax error found when the server parsed the whole round trip, before it ran any of it.
+    None when the error is the failed file's own."""
+    position = error.diag.statement_position
+    if not position or int(position) - 1 < end:
+        return None
+    start = 0
+    for index, text in enumerate(texts):
+        start += len(text)
+        if int(position) - 1 < start:
+            return index
+    return None
 
 
 def _log_started(migration: Migration) -> None:

@@ -228,6 +228,30 @@ def test_lock_timeout_gives_up_after_the_retries(database, run_runner, migration
     assert result.events_named("migration_failed")[0]["sqlstate"] == "55P03"
 
 
+def test_a_syntax_error_in_a_later_file_of_a_shared_round_trip_is_that_files(
+    database, run_runner, migrations
+):
+    # PostgreSQL parses a whole round trip before running any of it: the files before the
+    # one with the syntax error are applied all the same, as one by one, and the error is its.
+    migrations.add({
+        "001_first.sql": "CREATE TABLE parsed_first (id int);",
+        "002_second.sql": "CREATE TABLE parsed_second (id int);",
+    })  # fmt: skip
+    bad = migrations.write("003_typo.sql", "CREATE TABLE parsed_third (id int);\nCREATE TABEL x;\n")
+    migrations.add({"004_after.sql": "CREATE TABLE parsed_after (id int);"})
+    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
+
+    assert result.returncode == 65, result
+    failure = result.events_named("migration_failed")[0]
+    assert (failure["file"], failure["line"], failure["sqlstate"]) == (str(bad), 2, "42601")
+    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [
+        ("001_first",),
+        ("002_second",),
+    ]
+    assert database.scalar("SELECT to_regclass('parsed_third')") is None
+    assert database.scalar("SELECT to_regclass('parsed_after')") is None
+
+
 @pytest.mark.parametrize("retries", [0, 2])
 def test_a_lock_timeout_in_a_shared_round_trip_counts_as_the_first_attempt(
     database, run_runner, migrations, retries
