@@ -355,12 +355,13 @@ class Applier:
 
     def _may_go_together(self, migration: Migration) -> bool:
         """Known before anything is sent: a versioned file run in one transaction, as one text
-        (no COPY data, no standard_conforming_strings change), on a server session of the
-        runner's own (no pooler). One whose statistics are measured (an ANALYZE may follow
-        its commit) ends the round trip."""
+        (no COPY data, no setting the runner follows), not a batch file (its own transactions),
+        on a server session of the runner's own (no pooler). One whose statistics are measured
+        (an ANALYZE may follow its commit) ends the round trip."""
         return (
             not self.pooled
             and not migration.repeatable
+            and migration.batch is None
             and migration.mode_decision.mode is TransactionMode.TRANSACTION
             and not migration.needs_reading
         )
