@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import psycopg
 import tenacity
-from psycopg import errors as pg_errors
-from psycopg import generators, pq
+from psycopg import pq
 
 from migrator.apply import statistics
 from migrator.apply.location import migration_failed
@@ -43,7 +42,7 @@ from migrator.apply.transport import (
     index_after,
     run_script,
 )
-from migrator.apply.watch import notices_logged, watched
+from migrator.apply.watch import watched
 from migrator.config import Config
 from migrator.database.connect import reason_of, session_lost
 from migrator.database.lock import LockGuard
@@ -124,13 +123,6 @@ LOCKS_HELD = (
     "GROUP BY 1) held)::text, "
     "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 )
-# Consecutive plain transactional files travel together, each in its own envelope and
-# transaction, at most so many files and bytes in one round trip: the server starts the next
-# file as soon as the last one committed, without waiting for the client (issue 29). An error
-# ends the round trip there: PostgreSQL skips the rest of a query string after an error, so
-# no file after the failed one runs.
-TOGETHER_FILES = 20
-TOGETHER_BYTES = 1_000_000
 
 
 Recorder = Callable[[psycopg.Connection[Any], Migration, int], None]
@@ -162,12 +154,6 @@ class Applier:
     queries: PreparedQueries = field(init=False)
     # The runner's statements around each file: BEGIN and timeouts, the session reset.
     session: SessionStatements = field(init=False)
-    # Lock-timed-out attempts a file had in a shared round trip: its retries on its own count
-    # them, so that DDL_LOCK_RETRIES holds.
-    _lock_attempts: int = field(default=0, init=False)
-    # At most so many files in the next shared round trip: those before a file with a syntax
-    # error (PostgreSQL parses a whole round trip before running any of it).
-    _together_limit: int = field(default=TOGETHER_FILES, init=False)
 
     def __post_init__(self) -> None:
         self.queries = PreparedQueries(self.conn, enabled=not self.pooled)
@@ -190,7 +176,12 @@ class Applier:
         script's passwords and upsert), run in the same transaction after the file.
         """
         decision = migration.mode_decision
-        _log_started(migration)
+        log.info(
+            "migration_started",
+            version=migration.version,
+            mode=decision.mode.value,
+            mode_reason=decision.reason,
+        )
         start = time.monotonic()
         held: dict[str, Any] = {}
         stale: list[statistics.StaleRelation] = []
@@ -323,179 +314,6 @@ class Applier:
         log.info("transaction_committed", versions=list(durations))
         return durations
 
-    def apply_files(self, migrations: Sequence[Migration]) -> dict[str, int]:
-        """Apply ``migrations`` in order, each as apply() does; consecutive files that can
-        share a round trip (``_may_go_together``) are sent in one. Returns their durations."""
-        durations: dict[str, int] = {}
-        position = 0
-        while position < len(migrations):
-            together = self._together(migrations[position:])
-            alone = len(together) < 2
-            if not alone:
-                applied, alone = self._apply_together(together)
-                durations.update(applied)
-                position += len(applied)
-            if alone and position < len(migrations):
-                migration = migrations[position]
-                durations[migration.version] = self.apply(migration)
-                position += 1
-        return durations
-
-    def _together(self, migrations: Sequence[Migration]) -> Sequence[Migration]:
-        """The leading files of ``migrations`` that may share one round trip."""
-        size = 0
-        limit, self._together_limit = self._together_limit, TOGETHER_FILES
-        for count, migration in enumerate(migrations[:limit]):
-            size += len(migration.sql)
-            if size > TOGETHER_BYTES or not self._may_go_together(migration):
-                return migrations[:count]
-            if statistics.envelope_statements(self.config, migration.sql) != ((), ()):
-                return migrations[: count + 1]  # its ANALYZE runs after its commit: the last
-        return migrations[:limit]
-
-    def _may_go_together(self, migration: Migration) -> bool:
-        """Known before anything is sent: a versioned file run in one transaction, as one text
-        (no COPY data, no setting the runner follows), not a batch file (its own transactions),
-        on a server session of the runner's own (no pooler). One whose statistics are measured
-        (an ANALYZE may follow its commit) ends the round trip."""
-        return (
-            not self.pooled
-            and not migration.repeatable
-            and migration.batch is None
-            and migration.mode_decision.mode is TransactionMode.TRANSACTION
-            and not migration.needs_reading
-        )
-
-    def _apply_together(self, migrations: Sequence[Migration]) -> tuple[dict[str, int], bool]:
-        """``migrations`` in one round trip, each in the envelope apply() gives it; the
-        results are read one by one, so that each file is logged (its NOTICEs too) and
-        checked in order, and nothing of a file after a failed one runs. Returns the
-        durations of the files applied, and True when the next file is to run on its own:
-        what apply() tries again (a lock timeout, a statement PostgreSQL refuses in a
-        transaction, the prepared queries lost). After a file that
-        changed the defaults a login reads, the next file's fence fails (nothing of it runs)
-        and the files go on on a new login."""
-        envelopes = [self._transaction(migration) for migration in migrations]
-        fence = self.files.fence
-        if fence is not None:
-            begin = len(self.session.begin)
-            envelopes[1:] = [
-                replace(e, before=(*e.before[:begin], fence, *e.before[begin:]))
-                for e in envelopes[1:]
-            ]
-        texts = [e.wrap(m.sql) for m, e in zip(migrations, envelopes, strict=True)]
-        self.running_mode = TransactionMode.TRANSACTION
-        # The server sends a round trip's results when it ends (its output buffer fills
-        # first only for large results): a long file among them shows in migration_progress
-        # under the versions of the whole round trip.
-        together = f"{migrations[0].version}..{migrations[-1].version}"
-        watching = self.progress.watching(together) if self.progress else nullcontext()
-        with watching:
-            return self._results_together(migrations, envelopes, texts)
-
-    def _results_together(
-        self, migrations: Sequence[Migration], envelopes: list[Envelope], texts: list[str]
-    ) -> tuple[dict[str, int], bool]:
-        """The results of the round trip ``texts`` file by file (see _apply_together)."""
-        results = self._received("".join(texts))
-        preceding = 0  # characters of the round trip before the file's envelope
-        applied: dict[str, int] = {}
-        stale: list[statistics.StaleRelation] = []
-        start = time.monotonic()
-        for migration, envelope, sent in zip(migrations, envelopes, texts, strict=True):
-            _log_started(migration)
-            with notices_logged(self.conn, migration.version), self._loss_explained(migration):
-                ended = self._file_results(results)
-                if ended[-1].status == pq.ExecStatus.FATAL_ERROR:
-                    error = pg_errors.error_from_result(ended[-1], self.conn.info.encoding)
-                    later = _file_at(error, texts, preceding + len(sent))
-                    if later is not None:  # a syntax error there: nothing of the round trip ran
-                        self._finish(results)
-                        self._together_limit = later  # this file and those up to that one
-                        return applied, False
-                    failure = StatementFailed(error, len(ended) - 1, preceding=preceding)
-                    return applied, self._failed_together(migration, envelope, failure, results)
-                self.files.observe(ended, envelope.after)
-                if self.files.changed:  # the next file's fence fails: nothing of it ran
-                    self._finish(results)
-            held = _locks_held(ended, envelope)
-            # The results came together: the server's measure of the file's own transaction.
-            took = held["transaction_ms"]
-            applied[migration.version] = _ms_since(start) if took is None else took
-            log.info(
-                "migration_applied",
-                version=migration.version,
-                duration_ms=applied[migration.version],
-                **held,
-            )
-            start, preceding = time.monotonic(), preceding + len(sent)
-            stale = statistics.stale_relations(ended, envelope.after)  # the last file's only
-            if self.files.changed:
-                statistics.refresh(self.conn, self.config, migration.version, stale)
-                if self.files.follow(migration.version):
-                    self._renewed()
-                return applied, False
-        with self._loss_explained(migrations[-1]):
-            self._finish(results)  # the end of the round trip, after the last COMMIT
-        statistics.refresh(self.conn, self.config, migrations[-1].version, stale)  # committed
-        return applied, False
-
-    def _received(self, text: str) -> Iterator[pq.abc.PGresult]:
-        """Send ``text`` in one round trip (the simple query protocol); its results one by one
-        as they arrive, up to the end of the round trip."""
-        pgconn = self.conn.pgconn
-        pgconn.send_query(text.encode(self.conn.info.encoding))
-        self.conn.wait(generators.send(pgconn))
-        while (result := self.conn.wait(generators.fetch(pgconn))) is not None:
-            yield result
-
-    @staticmethod
-    def _file_results(results: Iterator[pq.abc.PGresult]) -> list[pq.abc.PGresult]:
-        """One file's results: up to its envelope's COMMIT, or to the error that ended the
-        round trip. A file sent together holds no COMMIT of its own (that decides another
-        mode), and its functions cannot commit inside the envelope's transaction."""
-        ended: list[pq.abc.PGresult] = []
-        for result in results:
-            ended.append(result)
-            if result.status == pq.ExecStatus.FATAL_ERROR or result.command_status == b"COMMIT":
-                return ended
-        raise RuntimeError("the round trip ended before a file's COMMIT")  # a bug: never sent so
-
-    def _finish(self, results: Iterator[pq.abc.PGresult]) -> None:
-        """Read the rest of the round trip (the server skipped it after an error), and end
-        the transaction the error left open."""
-        for _ in results:
-            pass
-        self._end_failed_transaction()
-
-    def _failed_together(
-        self,
-        migration: Migration,
-        envelope: Envelope,
-        failed: StatementFailed,
-        results: Iterator[pq.abc.PGresult],
-    ) -> bool:
-        """``migration`` failed in a shared round trip; nothing after it ran. True when it is
-        to run again on its own (as apply() tries it again); otherwise raise its error, as
-        apply() reports it (file, line), or the lock lost."""
-        self._finish(results)
-        failure = self._attributed(failed, migration, envelope)
-        if isinstance(failure, PreparedQueryLost):
-            return True
-        if not isinstance(failure, StatementFailed):
-            raise failure  # the lock lost
-        if is_lock_timeout(failure) and self.config.ddl_lock_retries > 0:
-            # The shared attempt was the first: logged and waited for as apply() would.
-            self._lock_attempts = 1
-            self._log_lock_retry(migration, 1)
-            state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-            state.attempt_number = 1
-            time.sleep(LOCK_RETRY_WAIT(state))
-            return True
-        if failure.error.sqlstate in FALLBACK_SQLSTATES:
-            return True
-        raise self._reported(failure, migration)
-
     def _transaction(self, migration: Migration) -> Envelope:
         remember, measure = statistics.envelope_statements(self.config, migration.sql)
         guarded = self._guarded()
@@ -538,26 +356,15 @@ class Applier:
             )
         except StatementFailed as failure:
             self._end_failed_transaction()
-            raise self._attributed(failure, migration, envelope, part) from None
-
-    def _attributed(
-        self,
-        failure: StatementFailed,
-        migration: Migration,
-        envelope: Envelope,
-        part: Part | None = None,
-    ) -> Exception:
-        """What a failed round trip of ``migration`` in ``envelope`` raises: its prepared
-        queries lost, the lock lost (the guard failed), or the statement's failure."""
-        if envelope.executes and self.queries.lost(failure.error):
-            return PreparedQueryLost()
-        # One result per statement the server ran, each statement of a block counted.
-        count = len(server_statements(migration.statements if part is None else part.statements))
-        if self.guard and failure.index == index_after(count, envelope, self.guard.sql):
-            return self.guard.lost(migration.version)
-        return StatementFailed(
-            failure.error, failure.index, envelope, migration, part, failure.preceding
-        )
+            if envelope.executes and self.queries.lost(failure.error):
+                raise PreparedQueryLost() from None
+            # One result per statement the server ran, each statement of a block counted.
+            count = len(
+                server_statements(migration.statements if part is None else part.statements)
+            )
+            if self.guard and failure.index == index_after(count, envelope, self.guard.sql):
+                raise self.guard.lost(migration.version) from None
+            raise StatementFailed(failure.error, failure.index, envelope, migration, part) from None
 
     def _end_failed_transaction(self) -> None:
         # The envelope's own BEGIN is left aborted by a failure: end it before a retry.
@@ -705,14 +512,19 @@ class Applier:
 
         ``migration`` is None for the single transaction: each failure names its own file.
         """
-        tried, self._lock_attempts = self._lock_attempts, 0
 
         def log_retry(state: tenacity.RetryCallState) -> None:
-            self._log_lock_retry(migration, state.attempt_number + tried)
+            log.warning(
+                "lock_timeout_retry",
+                version=migration.version if migration else "(single transaction)",
+                attempt=state.attempt_number,
+                lock_timeout_ms=round(self.config.ddl_lock_timeout * 1000),
+                retries=self.config.ddl_lock_retries,
+            )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_lock_timeout),
-            stop=tenacity.stop_after_attempt(self.config.ddl_lock_retries + 1 - tried),
+            stop=tenacity.stop_after_attempt(self.config.ddl_lock_retries + 1),
             wait=LOCK_RETRY_WAIT,
             before_sleep=log_retry,
             reraise=True,
@@ -720,34 +532,15 @@ class Applier:
         try:
             retrying(action)
         except StatementFailed as failure:
-            raise self._reported(failure, migration, statement, index) from None
-
-    def _log_lock_retry(self, migration: Migration | None, attempt: int) -> None:
-        log.warning(
-            "lock_timeout_retry",
-            version=migration.version if migration else "(single transaction)",
-            attempt=attempt,
-            lock_timeout_ms=round(self.config.ddl_lock_timeout * 1000),
-            retries=self.config.ddl_lock_retries,
-        )
-
-    def _reported(
-        self,
-        failure: StatementFailed,
-        migration: Migration | None,
-        statement: Statement | None = None,
-        index: int = 0,
-    ) -> Exception:
-        """The error the user sees for a failed statement: its file, line and what stayed."""
-        if session_lost(failure.error, self.conn):  # e.g. 57P01 from a server shutting down
-            return failure.error
-        failed = failure.migration or migration
-        if failed is None:  # a bug: every round trip of the single transaction names its file
-            return failure
-        error = migration_failed(failed, failure, statement, index)
-        if statement is not None and index > 0:  # statements before it were committed
-            return partly_applied(error, failed, index)
-        return error
+            if session_lost(failure.error, self.conn):  # e.g. 57P01 from a server shutting down
+                raise failure.error from None
+            failed = failure.migration or migration
+            if failed is None:  # a bug: every round trip of the single transaction names its file
+                raise
+            error = migration_failed(failed, failure, statement, index)
+            if statement is not None and index > 0:  # statements before it were committed
+                raise partly_applied(error, failed, index) from None
+            raise error from None
 
     @contextmanager
     def _loss_explained(
@@ -771,32 +564,6 @@ class Applier:
                 file=migration.path, reason=reason_of(error), outcome=outcome
             )
             raise ConnectionLostError(message, file=str(migration.path)) from None
-
-
-def _file_at(error: psycopg.Error, texts: Sequence[str], end: int) -> int | None:
-    """How many files of a shared round trip (``texts``) come before the one the server's
-    error position points into, when it points past ``end`` (the failed file's end): a
-    syntax error found when the server parsed the whole round trip, before it ran any of it.
-    None when the error is the failed file's own."""
-    position = error.diag.statement_position
-    if not position or int(position) - 1 < end:
-        return None
-    start = 0
-    for index, text in enumerate(texts):
-        start += len(text)
-        if int(position) - 1 < start:
-            return index
-    return None
-
-
-def _log_started(migration: Migration) -> None:
-    decision = migration.mode_decision
-    log.info(
-        "migration_started",
-        version=migration.version,
-        mode=decision.mode.value,
-        mode_reason=decision.reason,
-    )
 
 
 def _locks_held(results: list[pq.abc.PGresult], envelope: Envelope) -> dict[str, Any]:

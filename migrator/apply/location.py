@@ -89,7 +89,7 @@ def _locate_in_statement(
     inner = inner_statements(statement)
     position = failure.error.diag.statement_position
     if position:
-        offset = statement.offset - failure.head_length + int(position) - 1
+        offset = statement.offset - len(failure.envelope.head) + int(position) - 1
         return statement_at(inner, offset), position_to_line_column(migration.sql, offset)
     index = min(max(failure.index - len(failure.envelope.before), 0), len(inner) - 1)
     return inner[index], position_to_line_column(migration.sql, inner[index].offset)
@@ -109,7 +109,7 @@ def _locate_in_file(
         return None
     position = failure.error.diag.statement_position
     if position:
-        offset = int(position) - 1 - failure.head_length
+        offset = int(position) - 1 - len(failure.envelope.head)
         if part is not None:
             located = part.locate(offset) if offset >= 0 else None
             if located is not None:

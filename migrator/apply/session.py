@@ -221,24 +221,6 @@ class FileSession:
         """What a file's round trip sends after the session reset."""
         return (self.query,) if self.following else ()
 
-    @property
-    def changed(self) -> bool:
-        """The last file observed changed the defaults this login read: follow() renews."""
-        return self.following and self._seen != self.login_defaults
-
-    @property
-    def fence(self) -> str | None:
-        """A statement that fails (division by zero) unless the defaults are still what this
-        login read: the first of a file sent in one round trip after another file, which may
-        have changed them (None: not followed)."""
-        if not self.following:
-            return None
-        expected = "NULL"
-        if self.login_defaults is not None:
-            quoted = pq.Escaping(self.conn.pgconn).escape_literal(self.login_defaults)
-            expected = quoted.decode(self.conn.info.encoding)
-        return f"SELECT 1 / (({self.query}) IS NOT DISTINCT FROM {expected})::integer"
-
     def observe(self, results: Sequence[pq.abc.PGresult], after: Sequence[str]) -> None:
         """Take LOGIN_DEFAULTS' value from the results of a round trip that ended with
         ``after`` (counted from the end: the file's own statements are not counted)."""

@@ -35,7 +35,6 @@ class StatementFailed(Exception):
         envelope: Envelope | None = None,
         migration: Migration | None = None,
         part: Part | None = None,
-        preceding: int = 0,
     ) -> None:
         super().__init__(str(error))
         self.error = error
@@ -43,13 +42,6 @@ class StatementFailed(Exception):
         self.envelope = envelope or Envelope()
         self.migration = migration  # set when the failure came from a file's round trip
         self.part = part  # the statements that round trip carried; None: the whole file
-        # Characters sent before the envelope in the same round trip (the files before it).
-        self.preceding = preceding
-
-    @property
-    def head_length(self) -> int:
-        """Characters sent before the file's text: what the server's position counts first."""
-        return self.preceding + len(self.envelope.head)
 
 
 def run_script(conn: psycopg.Connection[Any], text: str) -> list[pq.abc.PGresult]:

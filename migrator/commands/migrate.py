@@ -155,7 +155,7 @@ def apply_plan(applier: Applier, plan: Plan, single_transaction: bool = False) -
         refuse_outside_transaction(versioned)
         durations = applier.apply_in_one_transaction(versioned)
     else:
-        durations = applier.apply_files(versioned)
+        durations = {m.version: applier.apply(m) for m in versioned}
     for migration in plan.pending:
         if migration.repeatable:  # its row is replaced, in the same transaction
             durations[migration.version] = applier.apply(migration, applier.record_again)

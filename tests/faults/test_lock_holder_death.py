@@ -31,11 +31,9 @@ def reference(pg_server, files, tmp_path_factory) -> Snapshot:
 
 
 def _sleeping(database) -> bool:
-    # By its wait event: the query text pg_stat_activity shows stops at 1 kB, and 002 comes
-    # after 001 in one round trip (issue 29).
     return bool(database.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-        "AND wait_event = 'PgSleep' AND datname = current_database()"
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+        "%pg_sleep(1.5)%",
     ))  # fmt: skip
 
 
@@ -45,9 +43,7 @@ def test_terminated_lock_holder_lets_the_waiter_apply_everything_once(
 ):
     env = database.env(MIGRATIONS_DIR=str(files.path), DDL_LOCK_TIMEOUT="1s")
     holder = start_watched(env=env)
-    # 001 and 002 share a round trip (issue 29): 002's migration_started comes with the results,
-    # after its sleep; the holder has the lock once it starts 001, and 002 runs once it sleeps.
-    holder.wait_for(lambda e: e["event"] == "migration_started")
+    holder.wait_for(lambda e: e["event"] == "migration_started" and e["version"] == "002_slow")
     waiter = start_watched(env=env)
     waiter.wait_for(lambda e: e["event"] == "lock_waiting")
     wait_until(lambda: _sleeping(database))

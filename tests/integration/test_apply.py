@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from datetime import datetime
@@ -40,55 +39,6 @@ def test_a_failing_file_leaves_no_trace_and_names_file_line_column(
     assert database.scalar("SELECT to_regclass('later')") is None
     assert database.query("SELECT version FROM schema_migrations") == [("001_ok",)]
     assert result.termination_message.strip() == failure["error"]
-
-
-def _logged_statements(database) -> list[str]:
-    """The statements the server logged for ``database`` (log_statement = all), each whole."""
-    entries = re.split(
-        r"^(?=\d{4}-\d\d-\d\d \S+ \S+ \[\d+\] )", database.server.server_log(), flags=re.M
-    )
-    return [e for e in entries if f"@{database.name} LOG:  statement: " in e]
-
-
-def test_a_file_failing_among_files_sent_together_stops_the_run_there(
-    database, run_runner, migrations
-):
-    # Plain transactional files share a round trip (issue 29); the failing file's error ends
-    # it: the file after it was sent, but never ran.
-    migrations.add({
-        "001_first.sql": "CREATE TABLE together_first (id int);",
-        "002_second.sql": "CREATE TABLE together_second (id int);",
-    })  # fmt: skip
-    bad = migrations.write(
-        "003_bad.sql", "CREATE TABLE together_third (id int);\n\nCREATE INDEX ON no_such (id);\n"
-    )
-    migrations.add({
-        "004_after.sql": "CREATE TABLE together_after (id int);",
-        "005_last.sql": "CREATE TABLE together_last (id int);",
-    })  # fmt: skip
-    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
-
-    assert result.returncode == 65, result
-    failure = result.events_named("migration_failed")[0]
-    assert (failure["file"], failure["line"], failure["sqlstate"]) == (str(bad), 3, "42P01")
-    assert failure["error"].startswith(f"{bad}:3:")
-    assert [e["version"] for e in result.events_named("migration_applied")] == [
-        "001_first",
-        "002_second",
-    ]
-    assert [e["version"] for e in result.events_named("migration_started")] == [
-        "001_first",
-        "002_second",
-        "003_bad",
-    ]
-    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [
-        ("001_first",),
-        ("002_second",),
-    ]
-    for table in ("together_third", "together_after", "together_last"):
-        assert database.scalar("SELECT to_regclass(%s)", table) is None, table
-    sent = [s for s in _logged_statements(database) if "together_third" in s]
-    assert len(sent) == 1 and "together_first" in sent[0] and "together_last" in sent[0]
 
 
 def test_an_error_without_position_names_the_failing_statement(database, run_runner, migrations):
@@ -226,63 +176,6 @@ def test_lock_timeout_gives_up_after_the_retries(database, run_runner, migration
     assert result.returncode == 65, result
     assert len(result.events_named("lock_timeout_retry")) == 2
     assert result.events_named("migration_failed")[0]["sqlstate"] == "55P03"
-
-
-def test_a_syntax_error_in_a_later_file_of_a_shared_round_trip_is_that_files(
-    database, run_runner, migrations
-):
-    # PostgreSQL parses a whole round trip before running any of it: the files before the
-    # one with the syntax error are applied all the same, as one by one, and the error is its.
-    migrations.add({
-        "001_first.sql": "CREATE TABLE parsed_first (id int);",
-        "002_second.sql": "CREATE TABLE parsed_second (id int);",
-    })  # fmt: skip
-    bad = migrations.write("003_typo.sql", "CREATE TABLE parsed_third (id int);\nCREATE TABEL x;\n")
-    migrations.add({"004_after.sql": "CREATE TABLE parsed_after (id int);"})
-    result = run_runner(env=database.env(MIGRATIONS_DIR=str(migrations.path)))
-
-    assert result.returncode == 65, result
-    failure = result.events_named("migration_failed")[0]
-    assert (failure["file"], failure["line"], failure["sqlstate"]) == (str(bad), 2, "42601")
-    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [
-        ("001_first",),
-        ("002_second",),
-    ]
-    assert database.scalar("SELECT to_regclass('parsed_third')") is None
-    assert database.scalar("SELECT to_regclass('parsed_after')") is None
-
-
-@pytest.mark.parametrize("retries", [0, 2])
-def test_a_lock_timeout_in_a_shared_round_trip_counts_as_the_first_attempt(
-    database, run_runner, migrations, retries
-):
-    migrations.add({"001_table.sql": "CREATE TABLE busy_shared (id int);"})
-    env = database.env(MIGRATIONS_DIR=str(migrations.path))
-    assert run_runner(env=env).returncode == 0
-    migrations.add({
-        "002_before.sql": "CREATE TABLE before_busy (id int);",
-        "003_alter.sql": "ALTER TABLE busy_shared ADD COLUMN name text;",
-        "004_after.sql": "CREATE TABLE after_busy (id int);",
-    })  # fmt: skip
-    with database.connect(autocommit=False) as conn:
-        conn.execute("LOCK TABLE busy_shared IN ACCESS SHARE MODE")
-        settings = {"DDL_LOCK_TIMEOUT": "200ms", "DDL_LOCK_RETRIES": str(retries)}
-        result = run_runner(env={**env, **settings})
-        conn.rollback()
-    assert result.returncode == 65, result
-    assert [e["attempt"] for e in result.events_named("lock_timeout_retry")] == list(
-        range(1, retries + 1)
-    )
-    assert result.events_named("migration_failed")[0]["sqlstate"] == "55P03"
-    # DDL_LOCK_RETRIES + 1 attempts in all, the shared round trip's the first of them.
-    sent = [s for s in _logged_statements(database) if "ADD COLUMN name text" in s]
-    assert len(sent) == retries + 1
-    assert "before_busy" in sent[0]  # 002 and 003 shared it (003 ends it: ALTER, measured)
-    assert database.query("SELECT version FROM schema_migrations ORDER BY 1") == [
-        ("001_table",),
-        ("002_before",),
-    ]
-    assert database.scalar("SELECT to_regclass('after_busy')") is None
 
 
 def test_the_catalog_queries_of_each_round_trip_are_prepared_once(database, run_runner, migrations):

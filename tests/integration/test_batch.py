@@ -462,16 +462,3 @@ def test_a_batch_that_loses_a_deadlock_is_tried_again(database, start_runner, mi
     assert (retry["sqlstate"], retry["reason"], retry["attempt"]) == ("40P01", "deadlock", 1)
     assert database.query("SELECT done, count(*) FROM items GROUP BY 1") == [(1, 200)]
     assert database.scalar("SELECT count(*) FROM items WHERE note = 'app'") == 2
-
-
-def test_a_backfill_after_a_plain_file_runs_in_batches_not_in_a_shared_round_trip(
-    database, run_runner, migrations
-):
-    # Consecutive transactional files share a round trip (issue 29); a batch file never does,
-    # also when no statistics are measured (nothing else ends the round trip before it).
-    migrations.add({"001_items.sql": TABLE, "002_backfill.sql": backfill()})
-    result = run(run_runner, database, migrations, ANALYZE_AFTER_MIGRATE="false")
-    assert result.returncode == 0, result
-    assert counts(database) == {1: ROWS}
-    assert len(result.events_named("batch_started")) == 1
-    assert recorded(database) == ["001_items", "002_backfill"]

@@ -84,23 +84,6 @@ def test_a_default_a_file_sets_reaches_the_next_files_of_the_run(
 
 
 @pytest.mark.parametrize("setter", list(SETTERS))
-def test_a_file_sent_together_with_the_one_that_set_a_default_runs_on_the_new_login(
-    database, run_runner, migrations, setter
-):
-    # Without statistics to measure, 001's ALTER does not end the round trip (issue 29): 002
-    # is sent with it, its first statement finds the defaults changed and fails on purpose,
-    # and 002 runs again on a new login.
-    migrations.add(files_setting(setter, False, database))
-    env = database.env(MIGRATIONS_DIR=str(migrations.path), ANALYZE_AFTER_MIGRATE="false")
-    result = run_runner(env=env)
-    assert result.returncode == 0, result
-    assert where_things_landed(database) == ("app", ZONE)
-    assert [e["version"] for e in result.events_named("session_renewed")] == ["001_defaults"]
-    applied = [e["version"] for e in result.events_named("migration_applied")]
-    assert applied == ["001_defaults", "002_t", "003_tz"]
-
-
-@pytest.mark.parametrize("setter", list(SETTERS))
 def test_one_run_and_two_runs_give_the_same_schema(
     database, other_database, run_runner, migrations, tmp_path, setter
 ):
