@@ -49,6 +49,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -121,6 +122,10 @@ TARGETS = (
     ("W5", "runner / dbmate", 1.0),
     ("C1", "runner / python-floor", 1.15),
 )
+# Issue 29: the per-file work within 1.25x of the server's own time for the same files (its
+# log's durations of the tool's statements: the limit of applying one file at a time).
+SERVER_TIMED = ("runner", "dbmate")
+SERVER_TIME_TARGET = 1.25
 ADDED_SIZE_TARGET_BYTES = 16_000_000  # what the image adds to its base (15 MB until 2026-12-07)
 W4_TARGET_S = 0.3
 RSS_TARGET_BYTES = 60_000_000
@@ -279,6 +284,29 @@ def fresh_database(server: PgServer, label: str, template: str | None = None) ->
         yield name
     finally:
         drop_database(server, name)
+
+
+# A statement's line in the server log under log_min_duration_statement = 0, with pgserver's
+# log_line_prefix '%m [%p] %u@%d ': its database and the duration the server measured. The
+# extended protocol logs parse, bind and execute each with its own duration: all are summed.
+LOGGED_DURATION = re.compile(
+    r"^\S+ \S+ \S+ \[\d+\] [^@\s]*@(\S+) LOG:  duration: ([\d.]+) ms", re.MULTILINE
+)
+
+
+def server_milliseconds(server: PgServer, dbname: str, run: Callable[[], Result]) -> float:
+    """``run`` a tool on ``dbname`` with every statement's duration logged (that database
+    only, set before the tool logs in); the sum of the durations the server logged for it:
+    the server's own time for the tool's statements, client and network excluded."""
+    execute(server, f'ALTER DATABASE "{dbname}" SET log_min_duration_statement = 0')
+    start = server.log_file.stat().st_size
+    run()
+    # A backend writes a statement's log line before its result goes out: by the tool's exit
+    # every line of its statements is in the file.
+    with server.log_file.open("rb") as log_file:
+        log_file.seek(start)
+        text = log_file.read().decode(errors="replace")
+    return sum(float(ms) for db, ms in LOGGED_DURATION.findall(text) if db == dbname)
 
 
 def history_rows(server: PgServer, dbname: str) -> int:
@@ -627,6 +655,9 @@ class Figures:
     unavailable: dict[str, str] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     image_sizes: dict[str, int] = field(default_factory=dict)  # label -> bytes
+    # (workload, tool) -> the server's own time per run (ms, from its log), W2 and W3
+    server_ms: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # workload -> files applied per run
 
     def record(self, workload: str, tool: str, result: Result) -> None:
         self.series.setdefault((workload, tool), Series(workload, tool)).results.append(result)
@@ -828,6 +859,7 @@ class Bench:
 
     def apply(self, workload: str, history: History) -> None:
         fig, tools, n = self.figures, self.tools, len(history.files)
+        fig.files[workload] = n
         check_files_for_runner(fig, workload, history)
         checks = SchemaChecks(tools, fig, workload)
         script = self.work / f"{workload}-all.sql"
@@ -851,6 +883,18 @@ class Bench:
                         checks.schema(tool, db)
                         if has_history:
                             checks.history(tool, db, n)
+            self.server_time(workload, [(t, m) for t, m, _ in measured if t in SERVER_TIMED])
+
+    def server_time(
+        self, workload: str, measured: list[tuple[str, Callable[[str], Result]]]
+    ) -> None:
+        """Each tool once more, untimed, with its statements' durations logged: the server's own
+        time for the same files (logging every statement costs the server a little, so the
+        timed runs log none)."""
+        for tool, measure in measured:
+            with fresh_database(self.server, workload) as db:
+                ms = server_milliseconds(self.server, db, partial(measure, db))
+                self.figures.server_ms.setdefault((workload, tool), []).append(ms)
 
     # W4 -------------------------------------------------------------------------------------
 
@@ -1124,7 +1168,13 @@ def ratio_rows(figures: Figures) -> list[Row]:
         rows.append(
             Row(workload, name, value, "", target, None if limit is None else value <= limit)
         )
-    return rows + work_only_rows(figures) + absolute_target_rows(figures) + size_rows(figures)
+    return (
+        rows
+        + work_only_rows(figures)
+        + server_time_rows(figures)
+        + absolute_target_rows(figures)
+        + size_rows(figures)
+    )
 
 
 def work_only_rows(figures: Figures) -> list[Row]:
@@ -1161,6 +1211,34 @@ def work_only_row(workload: str, start_workload: str, work: dict[str, float]) ->
         return Row(workload, name, None, "", target, None, note)
     value = work["runner"] / work["dbmate"]
     return Row(workload, name, value, "", target, None if limit is None else value <= limit)
+
+
+def server_time_rows(figures: Figures) -> list[Row]:
+    """The server's own time per file (medians of its log's sums, each over the files of the
+    run), and each tool's per-file work (its run minus its W1, as above) against it: the
+    target is the runner's work within SERVER_TIME_TARGET of the server's time for it."""
+    rows = []
+    for (workload, tool), runs in figures.server_ms.items():
+        files = figures.files[workload]
+        server_s = statistics.median(runs) / 1000
+        rows.append(Row(workload, f"{tool} server time per file", server_s * 1000 / files, "ms"))
+        work, start = figures.median(workload, tool), figures.median("W1", tool)
+        if work is None or start is None:
+            continue
+        value = (work - start) / server_s
+        if tool == "runner":
+            target, met = f"<= {SERVER_TIME_TARGET}", value <= SERVER_TIME_TARGET
+            rows.append(
+                Row(workload, f"({tool} - its W1) / its server time", value, "", target, met)
+            )
+        else:
+            rows.append(Row(workload, f"({tool} - its W1) / its server time", value, ""))
+    for workload in dict.fromkeys(w for w, _ in figures.server_ms):
+        runner, dbmate = (figures.server_ms.get((workload, t)) for t in SERVER_TIMED)
+        if runner and dbmate:
+            value = statistics.median(runner) / statistics.median(dbmate)
+            rows.append(Row(workload, "server time, runner / dbmate", value, ""))
+    return rows
 
 
 def size_rows(figures: Figures) -> list[Row]:

@@ -36,9 +36,16 @@ ALWAYS_RATIOS = {
     ("W3", "runner / psql-per-file"),
     ("W4", "runner median, ready to exit"),
     ("W5", "runner / psql-session"),
+    # The server's own time, from its log (issue 29).
+    ("W2", "runner server time per file"),
+    ("W3", "runner server time per file"),
+    ("W2", "(runner - its W1) / its server time"),
     ("all", "runner peak RSS"),
 }
-DBMATE_RATIOS = {(workload, "runner / dbmate") for workload in WORKLOADS}
+DBMATE_RATIOS = {(workload, "runner / dbmate") for workload in WORKLOADS} | {
+    ("W3", "dbmate server time per file"),
+    ("W3", "server time, runner / dbmate"),
+}
 
 
 def run_bench(
