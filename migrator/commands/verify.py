@@ -38,11 +38,14 @@ WITH user_namespaces AS (
     SELECT oid, nspname FROM pg_namespace
     WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
       AND nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%'
+      -- The throttle's statistics functions, made by 000 as a superuser (the runner's own).
+      AND NOT (nspname = 'migrator_stats'
+               AND (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = nspowner))
 ), relations AS (
     SELECT c.oid, c.relkind, n.nspname || '.' || c.relname AS name
     FROM pg_class c JOIN user_namespaces n ON n.oid = c.relnamespace
     WHERE NOT (n.nspname = 'public' AND c.relname LIKE 'schema_migrations%')
-      AND NOT (n.nspname = {schema} AND c.relname IN ({history}, {lock}))
+      AND NOT (n.nspname = {schema} AND c.relname IN ({history}, {lock}, {batch}))
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
 )
 SELECT 'relation ' || name || ' (' || relkind::text || ')' FROM relations WHERE relkind <> 'i'
@@ -96,9 +99,10 @@ def differences(
     live: psycopg.Connection[Any], scratch: psycopg.Connection[Any], table: TableName
 ) -> list[str]:
     """What one database has that the other lacks, named as the user reads it; the history
-    table and the lock's view (``table``'s) are the runner's, not the files'."""
+    table, the lock's view and the batch checkpoints (``table``'s) are the runner's, not the
+    files'."""
     query = sql.SQL(SCHEMA_OBJECTS).format(
-        schema=table.schema, history=table.name, lock=table.lock.name
+        schema=table.schema, history=table.name, lock=table.lock.name, batch=table.batch.name
     )
     mine = {row[0] for row in live.execute(query)}
     built = {row[0] for row in scratch.execute(query)}
